@@ -1,0 +1,234 @@
+"""Log schema v1: the one owner of file names, column names, dtypes and their checks.
+
+A *log set* is a directory; every directory below it holding ``run.json`` is one run.
+A run holds ``run.json``, ``eigen.parquet`` and ``noise.parquet`` (the required tables)
+and may hold optional tables listed in :data:`OPTIONAL_TABLES`. ``docs/log-schema.md``
+describes the contract in prose with a worked example.
+
+This module validates *one table at a time* (columns, dtypes, finiteness, allowed
+values) and normalises accepted lossless upcasts (int32 -> int64, float32 -> float64,
+large_string/dictionary -> string). Cross-table checks live in :mod:`varprinciple.io`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "RUN_JSON",
+    "EIGEN_FILE",
+    "NOISE_FILE",
+    "RUN_REQUIRED_KEYS",
+    "Basis",
+    "ColumnSpec",
+    "TableSpec",
+    "EIGEN",
+    "NOISE",
+    "OPTIONAL_TABLES",
+    "normalize_table",
+]
+
+SCHEMA_VERSION = 1
+RUN_JSON = "run.json"
+EIGEN_FILE = "eigen.parquet"
+NOISE_FILE = "noise.parquet"
+
+#: run.json keys every run must carry, with the Python types accepted for each.
+RUN_REQUIRED_KEYS: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,),
+    "run_id": (str,),
+    "method": (str,),
+}
+
+
+class Basis(StrEnum):
+    """The kind of direction a noise sample is projected on."""
+
+    HESSIAN = "hessian"
+    RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column: its name, logical type and whether it must be present.
+
+    ``kind`` is one of ``"int64"``, ``"float64"``, ``"string"``, ``"bool"`` or
+    ``"list<float32>"``. ``finite`` asks float values to be finite (no NaN/Inf);
+    ``nonnegative`` asks values >= 0; ``allowed`` restricts string values.
+    """
+
+    name: str
+    kind: str
+    required: bool = True
+    finite: bool = True
+    nonnegative: bool = False
+    allowed: tuple[str, ...] | None = None
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A Parquet table of a run: its file name and columns."""
+
+    file: str
+    columns: tuple[ColumnSpec, ...]
+    description: str = ""
+
+    @property
+    def required_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+EIGEN = TableSpec(
+    EIGEN_FILE,
+    (
+        ColumnSpec("step", "int64", nonnegative=True),
+        ColumnSpec("rank", "int64", nonnegative=True),
+        ColumnSpec("eigenvalue", "float64"),
+        ColumnSpec("residual", "float64", required=False, nonnegative=True),
+        ColumnSpec("vector", "list<float32>", required=False, finite=False),
+        ColumnSpec("block", "string", required=False),
+    ),
+    "One row per Hessian eigenpair per probe; rank 0 is the largest eigenvalue.",
+)
+
+NOISE = TableSpec(
+    NOISE_FILE,
+    (
+        ColumnSpec("step", "int64", nonnegative=True),
+        ColumnSpec("source", "string"),
+        ColumnSpec("basis", "string", allowed=tuple(b.value for b in Basis)),
+        ColumnSpec("direction", "int64", nonnegative=True),
+        ColumnSpec("sample", "int64", nonnegative=True),
+        ColumnSpec("value", "float64"),
+        ColumnSpec("block", "string", required=False),
+    ),
+    "One row per noise sample per direction per probe (long format).",
+)
+
+#: Optional tables a run may carry, by file name. Readers validate them when present
+#: (``io.read_table``); the analysis of ``varprinciple test`` never needs them.
+OPTIONAL_TABLES: dict[str, TableSpec] = {}
+
+
+def register_optional_table(spec: TableSpec) -> TableSpec:
+    """Add an optional table to :data:`OPTIONAL_TABLES` (one place per table)."""
+    OPTIONAL_TABLES[spec.file] = spec
+    return spec
+
+
+# --------------------------------------------------------------------------- dtypes
+
+_INT_OK = (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32())
+_FLOAT_OK = (pa.float16(), pa.float32(), pa.float64())
+
+
+def _is_string(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _cast_column(col: pa.ChunkedArray, spec: ColumnSpec) -> tuple[pa.ChunkedArray | None, str | None]:
+    """Cast ``col`` to the spec's type if that is a lossless upcast; else explain."""
+    t = col.type
+    if spec.kind == "int64":
+        if t == pa.int64():
+            return col, None
+        if any(t == ok for ok in _INT_OK):
+            return col.cast(pa.int64()), None
+        if t == pa.uint64():
+            if len(col) and pc.max(col).as_py() > np.iinfo(np.int64).max:
+                return None, "uint64 values overflow int64"
+            return col.cast(pa.int64()), None
+        return None, f"has dtype {t}, expected int64 (or a narrower integer)"
+    if spec.kind == "float64":
+        if t == pa.float64():
+            return col, None
+        if any(t == ok for ok in _FLOAT_OK):
+            return col.cast(pa.float64()), None
+        return None, f"has dtype {t}, expected float64 (or float32)"
+    if spec.kind == "string":
+        if t == pa.string():
+            return col, None
+        if _is_string(t):
+            return col.cast(pa.string()), None
+        return None, f"has dtype {t}, expected string"
+    if spec.kind == "bool":
+        if t == pa.bool_():
+            return col, None
+        return None, f"has dtype {t}, expected bool"
+    if spec.kind == "list<float32>":
+        if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and (
+            pa.types.is_floating(t.value_type)
+        ):
+            return col, None
+        return None, f"has dtype {t}, expected list<float32>"
+    raise ValueError(f"unknown column kind {spec.kind!r}")  # pragma: no cover - programming error
+
+
+def normalize_table(table: pa.Table, spec: TableSpec) -> tuple[pa.Table | None, list[tuple[str | None, str]]]:
+    """Validate one table against ``spec`` and return it with canonical dtypes.
+
+    Returns ``(table, problems)``; each problem is ``(column or None, message)``.
+    ``table`` is None when a problem prevents normalisation. Extra columns are kept.
+    Checks: required columns present, dtypes (lossless upcasts accepted), nulls,
+    NaN/Inf in float columns, negative values where not allowed, allowed strings,
+    and that the table is not empty.
+    """
+    problems: list[tuple[str | None, str]] = []
+    names = set(table.column_names)
+    for name in spec.required_names:
+        if name not in names:
+            problems.append((f"column {name!r}", "missing"))
+    if problems:
+        return None, problems
+    if table.num_rows == 0:
+        return None, [(None, "table is empty")]
+    out = table
+    for c in spec.columns:
+        if c.name not in names:
+            continue
+        col = table.column(c.name)
+        cast, why = _cast_column(col, c)
+        label = f"column {c.name!r}"
+        if why is not None:
+            problems.append((label, why))
+            continue
+        nnull = cast.null_count
+        if nnull and not c.nullable:
+            what = "null/NaN" if c.kind == "float64" else "null"
+            problems.append((label, f"{nnull} {what} value{'s' if nnull > 1 else ''}"))
+            continue
+        if c.kind == "float64" and c.finite:
+            arr = cast.to_numpy()
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            if bad:
+                problems.append((label, f"{bad} NaN/Inf value{'s' if bad > 1 else ''}"))
+        if c.nonnegative and c.kind in ("int64", "float64"):
+            mn = pc.min(cast).as_py()
+            if mn is not None and mn < 0:
+                problems.append((label, f"negative values (min {mn})"))
+        if c.allowed is not None:
+            uniq = pc.unique(cast).to_pylist()
+            bad_vals = sorted(str(u) for u in uniq if u not in c.allowed)
+            if bad_vals:
+                problems.append((label, f"values {bad_vals} not in {list(c.allowed)}"))
+        if c.kind == "string" and c.name != "block":
+            empty = pc.sum(pc.equal(pc.utf8_length(cast), 0)).as_py() or 0
+            if empty:
+                problems.append((label, f"{empty} empty string{'s' if empty > 1 else ''}"))
+        out = out.set_column(out.schema.get_field_index(c.name), c.name, cast)
+    if problems:
+        return None, problems
+    return out, problems
