@@ -232,3 +232,40 @@ def normalize_table(table: pa.Table, spec: TableSpec) -> tuple[pa.Table | None, 
     if problems:
         return None, problems
     return out, problems
+
+
+# ------------------------------------------------------------------ optional tables
+# Each optional table is declared once here. The analysis never requires them.
+
+#: Exact projected noise variance (e.g. SGD's, from per-sample gradients with
+#: DESIGN.md's formula), one row per direction per probe, beside the sampled values.
+EXACT_VARIANCE = register_optional_table(TableSpec(
+    "exact_variance.parquet",
+    (
+        ColumnSpec("step", "int64", nonnegative=True),
+        ColumnSpec("source", "string"),
+        ColumnSpec("basis", "string", allowed=tuple(b.value for b in Basis)),
+        ColumnSpec("direction", "int64", nonnegative=True),
+        ColumnSpec("variance", "float64", nonnegative=True),
+        ColumnSpec("block", "string", required=False),
+    ),
+    "Exact noise variance along each probed direction (no sampling error).",
+))
+
+#: Flatness and alignment scalars per probe: quantity is one of lambda_max,
+#: hessian_trace, rho (Zhu et al.'s D Tr(HC) / (Tr(H) Tr(C)), per noise source),
+#: tr_hc, tr_c; se is the estimator's standard error (null when exact).
+FLATNESS = register_optional_table(TableSpec(
+    "flatness.parquet",
+    (
+        ColumnSpec("step", "int64", nonnegative=True),
+        ColumnSpec("quantity", "string"),
+        ColumnSpec("source", "string", required=False, nullable=True),
+        ColumnSpec("estimate", "float64"),
+        ColumnSpec("se", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("block", "string", required=False),
+    ),
+    "Flatness (lambda_max, Tr(H)) and noise-alignment (rho) scalars per probe.",
+))
+
+# collect: further tables (training curves, ...) are registered below this line.
