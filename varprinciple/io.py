@@ -421,7 +421,7 @@ def _build_run(run_dir: Path, meta: dict, eig: pa.Table, noi: pa.Table) -> RunLo
     run.problems = problems
     if not problems:
         run.blocks = blocks
-        run.fingerprint = _fingerprint(noi_n)
+        run.fingerprint = _fingerprint(blocks)
     return run
 
 
@@ -469,9 +469,10 @@ def _noise_blocks(noi: pa.Table, eig_lookup, path: str, rid: str | None):
     value = noi.column("value").to_numpy()
     blk, blk_names = _block_codes(noi)
 
-    order = np.lexsort((direction, bas, sample, blk, src, step))
-    step, src, blk, sample, bas, direction, value = (
-        a[order] for a in (step, src, blk, sample, bas, direction, value))
+    order = _canonical_order(step, src, blk, sample, bas, direction)
+    if order is not None:
+        step, src, blk, sample, bas, direction, value = (
+            a[order] for a in (step, src, blk, sample, bas, direction, value))
     n = len(step)
     gchange = np.empty(n, dtype=bool)
     gchange[0] = True
@@ -483,31 +484,40 @@ def _noise_blocks(noi: pa.Table, eig_lookup, path: str, rid: str | None):
     for a, b in zip(starts.tolist(), ends.tolist()):
         s_, so_, bl_ = int(step[a]), src_names[src[a]], blk_names[blk[a]]
         where = f"step {s_}, source {so_!r}" + (f", block {bl_!r}" if bl_ is not None else "")
-        smp, bs, dr, val = sample[a:b], bas[a:b], direction[a:b], value[a:b]
-        # duplicates: consecutive equal (sample, basis, direction) after sorting
-        same = (smp[1:] == smp[:-1]) & (bs[1:] == bs[:-1]) & (dr[1:] == dr[:-1])
-        ndup = int(np.count_nonzero(same))
+        smp, val = sample[a:b], value[a:b]
+        width = int(direction[a:b].max()) + 1
+        colkey = bas[a:b] * width + direction[a:b]
+        # rows are sorted by (sample, basis, direction): a new draw starts where sample changes
+        new_draw = np.empty(b - a, dtype=bool)
+        new_draw[0] = True
+        new_draw[1:] = smp[1:] != smp[:-1]
+        ndup = int(np.count_nonzero(~new_draw[1:] & (colkey[1:] == colkey[:-1])))
         if ndup:
             problems.append(Problem(path, f"{where}: {ndup} duplicate (sample, basis, direction) "
                                     f"row{'s' if ndup > 1 else ''}", rid, F, "column 'sample'"))
             continue
-        colkey = bs * (int(dr.max()) + 1) + dr
-        ucols, col_idx = np.unique(colkey, return_inverse=True)
-        d = len(ucols)
-        usmp, row_idx, counts = np.unique(smp, return_inverse=True, return_counts=True)
-        K = len(usmp)
+        draw_start = np.flatnonzero(new_draw)
+        K = len(draw_start)
+        counts = np.diff(np.append(draw_start, b - a))
         if K < 2:
             problems.append(Problem(path, f"{where}: {K} sample (need at least 2)", rid, F, "column 'sample'"))
             continue
-        short = int(np.count_nonzero(counts != d))
-        if short:
-            problems.append(Problem(path, f"{where}: {short} of {K} draws do not cover all {d} directions",
+        d0 = int(counts[0])
+        if np.all(counts == d0) and np.array_equal(colkey.reshape(K, d0),
+                                                   np.broadcast_to(colkey[:d0], (K, d0))):
+            # fast path: every draw covers the same directions
+            ucols, d = colkey[:d0], d0
+            mat = val.reshape(K, d)
+            usmp = smp[draw_start]
+        else:
+            ucols = np.unique(colkey)
+            d = len(ucols)
+            short = int(np.count_nonzero(counts != d))
+            problems.append(Problem(path, f"{where}: {max(short, 1)} of {K} draws do not cover all {d} directions",
                                     rid, F, "column 'sample'"))
             continue
-        mat = np.empty((K, d))
-        mat[row_idx, col_idx] = val
-        col_bas = ucols // (int(dr.max()) + 1)
-        col_dir = ucols % (int(dr.max()) + 1)
+        col_bas = ucols // width
+        col_dir = ucols % width
         var = mat.var(axis=0, ddof=1)
         zero = np.flatnonzero(~(var > 0))
         if len(zero):
@@ -536,10 +546,33 @@ def _noise_blocks(noi: pa.Table, eig_lookup, path: str, rid: str | None):
     return blocks, problems
 
 
-def _fingerprint(noi: pa.Table) -> str:
+def _canonical_order(step, src, blk, sample, bas, direction) -> np.ndarray | None:
+    """Permutation sorting rows by (step, source, block, sample, basis, direction), or None
+    when they already are (the usual layout of writers), which saves the sort."""
+    if step[0] == step.min() == step.max():  # one probe step: no need to factorise
+        ustep, step_code = step[:1], np.zeros(len(step), dtype=np.int64)
+    else:
+        ustep, step_code = np.unique(step, return_inverse=True)
+    radices = [len(ustep), int(src.max()) + 1, int(blk.max()) + 1, int(sample.max()) + 1, 2,
+               int(direction.max()) + 1]
+    if float(np.prod([float(r) for r in radices])) < 2.0 ** 62:
+        key = step_code.astype(np.int64)
+        for arr, r in zip((src, blk, sample, bas, direction), radices[1:]):
+            key = key * r + arr
+        if np.all(key[1:] >= key[:-1]):
+            return None
+        return np.argsort(key, kind="stable")
+    return np.lexsort((direction, bas, sample, blk, src, step))
+
+
+def _fingerprint(blocks: list[NoiseBlock]) -> str:
+    """Identifies a run's noise content: equal for identical noise tables."""
     h = hashlib.blake2b(digest_size=16)
-    for name in ("step", "direction", "sample", "value"):
-        h.update(np.ascontiguousarray(noi.column(name).to_numpy()).tobytes())
+    for b in blocks:
+        h.update(f"{b.step}|{b.source}|{b.block}|{b.values.shape}".encode())
+        h.update(np.ascontiguousarray(b.variance).tobytes())
+        h.update(np.ascontiguousarray(b.values[0]).tobytes())
+        h.update(np.ascontiguousarray(b.values[-1]).tobytes())
     return h.hexdigest()
 
 
