@@ -1,0 +1,52 @@
+"""``varprinciple test LOGDIR``: analyse a log set, print a summary, write JSON output v1."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+__all__ = ["register", "handler"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    from ..stats.analysis import DEFAULT_RESAMPLES
+    p = subparsers.add_parser(
+        "test", help="test the variance principle on a log set",
+        description="Per-run exponent b of noise variance vs Hessian eigenvalue, group means over runs, "
+                    "comparisons (Holm, TOST). See docs/statistics.md.")
+    p.add_argument("logdir", metavar="LOGDIR", help="log-set directory (runs with run.json below it)")
+    p.add_argument("--json", metavar="OUT", default=None,
+                   help="write JSON output v1 here and OUT's stem + .directions.parquet beside it")
+    p.add_argument("--confidence", type=float, default=0.95, help="two-sided interval level (default 0.95)")
+    p.add_argument("--alpha", type=float, default=0.05, help="TOST level (default 0.05)")
+    p.add_argument("--equivalence-margin", type=float, default=None, metavar="DELTA",
+                   help="equivalence margin for slope comparisons, in exponent units (enables TOST)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampling statistics (default 0)")
+    p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, metavar="N",
+                   help=f"bootstrap replicates / Haar rotations (default {DEFAULT_RESAMPLES}; 0 = off)")
+    p.add_argument("--group-by", default=None, metavar="KEYS",
+                   help="comma-separated run.json keys defining groups (dotted paths allowed)")
+    p.add_argument("--step", type=int, default=None, help="probe step for groups (default: each run's last)")
+    p.add_argument("--compare", action="append", default=None, metavar="'A vs B'",
+                   help="declared comparison 'GROUP[:SOURCE] vs GROUP[:SOURCE]' (repeatable)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="analyse the valid runs and list the invalid ones")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=handler)
+    return p
+
+
+def handler(args: argparse.Namespace) -> int:
+    from ..stats import analyze
+
+    res = analyze(args.logdir, confidence=args.confidence, alpha=args.alpha,
+                  equivalence_margin=args.equivalence_margin, seed=args.seed, resamples=args.resamples,
+                  group_by=args.group_by, step=args.step, compare=args.compare,
+                  skip_invalid=args.skip_invalid, progress=False if args.no_progress else None)
+    print(res.summary())
+    if args.json:
+        jp, dp = res.write(args.json)
+        print(f"\nwrote {jp} and {dp}")
+    return 0

@@ -1,0 +1,83 @@
+"""Shared, data-independent resampling ingredients (bootstrap weights, Haar rotations).
+
+Weights and rotations do not depend on the data, so one set per shape serves every
+probe of an analysis: each probe's test or interval is valid on its own, they are cheap
+(one generation per shape instead of one per probe), and results do not depend on the
+order in which runs are read. Everything derives from the analysis seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Resampler", "haar_rotations"]
+
+#: Largest cache entry (bytes) kept for Haar-rotation squares; larger ones are regenerated.
+_MAX_CACHE_BYTES = 256 * 2**20
+
+
+def haar_rotations(n: int, k: int, *, rng: np.random.Generator) -> np.ndarray:
+    """``n`` independent Haar-distributed k x k orthogonal matrices, shape (n, k, k).
+
+    QR of Gaussian matrices with the sign of R's diagonal moved into Q (Mezzadri 2007).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Q = haar_rotations(3, 4, rng=np.random.default_rng(0))
+    >>> np.allclose(Q @ Q.transpose(0, 2, 1), np.eye(4))
+    True
+    """
+    G = rng.standard_normal((n, k, k))
+    Q, R = np.linalg.qr(G)
+    d = np.sign(np.diagonal(R, axis1=1, axis2=2))
+    d[d == 0] = 1.0
+    return Q * d[:, None, :]
+
+
+class Resampler:
+    """Caches Poisson bootstrap weights per sample count and squared Haar rotations per k."""
+
+    def __init__(self, resamples: int, seed: int):
+        self.resamples = int(resamples)
+        self.seed = int(seed)
+        self._weights: dict[int, np.ndarray] = {}
+        self._rot2: dict[int, np.ndarray] = {}
+        self._counts: dict[int, np.ndarray] = {}
+
+    def _rng(self, *key: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.seed, *key]))
+
+    def draw_weights(self, K: int) -> np.ndarray:
+        """(B, K) Poisson(1) weights for resampling draws (rows), rows with weight sum >= 2."""
+        w = self._weights.get(K)
+        if w is None:
+            rng = self._rng(1, K)
+            w = rng.poisson(1.0, size=(self.resamples, K)).astype(float)
+            bad = w.sum(axis=1) < 2
+            while bad.any():  # pragma: no cover - only for tiny K
+                w[bad] = rng.poisson(1.0, size=(int(bad.sum()), K))
+                bad = w.sum(axis=1) < 2
+            self._weights[K] = w
+        return w
+
+    def direction_counts(self, n: int, salt: int) -> np.ndarray:
+        """(B, n) multinomial counts resampling n directions with replacement."""
+        key = n * 8 + salt
+        c = self._counts.get(key)
+        if c is None:
+            rng = self._rng(2, salt, n)
+            c = rng.multinomial(n, np.full(n, 1.0 / n), size=self.resamples).astype(float)
+            self._counts[key] = c
+        return c
+
+    def rotation_squares(self, k: int) -> np.ndarray:
+        """(N, k, k) element-wise squares of N Haar rotations (the rotation test's reference)."""
+        r = self._rot2.get(k)
+        if r is None:
+            rng = self._rng(3, k)
+            Q = haar_rotations(self.resamples, k, rng=rng)
+            r = Q * Q
+            if r.nbytes <= _MAX_CACHE_BYTES:
+                self._rot2[k] = r
+        return r

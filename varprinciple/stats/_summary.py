@@ -1,0 +1,108 @@
+"""The readable text summary printed by ``varprinciple test`` (formatting only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["format_summary"]
+
+_MAX_RELATION_ROWS = 40
+
+
+def _f(x, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "-"
+    if isinstance(x, (float, np.floating)):
+        return f"{x:.{nd}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{nd}f}"
+    return str(x)
+
+
+def _p(x) -> str:
+    if x is None or not np.isfinite(x):
+        return "-"
+    return "<1e-4" if x < 1e-4 else f"{x:.4f}"
+
+
+def _ci(lo, hi) -> str:
+    return f"[{_f(lo)}, {_f(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "-"
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "  (none)"
+    df = pd.DataFrame(rows)
+    return "\n".join("  " + line for line in df.to_string(index=False).splitlines())
+
+
+def format_summary(res) -> str:
+    s = res.settings
+    conf = int(round(100 * s["confidence"]))
+    out = [f"varprinciple test: {res.provenance['n_runs']} run(s) from {res.provenance['input']}; "
+           f"resamples {s['resamples']}, seed {s['seed']}"]
+    if res.skipped:
+        out.append(f"SKIPPED {len(res.skipped)} invalid run(s):")
+        for sk in res.skipped:
+            out.append(f"  {sk['run_id'] or sk['path']}: " + "; ".join(sk["problems"]))
+    for ids in res.identical:
+        out.append(f"WARNING identical noise tables in runs {', '.join(ids)} (not independent replicates)")
+    rel = res.relations
+    out.append("")
+    out.append(f"Per-run exponent b (log s^2 on log lambda, Hessian basis; {conf}% CI, p one-sided b > 0):")
+    if len(rel) <= _MAX_RELATION_ROWS:
+        rows = []
+        for r in rel.itertuples(index=False):
+            row = {"run": r.run_id, "source": r.source, "step": r.step}
+            if rel["block"].notna().any():
+                row["block"] = r.block if r.block is not None else "all"
+            row.update({"b": _f(r.slope), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),
+                        "spearman": _f(r.spearman_r), "n_dir": r.n_directions, "excl": r.n_excluded,
+                        "K": r.n_samples, "align_k": _f(r.alignment_k), "align_p": _p(r.alignment_p)})
+            if rel["ratio"].notna().any():
+                row["H/rand"] = _f(r.ratio)
+            rows.append(row)
+        out.append(_table(rows))
+    else:
+        out.append(f"  {len(rel)} relations (see the JSON); median b by group and source:")
+        rows = []
+        for (g, src), sub in rel.groupby(["group", "source"], sort=True):
+            rows.append({"group": g, "source": src, "relations": len(sub), "median b": _f(sub["slope"].median()),
+                         f"share CI>0": _f(float((sub["ci_low"] > 0).mean()), 2)})
+        out.append(_table(rows))
+    out.append("")
+    out.append(f"Groups (runs as replicates; mean b, {conf}% t CI, p one-sided b > 0):")
+    rows = []
+    for r in res.groups.itertuples(index=False):
+        row = {"group": r.group, "source": r.source, "step": r.step if r.step is not None else "last"}
+        if res.groups["block"].notna().any():
+            row["block"] = r.block if r.block is not None else "all"
+        row.update({"b": _f(r.slope), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),
+                    "n_runs": r.n_runs})
+        rows.append(row)
+    out.append(_table(rows))
+    if len(res.flatness):
+        out.append("")
+        out.append(f"Flatness (mean over runs, {conf}% t CI):")
+        rows = [{"group": r.group, "quantity": r.quantity, "source": r.source if r.source is not None else "-",
+                 "mean": _f(r.estimate), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "n_runs": r.n_runs}
+                for r in res.flatness.itertuples(index=False)]
+        out.append(_table(rows))
+    out.append("")
+    margin = s["equivalence_margin"]
+    out.append(f"Comparisons (difference a - b; {conf}% CI; two-sided p; Holm over the confirmatory family"
+               + (f"; TOST margin {margin}" if margin is not None else "") + "):")
+    rows = []
+    for r in res.comparisons.itertuples(index=False):
+        a = r.label_a + (f":{r.source_a}" if r.source_a is not None else "")
+        b = r.label_b + (f":{r.source_b}" if r.source_b is not None else "")
+        row = {"quantity": r.quantity, "a": a, "b": b, "test": "paired" if r.paired else "Welch",
+               "diff": _f(r.difference), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),
+               "p_holm": _p(r.p_adjusted) if r.confirmatory else "(control)"}
+        if margin is not None and r.quantity == "slope":
+            row["tost_p"] = _p(r.tost_p)
+            row["equivalent"] = {True: "yes", False: "no"}.get(r.equivalent, "-")
+        rows.append(row)
+    out.append(_table(rows))
+    for n in res.notes:
+        out.append(f"NOTE {n}")
+    return "\n".join(out)
