@@ -269,3 +269,19 @@ FLATNESS = register_optional_table(TableSpec(
 ))
 
 # collect: further tables (training curves, ...) are registered below this line.
+
+#: Training curves of a collected run (varprinciple.collect.train): one row per logged
+#: step; losses are full-batch means with dropout off, accuracy is null for regression,
+#: test columns are null without a test split; elapsed_s is wall time since training began.
+TRAINING = register_optional_table(TableSpec(
+    "training.parquet",
+    (
+        ColumnSpec("step", "int64", nonnegative=True),
+        ColumnSpec("train_loss", "float64", nonnegative=True),
+        ColumnSpec("train_accuracy", "float64", required=False, nullable=True, finite=False),
+        ColumnSpec("test_loss", "float64", required=False, nullable=True, finite=False),
+        ColumnSpec("test_accuracy", "float64", required=False, nullable=True, finite=False),
+        ColumnSpec("elapsed_s", "float64", required=False, nonnegative=True),
+    ),
+    "Training curves: full-batch loss and accuracy on the train and test splits per logged step.",
+))

@@ -1,0 +1,460 @@
+"""The collection config: a TOML file validated before any training starts.
+
+A config has four sections, ``[data]``, ``[model]``, ``[train]`` and ``[probe]``; every key,
+its type, default and range is declared once in :data:`CONFIG_KEYS` (``docs/collection.md``
+lists them). Keys marked *sweep* accept a list; lists expand into a sweep, one run each
+(:func:`varprinciple.collect.run.expand_sweep`).
+
+Validation reports the first problem as one line naming the key::
+
+    [train] lr: must be > 0; got -1
+
+An unknown key or section is rejected with the closest valid name suggested (difflib).
+This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = [
+    "Method",
+    "DatasetName",
+    "Arch",
+    "Activation",
+    "LossName",
+    "ConfigKey",
+    "CONFIG_KEYS",
+    "SWEEP_KEYS",
+    "CollectConfig",
+    "load_config",
+    "validate_config",
+    "default_study_path",
+    "config_reference",
+]
+
+
+class Method(StrEnum):
+    """Training method: full-batch GD, minibatch SGD, and dropout with either."""
+
+    GD = "gd"
+    SGD = "sgd"
+    DROPOUT = "dropout"
+    SGD_DROPOUT = "sgd+dropout"
+
+    @property
+    def minibatch(self) -> bool:
+        return self in (Method.SGD, Method.SGD_DROPOUT)
+
+    @property
+    def dropout(self) -> bool:
+        return self in (Method.DROPOUT, Method.SGD_DROPOUT)
+
+
+class DatasetName(StrEnum):
+    """Data sources; none is downloaded."""
+
+    DIGITS = "digits"
+    MNIST1D = "mnist1d"
+    TEACHER_STUDENT = "teacher_student"
+    FUNCTION_1D = "function_1d"
+    NPZ = "npz"
+    IDX = "idx"
+
+
+class Arch(StrEnum):
+    LINEAR = "linear"
+    MLP = "mlp"
+    CNN = "cnn"
+
+
+class Activation(StrEnum):
+    RELU = "relu"
+    TANH = "tanh"
+
+
+class LossName(StrEnum):
+    """Loss choice in a config; ``auto`` is cross-entropy for classification, MSE otherwise."""
+
+    AUTO = "auto"
+    MSE = "mse"
+    CROSS_ENTROPY = "cross_entropy"
+
+
+class Function1D(StrEnum):
+    SIN = "sin"
+    ABS = "abs"
+    CUBIC = "cubic"
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One config key: its type, default and allowed values.
+
+    ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``int_list`` or ``str_list``.
+    ``default`` None means unset (the key's documented fallback applies). ``lo``/``hi``
+    bound numbers (``lo_open``/``hi_open``: strict). ``sweep``: a list of values expands
+    into a sweep.
+    """
+
+    kind: str
+    default: Any
+    doc: str
+    choices: tuple[str, ...] | None = None
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    sweep: bool = False
+    unique: bool = False
+
+
+def _c(enum: type[StrEnum]) -> tuple[str, ...]:
+    return tuple(e.value for e in enum)
+
+
+#: Every config key by section. ``docs/collection.md`` is generated from this table.
+CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
+    "data": {
+        "name": ConfigKey("str", "digits", "data source", choices=_c(DatasetName)),
+        "path": ConfigKey("str", None, "file (npz) or directory (idx); relative paths are "
+                          "relative to the config file"),
+        "n_train": ConfigKey("int", None, "train on the first n samples of the training split "
+                             "(default: all)", lo=2),
+        "n_test": ConfigKey("int", None, "keep the first n samples of the test split (default: all)",
+                            lo=0),
+        "test_fraction": ConfigKey("float", 0.2, "fraction held out as the test split (sources "
+                                   "without their own split)", lo=0, hi=1, hi_open=True),
+        "split_seed": ConfigKey("int", 0, "seed of the train/test permutation and of generated "
+                                "data (shared by all runs)", lo=0),
+        "standardize": ConfigKey("bool", True, "z-score each input feature with training-split "
+                                 "statistics"),
+        "n_samples": ConfigKey("int", None, "samples generated (mnist1d: 5000, teacher_student: "
+                               "1250, function_1d: 250)", lo=2),
+        "n_features": ConfigKey("int", 10, "teacher_student: input dimension", lo=1),
+        "n_outputs": ConfigKey("int", 1, "teacher_student: output dimension", lo=1),
+        "teacher_width": ConfigKey("int", 0, "teacher_student: hidden width of the tanh teacher "
+                                   "(0 = linear teacher)", lo=0),
+        "noise": ConfigKey("float", 0.1, "teacher_student, function_1d: std of Gaussian label noise",
+                           lo=0),
+        "function": ConfigKey("str", "sin", "function_1d: target, sin(pi x), |x| or x^3 on [-1, 1]",
+                              choices=_c(Function1D)),
+    },
+    "model": {
+        "arch": ConfigKey("str", "mlp", "architecture", choices=_c(Arch)),
+        "widths": ConfigKey("int_list", [50, 50], "mlp: hidden-layer widths", lo=1),
+        "channels": ConfigKey("int_list", [8, 16], "cnn: channels of each conv block "
+                              "(3x3 conv, activation, 2x2 average pool)", lo=1),
+        "activation": ConfigKey("str", "relu", "hidden activation", choices=_c(Activation)),
+        "bias": ConfigKey("bool", True, "biases in linear/conv layers"),
+        "dropout_layers": ConfigKey("int_list", None, "hidden layers (mlp) or conv blocks (cnn), "
+                                    "0-based, followed by dropout in dropout runs (default: all)",
+                                    lo=0, unique=True),
+    },
+    "train": {
+        "method": ConfigKey("str", "sgd", "training method", choices=_c(Method), sweep=True),
+        "lr": ConfigKey("float", 0.1, "learning rate", lo=0, lo_open=True, sweep=True),
+        "batch_size": ConfigKey("int", 32, "minibatch size B of sgd methods (also the default "
+                                "SGD-probe batch size)", lo=1, sweep=True),
+        "drop_prob": ConfigKey("float", 0.1, "DROP probability of dropout methods (PyTorch's "
+                               "nn.Dropout p; keep probability = 1 - drop_prob)", lo=0, hi=1,
+                               lo_open=True, hi_open=True, sweep=True),
+        "seed": ConfigKey("int", 0, "seed; each run's own seeds are derived from it and the "
+                          "run's configuration", lo=0, sweep=True),
+        "steps": ConfigKey("int", None, "parameter updates (default 1000 unless epochs is set)",
+                           lo=0),
+        "epochs": ConfigKey("int", None, "epochs instead of steps (an sgd epoch is "
+                            "floor(n/B) steps; a gd epoch is one step)", lo=0),
+        "momentum": ConfigKey("float", 0.0, "heavy-ball momentum", lo=0, hi=1, hi_open=True),
+        "weight_decay": ConfigKey("float", 0.0, "L2 weight decay", lo=0),
+        "loss": ConfigKey("str", "auto", "loss", choices=_c(LossName)),
+        "log_every": ConfigKey("int", 50, "training-curve interval in steps", lo=1),
+        "dtype": ConfigKey("str", "float32", "training dtype", choices=("float32", "float64")),
+        "checkpoints": ConfigKey("bool", True, "save checkpoints/step_<n>.pt at every probe step"),
+    },
+    "probe": {
+        "every": ConfigKey("int", 0, "also probe every N steps (0: only at the end of training)",
+                           lo=0),
+        "top_k": ConfigKey("int", 20, "Hessian eigenpairs per probe", lo=1),
+        "n_samples": ConfigKey("int", 1000, "noise draws K per source per probe", lo=2),
+        "sources": ConfigKey("str_list", ["sgd", "dropout", "isotropic"], "noise sources",
+                             choices=("sgd", "dropout", "isotropic"), unique=True),
+        "batch_size": ConfigKey("int", None, "SGD-probe batch size B (default: [train] batch_size, "
+                                "its first value if a list)", lo=1),
+        "n_random": ConfigKey("int", 10, "random unit directions per probe", lo=0),
+        "drop_prob": ConfigKey("float", None, "DROP probability of the dropout source (default: "
+                               "the run's [train] drop_prob, its first value if a list)", lo=0,
+                               hi=1, lo_open=True, hi_open=True),
+        "dropout_layers": ConfigKey("int_list", None, "layers of the dropout source (default: "
+                                    "[model] dropout_layers)", lo=0, unique=True),
+        "isotropic_of": ConfigKey("str", "sgd", "source whose centred trace the isotropic control "
+                                  "matches", choices=("sgd", "dropout")),
+        "dtype": ConfigKey("str", "float64", "probe dtype", choices=("float32", "float64")),
+        "eig_tol": ConfigKey("float", 1e-10, "eigsh tolerance", lo=0),
+        "exact_variance": ConfigKey("bool", True, "log the exact SGD variance from per-sample "
+                                    "gradients"),
+        "hutchinson_probes": ConfigKey("int", 64, "Hutchinson probes for Tr(H) (0: off)", lo=0),
+        "tr_hc_samples": ConfigKey("int", 64, "samples for rho = D Tr(HC)/(Tr(H) Tr(C)) (0: off)",
+                                   lo=0),
+        "store_vectors_max_params": ConfigKey("int", 50_000, "log eigenvectors up to this many "
+                                              "parameters", lo=0),
+        "memory_budget_mb": ConfigKey("int", 2048, "memory budget of the probes' chunking", lo=1),
+    },
+}
+
+#: Keys that accept a list (expanded into a sweep), as (section, key).
+SWEEP_KEYS: tuple[tuple[str, str], ...] = tuple(
+    (s, k) for s, keys in CONFIG_KEYS.items() for k, spec in keys.items() if spec.sweep)
+
+REGRESSION_DATA = (DatasetName.TEACHER_STUDENT.value, DatasetName.FUNCTION_1D.value)
+IMAGE_DATA = (DatasetName.DIGITS.value, DatasetName.IDX.value, DatasetName.NPZ.value)
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """A validated collection config with every default filled in.
+
+    ``sections`` maps section -> key -> value; sweep keys hold a list of values (length
+    one when the config gave a scalar). ``base_dir`` resolves relative data paths.
+    """
+
+    sections: dict[str, dict[str, Any]]
+    source: str | None = None
+    base_dir: str = "."
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.sections[section]
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """A deep copy of the sections (TOML-compatible)."""
+        return copy.deepcopy(self.sections)
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(options))}"
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _check_scalar(where: str, spec: ConfigKey, v: Any) -> Any:
+    kind = spec.kind.removesuffix("_list")
+    if kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{where}: must be an integer; got {_fmt(v)}")
+    elif kind == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}: must be a number; got {_fmt(v)}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise ConfigError(f"{where}: must be finite; got {v}")
+    elif kind == "bool":
+        if not isinstance(v, bool):
+            raise ConfigError(f"{where}: must be true or false; got {_fmt(v)}")
+    elif kind == "str":
+        if not isinstance(v, str):
+            raise ConfigError(f"{where}: must be a string; got {_fmt(v)}")
+    if spec.choices is not None and v not in spec.choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, spec.choices))}"
+                          f"{_suggest(v, spec.choices).replace('valid keys', 'choices') if isinstance(v, str) else ''}"
+                          f"; got {_fmt(v)}")
+    if kind in ("int", "float"):
+        if spec.lo is not None and (v <= spec.lo if spec.lo_open else v < spec.lo):
+            raise ConfigError(f"{where}: must be {'>' if spec.lo_open else '>='} {_fmt_num(spec.lo)}; "
+                              f"got {_fmt(v)}")
+        if spec.hi is not None and (v >= spec.hi if spec.hi_open else v > spec.hi):
+            raise ConfigError(f"{where}: must be {'<' if spec.hi_open else '<='} {_fmt_num(spec.hi)}; "
+                              f"got {_fmt(v)}")
+    return v
+
+
+def _fmt_num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _check_value(section: str, key: str, spec: ConfigKey, v: Any) -> Any:
+    where = f"[{section}] {key}"
+    if spec.kind.endswith("_list"):
+        if not isinstance(v, list):
+            raise ConfigError(f"{where}: must be a list; got {_fmt(v)}")
+        out = [_check_scalar(f"{where}[{i}]", spec, x) for i, x in enumerate(v)]
+        if spec.unique and len(set(out)) != len(out):
+            raise ConfigError(f"{where}: duplicate values in {out}")
+        return out
+    if spec.sweep:
+        vals = v if isinstance(v, list) else [v]
+        if not vals:
+            raise ConfigError(f"{where}: an empty list (give one value or a list of values)")
+        out = [_check_scalar(f"{where}[{i}]" if isinstance(v, list) else where, spec, x)
+               for i, x in enumerate(vals)]
+        if len(set(out)) != len(out):
+            raise ConfigError(f"{where}: duplicate values in {out}")
+        return out
+    return _check_scalar(where, spec, v)
+
+
+def validate_config(raw: Mapping[str, Any], *, source: str | None = None,
+                    base_dir: str | Path = ".") -> CollectConfig:
+    """Validate a config mapping (as parsed from TOML) and fill in the defaults.
+
+    Parameters
+    ----------
+    raw : mapping
+        Sections ``data``, ``model``, ``train``, ``probe`` (each optional).
+    source : str, optional
+        Where the config came from (for run.json).
+    base_dir : path, default "."
+        Directory that relative ``[data] path`` values are relative to.
+
+    Returns
+    -------
+    CollectConfig
+
+    Raises
+    ------
+    ConfigError
+        On the first problem, naming the section and key.
+
+    Examples
+    --------
+    >>> cfg = validate_config({"train": {"method": ["gd", "sgd"], "lr": 0.05}})
+    >>> cfg["train"]["method"], cfg["train"]["lr"], cfg["model"]["widths"]
+    (['gd', 'sgd'], [0.05], [50, 50])
+    >>> validate_config({"train": {"lrr": 0.1}})
+    Traceback (most recent call last):
+    ...
+    varprinciple.errors.ConfigError: [train] lrr: unknown key; did you mean 'lr'?
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: must be a table of sections; got {type(raw).__name__}")
+    sections: dict[str, dict[str, Any]] = {}
+    for sec in raw:
+        if sec not in CONFIG_KEYS:
+            close = difflib.get_close_matches(sec, list(CONFIG_KEYS), n=1, cutoff=0.5)
+            hint = f"; did you mean [{close[0]}]?" if close else \
+                f"; valid sections: {', '.join(f'[{s}]' for s in CONFIG_KEYS)}"
+            raise ConfigError(f"[{sec}]: unknown section{hint}")
+        if not isinstance(raw[sec], Mapping):
+            raise ConfigError(f"[{sec}]: must be a table of keys; got {_fmt(raw[sec])}")
+    for sec, keys in CONFIG_KEYS.items():
+        given = dict(raw.get(sec, {}))
+        for k in given:
+            if k not in keys:
+                raise ConfigError(f"[{sec}] {k}: unknown key{_suggest(k, keys)}")
+        out = {}
+        for k, spec in keys.items():
+            if k in given:
+                out[k] = _check_value(sec, k, spec, given[k])
+            else:
+                d = copy.deepcopy(spec.default)
+                out[k] = [d] if spec.sweep else d
+        sections[sec] = out
+    _cross_check(sections)
+    return CollectConfig(sections, source=source, base_dir=str(base_dir))
+
+
+def _cross_check(s: dict[str, dict[str, Any]]) -> None:
+    data, model, train, probe = s["data"], s["model"], s["train"], s["probe"]
+    if data["name"] in (DatasetName.NPZ, DatasetName.IDX) and data["path"] is None:
+        raise ConfigError(f"[data] path: required for name = {data['name']!r}")
+    if train["steps"] is not None and train["epochs"] is not None:
+        raise ConfigError("[train] epochs: give either steps or epochs, not both")
+    if train["loss"] == LossName.CROSS_ENTROPY and data["name"] in REGRESSION_DATA:
+        raise ConfigError(f"[train] loss: 'cross_entropy' needs class labels; dataset "
+                          f"{data['name']!r} is a regression task (use 'mse')")
+    if model["arch"] == Arch.CNN and data["name"] not in IMAGE_DATA:
+        raise ConfigError(f"[model] arch: 'cnn' needs image data ({', '.join(map(repr, IMAGE_DATA))}); "
+                          f"got dataset {data['name']!r}")
+    n_hidden = {Arch.LINEAR: 0, Arch.MLP: len(model["widths"]), Arch.CNN: len(model["channels"])}[
+        Arch(model["arch"])]
+    if model["arch"] == Arch.MLP and not model["widths"]:
+        raise ConfigError("[model] widths: an mlp needs at least one hidden layer (use arch = 'linear')")
+    if model["arch"] == Arch.CNN and not model["channels"]:
+        raise ConfigError("[model] channels: a cnn needs at least one conv block")
+    for sec, key in (("model", "dropout_layers"), ("probe", "dropout_layers")):
+        layers = s[sec][key]
+        if layers is not None and n_hidden and max(layers, default=-1) >= n_hidden:
+            raise ConfigError(f"[{sec}] {key}: layer {max(layers)} does not exist; the {model['arch']} "
+                              f"has {n_hidden} hidden layer{'s' if n_hidden != 1 else ''} (0-based)")
+    if n_hidden == 0:
+        dm = [m for m in train["method"] if Method(m).dropout]
+        if dm:
+            raise ConfigError(f"[train] method: {dm[0]!r} needs hidden layers; arch 'linear' has none")
+        if "dropout" in probe["sources"]:
+            raise ConfigError("[probe] sources: 'dropout' needs hidden layers; arch 'linear' has none")
+    if not probe["sources"]:
+        raise ConfigError("[probe] sources: give at least one noise source")
+    if "isotropic" in probe["sources"] and probe["isotropic_of"] not in probe["sources"]:
+        raise ConfigError(f"[probe] isotropic_of: {probe['isotropic_of']!r} is not among the sources "
+                          f"{probe['sources']}")
+
+
+def load_config(path: str | Path) -> CollectConfig:
+    """Read and validate a TOML config file.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or parsed, or fails :func:`validate_config`; the
+        message names the file.
+
+    Examples
+    --------
+    >>> cfg = load_config(default_study_path())
+    >>> cfg["data"]["name"], cfg["train"]["method"]
+    ('digits', ['gd', 'sgd', 'dropout'])
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    try:
+        return validate_config(raw, source=str(path), base_dir=path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def default_study_path() -> Path:
+    """Path of the packaged default study config (``default_study.toml``)."""
+    return Path(str(resources.files("varprinciple.collect").joinpath("default_study.toml")))
+
+
+def config_reference() -> str:
+    """The config reference as a Markdown table (used for ``docs/collection.md``)."""
+    lines = []
+    for sec, keys in CONFIG_KEYS.items():
+        lines += [f"### [{sec}]", "", "| key | type | default | allowed | sweep | meaning |",
+                  "|---|---|---|---|---|---|"]
+        for k, spec in keys.items():
+            if spec.choices:
+                allowed = ", ".join(f"`{c}`" for c in spec.choices)
+            else:
+                parts = []
+                if spec.lo is not None:
+                    parts.append(f"{'>' if spec.lo_open else '>='} {_fmt_num(spec.lo)}")
+                if spec.hi is not None:
+                    parts.append(f"{'<' if spec.hi_open else '<='} {_fmt_num(spec.hi)}")
+                allowed = " and ".join(parts) or "any"
+            default = "unset" if spec.default is None else f"`{_fmt(spec.default)}`".replace("'", '"')
+            lines.append(f"| `{k}` | {spec.kind.replace('_list', ' list')} | {default} | {allowed} | "
+                         f"{'yes' if spec.sweep else ''} | {spec.doc} |")
+        lines.append("")
+    return "\n".join(lines)

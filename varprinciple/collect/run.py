@@ -1,0 +1,550 @@
+"""Runs and sweeps: expand a config, train, probe, write one schema-v1 run per configuration.
+
+Sweep expansion (:func:`expand_sweep`): the product of ``[train] method`` x ``lr`` x
+``seed`` x ``batch_size`` (minibatch methods only) x ``drop_prob`` (dropout methods only).
+Each run is named from its own configuration, e.g. ``sgd-lr0.1-bs32-seed0`` or
+``dropout-lr0.1-drop0.1-seed3``; the name is also its ``run_id`` and, without the seed,
+its ``group``. Its seeds are hashes of its own resolved configuration (training seed: the
+``[data]``, ``[model]`` and ``[train]`` sections; probe seed: all sections), so adding a
+value to a sweep list changes no existing run, and results do not depend on the order of
+runs or on the worker count.
+
+Resume (:func:`collect`): a run is written into a hidden staging directory
+``LOGDIR/.<run_id>.partial`` (readers skip hidden directories) and renamed to
+``LOGDIR/<run_id>`` only when complete, ``run.json`` written last. Re-running skips
+finished runs (same configuration hash; a different one is an error), deletes any staging
+directory left by an interrupted run and redoes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import schema
+from ..errors import ConfigError, VarPrincipleError
+from .config import CollectConfig, LossName, Method
+
+__all__ = ["RunSpec", "CollectResult", "expand_sweep", "collect", "run_one", "derive_seed",
+           "package_versions", "git_revision", "PARTIAL_SUFFIX"]
+
+logger = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from a hash of ``parts`` (stable across processes and platforms).
+
+    Examples
+    --------
+    >>> derive_seed("probe", 3) == derive_seed("probe", 3) != derive_seed("probe", 4)
+    True
+    """
+    h = hashlib.sha256(_canon(list(parts)).encode()).digest()
+    return int.from_bytes(h[:8], "little") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its name, resolved configuration (scalars only) and seeds."""
+
+    run_id: str
+    group: str
+    method: str
+    seed: int
+    config: dict
+    train_seed: int
+    probe_seed: int
+    config_hash: str
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "group": self.group, "method": self.method, "seed": self.seed,
+                "train_seed": self.train_seed, "probe_seed": self.probe_seed,
+                "config_hash": self.config_hash}
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
+    """Expand the sweep lists of a config into runs, in a fixed order.
+
+    Examples
+    --------
+    >>> from varprinciple.collect.config import validate_config
+    >>> cfg = validate_config({"train": {"method": ["gd", "sgd"], "seed": [0, 1],
+    ...                                  "batch_size": [16, 32]}})
+    >>> [s.run_id for s in expand_sweep(cfg)]  # doctest: +NORMALIZE_WHITESPACE
+    ['gd-lr0.1-seed0', 'gd-lr0.1-seed1', 'sgd-lr0.1-bs16-seed0', 'sgd-lr0.1-bs16-seed1',
+     'sgd-lr0.1-bs32-seed0', 'sgd-lr0.1-bs32-seed1']
+    """
+    base = cfg.to_dict()
+    tr = base["train"]
+    specs: list[RunSpec] = []
+    seen = set()
+    for method, lr in itertools.product(tr["method"], tr["lr"]):
+        m = Method(method)
+        bss = tr["batch_size"] if m.minibatch else [None]
+        dps = tr["drop_prob"] if m.dropout else [None]
+        for bs, dp, seed in itertools.product(bss, dps, tr["seed"]):
+            c = json.loads(json.dumps(base))
+            t = c["train"]
+            t.update(method=m.value, lr=lr, batch_size=bs, drop_prob=dp, seed=seed)
+            if t["steps"] is None and t["epochs"] is None:
+                t["steps"] = 1000
+            p = c["probe"]
+            if p["batch_size"] is None:
+                p["batch_size"] = bs if bs is not None else tr["batch_size"][0]
+            if p["drop_prob"] is None:
+                p["drop_prob"] = dp if dp is not None else tr["drop_prob"][0]
+            if p["dropout_layers"] is None:
+                p["dropout_layers"] = c["model"]["dropout_layers"]
+            name = f"{m.value}-lr{_num(lr)}"
+            if bs is not None:
+                name += f"-bs{bs}"
+            if dp is not None:
+                name += f"-drop{_num(dp)}"
+            group = name
+            name += f"-seed{seed}"
+            if name in seen:  # pragma: no cover - lists are checked for duplicates
+                continue
+            seen.add(name)
+            train_part = {k: c[k] for k in ("data", "model", "train")}
+            train_part["train"] = {k: v for k, v in t.items() if k not in ("checkpoints",)}
+            specs.append(RunSpec(
+                run_id=name, group=group, method=m.value, seed=int(seed), config=c,
+                train_seed=derive_seed("train", train_part), probe_seed=derive_seed("probe", c),
+                config_hash=hashlib.sha256(_canon(c).encode()).hexdigest()[:16]))
+    return specs
+
+
+# ------------------------------------------------------------------------- provenance
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and of the packages a run depends on (None if absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in ("varprinciple", "torch", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn",
+                 "mnist1d"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision() -> str | None:
+    """The git commit of the package source (with ``-dirty`` if modified), or None."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---------------------------------------------------------------------------- one run
+
+_DATA_CACHE: dict[str, Any] = {}
+
+
+def _load_data_cached(data: Mapping[str, Any], base_dir: str):
+    from .data import load_data
+    key = _canon([data, base_dir])
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_data(data, base_dir=base_dir)
+    return _DATA_CACHE[key]
+
+
+def _resolve_loss(loss: str, task: str) -> str:
+    if loss == LossName.AUTO:
+        return "cross_entropy" if task == "classification" else "mse"
+    return loss
+
+
+def _steps_of(t: Mapping[str, Any], n_train: int) -> int:
+    if t["steps"] is not None:
+        return int(t["steps"])
+    per_epoch = n_train // t["batch_size"] if Method(t["method"]).minibatch else 1
+    return int(t["epochs"]) * per_epoch
+
+
+def _probe_steps(every: int, steps: int) -> list[int]:
+    out = list(range(every, steps, every)) if every else []
+    return out + [steps]
+
+
+def _build(spec: RunSpec, base_dir: str, device: str):
+    """Data, model and tensors of a run (also the pre-flight check of :func:`collect`)."""
+    import torch
+
+    from .models import build_model
+    from .train import prepare_tensors
+    c = spec.config
+    ds = _load_data_cached(c["data"], base_dir)
+    t, p, mdl = c["train"], c["probe"], c["model"]
+    if t["batch_size"] is not None and t["batch_size"] >= ds.n_train:
+        raise ConfigError(f"[train] batch_size: must be < the number of training samples "
+                          f"({ds.n_train}); got {t['batch_size']}")
+    if "sgd" in p["sources"] and p["batch_size"] >= ds.n_train:
+        raise ConfigError(f"[probe] batch_size: must be < the number of training samples "
+                          f"({ds.n_train}); got {p['batch_size']}")
+    if ds.task == "regression" and t["loss"] == LossName.CROSS_ENTROPY:
+        raise ConfigError(f"[train] loss: 'cross_entropy' needs class labels; the data are a "
+                          f"regression task")
+    loss = _resolve_loss(t["loss"], ds.task)
+    dtype = torch.float64 if t["dtype"] == "float64" else torch.float32
+    g = torch.Generator().manual_seed(spec.train_seed)
+    # Dropout layers exist in every model (p = 0 when training has none) so that the
+    # dropout probe source and checkpoints see the same architecture for every method.
+    m = Method(t["method"])
+    model_cfg = dict(mdl)
+    hidden = len(mdl["widths"] if mdl["arch"] == "mlp" else mdl["channels"]) if mdl["arch"] != "linear" else 0
+    train_layers = list(range(hidden)) if mdl["dropout_layers"] is None else list(mdl["dropout_layers"])
+    probe_layers = list(range(hidden)) if p["dropout_layers"] is None else list(p["dropout_layers"])
+    model_cfg["dropout_layers"] = sorted(set(train_layers) | set(probe_layers))
+    model = build_model(model_cfg, input_shape=ds.input_shape, n_outputs=ds.n_outputs,
+                        drop_prob=0.0 if hidden else None, generator=g, dtype=dtype)
+    from torch import nn
+    for i in model_cfg["dropout_layers"]:
+        mod = getattr(model, f"drop{i}", None)
+        if isinstance(mod, nn.Dropout) and m.dropout and i in train_layers:
+            mod.p = float(t["drop_prob"])
+    model.to(device)
+    tensors = (prepare_tensors(ds.X_train, ds.y_train, loss=loss, n_outputs=ds.n_outputs, dtype=dtype,
+                               device=device, task=ds.task),
+               prepare_tensors(ds.X_test, ds.y_test, loss=loss, n_outputs=ds.n_outputs, dtype=dtype,
+                               device=device, task=ds.task))
+    return ds, loss, model, g, tensors, [f"drop{i}" for i in probe_layers]
+
+
+def probe_settings(p: Mapping[str, Any], dropout_modules: list[str]):
+    """The :class:`~varprinciple.collect.probe.ProbeSettings` of a resolved ``[probe]`` section."""
+    from .probe import ProbeSettings
+    return ProbeSettings(
+        top_k=p["top_k"], n_samples=p["n_samples"], sources=tuple(p["sources"]),
+        batch_size=p["batch_size"], n_random=p["n_random"], drop_prob=p["drop_prob"],
+        dropout_layers=tuple(dropout_modules) if dropout_modules else None,
+        isotropic_of=p["isotropic_of"], dtype=p["dtype"], eig_tol=p["eig_tol"],
+        exact_variance=p["exact_variance"], hutchinson_probes=p["hutchinson_probes"],
+        tr_hc_samples=p["tr_hc_samples"], store_vectors_max_params=p["store_vectors_max_params"],
+        memory_budget_mb=p["memory_budget_mb"])
+
+
+def _save_state(model, path: Path) -> None:
+    import torch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+
+
+def _concat(frames: list) -> pd.DataFrame | None:
+    frames = [f for f in frames if f is not None and len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str = "cpu",
+            progress: bool = False, extra_meta: Mapping[str, Any] | None = None) -> Path:
+    """Train and probe one run; write it to ``out/<run_id>`` (via a hidden staging directory).
+
+    Returns the run directory.
+    """
+    import torch
+
+    from .models import describe_model, n_params
+    from .probe import probe
+    from .train import TRAINING_FILE, train
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    final = out / spec.run_id
+    stage = out / f".{spec.run_id}{PARTIAL_SUFFIX}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    c = spec.config
+    t, p = c["train"], c["probe"]
+    ds, loss, model, g, ((X, y, lab), (Xt, yt, labt)), drop_names = _build(spec, base_dir, device)
+    steps = _steps_of(t, ds.n_train)
+    probe_at = _probe_steps(p["every"], steps)
+    settings = probe_settings(p, drop_names if "dropout" in p["sources"] else [])
+    eig, noise, exact, flat, probe_info = [], [], [], [], []
+    state = {"v0": None}
+    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+
+    def on_probe(step: int, mdl) -> None:
+        if t["checkpoints"]:
+            _save_state(mdl, stage / "checkpoints" / f"step_{step}.pt")
+        pseed = derive_seed(spec.probe_seed, step)
+        gen = torch.Generator(device=device).manual_seed(pseed)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(pseed, "global"))
+            res = probe(mdl, loss, X, y, settings=settings, step=step, generator=gen, v0=state["v0"],
+                        progress=progress)
+        state["v0"] = res.top_vector
+        eig.append(res.eigen)
+        noise.append(res.noise)
+        exact.append(res.exact_variance)
+        flat.append(res.flatness)
+        probe_info.append({"step": step, "n_hvp": int(res.n_hvp),
+                           "timings": {k: float(v) for k, v in dict(res.timings).items()}})
+        logger.info("%s: probed step %d (%d HVPs)", spec.run_id, step, res.n_hvp)
+
+    result = train(model, loss, X, y, method=t["method"], lr=t["lr"], steps=steps,
+                   batch_size=t["batch_size"], generator=g, labels=lab,
+                   X_test=Xt if ds.n_test else None, y_test=yt, labels_test=labt,
+                   momentum=t["momentum"], weight_decay=t["weight_decay"], log_every=t["log_every"],
+                   probe_steps=probe_at, on_probe=on_probe, progress=progress)
+    _save_state(model, stage / "model.pt")
+    last = result.curves.iloc[-1]
+    tables = {TRAINING_FILE: result.curves}
+    for name, frames in (("exact_variance.parquet", exact), ("flatness.parquet", flat)):
+        f = _concat(frames)
+        if f is not None:
+            tables[name] = f
+    meta = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "method": spec.method,
+        "group": spec.group,
+        "seed": spec.seed,
+        "train_seed": spec.train_seed,
+        "probe_seed": spec.probe_seed,
+        "dataset": ds.name,
+        "model": describe_model(model),
+        "arch": c["model"]["arch"],
+        "loss": loss,
+        "n_params": n_params(model),
+        "lr": t["lr"],
+        "batch_size": t["batch_size"],
+        "drop_prob": t["drop_prob"],
+        "keep_prob": None if t["drop_prob"] is None else 1.0 - t["drop_prob"],
+        "steps": steps,
+        "epochs": t["epochs"],
+        "momentum": t["momentum"],
+        "weight_decay": t["weight_decay"],
+        "hyperparameters": {"lr": t["lr"], "batch_size": t["batch_size"], "drop_prob": t["drop_prob"],
+                            "steps": steps, "momentum": t["momentum"],
+                            "weight_decay": t["weight_decay"]},
+        "probe_batch_size": p["batch_size"],
+        "probe_drop_prob": p["drop_prob"] if "dropout" in p["sources"] else None,
+        "probe_dropout_layers": drop_names if "dropout" in p["sources"] else None,
+        "probe_sources": list(p["sources"]),
+        "probe_steps": probe_at,
+        "probes": probe_info,
+        "data_split": ds.split_info(),
+        "final": {"train_loss": float(last["train_loss"]), "train_accuracy": float(last["train_accuracy"]),
+                  "test_loss": float(last["test_loss"]), "test_accuracy": float(last["test_accuracy"])},
+        "checkpoints": [f"checkpoints/step_{s}.pt" for s in probe_at] if t["checkpoints"] else [],
+        "model_file": "model.pt",
+        "config": c,
+        "config_hash": spec.config_hash,
+        "config_source": (extra_meta or {}).get("config_source"),
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": {"train": result.wall_s, "total": time.perf_counter() - t_start},
+    }
+    from ..io import write_run
+    write_run(stage, meta, eigen=_concat(eig), noise=_concat(noise), tables=tables)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(stage, final)
+    logger.info("%s: done in %.1f s", spec.run_id, meta["wall_s"]["total"])
+    return final
+
+
+# ------------------------------------------------------------------------------ sweep
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    """Outcome of :func:`collect`: the log set and which runs were run or skipped."""
+
+    out: Path
+    run_ids: tuple[str, ...]
+    ran: tuple[str, ...]
+    skipped: tuple[str, ...]
+    wall_s: float
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"run_id": list(self.run_ids),
+                             "status": ["ran" if r in self.ran else "skipped" for r in self.run_ids],
+                             "path": [str(self.out / r) for r in self.run_ids]})
+
+
+def _finished_hash(run_dir: Path) -> str | None:
+    """The config hash of a finished run at ``run_dir`` ("" if it has none), None if unfinished."""
+    p = run_dir / schema.RUN_JSON
+    if not p.exists():
+        return None
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return str(meta.get("config_hash", "")) if isinstance(meta, dict) else None
+
+
+def _worker_init(threads: int, level: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _worker_run(spec: RunSpec, out: str, base_dir: str, device: str, extra: dict) -> str:
+    return str(run_one(spec, out, base_dir=base_dir, device=device, progress=False, extra_meta=extra))
+
+
+def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, device: str = "cpu",
+            progress: bool | None = None) -> CollectResult:
+    """Collect every run of a config's sweep into the log set ``out``.
+
+    Everything is checked before any training starts: the config (already validated),
+    the data of the config, batch sizes against the training-set size, the model, and
+    finished runs whose configuration differs from this one (an error: use another
+    ``out``). Finished runs are skipped; unfinished ones are redone.
+
+    Parameters
+    ----------
+    cfg : CollectConfig
+    out : path
+        The log-set directory (created).
+    workers : int, default 1
+        Runs in parallel, in separate processes (spawned); each process uses
+        ``max(1, cpu_count // workers)`` torch threads. Results do not depend on it.
+    device : str, default "cpu"
+    progress : bool, optional
+        Progress bars (default: when stderr is a terminal); logging otherwise.
+
+    Raises
+    ------
+    ConfigError
+        If the config does not fit the data, or ``out`` holds a run of the same name made
+        with a different configuration.
+    VarPrincipleError
+        If a run fails (the others still finish; the first failure is named).
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers: must be an integer >= 1; got {workers!r}")
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; expected a directory")
+    specs = expand_sweep(cfg)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    # pre-flight: data and model of every distinct run shape, before any training
+    checked = set()
+    for s in specs:
+        key = _canon([s.config["data"], s.config["model"], s.config["train"]["batch_size"],
+                      s.config["probe"]["batch_size"], s.config["train"]["method"]])
+        if key not in checked:
+            _build(s, cfg.base_dir, "cpu")
+            checked.add(key)
+    todo, skipped = [], []
+    for s in specs:
+        h = _finished_hash(out / s.run_id)
+        if h is None:
+            todo.append(s)
+        elif h == s.config_hash:
+            skipped.append(s.run_id)
+        else:
+            raise ConfigError(f"{out / s.run_id}: a finished run of this name was made with a different "
+                              f"configuration (hash {h or 'none'}, now {s.config_hash}); collect into "
+                              f"another --out or delete it")
+    for s in specs:  # stale staging directories of runs already finished
+        st = out / f".{s.run_id}{PARTIAL_SUFFIX}"
+        if s.run_id in skipped and st.exists():
+            shutil.rmtree(st)
+    if skipped:
+        logger.info("skipping %d finished run%s", len(skipped), "s" if len(skipped) > 1 else "")
+    logger.info("collecting %d run%s into %s with %d worker%s", len(todo), "s" if len(todo) != 1 else "",
+                out, workers, "s" if workers > 1 else "")
+    out.mkdir(parents=True, exist_ok=True)
+    extra = {"config_source": cfg.source}
+    failures: list[tuple[str, BaseException]] = []
+    if workers == 1 or len(todo) <= 1:
+        bar = None
+        if progress and len(todo) > 1:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc="runs", unit="run")
+        for s in todo:
+            try:
+                run_one(s, out, base_dir=cfg.base_dir, device=device, progress=progress, extra_meta=extra)
+            except VarPrincipleError as exc:
+                failures.append((s.run_id, exc))
+                logger.error("%s failed: %s", s.run_id, exc)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    else:
+        import multiprocessing as mp
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        ctx = mp.get_context("spawn")
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc="runs", unit="run")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
+            futs = {pool.submit(_worker_run, s, str(out), cfg.base_dir, device, extra): s for s in todo}
+            pending = set(futs)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    s = futs[f]
+                    exc = f.exception()
+                    if exc is None:
+                        logger.info("finished %s", s.run_id)
+                    elif isinstance(exc, VarPrincipleError):
+                        failures.append((s.run_id, exc))
+                        logger.error("%s failed: %s", s.run_id, exc)
+                    else:
+                        for other in pending:
+                            other.cancel()
+                        raise exc
+                    if bar is not None:
+                        bar.update(1)
+        if bar is not None:
+            bar.close()
+    if failures:
+        rid, exc = failures[0]
+        more = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
+        raise VarPrincipleError(f"run {rid} failed: {exc}{more}")
+    ran = tuple(s.run_id for s in todo)
+    wall = time.perf_counter() - t0
+    logger.info("collected %d run%s (%d skipped) in %.1f s: %s", len(ran), "s" if len(ran) != 1 else "",
+                len(skipped), wall, out)
+    return CollectResult(out, tuple(s.run_id for s in specs), ran, tuple(skipped), wall)
