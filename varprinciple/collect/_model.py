@@ -1,0 +1,135 @@
+"""Private: a functional view of a user's ``nn.Module`` for the probes.
+
+:class:`ProbedModel` deep-copies the model (the caller's model is never modified),
+casts it to the probe dtype, switches it to eval mode (dropout off) and exposes the
+trainable parameters as one flat vector ``theta`` of length ``D`` together with
+``functional_call``-based losses, so every probe differentiates the same function.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..errors import ConfigError, InputError
+from .losses import Loss, check_targets, mean_loss, per_sample_loss
+
+logger = logging.getLogger(__name__)
+
+#: Module types whose output for one sample depends on the other samples of the batch.
+BATCH_DEPENDENT: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm,)
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Map ``"float64"``/``"float32"`` (or a torch dtype) to a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype in _DTYPES.values():
+            return dtype
+    elif dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ConfigError(f"`dtype` must be one of {sorted(_DTYPES)}; got {dtype!r}.")
+
+
+def check_probe_model(model: nn.Module) -> None:
+    """Refuse models with batch-dependent layers (BatchNorm): per-sample gradients,
+    SGD noise and the full-batch Hessian would each see different functions."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}.")
+    for name, mod in model.named_modules():
+        if isinstance(mod, BATCH_DEPENDENT):
+            raise ConfigError(
+                f"model layer {name or '<root>'!r} ({type(mod).__name__}) depends on the batch; "
+                "probes refuse batch-dependent layers (use LayerNorm/GroupNorm or remove it).")
+
+
+class ProbedModel:
+    """Functional, flat-parameter view of a model at fixed data (private helper)."""
+
+    def __init__(self, model: nn.Module, loss: Loss, X: torch.Tensor, y: torch.Tensor, *,
+                 dtype: torch.dtype):
+        check_probe_model(model)
+        if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise InputError("`X` and `y` must be torch tensors.")
+        if X.ndim < 1 or X.shape[0] < 2:
+            raise InputError(f"`X` needs at least 2 samples (rows); got shape {tuple(X.shape)}.")
+        m = copy.deepcopy(model).to(dtype=dtype)
+        m.eval()
+        self.module = m
+        self.loss = loss
+        self.dtype = dtype
+        named = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
+        if not named:
+            raise InputError("`model` has no trainable parameters (requires_grad=True).")
+        self.names = [n for n, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.n_params = int(sum(self.numels))
+        self.params = {n: p.detach() for n, p in named}
+        self.consts = {n: p.detach() for n, p in m.named_parameters() if not p.requires_grad}
+        self.consts.update(dict(m.named_buffers()))
+        dev = named[0][1].device
+        self.device = dev
+        self.X = (X.to(device=dev, dtype=dtype) if torch.is_floating_point(X) else X.to(dev)).detach()
+        with torch.no_grad():
+            out = self.forward(self.params, self.X[:2])
+        self.y = check_targets(loss, self.forward_nograd_shape(out, self.X.shape[0]), y.to(dev)).detach()
+        self.n = int(self.X.shape[0])
+        self.theta = self.flatten(self.params)
+
+    @staticmethod
+    def forward_nograd_shape(out: torch.Tensor, n: int) -> torch.Tensor:
+        """An uninitialised stand-in with the output shape for ``n`` samples (for checks)."""
+        return out.new_empty((n, *out.shape[1:]))
+
+    # ------------------------------------------------------------------ functional calls
+    def forward(self, params: dict, X: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.module, {**params, **self.consts}, (X,))
+
+    def batch_loss(self, params: dict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return mean_loss(self.loss, self.forward(params, X), y)
+
+    def sample_losses(self, params: dict, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return per_sample_loss(self.loss, self.forward(params, X), y)
+
+    def one_sample_loss(self, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return mean_loss(self.loss, self.forward(params, x.unsqueeze(0)), y.unsqueeze(0))
+
+    # ------------------------------------------------------------------ flat <-> dict
+    def flatten(self, d: dict, *, batched: bool = False) -> torch.Tensor:
+        if batched:
+            k = d[self.names[0]].shape[0]
+            return torch.cat([d[n].reshape(k, -1) for n in self.names], dim=1)
+        return torch.cat([d[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, vec: torch.Tensor) -> dict:
+        """Split a flat vector (or a ``(..., D)`` batch of them) into parameter-shaped views."""
+        lead = vec.shape[:-1]
+        out, i = {}, 0
+        for n, s, k in zip(self.names, self.shapes, self.numels):
+            out[n] = vec[..., i:i + k].reshape(*lead, *s)
+            i += k
+        return out
+
+    def activation_numel(self) -> int:
+        """Total number of module-output elements for one sample (a memory estimate)."""
+        total = 0
+
+        def hook(_mod, _inp, out):
+            nonlocal total
+            if isinstance(out, torch.Tensor):
+                total += out[0].numel()
+
+        hs = [m.register_forward_hook(hook) for m in self.module.modules()]
+        try:
+            with torch.no_grad():
+                self.forward(self.params, self.X[:1])
+        finally:
+            for h in hs:
+                h.remove()
+        return max(total, 1)

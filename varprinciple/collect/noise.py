@@ -1,0 +1,495 @@
+"""Noise sources of the probes: SGD minibatch noise, dropout mask noise, isotropic control.
+
+Definitions (DESIGN.md, binding):
+
+* **sgd** — a sample is :math:`\\xi = \\nabla R_B(\\theta) - \\nabla R_S(\\theta)` with
+  :math:`B` drawn uniformly *without replacement* (``B < n``); the ``K`` draws are
+  independent subsets. Exactly, along a unit direction ``v``:
+  :math:`v^\\top C_B v = \\frac{n-B}{B(n-1)} \\cdot \\frac1n \\sum_i (v^\\top(g_i - g))^2`.
+* **dropout** — :math:`\\xi = \\nabla R_{drop}(\\theta, \\eta_k) - \\nabla R_S(\\theta)` on the
+  full batch, masks iid per sample and per unit as ``nn.Dropout`` in train mode (keep with
+  probability ``1 - drop_prob``, kept units scaled by ``1 / (1 - drop_prob)``). Its mean
+  is :math:`\\nabla R_1 \\neq 0`, so all its second moments are centred (ddof = 1).
+* **isotropic** — :math:`\\xi \\sim N(0, \\frac{\\mathrm{tr}\\, C}{D} I_D)`, full
+  ``D``-dimensional vectors with the trace of the source they control for.
+
+Every source's full noise vectors go through the one projection :func:`project`
+(``xi @ V``). The SGD fast path gets the same projections without forming each
+``D``-vector: per-sample directional derivatives ``P = G V`` (``n x d``) are computed in
+chunks sized by a memory budget (``torch.func.vmap(grad)``, or forward-mode JVPs when even a
+small chunk of per-sample gradients would not fit), then a draw is the mean of ``P`` over
+its subset minus the full mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import grad, jvp, vmap
+
+from ..errors import ConfigError
+from ._model import ProbedModel
+
+__all__ = [
+    "NoiseDraws",
+    "PerSampleProjections",
+    "DropoutSites",
+    "project",
+    "random_directions",
+    "per_sample_projections",
+    "sgd_subsets",
+    "sgd_noise",
+    "dropout_noise",
+    "dropout_gradients",
+    "isotropic_noise",
+    "sgd_variance_factor",
+]
+
+logger = logging.getLogger(__name__)
+
+_BYTES = 8
+
+
+def project(noise: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Project noise vectors ``(K, D)`` on directions ``(D, d)``: the ``(K, d)`` matrix ``noise @ V``.
+
+    The single projection used for every source whose full vectors exist.
+
+    Examples
+    --------
+    >>> import torch
+    >>> project(torch.tensor([[1.0, 2.0]]), torch.eye(2))
+    tensor([[1., 2.]])
+    """
+    return noise @ directions.to(noise.dtype)
+
+
+def random_directions(D: int, m: int, *, generator: torch.Generator,
+                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``m`` independent uniformly random unit directions in R^D, as columns ``(D, m)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> R = random_directions(5, 3, generator=torch.Generator().manual_seed(0))
+    >>> torch.allclose(R.norm(dim=0), torch.ones(3, dtype=torch.float64))
+    True
+    """
+    R = torch.randn(D, m, generator=generator, dtype=torch.float64)
+    return (R / R.norm(dim=0, keepdim=True)).to(dtype)
+
+
+def sgd_variance_factor(n: int, B: int) -> float:
+    """Finite-population factor :math:`(n-B)/(B(n-1))` of the without-replacement batch mean."""
+    return (n - B) / (B * (n - 1))
+
+
+@dataclass(frozen=True)
+class NoiseDraws:
+    """``K`` draws of one noise source, projected on ``d`` directions.
+
+    Attributes
+    ----------
+    source : str
+    values : ndarray, ``(K, d)``
+        Projections (Hessian directions first, by rank, then random ones).
+    full : torch.Tensor, ``(K_full, D)``
+        The first ``K_full`` draws as full vectors (for matrix-free Tr(HC)).
+    trace : float
+        Trace of the source covariance: exact for sgd (per-sample gradients) and isotropic
+        (by construction), the centred (ddof=1) sample trace for dropout.
+    trace_exact : bool
+    exact_variance : ndarray or None, ``(d,)``
+        Exact variance along each direction, when known (sgd, isotropic).
+    """
+
+    source: str
+    values: np.ndarray
+    full: torch.Tensor
+    trace: float
+    trace_exact: bool
+    exact_variance: np.ndarray | None = None
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.values.shape[0])
+
+
+# ============================================================================ per-sample
+
+
+@dataclass(frozen=True)
+class PerSampleProjections:
+    """Per-sample gradient projections ``P[i, j] = v_j^T g_i`` and exact moments.
+
+    ``centred_sq_sum`` is :math:`\\sum_i \\lVert g_i - g \\rVert^2` (None on the JVP path,
+    which never forms ``g_i``); ``method`` is the path used.
+    """
+
+    P: torch.Tensor
+    centred_sq_sum: float | None
+    method: str
+    chunk: int
+
+
+def _chunk_for(budget_mb: float, per_item_bytes: float) -> int:
+    return max(1, int(budget_mb * 2**20 // max(per_item_bytes, 1)))
+
+
+def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tensor,
+                           memory_budget_mb: float = 2048, method: str = "auto",
+                           chunk: int | None = None) -> PerSampleProjections:
+    """Directional derivatives ``P = G V`` of the per-sample losses, chunked by memory.
+
+    ``method``: ``"vmap"`` (``vmap(grad)`` per chunk of samples, ``G_c V`` and the exact
+    :math:`\\sum_i\\lVert g_i - g\\rVert^2` on the fly), ``"jvp"`` (forward-mode JVP of the
+    per-sample loss vector along each direction: never forms a per-sample gradient; no
+    trace), ``"loop"`` (one backward pass per sample; the oracle), or ``"auto"`` (vmap unless
+    fewer than 8 per-sample gradients fit the budget, then jvp). ``gradient`` is the
+    full-batch gradient :math:`g`.
+    """
+    D, n = pm.n_params, pm.n
+    V = directions.to(pm.dtype)
+    act = pm.activation_numel()
+    per = _BYTES * (2 * D + 4 * act)
+    fit = _chunk_for(memory_budget_mb, per)
+    if method == "auto":
+        method = "vmap" if fit >= 8 or fit >= n else "jvp"
+    if method == "vmap":
+        c = chunk or min(n, fit)
+        f = vmap(grad(pm.one_sample_loss), in_dims=(None, 0, 0))
+        Ps, ss = [], 0.0
+        for s in range(0, n, c):
+            G = pm.flatten(f(pm.params, pm.X[s:s + c], pm.y[s:s + c]), batched=True)
+            Ps.append(G @ V)
+            ss += float(((G - gradient) ** 2).sum())
+            del G
+        return PerSampleProjections(torch.cat(Ps), ss, "vmap", c)
+    if method == "loop":
+        Ps, ss = [], 0.0
+        leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
+        for i in range(n):
+            with torch.enable_grad():
+                li = pm.one_sample_loss(leaves, pm.X[i], pm.y[i])
+                gi = torch.autograd.grad(li, list(leaves.values()), allow_unused=True, materialize_grads=True)
+            g = torch.cat([t.reshape(-1) for t in gi])
+            Ps.append(g @ V)
+            ss += float(((g - gradient) ** 2).sum())
+        return PerSampleProjections(torch.stack(Ps), ss, "loop", 1)
+    if method == "jvp":
+        d = V.shape[1]
+        per_dir_sample = _BYTES * (3 * act + 1)
+        c = chunk or max(1, min(n, _chunk_for(memory_budget_mb, per_dir_sample * max(d, 1))))
+        tangents = pm.unflatten(V.T.contiguous())  # leading dim d
+
+        def losses_along(t, Xc, yc):
+            return jvp(lambda p: pm.sample_losses(p, Xc, yc), (pm.params,), (t,))[1]
+
+        f = vmap(losses_along, in_dims=(0, None, None))
+        Ps = [f(tangents, pm.X[s:s + c], pm.y[s:s + c]).T for s in range(0, n, c)]
+        return PerSampleProjections(torch.cat(Ps), None, "jvp", c)
+    raise ConfigError(f"`method` must be one of 'auto', 'vmap', 'jvp', 'loop'; got {method!r}.")
+
+
+def sgd_subsets(n: int, B: int, K: int, *, generator: torch.Generator) -> torch.Tensor:
+    """``K`` independent uniform subsets of size ``B`` of ``range(n)``, without replacement
+    within a subset; an int64 ``(K, B)`` tensor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> S = sgd_subsets(10, 3, 4, generator=torch.Generator().manual_seed(0))
+    >>> S.shape, all(len(set(r.tolist())) == 3 for r in S)
+    (torch.Size([4, 3]), True)
+    """
+    out = []
+    step = max(1, int(2**24 // max(n, 1)))
+    for s in range(0, K, step):
+        k = min(step, K - s)
+        out.append(torch.rand(k, n, generator=generator).argsort(dim=1)[:, :B])
+    return torch.cat(out) if out else torch.empty(0, B, dtype=torch.long)
+
+
+def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tensor, batch_size: int,
+              n_samples: int, generator: torch.Generator, n_full: int = 0,
+              memory_budget_mb: float = 2048, method: str = "auto",
+              exact_variance: bool = True) -> NoiseDraws:
+    """``n_samples`` SGD noise draws :math:`\\nabla R_B - \\nabla R_S` projected on ``directions``.
+
+    Projections come from per-sample projections (one per-sample-gradient pass), so ``K``
+    draws cost a gather. The first ``n_full`` draws are also formed as full vectors (one
+    backward pass on their batch each) for matrix-free Tr(HC); their projections equal the
+    corresponding rows of ``values``. With per-sample gradients the trace of C_B is exact.
+    """
+    t0 = time.perf_counter()
+    n, B = pm.n, int(batch_size)
+    if not 1 <= B < n:
+        raise ConfigError(f"`batch_size` must be in [1, n) with n={n} training samples; got {batch_size}.")
+    ps = per_sample_projections(pm, directions, gradient=gradient, memory_budget_mb=memory_budget_mb,
+                                method=method)
+    P = ps.P.detach().double()
+    Pbar = P.mean(0)
+    idx = sgd_subsets(n, B, n_samples, generator=generator)
+    vals = (P[idx].mean(1) - Pbar).cpu().numpy()
+    fac = sgd_variance_factor(n, B)
+    ev = None
+    if exact_variance:
+        ev = (fac * ((P - Pbar) ** 2).mean(0)).cpu().numpy()
+    full = _sgd_full(pm, idx[:n_full], gradient)
+    if ps.centred_sq_sum is not None:
+        trace, exact = fac * ps.centred_sq_sum / n, True
+    else:  # JVP path: no per-sample gradients; centred sample trace of the full draws
+        trace, exact = _centred_trace(full), False
+    return NoiseDraws("sgd", vals, full, float(trace), exact, ev, time.perf_counter() - t0,
+                      {"method": ps.method, "chunk": ps.chunk, "batch_size": B, "subsets": idx})
+
+
+def _sgd_full(pm: ProbedModel, idx: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
+    rows = []
+    for r in idx:
+        with torch.enable_grad():
+            lb = pm.batch_loss(leaves, pm.X[r], pm.y[r])
+            gb = torch.autograd.grad(lb, list(leaves.values()), allow_unused=True, materialize_grads=True)
+        rows.append(torch.cat([t.reshape(-1) for t in gb]) - gradient)
+    if not rows:
+        return gradient.new_zeros((0, pm.n_params))
+    return torch.stack(rows)
+
+
+def _centred_trace(full: torch.Tensor) -> float:
+    K = full.shape[0]
+    if K < 2:
+        return float("nan")
+    c = full - full.mean(0)
+    return float((c * c).sum() / (K - 1))
+
+
+# ============================================================================ dropout
+
+
+class DropoutSites:
+    """Where dropout acts in a probed model, with explicit, externally drawn masks.
+
+    Sites are the model's ``nn.Dropout`` modules (their ``p`` is the DROP probability;
+    ``drop_prob`` overrides it when given), or the named modules ``layers`` (dropout on
+    their outputs, at ``drop_prob``), or — when the model has no ``nn.Dropout``, no layers
+    are named and ``drop_prob`` is given — the *input of the last* ``nn.Linear`` (dropout at
+    the last hidden layer, the setting of the paper's :math:`R_1`). Hooks multiply each
+    site's tensor by ``mask / keep`` only while masks are set, so the Hessian and SGD probes
+    see the model with dropout off.
+    """
+
+    def __init__(self, pm: ProbedModel, *, drop_prob: float | None = None,
+                 layers: tuple[str, ...] | None = None):
+        self.pm = pm
+        mods = dict(pm.module.named_modules())
+        sites: list[tuple[str, nn.Module, float, str]] = []
+        if layers is not None:
+            if drop_prob is None:
+                raise ConfigError("`dropout_layers` needs `drop_prob` (the DROP probability) to be set.")
+            for name in layers:
+                if name not in mods:
+                    known = ", ".join(repr(k) for k in mods if k) or "none"
+                    raise ConfigError(f"`dropout_layers` names unknown module {name!r}; modules: {known}.")
+                sites.append((name, mods[name], float(drop_prob), "output"))
+        else:
+            others = [k for k, m in mods.items()
+                      if isinstance(m, nn.modules.dropout._DropoutNd) and type(m) is not nn.Dropout]
+            if others:
+                raise ConfigError(f"dropout source supports nn.Dropout only; module {others[0]!r} is "
+                                  f"{type(mods[others[0]]).__name__} (name `dropout_layers` instead).")
+            for k, m in mods.items():
+                if type(m) is nn.Dropout:
+                    sites.append((k, m, float(drop_prob if drop_prob is not None else m.p), "output"))
+            if not sites:
+                if drop_prob is None:
+                    raise ConfigError("dropout source: the model has no nn.Dropout; set `drop_prob` "
+                                      "(and optionally `dropout_layers`).")
+                lin = [k for k, m in mods.items() if isinstance(m, nn.Linear)]
+                if not lin:
+                    raise ConfigError("dropout source: no nn.Dropout and no nn.Linear in the model; "
+                                      "name `dropout_layers`.")
+                sites.append((lin[-1], mods[lin[-1]], float(drop_prob), "input"))
+        for name, _, p, _ in sites:
+            if not 0.0 < p < 1.0:
+                raise ConfigError(f"drop probability at {name!r} must be in (0, 1); got {p}.")
+        self.sites = sites
+        self._masks: tuple | None = None
+        self._handles = []
+        for i, (_, mod, _, where) in enumerate(sites):
+            if where == "output":
+                self._handles.append(mod.register_forward_hook(self._out_hook(i)))
+            else:
+                self._handles.append(mod.register_forward_pre_hook(self._in_hook(i)))
+        self.shapes = self._record_shapes()
+
+    def _out_hook(self, i):
+        def hook(_mod, _inp, out):
+            if self._masks is None:
+                return None
+            return out * self._masks[i]
+        return hook
+
+    def _in_hook(self, i):
+        def hook(_mod, inp):
+            if self._masks is None:
+                return None
+            return (inp[0] * self._masks[i],) + tuple(inp[1:])
+        return hook
+
+    def _record_shapes(self) -> list[tuple[int, ...]]:
+        shapes: list = [None] * len(self.sites)
+        hs = []
+        for i, (_, mod, _, where) in enumerate(self.sites):
+            if where == "output":
+                hs.append(mod.register_forward_hook(
+                    lambda _m, _i, o, i=i: shapes.__setitem__(i, tuple(o.shape[1:]))))
+            else:
+                hs.append(mod.register_forward_pre_hook(
+                    lambda _m, inp, i=i: shapes.__setitem__(i, tuple(inp[0].shape[1:]))))
+        try:
+            with torch.no_grad():
+                self.pm.forward(self.pm.params, self.pm.X[:1])
+        finally:
+            for h in hs:
+                h.remove()
+        for i, s in enumerate(shapes):
+            if s is None:
+                raise ConfigError(f"dropout site {self.sites[i][0]!r} is not used by the model's forward.")
+        return shapes
+
+    @property
+    def drop_probs(self) -> list[float]:
+        return [p for _, _, p, _ in self.sites]
+
+    @property
+    def unit_numel(self) -> int:
+        """Mask elements per sample over all sites."""
+        return int(sum(int(np.prod(s)) for s in self.shapes))
+
+    def draw_masks(self, K: int, *, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """``K`` draws of scaled masks, one ``(K, n, *shape)`` tensor per site (iid Bernoulli)."""
+        out = []
+        for (_, _, p, _), s in zip(self.sites, self.shapes):
+            keep = 1.0 - p
+            u = torch.rand((K, self.pm.n, *s), generator=generator, dtype=torch.float64)
+            out.append(((u >= p).to(self.pm.dtype) / keep).to(self.pm.device))
+        return tuple(out)
+
+    def loss(self, params: dict, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """:math:`R_{drop}(\\theta, \\eta)` on the full batch for one draw of masks ``(n, *shape)``."""
+        self._masks = masks
+        try:
+            return self.pm.batch_loss(params, self.pm.X, self.pm.y)
+        finally:
+            self._masks = None
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def dropout_gradients(sites: DropoutSites, masks: tuple[torch.Tensor, ...], *,
+                      method: str = "vmap") -> torch.Tensor:
+    """Full-batch gradients :math:`\\nabla R_{drop}(\\theta, \\eta_k)` for a stack of masks
+    (``(K, n, *shape)`` per site) as a ``(K, D)`` tensor; ``method`` ``"vmap"`` (batched over
+    draws) or ``"loop"`` (one backward pass per draw; the oracle)."""
+    pm = sites.pm
+    if method == "vmap":
+        G = vmap(grad(sites.loss), in_dims=(None, 0))(pm.params, masks)
+        return pm.flatten(G, batched=True)
+    if method == "loop":
+        leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
+        rows = []
+        for j in range(masks[0].shape[0]):
+            with torch.enable_grad():
+                lj = sites.loss(leaves, tuple(m[j] for m in masks))
+                gj = torch.autograd.grad(lj, list(leaves.values()), allow_unused=True, materialize_grads=True)
+            rows.append(torch.cat([t.reshape(-1) for t in gj]))
+        return torch.stack(rows)
+    raise ConfigError(f"`method` must be 'vmap' or 'loop'; got {method!r}.")
+
+
+def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: torch.Tensor,
+                  n_samples: int, generator: torch.Generator, n_full: int = 0,
+                  memory_budget_mb: float = 2048, method: str = "vmap") -> NoiseDraws:
+    """``n_samples`` dropout noise draws :math:`\\nabla R_{drop}(\\theta,\\eta_k) - \\nabla R_S`,
+    batched over draws in chunks sized by the memory budget, projected with :func:`project`.
+
+    The trace is the centred (ddof=1) sample trace over all draws, streamed.
+    """
+    t0 = time.perf_counter()
+    pm = sites.pm
+    D, n = pm.n_params, pm.n
+    act = pm.activation_numel()
+    per = _BYTES * (3 * D + n * (6 * act + 2 * sites.unit_numel))
+    c = max(1, min(n_samples, _chunk_for(memory_budget_mb, per)))
+    V = directions.to(pm.dtype)
+    vals, fulls = [], []
+    s1 = torch.zeros(D, dtype=torch.float64, device=pm.device)
+    s2 = 0.0
+    done = 0
+    while done < n_samples:
+        k = min(c, n_samples - done)
+        masks = sites.draw_masks(k, generator=generator)
+        xi = dropout_gradients(sites, masks, method=method) - gradient
+        vals.append(project(xi, V).detach().double().cpu())
+        if done < n_full:
+            fulls.append(xi[: n_full - done].detach())
+        s1 += xi.sum(0).double()
+        s2 += float((xi.double() ** 2).sum())
+        done += k
+    K = n_samples
+    trace = (s2 - float((s1 * s1).sum()) / K) / (K - 1) if K > 1 else float("nan")
+    full = torch.cat(fulls) if fulls else gradient.new_zeros((0, D))
+    return NoiseDraws("dropout", torch.cat(vals).numpy(), full, float(trace), False, None,
+                      time.perf_counter() - t0,
+                      {"chunk": c, "drop_probs": sites.drop_probs, "sites": [s[0] for s in sites.sites],
+                       "mean_norm": float((s1 / K).norm())})
+
+
+# ============================================================================ isotropic
+
+
+def isotropic_noise(D: int, directions: torch.Tensor, *, trace: float, n_samples: int,
+                    generator: torch.Generator, n_full: int = 0, memory_budget_mb: float = 2048,
+                    of: str = "sgd") -> NoiseDraws:
+    """Isotropic control: ``n_samples`` vectors :math:`\\xi\\sim N(0, (\\mathrm{tr}\\,C/D) I_D)`
+    through :func:`project`. Its exact variance along a unit direction is ``trace / D``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> V = torch.eye(50, dtype=torch.float64)[:, :2]
+    >>> nd = isotropic_noise(50, V, trace=50.0, n_samples=4000, generator=torch.Generator().manual_seed(0))
+    >>> nd.exact_variance, bool(abs(nd.values.var(0, ddof=1) - 1).max() < 0.1)
+    (array([1., 1.]), True)
+    """
+    t0 = time.perf_counter()
+    if not np.isfinite(trace) or trace <= 0:
+        raise ConfigError(f"isotropic control needs a positive finite trace of C ({of}); got {trace}.")
+    sigma = float(np.sqrt(trace / D))
+    c = max(1, min(n_samples, _chunk_for(memory_budget_mb, _BYTES * 2 * D)))
+    vals, fulls = [], []
+    done = 0
+    while done < n_samples:
+        k = min(c, n_samples - done)
+        Z = torch.randn(k, D, generator=generator, dtype=torch.float64) * sigma
+        Z = Z.to(device=directions.device, dtype=directions.dtype)
+        vals.append(project(Z, directions).double().cpu())
+        if done < n_full:
+            fulls.append(Z[: n_full - done])
+        done += k
+    full = torch.cat(fulls) if fulls else directions.new_zeros((0, D))
+    ev = np.full(directions.shape[1], trace / D) * (directions.double().norm(dim=0).cpu().numpy() ** 2)
+    return NoiseDraws("isotropic", torch.cat(vals).numpy(), full, float(trace), True, ev,
+                      time.perf_counter() - t0, {"of": of, "sigma2": trace / D})

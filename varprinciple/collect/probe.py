@@ -1,0 +1,422 @@
+"""One probe of a trained network: Hessian eigenpairs, projected noise samples, flatness.
+
+:func:`probe` is the single entry point the collection pipeline (and a user with their own
+training code) calls at a probe step. It returns a :class:`ProbeResult` whose tables follow
+log schema v1 (:mod:`varprinciple.schema`) and can be handed to :func:`varprinciple.io.write_run`::
+
+    res = probe(model, "cross_entropy", X, y, settings=ProbeSettings(), step=step, generator=g)
+    io.write_run(run_dir, meta, eigen=res.eigen, noise=res.noise, tables=res.tables())
+
+Definitions are DESIGN.md's (Hessian of R_S with dropout off; SGD, dropout and isotropic
+noise; centred traces); see :mod:`.curvature`, :mod:`.noise`, :mod:`.flatness` and
+``docs/probes.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import schema
+from ..errors import ConfigError, InputError
+from ._model import ProbedModel, resolve_dtype
+from .curvature import HessianOperator, top_eigenpairs
+from .flatness import flatness_frame, hutchinson_trace, noise_alignment
+from .losses import Loss, parse_loss
+from .noise import DropoutSites, NoiseDraws, dropout_noise, isotropic_noise, random_directions, sgd_noise
+
+__all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe"]
+
+logger = logging.getLogger(__name__)
+
+
+class NoiseSource(StrEnum):
+    """Noise sources a probe can sample."""
+
+    SGD = "sgd"
+    DROPOUT = "dropout"
+    ISOTROPIC = "isotropic"
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What a probe measures and how (all validated on construction).
+
+    Parameters
+    ----------
+    top_k : int
+        Number of top (largest algebraic) Hessian eigenpairs.
+    n_samples : int
+        Noise draws ``K`` per source per probe.
+    sources : tuple of str
+        Subset of ``("sgd", "dropout", "isotropic")``.
+    batch_size : int
+        Probe SGD batch size ``B`` (``B < n``); runs trained by GD still get SGD probes.
+    n_random : int
+        Random unit directions ``m`` (basis ``"random"``), drawn from the probe's generator.
+    drop_prob : float or None
+        DROP probability of the dropout source (PyTorch's convention; the paper's p is the
+        keep probability ``1 - drop_prob``). None: use the model's ``nn.Dropout`` modules.
+    dropout_layers : tuple of str or None
+        Module names whose outputs get dropout (needs ``drop_prob``). None: the model's
+        ``nn.Dropout`` modules, else the input of its last ``nn.Linear``.
+    isotropic_of : str
+        Source whose covariance trace the isotropic control matches (must be sampled too).
+    dtype : {"float64", "float32"}
+    eig_tol : float
+        eigsh tolerance (raised to 100 eps of the dtype).
+    exact_variance : bool
+        Log the exact projected SGD variance from per-sample gradients.
+    hutchinson_probes : int
+        Rademacher probes for the deflated Hutchinson estimate of Tr(H) (>= 2).
+    tr_hc_samples : int
+        Full noise draws per source for the matrix-free Tr(HC) and rho (0 = skip; else 3..K).
+    store_vectors_max_params : int
+        Eigenvectors are logged only when the model has at most this many parameters.
+    memory_budget_mb : int
+        Working-memory budget for chunking per-sample gradients and dropout draws.
+
+    Examples
+    --------
+    >>> ProbeSettings(top_k=5, sources=["sgd", "isotropic"]).sources
+    ('sgd', 'isotropic')
+    >>> ProbeSettings(top_k=0)
+    Traceback (most recent call last):
+    ...
+    varprinciple.errors.ConfigError: `top_k` must be an integer >= 1; got 0.
+    """
+
+    top_k: int = 20
+    n_samples: int = 1000
+    sources: tuple[str, ...] = ("sgd", "dropout", "isotropic")
+    batch_size: int = 32
+    n_random: int = 10
+    drop_prob: float | None = None
+    dropout_layers: tuple[str, ...] | None = None
+    isotropic_of: str = "sgd"
+    dtype: str = "float64"
+    eig_tol: float = 1e-10
+    exact_variance: bool = True
+    hutchinson_probes: int = 64
+    tr_hc_samples: int = 64
+    store_vectors_max_params: int = 50_000
+    memory_budget_mb: int = 2048
+
+    def __post_init__(self):
+        def need_int(name, lo):
+            v = getattr(self, name)
+            if not _is_int(v) or v < lo:
+                raise ConfigError(f"`{name}` must be an integer >= {lo}; got {v!r}.")
+
+        need_int("top_k", 1)
+        need_int("n_samples", 2)
+        need_int("batch_size", 1)
+        need_int("n_random", 0)
+        need_int("hutchinson_probes", 2)
+        need_int("tr_hc_samples", 0)
+        need_int("store_vectors_max_params", 0)
+        if not _is_num(self.memory_budget_mb) or not self.memory_budget_mb > 0:
+            raise ConfigError(f"`memory_budget_mb` must be a positive number; got {self.memory_budget_mb!r}.")
+        src = self.sources
+        if isinstance(src, str) or not isinstance(src, (tuple, list)):
+            raise ConfigError(f"`sources` must be a list of source names; got {src!r}.")
+        allowed = [s.value for s in NoiseSource]
+        for s in src:
+            if s not in allowed:
+                raise ConfigError(f"`sources` entry {s!r} is not one of {allowed}.")
+        if not src:
+            raise ConfigError(f"`sources` must name at least one of {allowed}; got none.")
+        if len(set(src)) != len(src):
+            raise ConfigError(f"`sources` has duplicates: {list(src)}.")
+        object.__setattr__(self, "sources", tuple(str(s) for s in src))
+        if self.isotropic_of not in ("sgd", "dropout"):
+            raise ConfigError(f"`isotropic_of` must be 'sgd' or 'dropout'; got {self.isotropic_of!r}.")
+        if "isotropic" in self.sources and self.isotropic_of not in self.sources:
+            raise ConfigError(f"`isotropic_of` = {self.isotropic_of!r} must also be in `sources` "
+                              f"{list(self.sources)}.")
+        if self.drop_prob is not None and (not _is_num(self.drop_prob) or not 0 < self.drop_prob < 1):
+            raise ConfigError(f"`drop_prob` (the DROP probability) must be in (0, 1); got {self.drop_prob!r}.")
+        if self.dropout_layers is not None:
+            dl = self.dropout_layers
+            if isinstance(dl, str) or not isinstance(dl, (tuple, list)) or not all(isinstance(x, str) for x in dl):
+                raise ConfigError(f"`dropout_layers` must be a list of module names; got {dl!r}.")
+            if not dl:
+                raise ConfigError("`dropout_layers` must name at least one module (or be unset).")
+            if self.drop_prob is None:
+                raise ConfigError("`dropout_layers` needs `drop_prob` (the DROP probability) to be set.")
+            object.__setattr__(self, "dropout_layers", tuple(dl))
+        resolve_dtype(self.dtype)
+        if not _is_num(self.eig_tol) or not 0 < self.eig_tol < 1:
+            raise ConfigError(f"`eig_tol` must be in (0, 1); got {self.eig_tol!r}.")
+        if not isinstance(self.exact_variance, bool):
+            raise ConfigError(f"`exact_variance` must be true or false; got {self.exact_variance!r}.")
+        if self.tr_hc_samples and not 3 <= self.tr_hc_samples <= self.n_samples:
+            raise ConfigError(f"`tr_hc_samples` must be 0 or in [3, n_samples={self.n_samples}]; "
+                              f"got {self.tr_hc_samples}.")
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form (for run.json)."""
+        d = asdict(self)
+        d["sources"] = list(self.sources)
+        if self.dropout_layers is not None:
+            d["dropout_layers"] = list(self.dropout_layers)
+        return d
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Tables of one probe (schema v1) plus diagnostics.
+
+    Attributes
+    ----------
+    eigen : DataFrame
+        schema.EIGEN rows: step, rank, eigenvalue, residual (and vector when logged).
+    noise : DataFrame
+        schema.NOISE rows: step, source, basis, direction, sample, value.
+    exact_variance : DataFrame or None
+        schema EXACT_VARIANCE rows (sgd from per-sample gradients; isotropic by construction).
+    flatness : DataFrame
+        schema FLATNESS rows (lambda_max, hessian_trace, tr_hc, tr_c, rho, tr_c_exact).
+    top_vector : ndarray
+        The top eigenvector (warm start ``v0`` for the next probe).
+    n_hvp : int
+        Hessian-vector products spent (eigensolver, residuals, Hutchinson, Tr(HC)).
+    timings : dict
+        Seconds per stage (``hessian``, each source, ``flatness``, ``total``).
+    info : dict
+        Extras: n_params, n_train, loss_value, sources' traces, chunk sizes, dropout sites.
+    """
+
+    eigen: pd.DataFrame
+    noise: pd.DataFrame
+    exact_variance: pd.DataFrame | None
+    flatness: pd.DataFrame
+    top_vector: np.ndarray
+    n_hvp: int
+    timings: dict
+    info: dict = field(default_factory=dict)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Optional tables by file name, for ``io.write_run(..., tables=...)``."""
+        out = {schema.FLATNESS.file: self.flatness}
+        if self.exact_variance is not None:
+            out[schema.EXACT_VARIANCE.file] = self.exact_variance
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One-row summary: step, n_params, lambda_max, hessian_trace, n_hvp, seconds."""
+        f = self.flatness.set_index("quantity")["estimate"]
+        return pd.DataFrame([{"step": int(self.eigen["step"].iloc[0]), "n_params": self.info.get("n_params"),
+                              "lambda_max": float(f.get("lambda_max", np.nan)),
+                              "hessian_trace": float(f.get("hessian_trace", np.nan)),
+                              "n_hvp": self.n_hvp, "seconds": self.timings.get("total")}])
+
+
+def _noise_frame(step: int, draws: NoiseDraws, k: int, m: int) -> pd.DataFrame:
+    K, d = draws.values.shape
+    basis = np.array(["hessian"] * k + ["random"] * m, dtype=object)
+    direction = np.concatenate([np.arange(k), np.arange(m)]).astype(np.int64)
+    return pd.DataFrame({
+        "step": np.full(K * d, step, dtype=np.int64),
+        "source": draws.source,
+        "basis": np.tile(basis, K),
+        "direction": np.tile(direction, K),
+        "sample": np.repeat(np.arange(K, dtype=np.int64), d),
+        "value": draws.values.reshape(-1).astype(np.float64),
+    })
+
+
+def _exact_frame(step: int, draws: NoiseDraws, k: int, m: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "step": np.full(k + m, step, dtype=np.int64),
+        "source": draws.source,
+        "basis": ["hessian"] * k + ["random"] * m,
+        "direction": np.concatenate([np.arange(k), np.arange(m)]).astype(np.int64),
+        "variance": draws.exact_variance.astype(np.float64),
+    })
+
+
+def _probe_iv(model, loss, X, y, settings, step, generator, v0):
+    if not isinstance(settings, ProbeSettings):
+        raise InputError(f"`settings` must be a ProbeSettings; got {type(settings).__name__}.")
+    if not _is_int(step) or step < 0:
+        raise InputError(f"`step` must be an integer >= 0; got {step!r}.")
+    if not isinstance(generator, torch.Generator):
+        raise InputError(f"`generator` must be a torch.Generator; got {type(generator).__name__}.")
+    if not isinstance(model, nn.Module):
+        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}.")
+    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise InputError("`X` and `y` must be torch tensors.")
+    if v0 is not None and not isinstance(v0, np.ndarray):
+        raise InputError(f"`v0` must be a numpy array or None; got {type(v0).__name__}.")
+    return parse_loss(loss)
+
+
+class _Stages:
+    """Progress through the probe's stages: a tqdm bar or log lines."""
+
+    def __init__(self, names: list[str], progress: bool, step: int):
+        self.bar = None
+        self.step = step
+        if progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=len(names), desc=f"probe step {step}", leave=False)
+
+    def start(self, name: str):
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+        else:
+            logger.info("probe step %d: %s", self.step, name)
+
+    def done(self):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, *,
+          settings: ProbeSettings, step: int, generator: torch.Generator,
+          v0: np.ndarray | None = None, progress: bool = False) -> ProbeResult:
+    """Probe ``model`` at its current parameters on the training set ``(X, y)``.
+
+    Steps: (1) top-``k`` eigenpairs of the Hessian of R_S (dropout off) by eigsh on
+    double-backward HVPs, warm-started from ``v0``; (2) ``m`` random unit directions from
+    ``generator``; (3) ``K`` draws of each noise source projected on the ``k + m``
+    directions; (4) deflated Hutchinson Tr(H) and, per source, centred Tr(HC), Tr(C), rho.
+    The caller's model is not modified (the probe works on a copy).
+
+    Parameters
+    ----------
+    model : nn.Module
+        No BatchNorm (refused with :class:`ConfigError`). Its ``nn.Dropout`` modules are
+        off for the Hessian and SGD noise and define the dropout source (unless
+        ``settings.dropout_layers`` is given).
+    loss : Loss or str
+        ``"mse"`` (``(1/2n) sum ||f(x)-y||^2``) or ``"cross_entropy"``.
+    X, y : torch.Tensor
+        Full training set (``y`` integer labels for cross-entropy).
+    settings : ProbeSettings
+    step : int
+        Training step recorded in every table.
+    generator : torch.Generator
+        The probe's own random stream (directions, subsets, masks, Gaussians, probes).
+    v0 : ndarray, optional
+        Warm start for eigsh (the previous probe's ``top_vector``).
+    progress : bool
+        Show a tqdm bar over the stages (else log at INFO).
+
+    Returns
+    -------
+    ProbeResult
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.randn(40, 3, generator=g); y = torch.randn(40, 1, generator=g)
+    >>> s = ProbeSettings(top_k=2, n_samples=50, sources=("sgd", "isotropic"), batch_size=8,
+    ...                   n_random=2, hutchinson_probes=8, tr_hc_samples=10)
+    >>> res = probe(nn.Linear(3, 1), "mse", X, y, settings=s, step=0, generator=g)
+    >>> len(res.eigen), len(res.noise), sorted(res.noise.source.unique())
+    (2, 400, ['isotropic', 'sgd'])
+    """
+    loss = _probe_iv(model, loss, X, y, settings, step, generator, v0)
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    stage_names = ["hessian"] + list(settings.sources) + ["flatness"]
+    stages = _Stages(stage_names, progress, step)
+    sites = None
+    try:
+        t0 = time.perf_counter()
+        pm = ProbedModel(model, loss, X, y, dtype=resolve_dtype(settings.dtype))
+        if "sgd" in settings.sources and not settings.batch_size < pm.n:
+            raise ConfigError(f"`batch_size` ({settings.batch_size}) must be smaller than the number of "
+                              f"training samples n={pm.n}.")
+        if "dropout" in settings.sources:
+            sites = DropoutSites(pm, drop_prob=settings.drop_prob, layers=settings.dropout_layers)
+        D = pm.n_params
+        if settings.top_k > D:
+            raise ConfigError(f"`top_k` ({settings.top_k}) exceeds the number of parameters ({D}).")
+        stages.start("hessian")
+        op = HessianOperator(pm)
+        eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator)
+        timings["hessian"] = time.perf_counter() - t0
+        stages.done()
+        k, m = eig.k, settings.n_random
+        Vh = torch.from_numpy(np.ascontiguousarray(eig.eigenvectors)).to(pm.dtype).to(pm.device)
+        R = random_directions(D, m, generator=generator, dtype=pm.dtype).to(pm.device)
+        V = torch.cat([Vh, R], dim=1)
+        n_full = min(settings.tr_hc_samples, settings.n_samples)
+        draws: dict[str, NoiseDraws] = {}
+        order = [s for s in settings.sources if s != "isotropic"] + \
+                (["isotropic"] if "isotropic" in settings.sources else [])
+        for src in order:
+            stages.start(src)
+            t0 = time.perf_counter()
+            if src == "sgd":
+                draws[src] = sgd_noise(pm, V, gradient=op.gradient, batch_size=settings.batch_size,
+                                       n_samples=settings.n_samples, generator=generator, n_full=n_full,
+                                       memory_budget_mb=settings.memory_budget_mb,
+                                       exact_variance=settings.exact_variance)
+            elif src == "dropout":
+                draws[src] = dropout_noise(sites, V, gradient=op.gradient, n_samples=settings.n_samples,
+                                           generator=generator, n_full=n_full,
+                                           memory_budget_mb=settings.memory_budget_mb)
+            else:
+                draws[src] = isotropic_noise(D, V, trace=draws[settings.isotropic_of].trace,
+                                             n_samples=settings.n_samples, generator=generator,
+                                             n_full=n_full, memory_budget_mb=settings.memory_budget_mb,
+                                             of=settings.isotropic_of)
+            timings[src] = time.perf_counter() - t0
+            stages.done()
+        stages.start("flatness")
+        t0 = time.perf_counter()
+        trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=generator,
+                               eigenvalues=eig.eigenvalues, eigenvectors=eig.eigenvectors)
+        aligns = [noise_alignment(op, draws[s].full, source=s, trace_h=trh)
+                  for s in settings.sources if n_full >= 3]
+        exact_tr = {s: d.trace for s, d in draws.items() if d.trace_exact}
+        flat = flatness_frame(step=step, lambda_max=float(eig.eigenvalues[0]), trace_h=trh,
+                              alignments=aligns, exact_traces=exact_tr)
+        timings["flatness"] = time.perf_counter() - t0
+        stages.done()
+    finally:
+        stages.close()
+        if sites is not None:
+            sites.remove()
+    eigen_df = eig.to_frame(step=step, store_vectors=D <= settings.store_vectors_max_params)
+    noise_df = pd.concat([_noise_frame(step, draws[s], k, m) for s in settings.sources], ignore_index=True)
+    ev_parts = [_exact_frame(step, draws[s], k, m) for s in settings.sources
+                if draws[s].exact_variance is not None]
+    ev_df = pd.concat(ev_parts, ignore_index=True) if ev_parts else None
+    timings["total"] = time.perf_counter() - t_all
+    info = {"n_params": D, "n_train": pm.n, "loss_value": op.loss_value,
+            "gradient_norm": float(op.gradient.norm()),
+            "n_hvp_eigensolver": int(eig.extra.get("n_hvp_solver", 0)),
+            "traces": {s: d.trace for s, d in draws.items()},
+            "noise_extra": {s: {k2: v for k2, v in d.extra.items() if k2 != "subsets"}
+                            for s, d in draws.items()}}
+    logger.info("probe step %d: lambda_max=%.4g, %d HVPs, %.2fs", step, eig.eigenvalues[0], op.n_hvp,
+                timings["total"])
+    return ProbeResult(eigen=eigen_df, noise=noise_df, exact_variance=ev_df, flatness=flat,
+                       top_vector=np.asarray(eig.eigenvectors[:, 0], dtype=np.float64).copy(),
+                       n_hvp=int(op.n_hvp), timings=timings, info=info)
