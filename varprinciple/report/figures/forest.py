@@ -1,0 +1,93 @@
+"""Forest plot of the per-run exponent b by group, with the group mean and its CI."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._input import ReportData
+from ..format import format_estimate_ci, format_percent, is_missing
+from ..tables import group_label
+from ._plot import MAX_PANELS, color_for, new_figure
+from .registry import FigureSpec, register_figure
+
+__all__ = ["forest_plot"]
+
+
+def _err(est, lo, hi):
+    if is_missing(lo) or is_missing(hi) or is_missing(est):
+        return None
+    return [[max(0.0, float(est) - float(lo))], [max(0.0, float(hi) - float(est))]]
+
+
+def forest_plot(data: ReportData):
+    """One panel per source x step; rows are runs grouped by group, then the group's mean (diamond)."""
+    conf = data.confidence
+    rels = [r for r in data.rows("relations") if str(r.get("basis", "hessian")) == "hessian"]
+    whole = [r for r in rels if is_missing(r.get("block"))]
+    rels = whole or rels
+    groups_rows = [g for g in data.rows("groups") if is_missing(g.get("block"))] or data.rows("groups")
+
+    def glab(r):
+        return group_label(r.get("group"), r) if r.get("group") is not None else str(r.get("method"))
+
+    keys: list[tuple] = []
+    for r in rels:
+        if (r.get("source"), r.get("step")) not in keys:
+            keys.append((r.get("source"), r.get("step")))
+    shown = keys[:MAX_PANELS]
+    glabels: list[str] = []
+    for r in rels:
+        if glab(r) not in glabels:
+            glabels.append(glab(r))
+    n_rows_max = max(len([r for r in rels if (r.get("source"), r.get("step")) == k]) + 2 * len(glabels)
+                     for k in shown)
+    fig, axs = new_figure(len(shown), panel_w=4.8, panel_h=max(2.5, 0.22 * n_rows_max + 1.0), max_cols=3)
+    for ax, (src, step) in zip(axs, shown):
+        y = 0.0
+        ticks, labels = [], []
+        for g in glabels:
+            color = color_for(g, glabels)
+            runs = [r for r in rels if glab(r) == g and r.get("source") == src and r.get("step") == step]
+            if not runs:
+                continue
+            for r in sorted(runs, key=lambda r: str(r.get("run_id"))):
+                if not is_missing(r.get("slope")):
+                    ax.errorbar([float(r["slope"])], [y], xerr=_err(r["slope"], r.get("ci_low"), r.get("ci_high")),
+                                fmt="o", ms=4, color=color, ecolor=color, elinewidth=1.1, capsize=2)
+                ticks.append(y)
+                labels.append(str(r.get("run_id")))
+                y -= 1
+            grow = next((gr for gr in groups_rows if group_label(gr.get("group"), gr) == g
+                         and gr.get("source") == src and gr.get("step") == step), None)
+            if grow is not None and not is_missing(grow.get("slope")):
+                ax.errorbar([float(grow["slope"])], [y], xerr=_err(grow["slope"], grow.get("ci_low"),
+                                                                   grow.get("ci_high")),
+                            fmt="D", ms=7, color=color, ecolor=color, elinewidth=2.4, capsize=3,
+                            markeredgecolor="black")
+                ticks.append(y)
+                labels.append(f"{g} mean (n = {grow.get('n_runs')}): "
+                              f"{format_estimate_ci(grow.get('slope'), grow.get('ci_low'), grow.get('ci_high'))}")
+                y -= 1
+            y -= 0.6
+        ax.axvline(0.0, color="0.3", lw=0.9, ls="--")
+        ax.axvline(1.0, color="0.6", lw=0.9, ls=":")
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(labels, fontsize=7)
+        for t in ax.get_yticklabels():
+            if "mean" in t.get_text():
+                t.set_fontweight("bold")
+        ax.set_ylim(y + 0.3, 0.8)
+        ax.set_xlabel(f"exponent b ({format_percent(conf) if conf else ''} CI)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"source {src} · step {step}", fontsize=9)
+        ax.grid(axis="x", color="0.9", lw=0.6)
+    fig.suptitle("Per-run exponent b with CI; diamonds: group mean over runs (dashed: b = 0, dotted: b = 1)",
+                 fontsize=9)
+    return fig
+
+
+register_figure(FigureSpec(
+    "forest", "Forest plot of b",
+    "Per-run exponents b with their CIs, grouped by training procedure; the diamond is the group mean over "
+    "runs with its CI (runs are the replicates). Dashed: b = 0 (no curvature dependence); dotted: b = 1.",
+    ("relations",), forest_plot))

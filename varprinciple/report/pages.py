@@ -1,0 +1,150 @@
+"""Whole-report pages: one self-contained HTML page, a Markdown page and a LaTeX document.
+
+The HTML page embeds every figure as a base64 PNG and its stylesheet inline, so it needs no
+other file and loads nothing from the network. All pages carry the exact command, the input's
+location, the analysis settings and the package versions, so the report is reproducible.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._input import ReportData
+from .format import ReportTable, latex_escape, to_html, to_latex, to_markdown
+
+__all__ = ["PageContext", "FigureOutput", "html_page", "markdown_page", "latex_document"]
+
+
+@dataclass(frozen=True)
+class FigureOutput:
+    """A drawn figure (its files) or a skipped one (its reason)."""
+
+    name: str
+    title: str
+    caption: str
+    png: Path | None = None
+    svg: Path | None = None
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class PageContext:
+    """What every page shows besides tables and figures."""
+
+    title: str
+    command: str
+    location: str
+    created: str
+    versions: Mapping[str, str]
+    settings: Mapping[str, object]
+    provenance: Mapping[str, object]
+
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em auto;max-width:1150px;
+color:#222;line-height:1.4;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+pre{background:#f4f4f4;padding:.6em;overflow-x:auto;font-size:.85em;white-space:pre-wrap}
+table.vp-table{border-collapse:collapse;margin:1em 0 .3em;font-size:.86em}
+table.vp-table caption{text-align:left;font-weight:bold;padding-bottom:.3em}
+table.vp-table thead th{border-top:2px solid #222;border-bottom:1px solid #222;padding:.3em .6em}
+table.vp-table tbody tr:last-child td{border-bottom:2px solid #222}
+table.vp-table td{padding:.2em .6em}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+td.txt,th.txt{text-align:left}p.note{font-size:.82em;color:#444;max-width:62em;margin-top:.2em}
+figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#444}
+dl.kv{display:grid;grid-template-columns:max-content auto;gap:.1em 1em;font-size:.85em}dl.kv dt{font-weight:bold}
+dl.kv dd{margin:0}.skipped{font-size:.85em;color:#555}
+"""
+
+
+def _kv_html(items: Mapping[str, object]) -> str:
+    e = html.escape
+    rows = "".join(f"<dt>{e(str(k))}</dt><dd>{e(_kv_text(v))}</dd>" for k, v in items.items())
+    return f'<dl class="kv">{rows}</dl>'
+
+
+def _kv_text(v: object) -> str:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return "null" if v is None else str(v)
+
+
+def html_page(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequence[FigureOutput]) -> str:
+    """The self-contained HTML report."""
+    e = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{e(ctx.title)}</title>", f"<style>{_CSS}</style>", "</head><body>",
+           f"<h1>{e(ctx.title)}</h1>",
+           f'<p>Input: <code id="vp-input">{e(ctx.location)}</code><br>Created: {e(ctx.created)}</p>',
+           "<h2>Command</h2>", f'<pre id="vp-command">{e(ctx.command)}</pre>']
+    out.append('<h2 id="tables">Tables</h2>')
+    if not tables:
+        out.append("<p>The results hold no rows to tabulate.</p>")
+    for t in tables:
+        out.append(to_html(t))
+    out.append('<h2 id="figures">Figures</h2>')
+    for f in figures:
+        if f.skipped is not None or f.png is None:
+            continue
+        data = base64.b64encode(f.png.read_bytes()).decode("ascii")
+        out.append(f'<figure id="figure-{e(f.name)}"><img alt="{e(f.title)}" '
+                   f'src="data:image/png;base64,{data}"><figcaption><strong>{e(f.title)}.</strong> '
+                   f"{e(f.caption)}</figcaption></figure>")
+    skipped = [f for f in figures if f.skipped is not None]
+    if skipped:
+        out.append('<p class="skipped">Figures not drawn: '
+                   + "; ".join(f"{e(f.title)} ({e(f.skipped)})" for f in skipped) + ".</p>")
+    out.append("<h2>Analysis settings</h2>" + _kv_html(ctx.settings))
+    out.append("<h2>Provenance</h2><h3>Analysis</h3>" + _kv_html(ctx.provenance))
+    out.append("<h3>Report environment</h3>" + _kv_html(ctx.versions))
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _kv_md(items: Mapping[str, object]) -> str:
+    return "\n".join(f"- **{k}**: `{_kv_text(v)}`" for k, v in items.items()) + "\n"
+
+
+def markdown_page(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequence[FigureOutput],
+                  *, out_dir: Path) -> str:
+    """The Markdown report (figures linked as relative PNG paths)."""
+    out = [f"# {ctx.title}", "", f"Input: `{ctx.location}`  ", f"Created: {ctx.created}", "",
+           "## Command", "", "```", ctx.command, "```", "", "## Tables", ""]
+    for t in tables:
+        out.append(to_markdown(t, heading_level=3))
+    out += ["## Figures", ""]
+    for f in figures:
+        if f.skipped is None and f.png is not None:
+            out += [f"### {f.title}", "", f"![{f.title}]({f.png.relative_to(out_dir).as_posix()})", "",
+                    f.caption, ""]
+    skipped = [f for f in figures if f.skipped is not None]
+    if skipped:
+        out += ["Figures not drawn:", ""] + [f"- {f.title}: {f.skipped}" for f in skipped] + [""]
+    out += ["## Analysis settings", "", _kv_md(ctx.settings), "## Provenance", "", "### Analysis", "",
+            _kv_md(ctx.provenance), "### Report environment", "", _kv_md(ctx.versions)]
+    return "\n".join(out)
+
+
+def latex_document(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequence[FigureOutput],
+                   *, out_dir: Path) -> str:
+    """A compilable LaTeX document (booktabs, graphicx) with every table and figure."""
+    lines = [r"\documentclass{article}", r"\usepackage[utf8]{inputenc}", r"\usepackage[T1]{fontenc}",
+             r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\usepackage[margin=2cm]{geometry}",
+             r"\begin{document}", f"\\section*{{{latex_escape(ctx.title)}}}",
+             f"Input: \\texttt{{{latex_escape(ctx.location)}}}\\\\",
+             f"Command: \\texttt{{{latex_escape(ctx.command)}}}", ""]
+    for t in tables:
+        lines.append(to_latex(t))
+    for f in figures:
+        if f.skipped is None and f.png is not None:
+            lines += [r"\begin{figure}[htbp]", r"\centering",
+                      f"\\includegraphics[width=\\linewidth]{{{f.png.relative_to(out_dir).as_posix()}}}",
+                      f"\\caption{{{latex_escape(f.title)}. {latex_escape(f.caption)}}}",
+                      f"\\label{{fig:{latex_escape(f.name)}}}", r"\end{figure}", ""]
+    lines.append(r"\end{document}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,372 @@
+"""The report's tables, built from the results JSON (v1) without recomputing anything.
+
+Each builder returns a :class:`~varprinciple.report.format.ReportTable` (or None when the
+results hold nothing for it): raw JSON values in ``data`` (written to CSV at full precision)
+and display columns that format them with :mod:`varprinciple.report.format`.
+
+Tables: ``groups`` (per group x source x step: b [CI], one-sided p, n runs, and the
+flatness quantities where present), ``comparisons`` (difference [CI], p, Holm p, TOST),
+``relations`` (per run), ``flatness`` (per group and quantity) and ``skipped`` (runs left
+out of the analysis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from ._input import ReportData
+from .format import (
+    MISSING,
+    Column,
+    ReportTable,
+    format_estimate_ci,
+    format_fixed,
+    format_int,
+    format_p,
+    format_percent,
+    format_r,
+    format_sig,
+    is_missing,
+)
+
+__all__ = [
+    "QUANTITY_LABELS",
+    "group_label",
+    "flatness_frame",
+    "groups_table",
+    "relations_table",
+    "comparisons_table",
+    "flatness_table",
+    "skipped_table",
+    "build_tables",
+]
+
+#: Display names of quantities (JSON name -> label).
+QUANTITY_LABELS = {
+    "slope": "b",
+    "lambda_max": "λ_max",
+    "hessian_trace": "Tr(H)",
+    "psi": "ψ",
+    "rho": "ρ",
+    "tr_hc": "Tr(HC)",
+    "tr_c": "Tr(C)",
+}
+#: Flatness quantities shown as columns of the groups table, in this order.
+GROUP_FLATNESS_COLUMNS = ("lambda_max", "hessian_trace", "psi")
+
+
+def group_label(group: Any, row: Mapping[str, Any] | None = None) -> str:
+    """A readable label for a group given as a label string or a dict of key fields.
+
+    A ``label``/``group_label`` string in ``row`` (or in the dict) wins; otherwise the dict
+    is labelled as the statistics layer labels groups (``varprinciple.stats.grouping``):
+    ``{"group": "A"}`` -> ``A``; ``{"method": "sgd", "lr": 0.1}`` -> ``sgd lr=0.1``;
+    other keys -> ``k1=v1 k2=v2``.
+
+    Examples
+    --------
+    >>> group_label("sgd"), group_label({"method": "sgd", "lr": 0.1}), group_label({"group": "A"})
+    ('sgd', 'sgd lr=0.1', 'A')
+    >>> group_label({"method": "dropout"}, {"label": "dropout p=0.5"})
+    'dropout p=0.5'
+    """
+    if row is not None:
+        for key in ("group_label", "label"):
+            if isinstance(row.get(key), str):
+                return row[key]
+    if group is None:
+        return MISSING
+    if isinstance(group, Mapping):
+        if isinstance(group.get("label"), str):
+            return group["label"]
+        keys = list(group)
+        if keys == ["group"]:
+            return str(group["group"])
+        if keys and keys[0] == "method":
+            rest = " ".join(f"{k}={group[k]}" for k in keys[1:])
+            return f"{group['method']}{' ' + rest if rest else ''}"
+        return " ".join(f"{k}={v}" for k, v in group.items())
+    return str(group)
+
+
+def quantity_label(q: Any) -> str:
+    return QUANTITY_LABELS.get(str(q), str(q))
+
+
+def _ci_header(name: str, level: float | None) -> str:
+    return f"{name} [{format_percent(level)} CI]" if level is not None else f"{name} [CI]"
+
+
+def _has(rows: list[dict], key: str) -> bool:
+    return any(not is_missing(r.get(key)) for r in rows)
+
+
+def _flatten(row: Mapping[str, Any], prefix: str = "") -> dict:
+    """Scalar fields of a JSON row, nested objects flattened as ``key_subkey``."""
+    out: dict = {}
+    for k, v in row.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}_"))
+        elif isinstance(v, list):
+            out[f"{prefix}{k}"] = "; ".join(str(x) for x in v) if all(not isinstance(x, (dict, list)) for x in v) \
+                else str(v)
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _frame(records: list[dict], first: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(records)
+    cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
+    return df[cols]
+
+
+def _text(key: str) -> Callable[[Mapping], str]:
+    return lambda r: MISSING if is_missing(r.get(key)) else str(r.get(key))
+
+
+def _est_ci(key: str, lo: str, hi: str, fmt=format_fixed) -> Callable[[Mapping], str]:
+    return lambda r: format_estimate_ci(r.get(key), r.get(lo), r.get(hi), fmt)
+
+
+# ============================================================================ flatness
+
+
+def _first(row: Mapping, *keys: str) -> Any:
+    for k in keys:
+        if k in row and not is_missing(row[k]):
+            return row[k]
+    return None
+
+
+def flatness_frame(data: ReportData) -> pd.DataFrame:
+    """The JSON's ``flatness`` summaries as a frame: group, quantity, source, step, block,
+    estimate, ci_low, ci_high, p_value, n_runs (missing keys are null)."""
+    rows = []
+    for r in data.rows("flatness"):
+        rows.append({
+            "group": group_label(r.get("group"), r),
+            "quantity": r.get("quantity"),
+            "source": r.get("source"),
+            "step": r.get("step"),
+            "block": r.get("block"),
+            "estimate": _first(r, "estimate", "mean", "value"),
+            "ci_low": r.get("ci_low"),
+            "ci_high": r.get("ci_high"),
+            "p_value": r.get("p_value"),
+            "n_runs": _first(r, "n_runs", "n"),
+        })
+    cols = ["group", "quantity", "source", "step", "block", "estimate", "ci_low", "ci_high", "p_value", "n_runs"]
+    return pd.DataFrame.from_records(rows, columns=cols)
+
+
+def _match_flatness(flat: pd.DataFrame, label: str, source: Any, step: Any, block: Any, q: str) -> dict | None:
+    if flat.empty:
+        return None
+    m = flat[(flat["group"] == label) & (flat["quantity"] == q)]
+    if m.empty:
+        return None
+    recs = m.to_dict(orient="records")
+
+    def ok(rec, key, val):
+        return is_missing(rec[key]) or is_missing(val) or rec[key] == val
+
+    recs = [r for r in recs if ok(r, "step", step) and ok(r, "source", source) and ok(r, "block", block)]
+    return recs[0] if len(recs) == 1 else None
+
+
+# ============================================================================ tables
+
+
+def groups_table(data: ReportData) -> ReportTable | None:
+    """Per group x source x step: b [CI], one-sided p, n runs (+ flatness columns)."""
+    rows = data.rows("groups")
+    if not rows:
+        return None
+    flat = flatness_frame(data)
+    conf = data.confidence
+    recs = []
+    for r in rows:
+        rec = _flatten({k: v for k, v in r.items() if k != "group"})
+        rec["group"] = group_label(r.get("group"), r)
+        if isinstance(r.get("group"), Mapping):
+            rec.update(_flatten(r["group"], "group_"))
+        for q in GROUP_FLATNESS_COLUMNS:
+            m = _match_flatness(flat, rec["group"], r.get("source"), r.get("step"), r.get("block"), q)
+            if m is not None:
+                rec[q] = m["estimate"]
+                rec[f"{q}_ci_low"] = m["ci_low"]
+                rec[f"{q}_ci_high"] = m["ci_high"]
+        recs.append(rec)
+    df = _frame(recs, ["group", "source", "step", "block", "slope", "ci_low", "ci_high", "p_value", "n_runs"])
+    cols = [Column("Group", _text("group")), Column("Source", _text("source")),
+            Column("Step", lambda r: format_int(r.get("step")), "r")]
+    if _has(rows, "block"):
+        cols.append(Column("Block", lambda r: "all" if is_missing(r.get("block")) else str(r["block"])))
+    cols += [Column(_ci_header("b", conf), _est_ci("slope", "ci_low", "ci_high"), "r"),
+             Column("p (one-sided)", lambda r: format_p(r.get("p_value")), "r"),
+             Column("n runs", lambda r: format_int(r.get("n_runs")), "r")]
+    flat_cols = [q for q in GROUP_FLATNESS_COLUMNS if q in df.columns]
+    for q in flat_cols:
+        cols.append(Column(_ci_header(quantity_label(q), conf),
+                           _est_ci(q, f"{q}_ci_low", f"{q}_ci_high", format_sig), "r"))
+    notes = [
+        "b: mean over runs of the per-run exponent in s² ∝ λ^b; "
+        f"CI two-sided at {format_percent(conf) if conf is not None else 'the analysis’ level'}; "
+        "p one-sided for H1: b > 0, not adjusted for multiplicity; n runs: the independent replicates.",
+    ]
+    if flat_cols:
+        notes.append(", ".join(quantity_label(q) for q in flat_cols)
+                     + ": group summaries over runs from the flatness probes, with their CI.")
+    return ReportTable("groups", "Exponent b per group", df, tuple(cols), tuple(notes))
+
+
+def relations_table(data: ReportData) -> ReportTable | None:
+    """Per run x source x step (x block): b [CI], one-sided p, Spearman r, counts."""
+    rows = data.rows("relations")
+    if not rows:
+        return None
+    conf = data.confidence
+    recs = []
+    for r in rows:
+        rec = _flatten({k: v for k, v in r.items() if k != "group"})
+        rec["group"] = group_label(r.get("group"), r) if "group" in r else None
+        recs.append(rec)
+    df = _frame(recs, ["run_id", "method", "group", "source", "basis", "step", "block", "slope", "ci_low",
+                       "ci_high", "p_value", "spearman_r", "spearman_p", "n_directions", "n_excluded",
+                       "n_samples", "intercept", "se_slope", "se_intercept", "cov_intercept_slope"])
+    cols = [Column("Run", _text("run_id"))]
+    if _has(rows, "group"):
+        cols.append(Column("Group", _text("group")))
+    else:
+        cols.append(Column("Method", _text("method")))
+    cols += [Column("Source", _text("source")), Column("Step", lambda r: format_int(r.get("step")), "r")]
+    if _has(rows, "block"):
+        cols.append(Column("Block", lambda r: "all" if is_missing(r.get("block")) else str(r["block"])))
+    cols += [Column(_ci_header("b", conf), _est_ci("slope", "ci_low", "ci_high"), "r"),
+             Column("p (one-sided)", lambda r: format_p(r.get("p_value")), "r"),
+             Column("Spearman r", lambda r: format_r(r.get("spearman_r")), "r"),
+             Column("Spearman p", lambda r: format_p(r.get("spearman_p")), "r"),
+             Column("n dir.", lambda r: format_int(r.get("n_directions")), "r"),
+             Column("n excl.", lambda r: format_int(r.get("n_excluded")), "r"),
+             Column("K", lambda r: format_int(r.get("n_samples")), "r")]
+    notes = [
+        "b: slope of log s² on log λ over the Hessian directions that entered the fit (n dir.); "
+        f"CI two-sided at {format_percent(conf) if conf is not None else 'the analysis’ level'}; "
+        "p one-sided for H1: b > 0, not adjusted for multiplicity. Spearman r over the same directions, "
+        "with its p as the analysis reports it (unadjusted). n excl.: directions left out of the log fit "
+        "(eigenvalue not reliably positive); K: noise samples per direction.",
+        "Each row describes one trained network; claims about a training procedure rest on the group table.",
+    ]
+    return ReportTable("relations", "Per-run relation between noise variance and curvature", df,
+                       tuple(cols), tuple(notes))
+
+
+def _cmp_fmt(r: Mapping) -> Callable[[Any], str]:
+    return format_fixed if str(r.get("quantity", "slope")) == "slope" else format_sig
+
+
+def comparisons_table(data: ReportData) -> ReportTable | None:
+    """Difference [CI], p, Holm p and (given a margin) TOST p, verdict and (1 - 2 alpha) CI."""
+    rows = data.rows("comparisons")
+    if not rows:
+        return None
+    conf, alpha = data.confidence, data.alpha
+    recs = []
+    for r in rows:
+        rec = _flatten({k: v for k, v in r.items() if k not in ("group_a", "group_b")})
+        rec["group_a"] = group_label(r.get("group_a"))
+        rec["group_b"] = group_label(r.get("group_b"))
+        for side in ("group_a", "group_b"):
+            if isinstance(r.get(side), Mapping):
+                rec.update(_flatten(r[side], f"{side}_"))
+        recs.append(rec)
+    df = _frame(recs, ["quantity", "group_a", "group_b", "source", "step", "paired", "difference", "ci_low",
+                       "ci_high", "p_value", "p_adjusted", "margin", "tost_p", "equivalent", "tost_ci_low",
+                       "tost_ci_high"])
+    cols = [Column("Quantity", lambda r: quantity_label(r.get("quantity", "slope"))),
+            Column("Group A", _text("group_a")), Column("Group B", _text("group_b"))]
+    if _has(rows, "source"):
+        cols.append(Column("Source", _text("source")))
+    if _has(rows, "step"):
+        cols.append(Column("Step", lambda r: format_int(r.get("step")), "r"))
+    cols += [Column("Paired", lambda r: MISSING if is_missing(r.get("paired")) else ("yes" if r["paired"] else "no")),
+             Column(_ci_header("A − B", conf),
+                    lambda r: format_estimate_ci(r.get("difference"), r.get("ci_low"), r.get("ci_high"),
+                                                 _cmp_fmt(r)), "r"),
+             Column("p", lambda r: format_p(r.get("p_value")), "r"),
+             Column("Holm p", lambda r: format_p(r.get("p_adjusted")), "r")]
+    tost = _has(rows, "margin")
+    tost_level = None if alpha is None else 1 - 2 * alpha
+    if tost:
+        cols += [Column("Margin", lambda r: "±" + _cmp_fmt(r)(r.get("margin")) if not is_missing(r.get("margin"))
+                        else MISSING, "r"),
+                 Column("TOST p", lambda r: format_p(r.get("tost_p")), "r"),
+                 Column("Equivalent", lambda r: MISSING if is_missing(r.get("equivalent"))
+                        else ("yes" if r["equivalent"] else "not shown")),
+                 Column(f"{format_percent(tost_level)} CI" if tost_level is not None else "TOST CI",
+                        lambda r: MISSING if is_missing(r.get("tost_ci_low")) and is_missing(r.get("tost_ci_high"))
+                        else f"[{_cmp_fmt(r)(r.get('tost_ci_low'))}, {_cmp_fmt(r)(r.get('tost_ci_high'))}]", "r")]
+    n_family = sum(1 for r in rows if not is_missing(r.get("p_adjusted")))
+    level = format_percent(conf) if conf is not None else "the analysis’ level"
+    notes = [
+        f"A − B: difference of group means (A minus B) with a two-sided {level} CI; p: two-sided test of "
+        "no difference (paired over shared runs where Paired = yes, Welch otherwise), unadjusted.",
+        f"Holm p: adjusted with Holm's method over the confirmatory family of {n_family} comparison"
+        f"{'s' if n_family != 1 else ''}; all other p-values in this report are unadjusted.",
+    ]
+    if tost:
+        a = format_p(alpha) if alpha is not None else "α"
+        notes.append(f"TOST: two one-sided tests of equivalence within ±margin at α = {a}; "
+                     f"'yes' when TOST p < α, 'not shown' otherwise (a non-significant difference is not "
+                     f"similarity); CI at the matching {format_percent(tost_level) if tost_level else '1 − 2α'} "
+                     "level (1 − 2α).")
+    return ReportTable("comparisons", "Comparisons between groups", df, tuple(cols), tuple(notes))
+
+
+def flatness_table(data: ReportData) -> ReportTable | None:
+    """Per group x quantity: estimate [CI], n runs (the JSON's ``flatness`` key)."""
+    df = flatness_frame(data)
+    if df.empty:
+        return None
+    conf = data.confidence
+    cols = [Column("Group", _text("group")), Column("Quantity", lambda r: quantity_label(r.get("quantity")))]
+    if df["source"].notna().any():
+        cols.append(Column("Source", _text("source")))
+    if df["step"].notna().any():
+        cols.append(Column("Step", lambda r: format_int(r.get("step")), "r"))
+    if df["block"].notna().any():
+        cols.append(Column("Block", lambda r: "all" if is_missing(r.get("block")) else str(r["block"])))
+    cols += [Column(_ci_header("Estimate", conf), _est_ci("estimate", "ci_low", "ci_high", format_sig), "r"),
+             Column("n runs", lambda r: format_int(r.get("n_runs")), "r")]
+    notes = ["λ_max: largest Hessian eigenvalue; Tr(H): Hessian trace; ρ = D·Tr(HC) / (Tr(H)·Tr(C)) "
+             "(1 for isotropic noise); ψ: exponent of σ² ∝ F^(−ψ). Group summaries over runs, CI two-sided "
+             f"at {format_percent(conf) if conf is not None else 'the analysis’ level'}."]
+    return ReportTable("flatness", "Flatness per group", df, tuple(cols), tuple(notes))
+
+
+def skipped_table(data: ReportData) -> ReportTable | None:
+    """Runs the analysis left out, with their problems."""
+    rows = data.rows("skipped")
+    if not rows:
+        return None
+    recs = [{"path": r.get("path"), "run_id": r.get("run_id"),
+             "problems": "; ".join(str(p) if not isinstance(p, Mapping) else str(p.get("message", p))
+                                   for p in (r.get("problems") or []))} for r in rows]
+    df = pd.DataFrame.from_records(recs, columns=["path", "run_id", "problems"])
+    cols = (Column("Run", _text("run_id")), Column("Path", _text("path")), Column("Problems", _text("problems")))
+    return ReportTable("skipped", "Runs left out of the analysis", df, cols,
+                       ("These runs failed log-schema validation and were skipped (--skip-invalid).",))
+
+
+#: Table builders in report order.
+TABLE_BUILDERS: tuple[Callable[[ReportData], ReportTable | None], ...] = (
+    groups_table, comparisons_table, flatness_table, relations_table, skipped_table)
+
+
+def build_tables(data: ReportData) -> list[ReportTable]:
+    """Every table the results hold something for, in report order."""
+    return [t for t in (b(data) for b in TABLE_BUILDERS) if t is not None]
