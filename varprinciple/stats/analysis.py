@@ -62,6 +62,9 @@ class Quantity(StrEnum):
 
 _FLAT_COMPARED = {"lambda_max": Quantity.LOG_LAMBDA_MAX, "hessian_trace": Quantity.LOG_HESSIAN_TRACE}
 
+#: ``reason`` of random directions in the per-direction table (they never enter the fit).
+RANDOM_REASON = "random"
+
 DIRECTION_COLUMNS = ("run_id", "method", "group", "source", "basis", "step", "block", "direction",
                      "eigenvalue", "residual", "variance", "n_samples", "included", "reason")
 
@@ -77,6 +80,10 @@ def directions_path(json_path: str | os.PathLike) -> Path:
     p = Path(json_path)
     stem = p.name[:-5] if p.name.endswith(".json") else p.name
     return p.with_name(stem + ".directions.parquet")
+
+
+def _missing(x) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, float) and not np.isfinite(x))
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -178,7 +185,7 @@ class AnalysisResult:
                 v = col.astype(float)
                 arrays.append(pa.array(v, mask=~np.isfinite(v), type=pa.float64()))
             elif types[name] == pa.string():
-                arrays.append(pa.array([None if x is None else str(x) for x in col], type=pa.string()))
+                arrays.append(pa.array([None if _missing(x) else str(x) for x in col], type=pa.string()))
             else:
                 arrays.append(pa.array(col, type=types[name]))
         return pa.Table.from_arrays(arrays, names=list(DIRECTION_COLUMNS))
@@ -304,7 +311,7 @@ def _probe(run, meta_group: str, blk, conf: float, floor_rel: float, rf: float, 
         "alignment_k": align[0], "alignment_p": align[1], "alignment_n": n if n >= 2 else 0,
     }
     d = blk.values.shape[1]
-    reason_all = np.full(d, None, dtype=object)
+    reason_all = np.full(d, RANDOM_REASON, dtype=object)
     reason_all[np.flatnonzero(H)] = reasons
     inc_all = np.zeros(d, dtype=bool)
     inc_all[np.flatnonzero(H)[inc]] = True

@@ -1,0 +1,303 @@
+"""analyze(): JSON output v1, the per-direction table, steps, groups, comparisons, flatness."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from numpy.testing import assert_allclose
+
+from varprinciple.errors import DuplicateRunWarning, InputError, LogValidationError
+from varprinciple.io import read_logset, write_run
+from varprinciple.stats import AnalysisResult, analyze, directions_path, relation_fit, variance_ratio
+from varprinciple.stats.analysis import DIRECTION_COLUMNS
+
+
+def write_logset(root, *, methods=None, runs=3, sources=("sgd", "isotropic"), k=8, K=60, n_random=2,
+                 steps=(0, 10), seed=0, flatness=False, blocks=None, extra_meta=None):
+    """A small log set with known slopes (method -> b), written with io.write_run."""
+    methods = methods or {"sgd": 1.0, "dropout": 0.5}
+    rng = np.random.default_rng(seed)
+    for method, b in methods.items():
+        for r in range(runs):
+            lam = np.r_[np.geomspace(10.0, 0.1, k - 1), -0.05]  # one non-positive eigenvalue
+            eig, noise = [], []
+            for step in steps:
+                for blk in (blocks or [None]):
+                    e = pd.DataFrame({"step": step, "rank": np.arange(k), "eigenvalue": lam,
+                                      "residual": np.full(k, 1e-8)})
+                    if blk is not None:
+                        e["block"] = blk
+                    eig.append(e)
+                    for src in sources:
+                        slope = 0.0 if src == "isotropic" else b + 0.1 * rng.standard_normal()
+                        sd = np.r_[np.abs(lam) ** (slope / 2), np.full(n_random, 0.1)]
+                        x = rng.standard_normal((K, k + n_random)) * sd
+                        basis = np.r_[["hessian"] * k, ["random"] * n_random]
+                        direction = np.r_[np.arange(k), np.arange(n_random)]
+                        d = pd.DataFrame({"step": step, "source": src, "basis": np.tile(basis, K),
+                                          "direction": np.tile(direction, K),
+                                          "sample": np.repeat(np.arange(K), k + n_random), "value": x.ravel()})
+                        if blk is not None:
+                            d["block"] = blk
+                        noise.append(d)
+            tables = None
+            if flatness:
+                tables = {"flatness.parquet": pd.DataFrame({
+                    "step": [steps[-1]] * 3, "quantity": ["lambda_max", "hessian_trace", "rho"],
+                    "source": [None, None, "sgd"],
+                    "estimate": [10.0 * (1 + b) * np.exp(0.05 * rng.standard_normal()),
+                                 30.0 * np.exp(0.05 * rng.standard_normal()), 2.0 + 0.1 * rng.standard_normal()]})}
+            meta = {"run_id": f"{method}-{r}", "method": method, "seed": r, "hyperparameters": {"lr": 0.1}}
+            meta.update(extra_meta or {})
+            write_run(root / f"{method}-{r}", meta, eigen=pd.concat(eig), noise=pd.concat(noise), tables=tables)
+    return root
+
+
+@pytest.fixture(scope="module")
+def logset_dir(tmp_path_factory):
+    return write_logset(tmp_path_factory.mktemp("logs"), flatness=True)
+
+
+@pytest.fixture(scope="module")
+def result(logset_dir):
+    return analyze(logset_dir, resamples=199, equivalence_margin=0.5)
+
+
+def test_json_output_v1_keys_and_no_nan(result):
+    d = result.to_json_dict()
+    json.dumps(d, allow_nan=False)  # NaN would raise
+    assert d["schema_version"] == 1
+    for key in ("confidence", "alpha", "equivalence_margin", "seed", "resamples"):
+        assert key in d["settings"]
+    for key in ("package_version", "input", "created"):
+        assert key in d["provenance"]
+    rel_keys = {"run_id", "method", "source", "basis", "step", "slope", "ci_low", "ci_high", "p_value",
+                "spearman_r", "spearman_p", "n_directions", "n_excluded", "n_samples", "intercept", "se_slope",
+                "se_intercept", "cov_intercept_slope", "block", "group"}
+    assert rel_keys <= set(d["relations"][0])
+    grp_keys = {"group", "source", "step", "slope", "ci_low", "ci_high", "p_value", "n_runs"}
+    assert grp_keys <= set(d["groups"][0]) and isinstance(d["groups"][0]["group"], dict)
+    cmp_keys = {"quantity", "group_a", "group_b", "paired", "difference", "ci_low", "ci_high", "p_value",
+                "p_adjusted", "margin", "tost_p", "equivalent", "tost_ci_low", "tost_ci_high"}
+    assert cmp_keys <= set(d["comparisons"][0])
+    assert d["relations"][0]["excluded"] == {"nonpositive": 1, "below_floor": 0, "residual": 0}
+    assert d["relations"][0]["block"] is None
+
+
+def test_relations_match_the_building_blocks(logset_dir, result):
+    ls = read_logset(logset_dir)
+    run = ls.runs[0]
+    blk = run.blocks[0]
+    H = blk.is_hessian
+    fit = relation_fit(blk.values[:, H], blk.eigenvalue[H], residuals=blk.residual[H])
+    row = result.relations.query("run_id == @run.run_id and step == @blk.step and source == @blk.source").iloc[0]
+    for k in ("slope", "ci_low", "ci_high", "p_value", "intercept", "se_slope", "n_directions", "n_excluded"):
+        assert_allclose(row[k], getattr(fit, k), err_msg=k)
+    vr = variance_ratio(blk.values[:, H], blk.values[:, ~H], resamples=0)
+    assert_allclose(row["ratio"], vr.estimate)
+    assert len(result.relations) == 6 * 2 * 2  # runs x steps x sources
+
+
+def test_directions_table_contract(tmp_path, result):
+    jp, dp = result.write(tmp_path / "out.json")
+    assert dp == tmp_path / "out.directions.parquet" == directions_path(jp)
+    t = pq.read_table(dp)
+    assert t.column_names == list(DIRECTION_COLUMNS)
+    types = {f.name: str(f.type) for f in t.schema}
+    assert types == {"run_id": "string", "method": "string", "group": "string", "source": "string",
+                     "basis": "string", "step": "int64", "block": "string", "direction": "int64",
+                     "eigenvalue": "double", "residual": "double", "variance": "double", "n_samples": "int64",
+                     "included": "bool", "reason": "string"}
+    df = t.to_pandas()
+    assert len(df) == 6 * 2 * 2 * (8 + 2)
+    rnd = df[df["basis"] == "random"]
+    assert rnd["eigenvalue"].isna().all() and (~rnd["included"]).all() and (rnd["reason"] == "random").all()
+    hes = df[df["basis"] == "hessian"]
+    assert (hes["included"] == hes["reason"].isna()).all()
+    assert set(hes["reason"].dropna()) == {"nonpositive"}
+    # included counts agree with the relations
+    n_inc = hes.groupby(["run_id", "step", "source"])["included"].sum()
+    rel = result.relations.set_index(["run_id", "step", "source"])["n_directions"]
+    assert (n_inc.sort_index() == rel.sort_index()).all()
+    d = json.loads(jp.read_text())
+    assert d == json.loads(json.dumps(result.to_json_dict()))
+
+
+def test_variances_in_table_are_ddof1(logset_dir, result):
+    run = read_logset(logset_dir).runs[1]
+    blk = run.blocks[-1]
+    sub = result.directions.query("run_id == @run.run_id and step == @blk.step and source == @blk.source")
+    assert_allclose(sub["variance"].to_numpy(), blk.values.var(axis=0, ddof=1))
+
+
+def test_groups_use_last_step_and_runs_as_replicates(result):
+    g = result.groups
+    assert set(g["step"]) == {10}
+    assert set(g["n_runs"]) == {3}
+    sgd = g.query("group == 'sgd' and source == 'sgd'").iloc[0]
+    assert sgd["ci_low"] < 1.0 < sgd["ci_high"] + 0.3 and sgd["p_value"] < 0.01
+    iso = g.query("group == 'sgd' and source == 'isotropic'").iloc[0]
+    assert iso["ci_low"] < 0.0 < iso["ci_high"]
+    assert sgd["group_key"] == {"method": "sgd"}
+
+
+def test_step_option(logset_dir):
+    res = analyze(logset_dir, resamples=0, step=0)
+    assert set(res.groups["step"]) == {0}
+    with pytest.raises(InputError, match=r"`step` 5 was probed in no run; probed steps: \[0, 10\]"):
+        analyze(logset_dir, resamples=0, step=5)
+
+
+def test_default_family_and_controls(result):
+    c = result.comparisons
+    slope = c[c["quantity"] == "slope"]
+    conf = slope[slope["confirmatory"]]
+    # 4 non-control units (2 groups x sgd source ... ) -> here 2 units: sgd:sgd, dropout:sgd
+    assert len(conf) == 1 and not conf.iloc[0]["paired"]
+    ctrl = slope[~slope["confirmatory"]]
+    assert len(ctrl) == 2 and ctrl["paired"].all() and ctrl["p_adjusted"].isna().all()
+    assert (ctrl["source_b"] == "isotropic").all()
+    row = conf.iloc[0]
+    assert row["difference"] == pytest.approx(
+        result.groups.query("group == 'dropout' and source == 'sgd'")["slope"].iloc[0]
+        - result.groups.query("group == 'sgd' and source == 'sgd'")["slope"].iloc[0])
+    assert row["margin"] == 0.5 and row["equivalent"] in (True, False)
+
+
+def test_flatness_summary_and_comparisons(result):
+    f = result.flatness
+    assert set(f["quantity"]) == {"lambda_max", "hessian_trace", "rho"}
+    rho = f.query("quantity == 'rho'").iloc[0]
+    assert rho["null"] == 1.0 and rho["p_value"] < 0.01 and rho["source"] == "sgd"
+    lm = result.comparisons.query("quantity == 'log_lambda_max'")
+    assert len(lm) == 1 and lm.iloc[0]["confirmatory"]
+    # truth: lambda_max 20 (sgd) vs 15 (dropout)
+    a_is_dropout = lm.iloc[0]["label_a"] == "dropout"
+    diff = lm.iloc[0]["difference"] * (1 if a_is_dropout else -1)
+    assert lm.iloc[0]["ci_low"] < (np.log(15) - np.log(20)) * (1 if a_is_dropout else -1) < lm.iloc[0]["ci_high"]
+    assert diff < 0
+
+
+def test_compare_declared_pairs_and_errors(logset_dir):
+    res = analyze(logset_dir, resamples=0, compare=["sgd:sgd vs sgd:isotropic"])
+    slope = res.comparisons.query("quantity == 'slope'")
+    assert len(slope) == 1 and slope.iloc[0]["confirmatory"] and slope.iloc[0]["paired"]
+    assert slope.iloc[0]["p_adjusted"] == slope.iloc[0]["p_value"]
+    res = analyze(logset_dir, resamples=0, compare="sgd vs dropout")  # group level: matching sources
+    slope = res.comparisons.query("quantity == 'slope'")
+    assert sorted(slope["source_a"]) == ["isotropic", "sgd"]
+    assert len(res.comparisons.query("quantity == 'log_lambda_max'")) == 1
+    with pytest.raises(InputError, match="`compare`: no unit 'gd:sgd' for quantity slope; units are"):
+        analyze(logset_dir, resamples=0, compare="gd:sgd vs sgd:sgd")
+
+
+def test_more_than_six_units_need_compare(tmp_path):
+    root = write_logset(tmp_path, methods={f"m{i}": 0.5 for i in range(7)}, runs=2, sources=("sgd",),
+                        steps=(0,), n_random=0, K=30)
+    res = analyze(root, resamples=0)
+    assert res.comparisons.query("quantity == 'slope'").empty
+    assert any("declare the confirmatory pairs with --compare" in n for n in res.notes)
+    assert "NOTE slope: 7 units" in res.summary()
+
+
+def test_resamples_zero_switches_resampling_off(logset_dir, result):
+    r0 = analyze(logset_dir, resamples=0)
+    assert r0.relations["ratio_ci_low"].isna().all() and r0.relations["alignment_p"].isna().all()
+    assert result.relations["ratio_ci_low"].notna().all() and result.relations["alignment_p"].notna().all()
+    for col in ("slope", "ci_low", "ci_high", "p_value", "ratio", "alignment_k", "spearman_r"):
+        assert_allclose(r0.relations[col], result.relations[col])
+    d = r0.to_json_dict()
+    assert d["relations"][0]["alignment_p"] is None and d["relations"][0]["ratio_ci_low"] is None
+
+
+def test_seeded_and_order_independent(logset_dir, tmp_path):
+    a = analyze(logset_dir, resamples=199, seed=3)
+    b = analyze(logset_dir, resamples=199, seed=3)
+    pd.testing.assert_frame_equal(a.relations, b.relations)
+    c = analyze(logset_dir, resamples=199, seed=4)
+    assert not np.allclose(a.relations["ratio_ci_low"], c.relations["ratio_ci_low"])
+    # a subset of the runs gives the same per-run results
+    ls = read_logset(logset_dir)
+    ls.runs = ls.runs[::-1][:3]
+    sub = analyze(ls, resamples=199, seed=3)
+    merged = sub.relations.merge(a.relations, on=["run_id", "step", "source"], suffixes=("", "_all"))
+    assert len(merged) == len(sub.relations)
+    assert_allclose(merged["ratio_ci_low"], merged["ratio_ci_low_all"])
+    assert_allclose(merged["alignment_p"], merged["alignment_p_all"])
+
+
+def test_blocks_are_analysed_separately(tmp_path):
+    root = write_logset(tmp_path, methods={"sgd": 1.0}, runs=2, sources=("sgd",), steps=(0,),
+                        blocks=["fc1", "fc2"])
+    res = analyze(root, resamples=0)
+    assert sorted(res.relations["block"].unique()) == ["fc1", "fc2"]
+    assert sorted(res.groups["block"]) == ["fc1", "fc2"]
+    assert "block" in res.summary()
+
+
+def test_skip_invalid_and_identical_runs(tmp_path):
+    root = write_logset(tmp_path, methods={"sgd": 1.0}, runs=2, sources=("sgd",), steps=(0,))
+    (root / "sgd-0" / "noise.parquet").write_bytes(b"not parquet")
+    with pytest.raises(LogValidationError, match="unreadable Parquet"):
+        analyze(root, resamples=0)
+    res = analyze(root, resamples=0, skip_invalid=True)
+    assert len(res.skipped) == 1 and res.skipped[0]["run_id"] == "sgd-0"
+    assert "SKIPPED 1 invalid run" in res.summary()
+    # identical noise tables are flagged
+    root2 = write_logset(tmp_path / "b", methods={"sgd": 1.0}, runs=1, sources=("sgd",), steps=(0,))
+    import shutil
+    shutil.copytree(root2 / "sgd-0", root2 / "copy")
+    meta = json.loads((root2 / "copy" / "run.json").read_text())
+    meta["run_id"] = "copy"
+    (root2 / "copy" / "run.json").write_text(json.dumps(meta))
+    with pytest.warns(DuplicateRunWarning):
+        res = analyze(root2, resamples=0)
+    assert res.identical == [["sgd-0", "copy"]] or res.identical == [["copy", "sgd-0"]]
+    assert "identical noise tables" in res.summary()
+    assert res.to_json_dict()["identical"] == res.identical
+
+
+def test_accepts_logset_objects(logset_dir):
+    res = analyze(read_logset(logset_dir), resamples=0)
+    assert isinstance(res, AnalysisResult) and len(res.relations) == 24
+    assert res.relations["group"].tolist()[0] in ("sgd", "dropout")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(confidence=1.0), r"`confidence` must be in \(0, 1\); got 1.0"),
+    (dict(alpha=0.6), r"`alpha` must be in \(0, 0.5\)"),
+    (dict(equivalence_margin=-0.1), "`equivalence_margin` must be a positive number"),
+    (dict(seed=-1), "`seed` must be an integer >= 0"),
+    (dict(resamples=1.5), "`resamples` must be an integer >= 0"),
+    (dict(resamples=10), "`resamples` must be 0 \\(off\\) or at least 99"),
+    (dict(step=-2), "`step` must be an integer >= 0"),
+    (dict(floor_rel=1.0), r"`floor_rel` must be in \[0, 1\)"),
+    (dict(residual_factor=-1.0), "`residual_factor` must be >= 0"),
+    (dict(group_by=""), "`group_by` must be run.json keys"),
+])
+def test_analyze_argument_errors(logset_dir, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        analyze(logset_dir, **kwargs)
+
+
+def test_source_errors(tmp_path):
+    with pytest.raises(InputError, match="`source` must be a log-set path or a LogSet"):
+        analyze(42)
+    with pytest.raises(InputError, match="no run found"):
+        analyze(tmp_path)
+    ls = read_logset(write_logset(tmp_path / "x", methods={"sgd": 1.0}, runs=1, sources=("sgd",), steps=(0,)))
+    ls.runs = []
+    with pytest.raises(InputError, match="no valid run to analyse"):
+        analyze(ls)
+
+
+def test_group_by_option(logset_dir):
+    res = analyze(logset_dir, resamples=0, group_by="hyperparameters.lr")
+    assert set(res.groups["group"]) == {"hyperparameters.lr=0.1"}
+    assert set(res.groups["n_runs"]) == {6}
+    assert math.isfinite(res.groups["slope"].iloc[0])

@@ -1,0 +1,139 @@
+"""relation_fit: the estimator against brute-force oracles, exclusions, argument checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy import stats as sps
+
+from varprinciple.errors import InputError
+from varprinciple.stats import (ExclusionReason, RelationFit, exclusion_reasons, relation_fit,
+                                spearman)
+
+
+def draws(rng, lam, b=1.0, K=200, corr=0.0):
+    k = len(lam)
+    z = rng.standard_normal((K, k))
+    if corr:
+        z = np.sqrt(1 - corr) * z + np.sqrt(corr) * rng.standard_normal((K, 1))
+    return z * np.asarray(lam, float) ** (b / 2)
+
+
+def brute_force(X, lam, confidence=0.95):
+    """The estimator written out with explicit matrices (no shortcuts)."""
+    K, n = X.shape
+    x = np.log(lam)
+    s2 = X.var(axis=0, ddof=1)
+    xc = X - X.mean(axis=0)
+    Z = xc**2 / s2 - 1
+    Z = Z - Z.mean(axis=0)
+    Sigma = Z.T @ Z / (K * (K - 1))
+    y = np.log(s2) + np.diag(Sigma) / 2
+    D = np.column_stack([np.ones(n), x])
+    A = np.linalg.solve(D.T @ D, D.T)        # (2, n): coef = A y
+    coef = A @ y
+    M = np.eye(n) - D @ A                    # residual maker
+    rss = float(y @ M @ y)
+    tau2 = max(0.0, (rss - np.trace(M @ Sigma)) / (n - 2))
+    V = tau2 * np.eye(n) + Sigma
+    cov = A @ V @ A.T
+    se = np.sqrt(cov[1, 1])
+    tq = sps.t.ppf(0.5 + confidence / 2, n - 2)
+    return dict(intercept=coef[0], slope=coef[1], se_slope=se, se_intercept=np.sqrt(cov[0, 0]),
+                cov_intercept_slope=cov[0, 1], ci_low=coef[1] - tq * se, ci_high=coef[1] + tq * se,
+                p_value=sps.t.sf(coef[1] / se, n - 2), scatter_var=tau2)
+
+
+@pytest.mark.parametrize("corr", [0.0, 0.5])
+@pytest.mark.parametrize("scatter", [0.0, 0.4])
+def test_relation_fit_matches_brute_force(corr, scatter):
+    rng = np.random.default_rng(3)
+    lam = np.geomspace(20, 0.1, 15)
+    X = draws(rng, lam, b=0.7, K=120, corr=corr) * np.exp(rng.normal(0, scatter, 15) / 2)
+    fit = relation_fit(X, lam, confidence=0.9)
+    ref = brute_force(X, lam, confidence=0.9)
+    for k, v in ref.items():
+        assert_allclose(getattr(fit, k), v, rtol=1e-9, atol=1e-12, err_msg=k)
+    assert fit.n_directions == 15 and fit.n_excluded == 0 and fit.n_samples == 120
+    assert fit.df == 13
+
+
+def test_slope_equals_ols_of_bias_corrected_logs():
+    rng = np.random.default_rng(0)
+    lam = np.geomspace(5, 0.5, 10)
+    X = draws(rng, lam)
+    fit = relation_fit(X, lam)
+    # Gaussian: the bias correction is nearly constant, so the slope is close to plain OLS
+    plain = np.polyfit(np.log(lam), np.log(X.var(axis=0, ddof=1)), 1)[0]
+    assert abs(fit.slope - plain) < 0.02
+
+
+def test_exclusions_are_counted_by_reason_and_left_out_of_the_fit():
+    rng = np.random.default_rng(1)
+    lam = np.array([10.0, 5.0, 2.0, 1.0, 0.5, 1e-8, -0.3, 0.0, 0.4])
+    res = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0.5])
+    X = draws(rng, np.abs(lam) + 0.1)
+    fit = relation_fit(X, lam, residuals=res)
+    assert fit.excluded == {"nonpositive": 2, "below_floor": 1, "residual": 1}
+    assert fit.n_directions == 5 and fit.n_excluded == 4
+    ref = relation_fit(X[:, :5], lam[:5])
+    assert_allclose(fit.slope, ref.slope)
+    assert_allclose(fit.ci_low, ref.ci_low)
+
+
+def test_exclusion_reasons_floors():
+    lam = np.array([1.0, 2e-6, 1e-6, 0.5])
+    out = exclusion_reasons(lam, residuals=[np.nan, 0, 0, 0.5], floor_rel=1e-6)
+    assert out.tolist() == [None, None, ExclusionReason.BELOW_FLOOR.value, ExclusionReason.RESIDUAL.value]
+    # residual factor 0 switches the residual floor off
+    out = exclusion_reasons(lam, residuals=[0, 0, 0, 0.5], residual_factor=0.0)
+    assert out.tolist()[3] is None
+
+
+def test_too_few_directions_give_undefined_values():
+    rng = np.random.default_rng(0)
+    X = draws(rng, [2.0, 1.0])
+    fit = relation_fit(X, [2.0, 1.0])
+    assert np.isfinite(fit.slope) and np.isnan(fit.ci_low) and np.isnan(fit.p_value)
+    fit = relation_fit(X, [2.0, -1.0])
+    assert np.isnan(fit.slope) and fit.n_directions == 1 and fit.excluded["nonpositive"] == 1
+    fit = relation_fit(X, [1.0, 1.0])  # equal eigenvalues: no slope
+    assert np.isnan(fit.slope)
+
+
+def test_to_frame_has_reason_columns():
+    rng = np.random.default_rng(0)
+    fit = relation_fit(draws(rng, [3.0, 2.0, 1.0, 1.0]), [3.0, 2.0, 1.0, -1.0])
+    df = fit.to_frame()
+    assert isinstance(fit, RelationFit)
+    assert df.loc[0, "n_excluded_nonpositive"] == 1 and df.loc[0, "slope"] == fit.slope
+    assert "excluded" not in df.columns
+
+
+def test_spearman_uses_every_direction_and_handles_constants():
+    lam, v = [3.0, 2.0, -1.0, -2.0, 0.5], [4.0, 3.0, 2.0, 1.0, 0.1]
+    r, p = spearman(lam, v)
+    ref = sps.spearmanr(lam, v)
+    assert_allclose([r, p], [ref.statistic, ref.pvalue])
+    assert r == 0.7
+    assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])[0])
+    assert np.isnan(spearman([1.0, 2.0], [1.0, 2.0])[0])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(values=np.ones(5), eigenvalues=[1.0]), "`values` must be a 2-D"),
+    (dict(values=np.ones((5, 2)), eigenvalues=[1.0]), "`eigenvalues` must have one entry"),
+    (dict(values=np.ones((1, 2)), eigenvalues=[1.0, 2.0]), "at least 2 samples"),
+    (dict(values=np.full((3, 2), np.nan), eigenvalues=[1.0, 2.0]), "`values` must be finite"),
+    (dict(values=np.ones((3, 2)), eigenvalues=[1.0, np.nan]), "`eigenvalues` must not be NaN"),
+    (dict(values=np.ones((3, 2)), eigenvalues=[1.0, 2.0], residuals=[1.0]), "`residuals` must have"),
+    (dict(values=np.ones((3, 2)), eigenvalues=[1.0, 2.0], confidence=1.5), r"`confidence` must be in \(0, 1\)"),
+    (dict(values=np.ones((3, 2)), eigenvalues=[1.0, 2.0], floor_rel=2.0), "`floor_rel` must be in"),
+    (dict(values=np.ones((3, 2)), eigenvalues=[1.0, 2.0], residual_factor=-1.0), "`residual_factor` must be"),
+])
+def test_relation_fit_argument_errors(kwargs, match):
+    values = kwargs.pop("values")
+    eig = kwargs.pop("eigenvalues")
+    with pytest.raises(InputError, match=match):
+        relation_fit(values, eig, **kwargs)
