@@ -211,7 +211,7 @@ def normalize_table(table: pa.Table, spec: TableSpec) -> tuple[pa.Table | None, 
             problems.append((label, f"{nnull} {what} value{'s' if nnull > 1 else ''}"))
             continue
         if c.kind == "float64" and c.finite:
-            arr = cast.to_numpy()
+            arr = (pc.drop_null(cast) if nnull else cast).to_numpy()  # nulls of a nullable column are fine
             bad = int(np.count_nonzero(~np.isfinite(arr)))
             if bad:
                 problems.append((label, f"{bad} NaN/Inf value{'s' if bad > 1 else ''}"))

@@ -15,10 +15,11 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["load_config", "validate_config", "expand_sweep", "collect", "probe_model",
-           "probe_checkpoints", "default_study_path"]
+           "probe_checkpoints", "default_study_path", "run_study"]
 
 _WHERE = {"load_config": "config", "validate_config": "config", "default_study_path": "config",
-          "expand_sweep": "run", "collect": "run", "probe_model": "api", "probe_checkpoints": "api"}
+          "expand_sweep": "run", "collect": "run", "probe_model": "api", "probe_checkpoints": "api",
+          "run_study": "study"}
 
 
 def __getattr__(name: str):

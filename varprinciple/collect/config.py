@@ -201,12 +201,13 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "isotropic_of": ConfigKey("str", "sgd", "source whose centred trace the isotropic control "
                                   "matches", choices=("sgd", "dropout")),
         "dtype": ConfigKey("str", "float64", "probe dtype", choices=("float32", "float64")),
-        "eig_tol": ConfigKey("float", 1e-10, "eigsh tolerance", lo=0),
+        "eig_tol": ConfigKey("float", 1e-10, "eigsh tolerance", lo=0, hi=1, lo_open=True, hi_open=True),
         "exact_variance": ConfigKey("bool", True, "log the exact SGD variance from per-sample "
                                     "gradients"),
-        "hutchinson_probes": ConfigKey("int", 64, "Hutchinson probes for Tr(H) (0: off)", lo=0),
-        "tr_hc_samples": ConfigKey("int", 64, "samples for rho = D Tr(HC)/(Tr(H) Tr(C)) (0: off)",
-                                   lo=0),
+        "hutchinson_probes": ConfigKey("int", 64, "Rademacher probes of the deflated Hutchinson "
+                                       "estimate of Tr(H)", lo=2),
+        "tr_hc_samples": ConfigKey("int", 64, "full noise draws per source for rho = D Tr(HC)/(Tr(H) "
+                                   "Tr(C)) (0: off; else 3..n_samples)", lo=0),
         "store_vectors_max_params": ConfigKey("int", 50_000, "log eigenvectors up to this many "
                                               "parameters", lo=0),
         "memory_budget_mb": ConfigKey("int", 2048, "memory budget of the probes' chunking", lo=1),
@@ -395,6 +396,9 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
             raise ConfigError(f"[train] method: {dm[0]!r} needs hidden layers; arch 'linear' has none")
         if "dropout" in probe["sources"]:
             raise ConfigError("[probe] sources: 'dropout' needs hidden layers; arch 'linear' has none")
+    if probe["tr_hc_samples"] and not 3 <= probe["tr_hc_samples"] <= probe["n_samples"]:
+        raise ConfigError(f"[probe] tr_hc_samples: must be 0 or in [3, n_samples = {probe['n_samples']}]; "
+                          f"got {probe['tr_hc_samples']}")
     if not probe["sources"]:
         raise ConfigError("[probe] sources: give at least one noise source")
     if "isotropic" in probe["sources"] and probe["isotropic_of"] not in probe["sources"]:

@@ -238,6 +238,10 @@ def _build(spec: RunSpec, base_dir: str, device: str):
         mod = getattr(model, f"drop{i}", None)
         if isinstance(mod, nn.Dropout) and m.dropout and i in train_layers:
             mod.p = float(t["drop_prob"])
+    from .models import n_params
+    if p["top_k"] > n_params(model):
+        raise ConfigError(f"[probe] top_k: must be <= the number of parameters ({n_params(model)}); "
+                          f"got {p['top_k']}")
     model.to(device)
     tensors = (prepare_tensors(ds.X_train, ds.y_train, loss=loss, n_outputs=ds.n_outputs, dtype=dtype,
                                device=device, task=ds.task),
@@ -426,8 +430,8 @@ def _worker_run(spec: RunSpec, out: str, base_dir: str, device: str, extra: dict
     return str(run_one(spec, out, base_dir=base_dir, device=device, progress=False, extra_meta=extra))
 
 
-def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, device: str = "cpu",
-            progress: bool | None = None) -> CollectResult:
+def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: int = 1,
+            device: str = "cpu", progress: bool | None = None) -> CollectResult:
     """Collect every run of a config's sweep into the log set ``out``.
 
     Everything is checked before any training starts: the config (already validated),
@@ -441,8 +445,12 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, device: st
     out : path
         The log-set directory (created).
     workers : int, default 1
-        Runs in parallel, in separate processes (spawned); each process uses
-        ``max(1, cpu_count // workers)`` torch threads. Results do not depend on it.
+        Runs in parallel, in separate processes (spawned; a script calling this needs the
+        ``if __name__ == "__main__":`` guard). Results do not depend on it.
+    threads : int, default 1
+        Torch threads per run (per worker). Floating-point reductions split across
+        threads round differently, so results are bitwise reproducible for a given
+        ``threads``; use ``workers`` to use more cores.
     device : str, default "cpu"
     progress : bool, optional
         Progress bars (default: when stderr is a terminal); logging otherwise.
@@ -457,6 +465,8 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, device: st
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers: must be an integer >= 1; got {workers!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"--threads: must be an integer >= 1; got {threads!r}")
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -470,7 +480,11 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, device: st
         key = _canon([s.config["data"], s.config["model"], s.config["train"]["batch_size"],
                       s.config["probe"]["batch_size"], s.config["train"]["method"]])
         if key not in checked:
-            _build(s, cfg.base_dir, "cpu")
+            _, _, _, _, _, names = _build(s, cfg.base_dir, "cpu")
+            try:
+                probe_settings(s.config["probe"], names if "dropout" in s.config["probe"]["sources"] else [])
+            except ConfigError as exc:
+                raise ConfigError(f"[probe] {str(exc).replace('`', '')}") from None
             checked.add(key)
     todo, skipped = [], []
     for s in specs:
@@ -495,23 +509,29 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, device: st
     extra = {"config_source": cfg.source}
     failures: list[tuple[str, BaseException]] = []
     if workers == 1 or len(todo) <= 1:
+        import torch
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
         bar = None
         if progress and len(todo) > 1:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(todo), desc="runs", unit="run")
-        for s in todo:
-            try:
-                run_one(s, out, base_dir=cfg.base_dir, device=device, progress=progress, extra_meta=extra)
-            except VarPrincipleError as exc:
-                failures.append((s.run_id, exc))
-                logger.error("%s failed: %s", s.run_id, exc)
+        try:
+            for s in todo:
+                try:
+                    run_one(s, out, base_dir=cfg.base_dir, device=device, progress=progress,
+                            extra_meta=extra)
+                except VarPrincipleError as exc:
+                    failures.append((s.run_id, exc))
+                    logger.error("%s failed: %s", s.run_id, exc)
+                if bar is not None:
+                    bar.update(1)
+        finally:
             if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+                bar.close()
+            torch.set_num_threads(old_threads)
     else:
         import multiprocessing as mp
-        threads = max(1, (os.cpu_count() or 1) // workers)
         ctx = mp.get_context("spawn")
         bar = None
         if progress:

@@ -1,0 +1,289 @@
+"""Probe your own model: the route for people with their own training code.
+
+- :func:`probe_model` probes one ``nn.Module`` (optionally loading a saved state_dict first)
+  on a dataset ``(X, y)`` and writes a schema-v1 run;
+- :func:`probe_checkpoints` probes several saved state_dicts of one model, one probe step
+  each, into one run (with the eigsh warm start passed from step to step);
+- :func:`load_checkpoint` loads a state_dict file with ``torch.load(..., weights_only=True)``
+  (a checkpoint may come from someone else: no pickled code is ever run);
+- :func:`reprobe_run` re-probes the checkpoints of a run written by ``varprinciple collect``.
+
+Every probe gets its own ``torch.Generator`` seeded from ``seed`` and the step, so a run is
+reproducible; PyTorch's global generator (used by ``nn.Dropout``) is seeded inside
+``torch.random.fork_rng`` and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import schema
+from ..errors import InputError
+from ..io import write_run
+from .losses import Loss, parse_loss
+from .run import derive_seed, git_revision, package_versions
+
+__all__ = ["probe_model", "probe_checkpoints", "load_checkpoint", "reprobe_run"]
+
+logger = logging.getLogger(__name__)
+
+_RESERVED = ("schema_version", "run_id", "method")
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a state_dict file into ``model`` (in place) with ``weights_only=True``; return it.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read as a weights-only state_dict or does not fit the model.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checkpoint file") from None
+    except Exception as exc:  # torch raises several types for bad or unsafe files
+        raise InputError(f"{path}: not a weights-only state_dict ({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(state, Mapping):
+        raise InputError(f"{path}: holds a {type(state).__name__}, expected a state_dict (a mapping of "
+                         f"tensors)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: does not fit the model ({' '.join(str(exc).split())[:300]})") from None
+    return model
+
+
+def _as_tensor(a: Any, name: str) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(a)
+    raise InputError(f"`{name}` must be a torch.Tensor or numpy array; got {type(a).__name__}")
+
+
+def _settings_dict(settings) -> dict:
+    if dataclasses.is_dataclass(settings):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(settings).items()}
+    return {}
+
+
+def _probe_iv(model, X, y, out, run_id, method, meta, settings):
+    if not isinstance(model, nn.Module):
+        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    X, y = _as_tensor(X, "X"), _as_tensor(y, "y")
+    if len(X) != len(y):
+        raise InputError(f"`X` has {len(X)} rows but `y` has {len(y)}")
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise InputError(f"`run_id` must be a non-empty string; got {run_id!r}")
+    if not isinstance(method, str) or not method.strip():
+        raise InputError(f"`method` must be a non-empty string (e.g. 'sgd'); got {method!r}")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise InputError(f"`meta` must be a mapping; got {type(meta).__name__}")
+    clash = [k for k in _RESERVED if meta and k in meta]
+    if clash:
+        raise InputError(f"`meta` must not set {clash[0]!r}; pass it as an argument")
+    if out is None:
+        raise InputError("`out` (the run directory to write) is required")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"`out` {out}: is a file; expected a run directory")
+    if settings is not None and not hasattr(settings, "top_k"):
+        raise InputError(f"`settings` must be a ProbeSettings; got {type(settings).__name__}")
+    return X, y, out
+
+
+def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
+                      checkpoints: Mapping[int, str | os.PathLike | None], *, out: str | os.PathLike,
+                      run_id: str, method: str, settings=None, seed: int = 0,
+                      meta: Mapping[str, Any] | None = None, overwrite: bool = False,
+                      progress: bool = False) -> Path:
+    """Probe ``model`` at several saved states (one probe step each) and write one run.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture; each checkpoint is loaded into a copy of it (a ``None`` path
+        probes the model's current parameters).
+    loss : Loss or str
+        ``"mse"`` ((1/2n) sum ||f - y||^2) or ``"cross_entropy"`` (mean NLL of integer labels).
+    X, y : Tensor or ndarray
+        The training data the Hessian and the noise refer to.
+    checkpoints : mapping step -> path or None
+        State_dict files by training step.
+    out : path
+        The run directory (its parent is a log set).
+    run_id, method : str
+        run.json's required keys (method: gd, sgd, dropout, sgd+dropout, ...).
+    settings : ProbeSettings, optional
+        Default ``ProbeSettings()``.
+    seed : int, default 0
+        Seed of the probes' random streams.
+    meta : mapping, optional
+        Further run.json keys (e.g. ``dataset``, ``lr``, ``batch_size``, ``drop_prob``, ``group``).
+    overwrite : bool, default False
+        Replace an existing run at ``out``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    InputError
+        On bad arguments, an existing run at ``out`` (without ``overwrite``), or an
+        unreadable checkpoint.
+    """
+    from .probe import ProbeSettings, probe
+
+    X, y, out = _probe_iv(model, X, y, out, run_id, method, meta, settings)
+    loss = parse_loss(loss)
+    if not isinstance(checkpoints, Mapping) or not checkpoints:
+        raise InputError("`checkpoints` must be a non-empty mapping of step -> state_dict path")
+    for s in checkpoints:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+            raise InputError(f"`checkpoints` keys must be steps (integers >= 0); got {s!r}")
+    if (out / schema.RUN_JSON).exists():
+        if not overwrite:
+            raise InputError(f"`out` {out}: already holds a run (run.json); pass overwrite=True to replace it")
+        (out / schema.RUN_JSON).unlink()
+    settings = settings if settings is not None else ProbeSettings()
+    eig, noise, exact, flat, info = [], [], [], [], []
+    v0 = None
+    work = copy.deepcopy(model)
+    for step in sorted(int(s) for s in checkpoints):
+        path = checkpoints[step]
+        if path is not None:
+            load_checkpoint(work, path)
+        pseed = derive_seed(int(seed), step)
+        gen = torch.Generator().manual_seed(pseed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(pseed, "global"))
+            res = probe(work, loss, X, y, settings=settings, step=step, generator=gen, v0=v0,
+                        progress=progress)
+        v0 = res.top_vector
+        eig.append(res.eigen)
+        noise.append(res.noise)
+        exact.append(res.exact_variance)
+        flat.append(res.flatness)
+        info.append({"step": step, "n_hvp": int(res.n_hvp), "checkpoint": None if path is None else str(path),
+                     "timings": {k: float(v) for k, v in dict(res.timings).items()}})
+    n_params = int(sum(p.numel() for p in work.parameters() if p.requires_grad))
+    sd = _settings_dict(settings)
+    run_meta = {
+        "schema_version": schema.SCHEMA_VERSION, "run_id": run_id, "method": method, "seed": int(seed),
+        "loss": loss.value, "n_params": n_params, "model": type(model).__name__, "n_train": int(len(X)),
+        "probe_batch_size": sd.get("batch_size"), "probe_drop_prob": sd.get("drop_prob"),
+        "probe_steps": sorted(int(s) for s in checkpoints), "probe_settings": sd, "probes": info,
+        "versions": package_versions(), "git_revision": git_revision(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    run_meta.update(dict(meta or {}))
+    tables = {}
+    for name, frames in (("exact_variance.parquet", exact), ("flatness.parquet", flat)):
+        frames = [f for f in frames if f is not None and len(f)]
+        if frames:
+            tables[name] = pd.concat(frames, ignore_index=True)
+    write_run(out, run_meta, eigen=pd.concat(eig, ignore_index=True), noise=pd.concat(noise, ignore_index=True),
+              tables=tables)
+    logger.info("probed %s at step(s) %s into %s", run_id, run_meta["probe_steps"], out)
+    return out
+
+
+def probe_model(model: nn.Module, loss: Loss | str, X, y, *, out: str | os.PathLike, run_id: str,
+                method: str, settings=None, step: int = 0, seed: int = 0,
+                meta: Mapping[str, Any] | None = None, checkpoint: str | os.PathLike | None = None,
+                overwrite: bool = False, progress: bool = False) -> Path:
+    """Probe one model (its current parameters, or a saved state_dict) and write a run.
+
+    The probe measures the top-k Hessian eigenpairs of the full-batch loss on ``(X, y)``
+    (dropout off) and samples each noise source of ``settings``, projected on the
+    eigenvectors and on random directions (see ``docs/collection.md``). Parameters are
+    those of :func:`probe_checkpoints`; ``step`` labels the probe and ``checkpoint`` is an
+    optional state_dict file loaded (``weights_only=True``) into a copy of ``model``.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from varprinciple.collect.api import probe_model
+    >>> from varprinciple.collect.probe import ProbeSettings
+    >>> from varprinciple.io import read_run
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.randn(64, 3, generator=g); y = X @ torch.tensor([[1.0], [2.0], [0.5]])
+    >>> model = torch.nn.Linear(3, 1)
+    >>> run = probe_model(model, "mse", X, y, out=tempfile.mkdtemp() + "/lin", run_id="lin",
+    ...                   method="gd", settings=ProbeSettings(top_k=2, n_samples=50, n_random=1,
+    ...                   sources=("sgd",), batch_size=8, hutchinson_probes=0, tr_hc_samples=0))
+    >>> read_run(run).run_id
+    'lin'
+    """
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise InputError(f"`step` must be an integer >= 0; got {step!r}")
+    return probe_checkpoints(model, loss, X, y, {int(step): checkpoint}, out=out, run_id=run_id,
+                             method=method, settings=settings, seed=seed, meta=meta, overwrite=overwrite,
+                             progress=progress)
+
+
+def reprobe_run(run_dir: str | os.PathLike, *, out: str | os.PathLike, settings=None,
+                steps: list[int] | None = None, run_id: str | None = None, base_dir: str | None = None,
+                overwrite: bool = False, progress: bool = False) -> Path:
+    """Re-probe the saved checkpoints of a collected run (e.g. with other probe settings).
+
+    Rebuilds the data and model from the run's ``run.json`` (its resolved ``config``), loads
+    ``checkpoints/step_<n>.pt`` (``weights_only=True``) for each of ``steps`` (default: all
+    saved) and writes a new run at ``out``.
+
+    Raises
+    ------
+    InputError
+        If ``run_dir`` has no run.json with a collect config, or a checkpoint is missing.
+    """
+    from .run import RunSpec, _build, probe_settings
+
+    run_dir = Path(run_dir)
+    try:
+        meta = json.loads((run_dir / schema.RUN_JSON).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{run_dir}: cannot read run.json ({exc})") from None
+    cfg = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(cfg, dict) or "train" not in cfg:
+        raise InputError(f"{run_dir}: run.json has no collect 'config'; use probe_checkpoints with your model")
+    spec = RunSpec(meta["run_id"], meta.get("group", ""), meta["method"], meta.get("seed", 0), cfg,
+                   meta.get("train_seed", 0), meta.get("probe_seed", 0), meta.get("config_hash", ""))
+    if base_dir is None:
+        src = meta.get("config_source")
+        base_dir = str(Path(src).resolve().parent) if src else "."
+    ds, loss, model, _g, ((X, y, _l), _test), drop_names = _build(spec, base_dir, "cpu")
+    avail = {}
+    for p in sorted((run_dir / "checkpoints").glob("step_*.pt")):
+        avail[int(p.stem.split("_")[1])] = p
+    steps = sorted(avail) if steps is None else list(steps)
+    missing = [s for s in steps if s not in avail]
+    if missing or not steps:
+        raise InputError(f"{run_dir}: no checkpoint for step(s) {missing or 'any'} "
+                         f"(saved: {sorted(avail) or 'none'})")
+    if settings is None:
+        p = cfg["probe"]
+        settings = probe_settings(p, drop_names if "dropout" in p["sources"] else [])
+    keep = {k: meta[k] for k in ("group", "dataset", "arch", "lr", "batch_size", "drop_prob", "keep_prob",
+                                 "steps", "data_split", "config") if k in meta}
+    keep["reprobed_from"] = str(run_dir)
+    return probe_checkpoints(model, loss, X, y, {s: avail[s] for s in steps}, out=out,
+                             run_id=run_id or meta["run_id"], method=meta["method"], settings=settings,
+                             seed=meta.get("probe_seed", 0), meta=keep, overwrite=overwrite,
+                             progress=progress)

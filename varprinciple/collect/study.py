@@ -1,0 +1,82 @@
+"""The built-in default study: collect ``default_study.toml``, then test it.
+
+``varprinciple study [--out DIR]`` = :func:`run_study`. It writes
+
+- ``DIR/logs/``: the log set (one run per method x seed; resumable),
+- ``DIR/results.json`` and ``DIR/results.directions.parquet``: the output of
+  :func:`varprinciple.stats.analyze` (JSON output v1 and the per-direction table).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .config import CollectConfig, default_study_path, load_config
+from .run import CollectResult, collect
+
+__all__ = ["StudyResult", "run_study"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """Where the study's outputs are, and its printed summary (None without statistics)."""
+
+    out: Path
+    logs: Path
+    results: Path | None
+    directions: Path | None
+    summary: str | None
+    collected: CollectResult
+    analysis_s: float
+    note: str | None = None
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"output": ["logs", "results", "directions"],
+                             "path": [str(self.logs), None if self.results is None else str(self.results),
+                                      None if self.directions is None else str(self.directions)]})
+
+
+def run_study(out: str | os.PathLike = "study", *, config: str | os.PathLike | CollectConfig | None = None,
+              workers: int | None = None, device: str = "cpu", seed: int = 0,
+              progress: bool | None = None) -> StudyResult:
+    """Collect a study (by default the built-in one) into ``out/logs`` and analyse it.
+
+    Parameters
+    ----------
+    out : path, default "study"
+    config : path or CollectConfig, optional
+        Default: :func:`~varprinciple.collect.config.default_study_path`.
+    workers : int, optional
+        Parallel runs (default ``min(2, cpu_count)``).
+    device : str, default "cpu"
+    seed : int, default 0
+        Seed of the statistics' resampling.
+
+    Returns
+    -------
+    StudyResult
+    """
+    out = Path(out)
+    cfg = config if isinstance(config, CollectConfig) else load_config(config or default_study_path())
+    if workers is None:
+        workers = max(1, min(2, os.cpu_count() or 1))
+    logs = out / "logs"
+    collected = collect(cfg, logs, workers=workers, device=device, progress=progress)
+    try:
+        from ..stats import analyze
+    except ImportError as exc:  # pragma: no cover - the stats layer ships with the package
+        logger.warning("statistics unavailable: %s", exc)
+        return StudyResult(out, logs, None, None, None, collected, 0.0, note=str(exc))
+    t0 = time.perf_counter()
+    result = analyze(logs, seed=seed, progress=progress)
+    json_path, dir_path = result.write(out / "results.json")
+    return StudyResult(out, logs, Path(json_path), Path(dir_path), result.summary(), collected,
+                       time.perf_counter() - t0)
