@@ -54,6 +54,10 @@ def _ols(x, y, conf=0.95):
                 ci_high=float(beta[1] + tq * se_b), p_value=float(sps.t.sf(beta[1] / se_b, n - 2)))
 
 
+def _unit(label, source):
+    return {"group": {"method": label}, "label": label, "source": source, "block": None}
+
+
 def make_results(*, random: bool = True, flatness: bool = True, margin: float | None = 0.2,
                  confidence: float = 0.95, seed: int = 7) -> tuple[dict, pd.DataFrame]:
     """A small, internally consistent results dict and per-direction table (2 groups x 3 runs)."""
@@ -98,7 +102,7 @@ def make_results(*, random: bool = True, flatness: bool = True, margin: float | 
             b = np.array([r["slope"] for r in relations if r["group"] == g and r["source"] == src])
             per[(g, src)] = b
             m, se = b.mean(), b.std(ddof=1) / np.sqrt(b.size)
-            groups.append(dict(group={"method": g}, source=src, step=STEP, block=None, slope=float(m),
+            groups.append(dict(group={"method": g}, group_label=g, control=False, source=src, step=STEP, block=None, slope=float(m),
                                ci_low=float(m - tq_conf(b.size) * se), ci_high=float(m + tq_conf(b.size) * se),
                                p_value=float(sps.t.sf(m / se, b.size - 1)), n_runs=int(b.size)))
     comps = []
@@ -107,8 +111,8 @@ def make_results(*, random: bool = True, flatness: bool = True, margin: float | 
         res = sps.ttest_ind(a, b, equal_var=False)
         ci = res.confidence_interval(confidence)
         d = float(a.mean() - b.mean())
-        row = dict(quantity="slope", group_a={"method": "sgd"}, group_b={"method": "dropout"}, source=src,
-                   step=STEP, paired=False, difference=d, ci_low=float(ci.low), ci_high=float(ci.high),
+        row = dict(quantity="slope", group_a=_unit("sgd", src), group_b=_unit("dropout", src),
+                   step=STEP, paired=False, confirmatory=True, difference=d, ci_low=float(ci.low), ci_high=float(ci.high),
                    p_value=float(res.pvalue), p_adjusted=None, margin=margin, tost_p=None, equivalent=None,
                    tost_ci_low=None, tost_ci_high=None)
         if margin is not None:
@@ -144,10 +148,10 @@ def make_results(*, random: bool = True, flatness: bool = True, margin: float | 
                 flat.append(dict(group={"method": g}, quantity="rho", source=src, step=STEP, estimate=r,
                                  ci_low=r - 0.4, ci_high=r + 0.5, n_runs=3))
         results["flatness"] = flat
-        comps.append(dict(quantity="lambda_max", group_a={"method": "sgd"}, group_b={"method": "dropout"},
-                          source=None, step=STEP, paired=False, difference=5.25, ci_low=1.234, ci_high=9.2666,
-                          p_value=0.0123, p_adjusted=None, margin=None, tost_p=None, equivalent=None,
-                          tost_ci_low=None, tost_ci_high=None))
+        comps.append(dict(quantity="log_lambda_max", group_a=_unit("sgd", None), group_b=_unit("dropout", None),
+                          step=STEP, paired=False, confirmatory=False, difference=0.5423, ci_low=0.1234,
+                          ci_high=0.92666, p_value=0.0123, p_adjusted=None, margin=None, tost_p=None,
+                          equivalent=None, tost_ci_low=None, tost_ci_high=None))
     return results, pd.DataFrame(drows)
 
 
@@ -185,7 +189,11 @@ def _cells_tex(text: str) -> tuple[list[str], list[list[str]]]:
 
 
 def _delatex(cell: str) -> str:
-    return cell.replace("$-$", MINUS).replace("$<$", "<").replace("---", "—").replace("$\\pm$", "±")
+    """Undo the report's LaTeX escaping of the symbols tables use."""
+    for tex, text in (("$-$", MINUS), ("$<$", "<"), ("---", "—"), ("$\\pm$", "±"), ("\\%", "%"),
+                      ("$\\lambda$", "λ"), ("\\_", "_"), ("\\&", "&"), ("$\\rho$", "ρ"), ("$\\psi$", "ψ")):
+        cell = cell.replace(tex, text)
+    return cell
 
 
 _CI_RE = re.compile(r"^(\S+) \[(\S+), (\S+)\]$")
@@ -219,7 +227,8 @@ def check_groups_rows(header, rows, results):
     assert header[4] == "p (one-sided)" and header[5] == "n runs"
     assert len(rows) == len(results["groups"])
     for cells, g in zip(rows, results["groups"]):
-        assert cells[0] == _label(g["group"]) and cells[1] == g["source"] and cells[2] == str(g["step"])
+        assert cells[0] == _label(g["group"]) and cells[1].removesuffix(" (control)") == g["source"]
+        assert cells[2] == str(g["step"])
         assert_est_ci(cells[3], g["slope"], g["ci_low"], g["ci_high"])
         assert_p(cells[4], g["p_value"])
         assert cells[5] == str(g["n_runs"])
@@ -268,7 +277,8 @@ def test_csv_keeps_raw_numbers_at_full_precision(report_full):
     want = [c["p_adjusted"] for c in results["comparisons"]]
     assert [g for g, w in zip(got, want) if w is not None] == [w for w in want if w is not None]
     assert all(np.isnan(g) for g, w in zip(got, want) if w is None)  # null -> empty cell
-    assert cmp_["group_a"].tolist() == ["sgd"] * len(results["comparisons"])
+    assert cmp_["group_a"].tolist() == ["sgd:sgd", "sgd:dropout", "sgd"]
+    assert cmp_["group_a_source"].tolist()[:2] == ["sgd", "dropout"]
 
 
 def test_relations_table_equals_json(report_full):
@@ -291,13 +301,16 @@ def test_comparisons_table_equals_json_with_tost(report_full):
     _, results, res = report_full
     md = res.path("table", "comparisons", "md").read_text()
     header, rows = _cells_md(md, "Comparisons")
-    assert header == ["Quantity", "Group A", "Group B", "Source", "Step", "Paired", "A − B [95% CI]", "p",
-                      "Holm p", "Margin", "TOST p", "Equivalent", "90% CI"]
+    assert header == ["Quantity", "Group A", "Group B", "Step", "Paired", "A − B [95% CI]", "p",
+                      "Holm p", "Family", "Margin", "TOST p", "Equivalent", "90% CI"]
     for cells, c in zip(rows, results["comparisons"], strict=True):
-        assert cells[0] == ("b" if c["quantity"] == "slope" else "λ_max")
-        assert_est_ci(cells[6], c["difference"], c["ci_low"], c["ci_high"])
-        assert_p(cells[7], c["p_value"])
-        assert_p(cells[8], c["p_adjusted"])
+        assert cells[0] == ("b" if c["quantity"] == "slope" else "log λ_max")
+        src = c["group_a"]["source"]
+        assert cells[1] == c["group_a"]["label"] + (f":{src}" if src else "")
+        assert_est_ci(cells[5], c["difference"], c["ci_low"], c["ci_high"])
+        assert_p(cells[6], c["p_value"])
+        assert_p(cells[7], c["p_adjusted"])
+        assert cells[8] == ("confirmatory" if c["confirmatory"] else "control")
         if c["margin"] is None:
             assert cells[9:] == ["—"] * 4
             continue
@@ -309,7 +322,7 @@ def test_comparisons_table_equals_json_with_tost(report_full):
             got, half = parse_number(text)
             assert abs(got - val) <= half
     assert "Holm" in md and "one-sided" not in md.split("*Note.*")[1].split("Holm")[0]
-    assert "family of 2 comparisons" in md  # the family size is stated (lambda_max row has no Holm p)
+    assert "confirmatory family (2 comparisons with a Holm p)" in md  # the family size is stated
 
 
 def test_notes_say_which_p_are_one_sided_and_adjusted(report_full):
@@ -328,7 +341,7 @@ def test_confidence_level_read_from_settings(tmp_path):
     header, rows = _cells_md(res.path("table", "groups", "md").read_text(), "Exponent b")
     assert header[3] == "b [90% CI]" and len(header) == 6  # no flatness columns
     cmp_header, _ = _cells_md(res.path("table", "comparisons", "md").read_text(), "Comparisons")
-    assert "Margin" not in cmp_header and cmp_header[-3] == "A − B [90% CI]"
+    assert "Margin" not in cmp_header and cmp_header[-4] == "A − B [90% CI]"
     assert not (tmp_path / "out" / "tables" / "flatness.md").exists()
 
 
@@ -588,3 +601,31 @@ def test_latex_escaping_of_labels():
 
     tex = to_latex(tables["relations"])
     assert "sgd-seed0\\_a\\&b\\%" in tex and "_a&" not in tex
+
+
+def test_every_panel_of_every_figure_holds_data():
+    from varprinciple.report.figures import FIGURES
+
+    results, dirs = make_results()
+    data = load_results(results, directions=dirs)
+    for spec in FIGURES.values():
+        if spec.build is None:
+            continue
+        fig = spec.build(data)
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert axes, spec.name
+        for ax in axes:
+            n_points = sum(len(l.get_xdata()) for l in ax.get_lines()) + sum(
+                len(c.get_offsets()) for c in ax.collections)
+            assert n_points > 0, (spec.name, ax.get_title())
+
+
+def test_analysis_notes_and_identical_runs_shown(tmp_path):
+    results, dirs = make_results(flatness=False)
+    results["notes"] = ["slope: 8 units (> 6) at block all; declare the confirmatory pairs with --compare."]
+    results["identical"] = [["sgd-seed0", "sgd-seed1"]]
+    res = build_report(results, tmp_path / "out", directions=dirs, formats="md,html", figures=False)
+    for page in (res.path("page", "report", "md"), res.html):
+        text = page.read_text()
+        assert "declare the confirmatory pairs with --compare" in text
+        assert "sgd-seed0, sgd-seed1 have identical noise tables" in text

@@ -165,6 +165,15 @@ def _draw_figures(data: ReportData, fig_dir: Path, *, dpi: int) -> tuple[list[Fi
     return outs, files
 
 
+def _analysis_notes(data: ReportData) -> tuple[str, ...]:
+    """The analysis' own notes plus a warning for runs with identical noise tables."""
+    notes = [str(n) for n in data.results.get("notes") or []]
+    for ids in data.results.get("identical") or []:
+        notes.append("Runs " + ", ".join(map(str, ids)) + " have identical noise tables: they are not independent "
+                     "replicates.")
+    return tuple(notes)
+
+
 def _default_command(location: str, out_dir: Path, formats: tuple[ReportFormat, ...]) -> str:
     fmts = ",".join(f.value for f in formats)
     return (f"python -c \"from varprinciple.report import build_report; "
@@ -269,6 +278,7 @@ def build_report(results: Any, out_dir: str | os.PathLike, *, formats: str | Ite
         versions=package_versions(),
         settings=data.settings,
         provenance=data.results.get("provenance") or {},
+        notes=_analysis_notes(data),
     )
     if ReportFormat.MD in fmts:
         p = out / "report.md"

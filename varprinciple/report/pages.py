@@ -43,6 +43,7 @@ class PageContext:
     versions: Mapping[str, str]
     settings: Mapping[str, object]
     provenance: Mapping[str, object]
+    notes: tuple[str, ...] = ()
 
 
 _CSS = """
@@ -50,11 +51,11 @@ body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em 
 color:#222;line-height:1.4;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 pre{background:#f4f4f4;padding:.6em;overflow-x:auto;font-size:.85em;white-space:pre-wrap}
-table.vp-table{border-collapse:collapse;margin:1em 0 .3em;font-size:.86em}
+div.vp-wrap{overflow-x:auto}table.vp-table{border-collapse:collapse;margin:1em 0 .3em;font-size:.86em}
 table.vp-table caption{text-align:left;font-weight:bold;padding-bottom:.3em}
 table.vp-table thead th{border-top:2px solid #222;border-bottom:1px solid #222;padding:.3em .6em}
 table.vp-table tbody tr:last-child td{border-bottom:2px solid #222}
-table.vp-table td{padding:.2em .6em}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+table.vp-table td{padding:.2em .6em}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.txt,th.txt{text-align:left}p.note{font-size:.82em;color:#444;max-width:62em;margin-top:.2em}
 figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#444}
 dl.kv{display:grid;grid-template-columns:max-content auto;gap:.1em 1em;font-size:.85em}dl.kv dt{font-weight:bold}
@@ -86,7 +87,10 @@ def html_page(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequence
     if not tables:
         out.append("<p>The results hold no rows to tabulate.</p>")
     for t in tables:
-        out.append(to_html(t))
+        out.append(f'<div class="vp-wrap">{to_html(t)}</div>')
+    if ctx.notes:
+        out.append('<h3>Notes from the analysis</h3><ul class="vp-notes">'
+                   + "".join(f"<li>{e(n)}</li>" for n in ctx.notes) + "</ul>")
     out.append('<h2 id="figures">Figures</h2>')
     for f in figures:
         if f.skipped is not None or f.png is None:
@@ -117,6 +121,8 @@ def markdown_page(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequ
            "## Command", "", "```", ctx.command, "```", "", "## Tables", ""]
     for t in tables:
         out.append(to_markdown(t, heading_level=3))
+    if ctx.notes:
+        out += ["### Notes from the analysis", ""] + [f"- {n}" for n in ctx.notes] + [""]
     out += ["## Figures", ""]
     for f in figures:
         if f.skipped is None and f.png is not None:

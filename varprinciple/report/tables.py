@@ -53,6 +53,8 @@ QUANTITY_LABELS = {
     "rho": "ρ",
     "tr_hc": "Tr(HC)",
     "tr_c": "Tr(C)",
+    "log_lambda_max": "log λ_max",
+    "log_hessian_trace": "log Tr(H)",
 }
 #: Flatness quantities shown as columns of the groups table, in this order.
 GROUP_FLATNESS_COLUMNS = ("lambda_max", "hessian_trace", "psi")
@@ -90,6 +92,29 @@ def group_label(group: Any, row: Mapping[str, Any] | None = None) -> str:
             return f"{group['method']}{' ' + rest if rest else ''}"
         return " ".join(f"{k}={v}" for k, v in group.items())
     return str(group)
+
+
+def unit_label(side: Any) -> str:
+    """Label of one side of a comparison: ``GROUP`` or ``GROUP:SOURCE`` (the ``--compare`` syntax).
+
+    Examples
+    --------
+    >>> unit_label({"group": {"method": "sgd"}, "label": "sgd", "source": "dropout", "block": None})
+    'sgd:dropout'
+    >>> unit_label({"method": "sgd"})
+    'sgd'
+    """
+    if isinstance(side, Mapping) and ("label" in side or "source" in side) and "group" in side:
+        lab = side.get("label") if isinstance(side.get("label"), str) else group_label(side.get("group"))
+        src = side.get("source")
+        return f"{lab}:{src}" if not is_missing(src) else lab
+    return group_label(side)
+
+
+def _setting_note(data: ReportData, key: str, prefix: str) -> str:
+    """A sentence quoting the analysis' own description of a method (settings[key]), if any."""
+    text = data.settings.get(key)
+    return f" {prefix}: {text}." if isinstance(text, str) and text else ""
 
 
 def quantity_label(q: Any) -> str:
@@ -157,9 +182,11 @@ def flatness_frame(data: ReportData) -> pd.DataFrame:
             "ci_low": r.get("ci_low"),
             "ci_high": r.get("ci_high"),
             "p_value": r.get("p_value"),
+            "null": r.get("null"),
             "n_runs": _first(r, "n_runs", "n"),
         })
-    cols = ["group", "quantity", "source", "step", "block", "estimate", "ci_low", "ci_high", "p_value", "n_runs"]
+    cols = ["group", "quantity", "source", "step", "block", "estimate", "ci_low", "ci_high", "p_value", "null",
+            "n_runs"]
     return pd.DataFrame.from_records(rows, columns=cols)
 
 
@@ -202,7 +229,9 @@ def groups_table(data: ReportData) -> ReportTable | None:
                 rec[f"{q}_ci_high"] = m["ci_high"]
         recs.append(rec)
     df = _frame(recs, ["group", "source", "step", "block", "slope", "ci_low", "ci_high", "p_value", "n_runs"])
-    cols = [Column("Group", _text("group")), Column("Source", _text("source")),
+    cols = [Column("Group", _text("group")),
+            Column("Source", lambda r: MISSING if is_missing(r.get("source")) else
+                   f"{r['source']} (control)" if r.get("control") is True else str(r["source"])),
             Column("Step", lambda r: format_int(r.get("step")), "r")]
     if _has(rows, "block"):
         cols.append(Column("Block", lambda r: "all" if is_missing(r.get("block")) else str(r["block"])))
@@ -216,7 +245,10 @@ def groups_table(data: ReportData) -> ReportTable | None:
     notes = [
         "b: mean over runs of the per-run exponent in s² ∝ λ^b; "
         f"CI two-sided at {format_percent(conf) if conf is not None else 'the analysis’ level'}; "
-        "p one-sided for H1: b > 0, not adjusted for multiplicity; n runs: the independent replicates.",
+        "p one-sided for H1: b > 0, not adjusted for multiplicity; n runs: the independent replicates."
+        + _setting_note(data, "group_ci", "Interval") + (
+            " (control): a control noise source (isotropic noise has b = 0 by construction)."
+            if any(r.get("control") is True for r in rows) else ""),
     ]
     if flat_cols:
         notes.append(", ".join(quantity_label(q) for q in flat_cols)
@@ -250,7 +282,14 @@ def relations_table(data: ReportData) -> ReportTable | None:
              Column("p (one-sided)", lambda r: format_p(r.get("p_value")), "r"),
              Column("Spearman r", lambda r: format_r(r.get("spearman_r")), "r"),
              Column("Spearman p", lambda r: format_p(r.get("spearman_p")), "r"),
-             Column("n dir.", lambda r: format_int(r.get("n_directions")), "r"),
+             ]
+    if _has(rows, "ratio"):
+        cols.append(Column(_ci_header("Hess./random var.", conf), _est_ci("ratio", "ratio_ci_low", "ratio_ci_high",
+                                                                         format_sig), "r"))
+    if _has(rows, "alignment_k"):
+        cols += [Column("align. k", lambda r: format_sig(r.get("alignment_k")), "r"),
+                 Column("align. p (one-sided)", lambda r: format_p(r.get("alignment_p")), "r")]
+    cols += [Column("n dir.", lambda r: format_int(r.get("n_directions")), "r"),
              Column("n excl.", lambda r: format_int(r.get("n_excluded")), "r"),
              Column("K", lambda r: format_int(r.get("n_samples")), "r")]
     notes = [
@@ -258,7 +297,13 @@ def relations_table(data: ReportData) -> ReportTable | None:
         f"CI two-sided at {format_percent(conf) if conf is not None else 'the analysis’ level'}; "
         "p one-sided for H1: b > 0, not adjusted for multiplicity. Spearman r over the same directions, "
         "with its p as the analysis reports it (unadjusted). n excl.: directions left out of the log fit "
-        "(eigenvalue not reliably positive); K: noise samples per direction.",
+        "(eigenvalue not reliably positive); K: noise samples per direction."
+        + _setting_note(data, "slope_ci", "Interval for b")
+        + (" Hess./random var.: mean noise variance along the Hessian directions over that along random "
+           "directions, with its CI." if _has(rows, "ratio") else "")
+        + (" align. k: alignment_k = k Σλs² / (Σλ · Σs²) inside the probed subspace (1 for isotropic noise), "
+           "with the one-sided p of its rotation test (H1: larger alignment), unadjusted."
+           if _has(rows, "alignment_k") else ""),
         "Each row describes one trained network; claims about a training procedure rest on the group table.",
     ]
     return ReportTable("relations", "Per-run relation between noise variance and curvature", df,
@@ -278,8 +323,8 @@ def comparisons_table(data: ReportData) -> ReportTable | None:
     recs = []
     for r in rows:
         rec = _flatten({k: v for k, v in r.items() if k not in ("group_a", "group_b")})
-        rec["group_a"] = group_label(r.get("group_a"))
-        rec["group_b"] = group_label(r.get("group_b"))
+        rec["group_a"] = unit_label(r.get("group_a"))
+        rec["group_b"] = unit_label(r.get("group_b"))
         for side in ("group_a", "group_b"):
             if isinstance(r.get(side), Mapping):
                 rec.update(_flatten(r[side], f"{side}_"))
@@ -299,6 +344,8 @@ def comparisons_table(data: ReportData) -> ReportTable | None:
                                                  _cmp_fmt(r)), "r"),
              Column("p", lambda r: format_p(r.get("p_value")), "r"),
              Column("Holm p", lambda r: format_p(r.get("p_adjusted")), "r")]
+    if any("confirmatory" in r for r in rows):
+        cols.append(Column("Family", lambda r: "confirmatory" if r.get("confirmatory") is True else "control"))
     tost = _has(rows, "margin")
     tost_level = None if alpha is None else 1 - 2 * alpha
     if tost:
@@ -312,11 +359,16 @@ def comparisons_table(data: ReportData) -> ReportTable | None:
                         else f"[{_cmp_fmt(r)(r.get('tost_ci_low'))}, {_cmp_fmt(r)(r.get('tost_ci_high'))}]", "r")]
     n_family = sum(1 for r in rows if not is_missing(r.get("p_adjusted")))
     level = format_percent(conf) if conf is not None else "the analysis’ level"
+    logs = sorted({quantity_label(r.get("quantity")) for r in rows if str(r.get("quantity", "")).startswith("log_")})
     notes = [
         f"A − B: difference of group means (A minus B) with a two-sided {level} CI; p: two-sided test of "
-        "no difference (paired over shared runs where Paired = yes, Welch otherwise), unadjusted.",
-        f"Holm p: adjusted with Holm's method over the confirmatory family of {n_family} comparison"
-        f"{'s' if n_family != 1 else ''}; all other p-values in this report are unadjusted.",
+        "no difference (paired over shared runs where Paired = yes, Welch otherwise), unadjusted."
+        + _setting_note(data, "comparison_test", "Test") + " Units are GROUP or GROUP:SOURCE (noise source)."
+        + (f" {', '.join(logs)}: differences of group means of the natural log (exp(A − B) is the ratio of "
+           "geometric means)." if logs else ""),
+        f"Holm p: adjusted with Holm's method over the confirmatory family ({n_family} comparison"
+        f"{'s' if n_family != 1 else ''} with a Holm p)" + _setting_note(data, "multiplicity", "; rule").rstrip(".")
+        + "; '—' marks comparisons outside it (e.g. controls). All other p-values in this report are unadjusted.",
     ]
     if tost:
         a = format_p(alpha) if alpha is not None else "α"
@@ -340,11 +392,19 @@ def flatness_table(data: ReportData) -> ReportTable | None:
         cols.append(Column("Step", lambda r: format_int(r.get("step")), "r"))
     if df["block"].notna().any():
         cols.append(Column("Block", lambda r: "all" if is_missing(r.get("block")) else str(r["block"])))
-    cols += [Column(_ci_header("Estimate", conf), _est_ci("estimate", "ci_low", "ci_high", format_sig), "r"),
-             Column("n runs", lambda r: format_int(r.get("n_runs")), "r")]
+    cols.append(Column(_ci_header("Estimate", conf), _est_ci("estimate", "ci_low", "ci_high", format_sig), "r"))
+    has_p = df["p_value"].notna().any()
+    if has_p:
+        cols.append(Column("p (one-sided)", lambda r: format_p(r.get("p_value")), "r"))
+    cols.append(Column("n runs", lambda r: format_int(r.get("n_runs")), "r"))
     notes = ["λ_max: largest Hessian eigenvalue; Tr(H): Hessian trace; ρ = D·Tr(HC) / (Tr(H)·Tr(C)) "
              "(1 for isotropic noise); ψ: exponent of σ² ∝ F^(−ψ). Group summaries over runs, CI two-sided "
              f"at {format_percent(conf) if conf is not None else 'the analysis’ level'}."]
+    if has_p:
+        nulls = {quantity_label(q): n for q, n in zip(df["quantity"], df["null"]) if not is_missing(n)}
+        notes.append("p: one-sided against the null " + ", ".join(f"H1: {q} > {format_sig(n)}"
+                                                                   for q, n in nulls.items())
+                     + " over runs, unadjusted; '—' where no null applies.")
     return ReportTable("flatness", "Flatness per group", df, tuple(cols), tuple(notes))
 
 

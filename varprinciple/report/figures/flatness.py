@@ -12,13 +12,15 @@ from .registry import FigureSpec, register_figure
 
 __all__ = ["flatness_plot"]
 
+MARKERS = ("o", "s", "^", "v", "D")
+
 
 def flatness_plot(data: ReportData):
     """One panel per quantity (x step, x source where given): group estimate and CI."""
     conf = data.confidence
     df = flatness_frame(data)
     df = df[df["estimate"].notna()]
-    df["_src"] = [None if is_missing(s) else str(s) for s in df["source"]]
+    df["_src"] = ["" if is_missing(s) else str(s) for s in df["source"]]  # "": no source
     keys: list[tuple] = []
     for rec in df.itertuples(index=False):
         k = (rec.quantity, None if is_missing(rec.step) else int(rec.step))
@@ -33,7 +35,7 @@ def flatness_plot(data: ReportData):
         width = 0.6 / max(1, len(sources))
         for i, g in enumerate(groups):
             for j, s in enumerate(sources):
-                row = sel[(sel["group"] == g) & sel["_src"].map(lambda v: v == s)]
+                row = sel[(sel["group"] == g) & (sel["_src"] == s)]
                 if row.empty:
                     continue
                 r = row.iloc[0]
@@ -41,9 +43,11 @@ def flatness_plot(data: ReportData):
                 err = None
                 if not is_missing(r["ci_low"]) and not is_missing(r["ci_high"]):
                     err = [[max(0.0, r["estimate"] - r["ci_low"])], [max(0.0, r["ci_high"] - r["estimate"])]]
-                ax.errorbar([x], [r["estimate"]], yerr=err, fmt="o" if s is None else "s", ms=6,
-                            color=color_for(g, groups), capsize=3, elinewidth=1.4,
-                            label=s if (i == 0 and s is not None) else None)
+                ax.errorbar([x], [r["estimate"]], yerr=err, fmt=MARKERS[j % len(MARKERS)], ms=6,
+                            color=color_for(g, groups), capsize=3, elinewidth=1.4)
+        for j, s in enumerate(sources):
+            if s:
+                ax.plot([], [], MARKERS[j % len(MARKERS)], color="0.35", label=s)
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups, fontsize=7, rotation=20)
         ax.set_xlim(-0.6, len(groups) - 0.4)
