@@ -105,6 +105,11 @@ def alignment_test(values, eigenvalues, *, resamples: int = 999, rng: np.random.
 
 def _alignment_from_cov(S, lam, K, B, *, rng=None, resampler=None) -> AlignmentTest:
     k = lam.shape[0]
+    # canonical order (descending eigenvalue) so that listing the directions in another
+    # order gives the same Monte Carlo reference, not just the same distribution
+    order = np.argsort(-lam, kind="stable")
+    lam = lam[order]
+    S = S[np.ix_(order, order)]
     s2 = np.diag(S)
     trS = float(s2.sum())
     lsum = float(lam.sum())
