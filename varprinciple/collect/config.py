@@ -253,6 +253,7 @@ def _fmt(v: Any) -> str:
 
 def _check_scalar(where: str, spec: ConfigKey, v: Any) -> Any:
     kind = spec.kind.removesuffix("_list")
+    given = v
     if kind == "int":
         if isinstance(v, bool) or not isinstance(v, int):
             raise ConfigError(f"{where}: must be an integer; got {_fmt(v)}")
@@ -275,10 +276,10 @@ def _check_scalar(where: str, spec: ConfigKey, v: Any) -> Any:
     if kind in ("int", "float"):
         if spec.lo is not None and (v <= spec.lo if spec.lo_open else v < spec.lo):
             raise ConfigError(f"{where}: must be {'>' if spec.lo_open else '>='} {_fmt_num(spec.lo)}; "
-                              f"got {_fmt(v)}")
+                              f"got {_fmt(given)}")
         if spec.hi is not None and (v >= spec.hi if spec.hi_open else v > spec.hi):
             raise ConfigError(f"{where}: must be {'<' if spec.hi_open else '<='} {_fmt_num(spec.hi)}; "
-                              f"got {_fmt(v)}")
+                              f"got {_fmt(given)}")
     return v
 
 

@@ -322,8 +322,9 @@ def load_data(data: Mapping[str, Any], *, base_dir: str | Path = ".") -> Dataset
     if n_test is not None:
         Xt, yt = Xt[:n_test], yt[:n_test]
     input_shape = tuple(X.shape[1:])
-    X = X.reshape(len(X), -1).astype(np.float64)
-    Xt = Xt.reshape(len(Xt), -1).astype(np.float64)
+    d_in = int(np.prod(input_shape))
+    X = X.reshape(len(X), d_in).astype(np.float64)
+    Xt = Xt.reshape(len(Xt), d_in).astype(np.float64)
     if data.get("standardize", True):
         mu, sd = X.mean(0), X.std(0)
         sd = np.where(sd > 1e-12, sd, 1.0)
@@ -333,7 +334,8 @@ def load_data(data: Mapping[str, Any], *, base_dir: str | Path = ".") -> Dataset
         classes = np.unique(np.concatenate([y, yt]))
         n_out = int(classes.max()) + 1
     else:
-        y, yt = y.reshape(len(y), -1), yt.reshape(len(yt), -1)
+        y = y.reshape(len(y), -1)
+        yt = yt.reshape(len(yt), y.shape[1])
         n_out = int(y.shape[1])
     if task == "classification" and len(np.unique(y)) < 2:
         raise InputError(f"{where}: the training split holds a single class")

@@ -75,6 +75,16 @@ def build_model(model: Mapping[str, Any], *, input_shape: Sequence[int], n_outpu
     >>> m(torch.zeros(2, 8, 8)).shape
     torch.Size([2, 3])
     """
+    # nn.Linear/nn.Conv2d draw a default initialisation from the global generator; build
+    # inside fork_rng so the caller's global state is untouched, then re-initialise below.
+    with torch.random.fork_rng(devices=[]):
+        net = _build(model, input_shape, n_outputs, drop_prob)
+    net.to(dtype)
+    _init_(net, generator)
+    return net
+
+
+def _build(model, input_shape, n_outputs, drop_prob) -> nn.Sequential:
     arch = Arch(model["arch"])
     bias = bool(model.get("bias", True))
     act = model.get("activation", "relu")
@@ -114,10 +124,7 @@ def build_model(model: Mapping[str, Any], *, input_shape: Sequence[int], n_outpu
                 layers.append((f"drop{i}", nn.Dropout(drop_prob)))
             prev, h, w = c, h // 2, w // 2
         layers += [("flatten", nn.Flatten()), ("out", nn.Linear(prev * h * w, n_outputs, bias=bias))]
-    net = nn.Sequential(OrderedDict(layers))
-    net.to(dtype)
-    _init_(net, generator)
-    return net
+    return nn.Sequential(OrderedDict(layers))
 
 
 class _AddChannel(nn.Module):

@@ -177,6 +177,7 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
                 if bar is None:
                     logger.debug("step %d: train loss %.4g, test loss %.4g", step, tr[0], te[0])
             if step in probe_set and on_probe is not None:
+                model.eval()
                 on_probe(step, model)
             if step == steps:
                 break
