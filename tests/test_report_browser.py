@@ -26,8 +26,12 @@ BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 WIDTH, HEIGHT = 1200, 9000
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def _chromium(names: tuple[str, ...] = BROWSER_NAMES) -> str:
+    """Path of a headless-capable Chromium; fail under CI=true when there is none, else skip."""
+    for name in names:
         path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
         if path:
             return path
@@ -90,3 +94,12 @@ def test_screenshot_shows_rendered_figures(rendered):
     # the page is mostly white with non-white content where the figures are
     nonwhite = (img.min(axis=2) < 0.9).mean(axis=1)
     assert nonwhite[coloured_rows].mean() > 0.02
+
+
+def test_missing_browser_fails_under_ci_and_skips_otherwise(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        _chromium(("no-such-browser-xyz",))
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        _chromium(("no-such-browser-xyz",))

@@ -178,3 +178,23 @@ def test_report_on_directory_without_runs_fails(tmp_path, capsys):
     rc = main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "empty" in err and len(err.strip().splitlines()) == 1
+
+
+def test_blocks_and_steps_panels(tmp_path):
+    from varprinciple.report import load_results
+    from varprinciple.report.figures.forest import forest_plot
+    from varprinciple.report.figures.loglog import loglog_pooled, loglog_runs
+
+    simulate(tmp_path / "logs", methods={"sgd": 1.0, "dropout": 1.0}, runs_per_method=2, sources=("sgd", "dropout"),
+             n_directions=8, n_samples=40, steps=(0, 50), blocks=("l1", "l2"), rng=np.random.default_rng(2))
+    json_path, _ = analyze(tmp_path / "logs", resamples=0).write(tmp_path / "results.json")
+    data = load_results(json_path)
+    titles = {ax.get_title() for ax in forest_plot(data).axes if ax.get_visible()}
+    # group level: each run's last probe step only, one panel per source x block
+    assert titles == {f"source {s} · step 50 · {b}" for s in ("sgd", "dropout") for b in ("l1", "l2")}
+    assert {ax.get_title() for ax in loglog_pooled(data).axes if ax.get_visible()} == titles
+    runs = {ax.get_title() for ax in loglog_runs(data).axes if ax.get_visible()}
+    assert len(runs) == 4 * 2 * 2 and "sgd-s0 · step 0 · l1" in runs
+    header, rows = _cells_md(build_report(json_path, tmp_path / "out", formats="md", figures=False)
+                             .path("table", "groups", "md").read_text(), "Exponent b per group")
+    assert header[3] == "Block" and {r[3] for r in rows} == {"l1", "l2"}

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._input import ReportData
 from .format import ReportTable, latex_escape, to_html, to_latex, to_markdown
 
 __all__ = ["PageContext", "FigureOutput", "html_page", "markdown_page", "latex_document"]

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 
 from ..format import format_estimate_ci, format_percent, is_missing
 
-__all__ = ["COLORS", "color_for", "new_figure", "fit_band", "ci_label", "panel_grid", "MAX_PANELS"]
+__all__ = ["COLORS", "color_for", "new_figure", "fit_band", "ci_label", "panel_grid", "lean_log_ticks",
+           "MAX_PANELS"]
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
           "#bcbd22", "#7f7f7f")
@@ -28,14 +29,75 @@ def panel_grid(n: int, *, max_cols: int = 4) -> tuple[int, int]:
 
 
 def new_figure(n_panels: int, *, panel_w: float = 3.6, panel_h: float = 3.0, max_cols: int = 4,
-               sharex: bool = False, sharey: bool = False):
-    """A figure with a grid of ``n_panels`` axes (extra axes hidden); returns (fig, axes list)."""
+               sharex: bool = False, sharey: bool = False, fixed: bool = False):
+    """A figure with a grid of ``n_panels`` axes (extra axes hidden); returns (fig, axes list).
+
+    ``fixed=True`` uses fixed margins (in inches) instead of matplotlib's constrained layout,
+    which is several times slower for many log-scaled panels.
+    """
     rows, cols = panel_grid(n_panels, max_cols=max_cols)
-    fig = Figure(figsize=(panel_w * cols + 0.6, panel_h * rows + 0.8), layout="constrained")
+    w, h = panel_w * cols + 0.6, panel_h * rows + 0.8
+    fig = Figure(figsize=(w, h), layout=None if fixed else "constrained")
+    if fixed:
+        fig.subplots_adjust(left=0.75 / w, right=1 - 0.2 / w, bottom=0.55 / h, top=1 - 0.6 / h,
+                            wspace=0.8 / panel_w * cols / max(cols, 1), hspace=0.9 / panel_h)
     axs = fig.subplots(rows, cols, squeeze=False, sharex=sharex, sharey=sharey).ravel().tolist()
     for ax in axs[n_panels:]:
         ax.set_visible(False)
     return fig, axs[:n_panels]
+
+
+def norm_block(v: Any) -> Any:
+    return None if is_missing(v) else str(v)
+
+
+def run_group(rel: Mapping[str, Any]) -> str:
+    """The group label of a relation row (its ``group`` label, else its method)."""
+    from ..tables import group_label
+
+    return group_label(rel.get("group"), rel) if rel.get("group") is not None else str(rel.get("method"))
+
+
+def group_level_relations(data) -> list[dict]:
+    """Hessian relations at the group level: those whose (group, source, step, block) has a group row.
+
+    Without group rows, every Hessian relation.
+    """
+    from ..tables import group_label
+
+    rels = [r for r in data.rows("relations") if str(r.get("basis", "hessian")) == "hessian"]
+    keys = {(group_label(g.get("group"), g), g.get("source"), g.get("step"), norm_block(g.get("block")))
+            for g in data.rows("groups")}
+    if not keys:
+        return rels
+    return [r for r in rels if (run_group(r), r.get("source"), r.get("step"), norm_block(r.get("block"))) in keys]
+
+
+def panel_keys(rels: list[dict]) -> list[tuple]:
+    """Distinct (source, step, block) of relation rows, in order of appearance."""
+    keys: list[tuple] = []
+    for r in rels:
+        k = (r.get("source"), r.get("step"), norm_block(r.get("block")))
+        if k not in keys:
+            keys.append(k)
+    return keys
+
+
+def panel_title(src: Any, step: Any, block: Any) -> str:
+    return f"source {src} · step {step}" + (f" · {block}" if block is not None else "")
+
+
+def lean_log_ticks(ax) -> None:
+    """Unlabelled minor ticks on log axes, none beyond 1.5 decades (they dominate drawing time)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        lo, hi = sorted(lim)
+        if axis.get_scale() != "log":
+            continue
+        axis.set_minor_formatter(NullFormatter())
+        if lo > 0 and math.log10(hi / lo) > 1.5:
+            axis.set_minor_locator(NullLocator())
 
 
 def _norm_ppf(q: float) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from .._input import ReportData
 from ..format import format_percent, is_missing

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from .._input import ReportData
 from ..format import format_estimate_ci, format_percent, is_missing
 from ..tables import group_label
-from ._plot import MAX_PANELS, color_for, new_figure
+from ._plot import (MAX_PANELS, color_for, group_level_relations, new_figure, norm_block, panel_keys,
+                    panel_title, run_group)
 from .registry import FigureSpec, register_figure
 
 __all__ = ["forest_plot"]
@@ -22,32 +22,25 @@ def _err(est, lo, hi):
 def forest_plot(data: ReportData):
     """One panel per source x step; rows are runs grouped by group, then the group's mean (diamond)."""
     conf = data.confidence
-    rels = [r for r in data.rows("relations") if str(r.get("basis", "hessian")) == "hessian"]
-    whole = [r for r in rels if is_missing(r.get("block"))]
-    rels = whole or rels
-    groups_rows = [g for g in data.rows("groups") if is_missing(g.get("block"))] or data.rows("groups")
-
-    def glab(r):
-        return group_label(r.get("group"), r) if r.get("group") is not None else str(r.get("method"))
-
-    keys: list[tuple] = []
-    for r in rels:
-        if (r.get("source"), r.get("step")) not in keys:
-            keys.append((r.get("source"), r.get("step")))
+    rels = group_level_relations(data)
+    groups_rows = data.rows("groups")
+    glab = run_group
+    keys = panel_keys(rels)
     shown = keys[:MAX_PANELS]
     glabels: list[str] = []
     for r in rels:
         if glab(r) not in glabels:
             glabels.append(glab(r))
-    n_rows_max = max(len([r for r in rels if (r.get("source"), r.get("step")) == k]) + 2 * len(glabels)
-                     for k in shown)
+    n_rows_max = max(len([r for r in rels if (r.get("source"), r.get("step"), norm_block(r.get("block"))) == k])
+                     + 2 * len(glabels) for k in shown)
     fig, axs = new_figure(len(shown), panel_w=4.8, panel_h=max(2.5, 0.22 * n_rows_max + 1.0), max_cols=3)
-    for ax, (src, step) in zip(axs, shown):
+    for ax, (src, step, block) in zip(axs, shown):
         y = 0.0
         ticks, labels = [], []
         for g in glabels:
             color = color_for(g, glabels)
-            runs = [r for r in rels if glab(r) == g and r.get("source") == src and r.get("step") == step]
+            runs = [r for r in rels if glab(r) == g and (r.get("source"), r.get("step"),
+                                                           norm_block(r.get("block"))) == (src, step, block)]
             if not runs:
                 continue
             for r in sorted(runs, key=lambda r: str(r.get("run_id"))):
@@ -58,7 +51,8 @@ def forest_plot(data: ReportData):
                 labels.append(str(r.get("run_id")))
                 y -= 1
             grow = next((gr for gr in groups_rows if group_label(gr.get("group"), gr) == g
-                         and gr.get("source") == src and gr.get("step") == step), None)
+                         and (gr.get("source"), gr.get("step"), norm_block(gr.get("block"))) == (src, step, block)),
+                        None)
             if grow is not None and not is_missing(grow.get("slope")):
                 ax.errorbar([float(grow["slope"])], [y], xerr=_err(grow["slope"], grow.get("ci_low"),
                                                                    grow.get("ci_high")),
@@ -79,7 +73,7 @@ def forest_plot(data: ReportData):
         ax.set_ylim(y + 0.3, 0.8)
         ax.set_xlabel(f"exponent b ({format_percent(conf) if conf else ''} CI)", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"source {src} · step {step}", fontsize=9)
+        ax.set_title(panel_title(src, step, block), fontsize=9)
         ax.grid(axis="x", color="0.9", lw=0.6)
     fig.suptitle("Per-run exponent b with CI; diamonds: group mean over runs (dashed: b = 0, dotted: b = 1)",
                  fontsize=9)

@@ -18,7 +18,8 @@ import pandas as pd
 from .._input import ReportData
 from ..format import format_estimate_ci, format_percent, is_missing
 from ..tables import group_label
-from ._plot import MAX_PANELS, color_for, fit_band, new_figure
+from ._plot import (MAX_PANELS, color_for, fit_band, group_level_relations, lean_log_ticks, new_figure,
+                    norm_block, panel_keys, panel_title, run_group)
 from .registry import FigureSpec, register_figure
 
 __all__ = ["loglog_runs", "loglog_pooled"]
@@ -103,7 +104,7 @@ def loglog_runs(data: ReportData):
         if k not in keys:
             keys.append(k)
     shown = keys[:MAX_PANELS]
-    fig, axs = new_figure(len(shown))
+    fig, axs = new_figure(len(shown), fixed=True)
     for ax, (run, step, block) in zip(axs, shown):
         sel = d[(d["run_id"].astype(str) == run) & (d["step"] == step)
                 & d["_block"].map(lambda b: b == block)]
@@ -133,6 +134,7 @@ def loglog_runs(data: ReportData):
             ax.text(0.02, 0.02, f"{n_hidden} excluded (λ ≤ 0 or ≪ fit range) not shown", transform=ax.transAxes, fontsize=6,
                     color="0.35")
         ax.legend(fontsize=6, loc="upper left", frameon=False)
+        lean_log_ticks(ax)
     extra = f"; first {MAX_PANELS} of {len(keys)} panels" if len(keys) > len(shown) else ""
     fig.suptitle(f"Noise variance vs curvature per run (filled: in the fit; hollow: excluded; dashed: "
                  f"random-direction mean; band: {format_percent(conf) if conf else ''} CI{extra})", fontsize=9)
@@ -143,30 +145,22 @@ def loglog_pooled(data: ReportData):
     """One panel per source x step: all runs coloured by group, per-run fits, group b in the legend."""
     conf = data.confidence
     d = _key_frame(data.directions)
-    d = d[d["_block"].isna()] if d["_block"].isna().any() else d
-    rels = [r for r in _hessian_relations(data) if _norm(r.get("block")) is None] or _hessian_relations(data)
+    rels = group_level_relations(data)
     groups_rows = data.rows("groups")
-    run_group = {str(r.get("run_id")): group_label(r.get("group"), r) if r.get("group") is not None
-                 else str(r.get("method")) for r in rels}
-    glabels: list[str] = []
-    for g in run_group.values():
-        if g not in glabels:
-            glabels.append(g)
-    keys: list[tuple] = []
-    for r in rels:
-        k = (r.get("source"), r.get("step"))
-        if k not in keys:
-            keys.append(k)
+    run_groups = {str(r.get("run_id")): run_group(r) for r in rels}
+    glabels = list(dict.fromkeys(run_groups.values()))
+    keys = panel_keys(rels)
     shown = keys[:MAX_PANELS]
-    fig, axs = new_figure(len(shown), panel_w=4.6, panel_h=3.6, max_cols=3)
-    for ax, (src, step) in zip(axs, shown):
-        sel = d[(d["source"] == src) & (d["step"] == step)]
+    fig, axs = new_figure(len(shown), panel_w=4.6, panel_h=3.6, max_cols=3, fixed=True)
+    for ax, (src, step, block) in zip(axs, shown):
+        sel = d[(d["source"] == src) & (d["step"] == step) & d["_block"].map(lambda b: b == block)]
         n_hidden = 0
         for g in glabels:
             color = color_for(g, glabels)
-            runs = [run for run, gg in run_group.items() if gg == g]
-            grow = next((r for r in groups_rows if group_label(r.get("group"), r) == g and r.get("source") == src
-                         and r.get("step") == step and _norm(r.get("block")) is None), None)
+            runs = [run for run, gg in run_groups.items() if gg == g]
+            grow = next((r for r in groups_rows if group_label(r.get("group"), r) == g
+                         and (r.get("source"), r.get("step"), norm_block(r.get("block"))) == (src, step, block)),
+                        None)
             label = g
             if grow is not None:
                 label = (f"{g}: b̄ = {format_estimate_ci(grow.get('slope'), grow.get('ci_low'), grow.get('ci_high'))}"
@@ -178,8 +172,8 @@ def loglog_pooled(data: ReportData):
                     continue
                 n_hidden += _draw_points(ax, pts, color, size=10, label=label if first else None)
                 first = False
-                rel = next((r for r in rels if str(r.get("run_id")) == run and r.get("source") == src
-                            and r.get("step") == step), None)
+                rel = next((r for r in rels if str(r.get("run_id")) == run and (
+                    r.get("source"), r.get("step"), norm_block(r.get("block"))) == (src, step, block)), None)
                 if rel is not None:
                     _draw_fit(ax, rel, pts.loc[pts["included"], "eigenvalue"].to_numpy(float), color, conf,
                               band=False, lw=0.9, alpha=0.6)
@@ -187,7 +181,7 @@ def loglog_pooled(data: ReportData):
             _random_line(ax, rnd, color)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"source {src} · step {step}", fontsize=9)
+        ax.set_title(panel_title(src, step, block), fontsize=9)
         ax.set_xlabel("eigenvalue λ", fontsize=8)
         ax.set_ylabel("noise variance s²", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -195,6 +189,7 @@ def loglog_pooled(data: ReportData):
             ax.text(0.02, 0.02, f"{n_hidden} excluded (λ ≤ 0 or ≪ fit range) not shown", transform=ax.transAxes, fontsize=6,
                     color="0.35")
         ax.legend(fontsize=6, loc="upper left", frameon=False)
+        lean_log_ticks(ax)
     fig.suptitle("Noise variance vs curvature pooled by group (lines: per-run fits; dashed: random-direction "
                  f"mean; legend: group mean b with {format_percent(conf) if conf else ''} CI)", fontsize=9)
     return fig
