@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -243,3 +244,37 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, match):
     assert len(err.strip().splitlines()) == 1
     import re
     assert re.search(match, err)
+
+
+# ------------------------------------------------------------------ the shipped example
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example"
+
+
+def test_shipped_example_is_reproducible(tmp_path):
+    """data/README.md's command re-creates data/example exactly (up to float32 storage)."""
+    rc = main(["-q", "simulate", str(tmp_path / "ex"), "--method", "gd=1.0,sgd=1.0,dropout=0.8",
+               "--source-offset", "dropout=-0.2", "--runs", "4", "--directions", "14", "--random", "3",
+               "--samples", "80", "--noise", "sgd=student-t", "--noise", "dropout=masked", "--float32",
+               "--seed", "2026"])
+    assert rc == 0
+    shipped = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
+    assert shipped == sorted(p.name for p in (tmp_path / "ex").iterdir() if p.is_dir())
+    assert len(shipped) == 12
+    for rid in shipped:
+        a = pq.read_table(EXAMPLE / rid / "noise.parquet")
+        b = pq.read_table(tmp_path / "ex" / rid / "noise.parquet")
+        np.testing.assert_array_equal(a.column("value").to_numpy(), b.column("value").to_numpy())
+        assert a.drop(["value"]).equals(b.drop(["value"]))
+        assert json.loads((EXAMPLE / rid / "run.json").read_text()) == json.loads(
+            (tmp_path / "ex" / rid / "run.json").read_text())
+    size = sum(p.stat().st_size for p in EXAMPLE.rglob("*") if p.is_file())
+    assert size < 500_000
+
+
+def test_shipped_example_gives_a_real_summary(capsys):
+    rc = main(["-q", "test", str(EXAMPLE), "--resamples", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "dropout-s3" in out and "Groups" in out and "Comparisons" in out
