@@ -198,3 +198,23 @@ def test_blocks_and_steps_panels(tmp_path):
     header, rows = _cells_md(build_report(json_path, tmp_path / "out", formats="md", figures=False)
                              .path("table", "groups", "md").read_text(), "Exponent b per group")
     assert header[3] == "Block" and {r[3] for r in rows} == {"l1", "l2"}
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example"
+
+
+@pytest.mark.skipif(not (EXAMPLE / "sgd-s0" / "run.json").exists(), reason="shipped example log set not present")
+def test_report_on_shipped_example_matches_test_json(tmp_path, capsys):
+    assert main(["test", str(EXAMPLE), "--json", str(tmp_path / "t.json")]) == 0
+    assert main(["report", str(EXAMPLE), "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    t = json.loads((tmp_path / "t.json").read_text())
+    out = tmp_path / "r"
+    for rel in ("report.md", "report.tex", "report.html", "tables/groups.md", "tables/groups.tex",
+                "tables/groups.csv", "figures/forest.png", "figures/forest.svg", "figures/loglog_runs.svg"):
+        assert (out / rel).stat().st_size > 0, rel
+    for key in ("groups", "comparisons", "relations"):
+        name, title = {"groups": ("groups", "Exponent b per group"), "comparisons": ("comparisons", "Comparisons"),
+                       "relations": ("relations", "Per-run relation")}[key]
+        header, rows = _cells_md((out / "tables" / f"{name}.md").read_text(), title)
+        assert check_table(header, rows, t[key]) >= 3 * len(t[key])
