@@ -139,6 +139,7 @@ class PerSampleProjections:
     centred_sq_sum: float | None
     method: str
     chunk: int
+    gradients: torch.Tensor | None = None
 
 
 def _chunk_for(budget_mb: float, per_item_bytes: float) -> int:
@@ -147,7 +148,7 @@ def _chunk_for(budget_mb: float, per_item_bytes: float) -> int:
 
 def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tensor,
                            memory_budget_mb: float = 2048, method: str = "auto",
-                           chunk: int | None = None) -> PerSampleProjections:
+                           chunk: int | None = None, keep: bool = False) -> PerSampleProjections:
     """Directional derivatives ``P = G V`` of the per-sample losses, chunked by memory.
 
     ``method``: ``"vmap"`` (``vmap(grad)`` per chunk of samples, ``G_c V`` and the exact
@@ -155,7 +156,8 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
     per-sample loss vector along each direction: never forms a per-sample gradient; no
     trace), ``"loop"`` (one backward pass per sample; the oracle), or ``"auto"`` (vmap unless
     fewer than 8 per-sample gradients fit the budget, then jvp). ``gradient`` is the
-    full-batch gradient :math:`g`.
+    full-batch gradient :math:`g`. With ``keep=True`` the vmap path also returns the ``n x D``
+    per-sample gradients when they take at most a quarter of the budget (else None).
     """
     D, n = pm.n_params, pm.n
     V = directions.to(pm.dtype)
@@ -167,13 +169,16 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
     if method == "vmap":
         c = chunk or min(n, fit)
         f = vmap(grad(pm.one_sample_loss), in_dims=(None, 0, 0))
-        Ps, ss = [], 0.0
+        Ps, ss, Gs = [], 0.0, []
+        keep = keep and n * D * _BYTES <= memory_budget_mb * 2**20 / 4
         for s in range(0, n, c):
             G = pm.flatten(f(pm.params, pm.X[s:s + c], pm.y[s:s + c]), batched=True)
             Ps.append(G @ V)
             ss += float(((G - gradient) ** 2).sum())
+            if keep:
+                Gs.append(G)
             del G
-        return PerSampleProjections(torch.cat(Ps), ss, "vmap", c)
+        return PerSampleProjections(torch.cat(Ps), ss, "vmap", c, torch.cat(Gs) if keep else None)
     if method == "loop":
         Ps, ss = [], 0.0
         leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
@@ -235,7 +240,7 @@ def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tens
     if not 1 <= B < n:
         raise ConfigError(f"`batch_size` must be in [1, n) with n={n} training samples; got {batch_size}.")
     ps = per_sample_projections(pm, directions, gradient=gradient, memory_budget_mb=memory_budget_mb,
-                                method=method)
+                                method=method, keep=n_full > 0)
     P = ps.P.detach().double()
     Pbar = P.mean(0)
     idx = sgd_subsets(n, B, n_samples, generator=generator)
@@ -244,7 +249,10 @@ def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tens
     ev = None
     if exact_variance:
         ev = (fac * ((P - Pbar) ** 2).mean(0)).cpu().numpy()
-    full = _sgd_full(pm, idx[:n_full], gradient)
+    if ps.gradients is not None:  # per-sample gradients kept: a draw is a gather-mean
+        full = ps.gradients[idx[:n_full]].mean(1) - gradient
+    else:  # one backward pass per draw on its batch
+        full = _sgd_full(pm, idx[:n_full], gradient)
     if ps.centred_sq_sum is not None:
         trace, exact = fac * ps.centred_sq_sum / n, True
     else:  # JVP path: no per-sample gradients; centred sample trace of the full draws
