@@ -249,3 +249,27 @@ def test_dropout_vs_sgd_comparison_is_calibrated(tmp_path):
     assert 0.91 <= cover.mean() <= 0.99, summary
     assert reject[null].mean() <= 0.085, summary
     assert reject[~null].mean() >= 0.8, summary
+
+
+def test_cli_on_foreign_logs_equals_the_api_and_counts_exclusions(tmp_path, capsys):
+    """`varprinciple test --json` on foreign logs: same per-run numbers as the API, exclusions
+    counted by reason (0 and negative eigenvalues: nonpositive; 1e-9 lambda_max: below the floor)."""
+    from varprinciple.cli import main
+
+    sc = SCENARIOS[3][0]
+    rng = np.random.default_rng(99)
+    for i in range(12):
+        write_foreign_run(tmp_path / "logs" / f"r{i:02d}", f"r{i:02d}", "sgd" if i < 6 else "dropout", 0.5, sc, rng)
+    out = tmp_path / "res.json"
+    assert main(["-q", "test", str(tmp_path / "logs"), "--json", str(out)]) == 0
+    assert "Groups" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    api = _analyze(tmp_path / "logs").relations.set_index("run_id")
+    assert len(doc["relations"]) == 12
+    for r in doc["relations"]:
+        a = api.loc[r["run_id"]]
+        np.testing.assert_allclose([r["slope"], r["ci_low"], r["ci_high"], r["p_value"]],
+                                   [a["slope"], a["ci_low"], a["ci_high"], a["p_value"]], rtol=1e-12)
+        assert r["excluded"] == {"nonpositive": sc.nonpositive, "below_floor": 1, "residual": 0}
+        assert r["n_directions"] == sc.k - sc.nonpositive - 1
+    assert (tmp_path / "res.directions.parquet").exists()
