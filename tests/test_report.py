@@ -241,7 +241,7 @@ def check_groups_rows(header, rows, results):
 def report_full(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("full")
     path = write_fixture(tmp)
-    res = build_report(path, tmp / "out", command="varprinciple report in/results.json --out out")
+    res = build_report(path, tmp / "out", command="varprinciple report in/results.json --out out", figures=False)
     return path, json.loads(path.read_text()), res
 
 
@@ -357,24 +357,9 @@ def test_skipped_runs_table(report_full):
 FIG_ALL = {"loglog_runs", "loglog_pooled", "forest", "flatness"}
 
 
-def test_every_applicable_figure_written_with_optional_tables(report_full):
-    _, _, res = report_full
-    drawn = {f.name for f in res.files if f.kind == "figure"}
-    assert drawn == FIG_ALL
-    for name in FIG_ALL:
-        for fmt in ("png", "svg"):
-            p = res.path("figure", name, fmt)
-            assert p.stat().st_size > 5000, p
-    assert res.path("figure", "forest", "png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert b"<svg" in res.path("figure", "forest", "svg").read_bytes()[:500]
-    skipped = dict(res.skipped_figures)
-    assert set(skipped) == {"variance_flatness", "loss_profiles"}
-    assert "variance_flatness" in skipped["variance_flatness"]
-
-
 def test_figures_without_optional_tables(tmp_path):
     path = write_fixture(tmp_path, random=False, flatness=False)
-    res = build_report(path, tmp_path / "out", formats="html")
+    res = build_report(path, tmp_path / "out", formats="html", dpi=40)
     drawn = {f.name for f in res.files if f.kind == "figure"}
     assert drawn == FIG_ALL - {"flatness"}
     for f in res.files:
@@ -410,8 +395,23 @@ def test_fitted_line_comes_from_json_intercept_and_slope():
     np.testing.assert_allclose(np.log(y), rel["intercept"] + rel["slope"] * np.log(x), rtol=1e-12)
 
 
-def test_html_page_is_self_contained(report_full):
-    path, results, res = report_full
+def test_figures_and_pages_with_optional_tables(tmp_path):
+    """One build with every optional part: figure files, self-contained HTML, Markdown/LaTeX pages."""
+    path = write_fixture(tmp_path)
+    results = json.loads(path.read_text())
+    res = build_report(path, tmp_path / "out", command="varprinciple report in/results.json --out out", dpi=50)
+    # every applicable figure, PNG and SVG, non-empty; planned ones skipped with the input they need
+    drawn = {f.name for f in res.files if f.kind == "figure"}
+    assert drawn == FIG_ALL
+    for name in FIG_ALL:
+        for fmt in ("png", "svg"):
+            assert res.path("figure", name, fmt).stat().st_size > 5000, (name, fmt)
+    assert res.path("figure", "forest", "png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in res.path("figure", "forest", "svg").read_bytes()[:500]
+    skipped = dict(res.skipped_figures)
+    assert set(skipped) == {"variance_flatness", "loss_profiles"}
+    assert "variance_flatness" in skipped["variance_flatness"]
+    # the HTML page is self-contained
     text = res.html.read_text()
     assert text.count('src="data:image/png;base64,') == len(FIG_ALL)
     assert not re.search(r'(src|href)="(?!data:)', text)
@@ -421,19 +421,13 @@ def test_html_page_is_self_contained(report_full):
     for pkg in ("numpy", "matplotlib", "varprinciple", "pandas"):
         assert f"<dt>{pkg}</dt>" in text
     assert "b [95% CI]" in text and results["relations"][0]["run_id"] in text
-
-
-def test_markdown_and_latex_pages(report_full):
-    _, _, res = report_full
+    # Markdown and LaTeX pages
     md = res.path("page", "report", "md").read_text()
     assert "![Forest plot of b](figures/forest.png)" in md and "## Command" in md
     tex = res.path("page", "report", "tex").read_text()
-    assert "\\usepackage{booktabs}" in tex and "\\includegraphics" in tex and tex.rstrip().endswith("\\end{document}")
-    assert tex.count("\\begin{table}") == 5
-
-
-def test_result_to_frame(report_full):
-    _, _, res = report_full
+    assert "\\usepackage{booktabs}" in tex and "\\includegraphics" in tex
+    assert tex.rstrip().endswith("\\end{document}") and tex.count("\\begin{table}") == 5
+    # the result lists every file it wrote
     df = res.to_frame()
     assert set(df["kind"]) == {"table", "figure", "page"}
     assert len(df) == len(res.files) and all(Path(p).exists() for p in df["path"])

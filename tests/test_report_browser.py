@@ -63,8 +63,9 @@ def rendered(tmp_path_factory):
     return res, dom, snap, shot
 
 
-def test_html_opens_in_headless_chromium(rendered):
-    res, dom, _, _ = rendered
+def test_html_renders_in_headless_chromium(rendered):
+    """One test (one render under pytest-xdist): the DOM has the content, the screenshot the figures."""
+    res, dom, snap, shot = rendered
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     assert "<h1>Variance principle report</h1>" in html
@@ -74,11 +75,8 @@ def test_html_opens_in_headless_chromium(rendered):
     for bad in ("Traceback", "ERR_FILE_NOT_FOUND", "This page isn", "Error"):
         assert bad not in html
 
-
-def test_screenshot_shows_rendered_figures(rendered):
     from matplotlib.image import imread
 
-    _, dom, snap, shot = rendered
     assert snap.returncode == 0 and shot.exists(), snap.stderr[-2000:]
     img = imread(shot)[..., :3]  # float RGB in [0, 1]
     assert img.shape[:2] == (HEIGHT, WIDTH)

@@ -136,7 +136,7 @@ def test_tables_equal_real_json(full, tmp_path):
 
 def test_every_figure_written_for_real_output(full, tmp_path):
     _, json_path, _ = full
-    res = build_report(json_path, tmp_path / "out", formats="html")
+    res = build_report(json_path, tmp_path / "out", formats="html", dpi=40)
     drawn = {f.name for f in res.files if f.kind == "figure"}
     assert drawn == {"loglog_runs", "loglog_pooled", "forest", "flatness"}
     assert all(f.path.stat().st_size > 5000 for f in res.files if f.kind == "figure")
@@ -147,7 +147,7 @@ def test_figures_without_optional_tables_real(tmp_path):
     logs = _simulate(tmp_path / "logs", random=0, flatness=False, seed=5)
     res = analyze(logs, resamples=0)
     json_path, _ = res.write(tmp_path / "results.json")
-    rep = build_report(json_path, tmp_path / "out", formats="md")
+    rep = build_report(json_path, tmp_path / "out", formats="md", dpi=40)
     drawn = {f.name for f in rep.files if f.kind == "figure"}
     assert drawn == {"loglog_runs", "loglog_pooled", "forest"}
     assert all(f.path.stat().st_size > 5000 for f in rep.files if f.kind == "figure")
@@ -206,7 +206,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example"
 @pytest.mark.skipif(not (EXAMPLE / "sgd-s0" / "run.json").exists(), reason="shipped example log set not present")
 def test_report_on_shipped_example_matches_test_json(tmp_path, capsys):
     assert main(["test", str(EXAMPLE), "--json", str(tmp_path / "t.json")]) == 0
-    assert main(["report", str(EXAMPLE), "--out", str(tmp_path / "r")]) == 0
+    assert main(["report", str(EXAMPLE), "--out", str(tmp_path / "r"), "--dpi", "40"]) == 0
     capsys.readouterr()
     t = json.loads((tmp_path / "t.json").read_text())
     out = tmp_path / "r"
