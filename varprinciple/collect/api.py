@@ -228,7 +228,7 @@ def probe_model(model: nn.Module, loss: Loss | str, X, y, *, out: str | os.PathL
     >>> model = torch.nn.Linear(3, 1)
     >>> run = probe_model(model, "mse", X, y, out=tempfile.mkdtemp() + "/lin", run_id="lin",
     ...                   method="gd", settings=ProbeSettings(top_k=2, n_samples=50, n_random=1,
-    ...                   sources=("sgd",), batch_size=8, hutchinson_probes=0, tr_hc_samples=0))
+    ...                   sources=("sgd",), batch_size=8, hutchinson_probes=4, tr_hc_samples=0))
     >>> read_run(run).run_id
     'lin'
     """

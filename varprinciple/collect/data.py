@@ -275,7 +275,7 @@ def load_data(data: Mapping[str, Any], *, base_dir: str | Path = ".") -> Dataset
     >>> ds = load_data({"name": "digits", "n_train": 100, "n_test": None, "test_fraction": 0.2,
     ...                 "split_seed": 0, "standardize": True, "n_samples": None})
     >>> ds.X_train.shape, ds.n_outputs, ds.input_shape
-    ((100, 64), 10, (8, 8))
+    ((100, 8, 8), 10, (8, 8))
     """
     name = DatasetName(data["name"])
     frac = float(data.get("test_fraction", 0.2))
