@@ -218,3 +218,24 @@ def test_report_on_shipped_example_matches_test_json(tmp_path, capsys):
                        "relations": ("relations", "Per-run relation")}[key]
         header, rows = _cells_md((out / "tables" / f"{name}.md").read_text(), title)
         assert check_table(header, rows, t[key]) >= 3 * len(t[key])
+
+
+def test_report_runs_with_torch_unimportable(full, tmp_path):
+    import subprocess
+    import sys
+
+    blocker = ("import importlib.abc, sys\n"
+               "class _NoTorch(importlib.abc.MetaPathFinder):\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name == 'torch' or name.startswith('torch.'):\n"
+               "            raise ImportError('torch is blocked in this test')\n"
+               "sys.meta_path.insert(0, _NoTorch())\n")
+    _, json_path, _ = full
+    code = blocker + (
+        "import sys\nfrom varprinciple.cli import main\n"
+        f"rc = main(['report', {str(json_path)!r}, '--out', {str(tmp_path / 'o')!r}, '--format', 'md', "
+        "'--dpi', '30'])\n"
+        "assert 'torch' not in sys.modules\nsys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "o" / "tables" / "groups.md").exists() and (tmp_path / "o" / "figures" / "forest.png").exists()

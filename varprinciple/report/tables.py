@@ -295,14 +295,16 @@ def relations_table(data: ReportData) -> ReportTable | None:
     notes = [
         "b: slope of log s² on log λ over the Hessian directions that entered the fit (n dir.); "
         f"CI two-sided at {format_percent(conf) if conf is not None else 'the analysis’ level'}; "
-        "p one-sided for H1: b > 0, not adjusted for multiplicity. Spearman r over the same directions, "
-        "with its p as the analysis reports it (unadjusted). n excl.: directions left out of the log fit "
+        "p one-sided for H1: b > 0, not adjusted for multiplicity. Spearman r: rank correlation of s² with λ "
+        "over every Hessian direction (rank statistics may use non-positive eigenvalues), two-sided p, "
+        "unadjusted. n excl.: directions left out of the log fit "
         "(eigenvalue not reliably positive); K: noise samples per direction."
         + _setting_note(data, "slope_ci", "Interval for b")
         + (" Hess./random var.: mean noise variance along the Hessian directions over that along random "
            "directions, with its CI." if _has(rows, "ratio") else "")
         + (" align. k: alignment_k = k Σλs² / (Σλ · Σs²) inside the probed subspace (1 for isotropic noise), "
-           "with the one-sided p of its rotation test (H1: larger alignment), unadjusted."
+           "over the directions in the fit, with the one-sided p of its rotation test (H1: larger alignment), "
+           "unadjusted."
            if _has(rows, "alignment_k") else ""),
         "Each row describes one trained network; claims about a training procedure rest on the group table.",
     ]
