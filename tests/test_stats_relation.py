@@ -35,14 +35,18 @@ def brute_force(X, lam, confidence=0.95):
     coef = A @ y
     M = np.eye(n) - D @ A                    # residual maker
     rss = float(y @ M @ y)
-    tau2 = max(0.0, (rss - np.trace(M @ Sigma)) / (n - 2))
-    V = tau2 * np.eye(n) + Sigma
-    cov = A @ V @ A.T
+    tau2 = (rss - np.trace(M @ Sigma)) / (n - 2)
+    samp = A @ Sigma @ A.T
+    # variance floor: half the sampling variance of the slope
+    tau2_eff = max(tau2, -0.5 * samp[1, 1] / (A @ A.T)[1, 1])
+    cov = A @ (tau2_eff * np.eye(n) + Sigma) @ A.T
+    assert np.all(np.linalg.eigvalsh(cov) > 0)
     se = np.sqrt(cov[1, 1])
     tq = sps.t.ppf(0.5 + confidence / 2, n - 2)
     return dict(intercept=coef[0], slope=coef[1], se_slope=se, se_intercept=np.sqrt(cov[0, 0]),
                 cov_intercept_slope=cov[0, 1], ci_low=coef[1] - tq * se, ci_high=coef[1] + tq * se,
-                p_value=sps.t.sf(coef[1] / se, n - 2), scatter_var=tau2)
+                p_value=sps.t.sf(coef[1] / se, n - 2), scatter_var=max(tau2, 0.0),
+                sampling_se=np.sqrt(samp[1, 1]))
 
 
 @pytest.mark.parametrize("corr", [0.0, 0.5])
@@ -137,3 +141,21 @@ def test_relation_fit_argument_errors(kwargs, match):
     eig = kwargs.pop("eigenvalues")
     with pytest.raises(InputError, match=match):
         relation_fit(values, eig, **kwargs)
+
+
+def test_variance_floor_binds_when_the_power_law_is_exact():
+    """Variances exactly on the power law (RSS ~ 0): the slope variance is floored at half its
+    sampling part instead of collapsing to zero."""
+    rng = np.random.default_rng(4)
+    K, k = 50, 10
+    lam = np.geomspace(10, 0.1, k)
+    Z = rng.standard_normal((K, k))
+    Z -= Z.mean(axis=0)
+    Q, _ = np.linalg.qr(Z)  # orthonormal, zero-mean columns: every s^2 equal
+    X = Q * np.sqrt(K - 1) * lam ** 0.5
+    fit = relation_fit(X, lam)
+    assert_allclose(X.var(axis=0, ddof=1), lam)
+    assert fit.scatter_var == 0.0
+    assert_allclose(fit.se_slope, np.sqrt(0.5) * fit.sampling_se, rtol=1e-9)
+    ref = brute_force(X, lam)
+    assert_allclose(fit.se_slope, ref["se_slope"], rtol=1e-9)

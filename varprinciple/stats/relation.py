@@ -44,6 +44,8 @@ DEFAULT_FLOOR_REL = 1e-6
 #: (for a unit v there is an exact eigenvalue within ||Hv - lambda v|| of lambda, so a
 #: lambda above its residual is guaranteed to sit near a positive eigenvalue).
 DEFAULT_RESIDUAL_FACTOR = 1.0
+#: The slope variance is never estimated below this fraction of its sampling part.
+SAMPLING_FLOOR = 0.5
 
 
 class ExclusionReason(StrEnum):
@@ -197,9 +199,10 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
     covariance of ``log s^2`` is estimated as ``Sigma = Z^T Z / (K (K - 1))`` (delta
     method); ``y_j = log s_j^2 + Sigma_jj / 2`` removes the first-order bias of the log.
     For OLS weights ``c`` (slope) the variance of b is
-    ``tau^2 c^T c + c^T Sigma c`` with ``tau^2 = max(0, (RSS - tr(M Sigma)) / (n - 2))``,
-    M the residual maker. A shift common to all directions (a shared scale) cancels in
-    the slope contrast.
+    ``tau^2 c^T c + c^T Sigma c`` with the moment estimate
+    ``tau^2 = (RSS - tr(M Sigma)) / (n - 2)``, M the residual maker; the variance is
+    floored at ``SAMPLING_FLOOR * c^T Sigma c`` (``scatter_var`` reports ``max(0, tau^2)``).
+    A shift common to all directions (a shared scale) cancels in the slope contrast.
 
     Examples
     --------
@@ -209,7 +212,7 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
     >>> x = rng.normal(size=(500, 20)) * lam ** 0.5      # variance = lambda^1
     >>> fit = relation_fit(x, lam)
     >>> round(fit.slope, 3), round(fit.ci_low, 3), round(fit.ci_high, 3), fit.p_value < 1e-6
-    (0.995, 0.974, 1.016, True)
+    (0.995, 0.975, 1.015, True)
     """
     X, lam, res = _relation_fit_iv(values, eigenvalues, residuals, confidence, floor_rel, residual_factor)
     reasons = exclusion_reasons(lam, residuals=res, floor_rel=floor_rel, residual_factor=residual_factor)
@@ -255,8 +258,17 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     Zq = Z @ q.T
     tr_m_sigma = float(diag_sigma.sum() - (Zq * Zq).sum() / denom)
     df = n - 2
-    tau2 = max(0.0, (rss - tr_m_sigma) / df)
-    cov = tau2 * (A @ A.T) + v_samp
+    tau2_raw = (rss - tr_m_sigma) / df  # unbiased moment estimate; may be negative
+    AAt = A @ A.T
+    # Variance floor: the slope variance may fall below its sampling part (a negative tau2
+    # estimate keeps the interval unbiased, like the classical OLS interval) but not below
+    # SAMPLING_FLOOR times it. Clipping tau2 at 0 instead makes the interval conservative
+    # (coverage up to 0.99 with few directions); see docs/statistics.md.
+    tau2_eff = max(tau2_raw, -(1.0 - SAMPLING_FLOOR) * v_samp[1, 1] / AAt[1, 1])
+    cov = tau2_eff * AAt + v_samp
+    if not (cov[0, 0] > 0 and np.linalg.det(cov) > 0):  # keep the 2x2 covariance positive definite
+        cov = max(tau2_raw, 0.0) * AAt + v_samp
+    tau2 = max(0.0, tau2_raw)
     se_b = float(np.sqrt(cov[1, 1]))
     se_a = float(np.sqrt(cov[0, 0]))
     tq = float(sps.t.ppf(0.5 + confidence / 2, df))
