@@ -14,6 +14,24 @@ __all__ = ["flatness_plot"]
 MARKERS = ("o", "s", "^", "v", "D")
 
 
+def _comparison_lines(data: ReportData, q: str, step) -> list[str]:
+    """Text of the JSON's comparisons of ``q`` (or of its log) between groups, for a panel."""
+    from ..format import format_estimate_ci, format_p
+    from ..tables import unit_label
+
+    out = []
+    for c in data.rows("comparisons"):
+        cq = str(c.get("quantity"))
+        if cq not in (q, f"log_{q}") or (step is not None and c.get("step") not in (None, step)):
+            continue
+        what = "log diff." if cq.startswith("log_") else "diff."
+        holm = f", Holm p {format_p(c.get('p_adjusted'))}" if not is_missing(c.get("p_adjusted")) else ""
+        out.append(f"{unit_label(c.get('group_a'))} − {unit_label(c.get('group_b'))}: {what} "
+                   f"{format_estimate_ci(c.get('difference'), c.get('ci_low'), c.get('ci_high'))}, "
+                   f"p {format_p(c.get('p_value'))}{holm}")
+    return out[:4]
+
+
 def flatness_plot(data: ReportData):
     """One panel per quantity (x step, x source where given): group estimate and CI."""
     conf = data.confidence
@@ -54,6 +72,9 @@ def flatness_plot(data: ReportData):
         if q == "rho":
             ax.axhline(1.0, color="0.5", ls="--", lw=0.9)
         ax.tick_params(axis="y", labelsize=7)
+        cmp_lines = _comparison_lines(data, q, step)
+        if cmp_lines:
+            ax.set_xlabel("\n".join(cmp_lines), fontsize=6, color="0.25")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, frameon=False, title="source", title_fontsize=6)
     fig.suptitle(f"Flatness per group (mean over runs, {format_percent(conf) if conf else ''} CI)", fontsize=9)
@@ -63,5 +84,7 @@ def flatness_plot(data: ReportData):
 register_figure(FigureSpec(
     "flatness", "Flatness comparison",
     "Group summaries of the flatness probes: top Hessian eigenvalue λ_max, trace Tr(H), and where present "
-    "ψ and the alignment ratio ρ = D·Tr(HC)/(Tr(H)·Tr(C)) (dashed: 1, isotropic noise), with CIs.",
+    "ψ and the alignment ratio ρ = D·Tr(HC)/(Tr(H)·Tr(C)) (dashed: 1, isotropic noise), with CIs; the "
+    "panel text quotes the between-group comparisons of the results (differences of logs for λ_max and "
+    "Tr(H)).",
     ("flatness",), flatness_plot))

@@ -72,7 +72,7 @@ def _draw_points(ax, pts: pd.DataFrame, color: str, *, size: float = 18, label: 
 
 
 def _draw_fit(ax, rel: Mapping, lam: np.ndarray, color: str, confidence: float | None, *, band: bool = True,
-              lw: float = 1.6, alpha: float = 1.0, label: str | None = None) -> None:
+              lw: float = 1.6, alpha: float = 1.0, label: str | None = None, band_alpha: float = 0.18) -> None:
     lam = lam[np.isfinite(lam) & (lam > 0)]
     if lam.size == 0:
         return
@@ -82,7 +82,7 @@ def _draw_fit(ax, rel: Mapping, lam: np.ndarray, color: str, confidence: float |
         return
     ax.plot(np.exp(x), np.exp(fit), color=color, lw=lw, alpha=alpha, label=label, zorder=4)
     if band and lo is not None:
-        ax.fill_between(np.exp(x), np.exp(lo), np.exp(hi), color=color, alpha=0.18, lw=0, zorder=2)
+        ax.fill_between(np.exp(x), np.exp(lo), np.exp(hi), color=color, alpha=band_alpha, lw=0, zorder=2)
 
 
 def _random_line(ax, rnd: pd.DataFrame, color: str, label: str | None = None) -> None:
@@ -176,7 +176,7 @@ def loglog_pooled(data: ReportData):
                     r.get("source"), r.get("step"), norm_block(r.get("block"))) == (src, step, block)), None)
                 if rel is not None:
                     _draw_fit(ax, rel, pts.loc[pts["included"], "eigenvalue"].to_numpy(float), color, conf,
-                              band=False, lw=0.9, alpha=0.6)
+                              lw=0.9, alpha=0.6, band_alpha=0.07)
             rnd = sel[sel["run_id"].astype(str).isin(runs) & (sel["_basis"] == "random")]
             _random_line(ax, rnd, color)
         ax.set_xscale("log")
@@ -190,8 +190,9 @@ def loglog_pooled(data: ReportData):
                     color="0.35")
         ax.legend(fontsize=6, loc="upper left", frameon=False)
         lean_log_ticks(ax)
-    fig.suptitle("Noise variance vs curvature pooled by group (lines: per-run fits; dashed: random-direction "
-                 f"mean; legend: group mean b with {format_percent(conf) if conf else ''} CI)", fontsize=9)
+    fig.suptitle("Noise variance vs curvature pooled by group (lines and bands: per-run fits with their CIs; "
+                 f"dashed: random-direction mean; legend: group mean b with {format_percent(conf) if conf else ''} "
+                 "CI)", fontsize=9)
     return fig
 
 
@@ -204,6 +205,7 @@ register_figure(FigureSpec(
 
 register_figure(FigureSpec(
     "loglog_pooled", "Variance vs eigenvalue pooled by group",
-    "All runs of each group on log-log axes, one panel per noise source: points and thin lines are runs "
-    "(coloured by group); the legend gives the group mean exponent b with its CI and the number of runs.",
+    "All runs of each group on log-log axes, one panel per noise source: points, thin lines and light bands "
+    "are runs and their fitted relations with CIs (coloured by group); the legend gives the group mean "
+    "exponent b with its CI and the number of runs.",
     ("relations", "directions"), loglog_pooled))
