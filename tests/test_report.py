@@ -612,6 +612,12 @@ def test_every_panel_of_every_figure_holds_data():
             n_points = sum(len(l.get_xdata()) for l in ax.get_lines()) + sum(
                 len(c.get_offsets()) for c in ax.collections)
             assert n_points > 0, (spec.name, ax.get_title())
+        if spec.name == "flatness":  # panels quote the between-group comparisons of the JSON
+            lam = next(ax for ax in axes if ax.get_title().startswith("λ_max"))
+            c = next(c for c in results["comparisons"] if c["quantity"] == "log_lambda_max")
+            assert lam.get_xlabel() == ("sgd − dropout: log diff. "
+                                        f"{format_fixed(c['difference'])} [{format_fixed(c['ci_low'])}, "
+                                        f"{format_fixed(c['ci_high'])}], p {format_p(c['p_value'])}")
 
 
 def test_analysis_notes_and_identical_runs_shown(tmp_path):

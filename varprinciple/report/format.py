@@ -292,7 +292,23 @@ def _md_cell(text: str) -> str:
 
 
 def to_markdown(table: ReportTable, *, heading_level: int = 3) -> str:
-    """Render a table as GitHub-flavoured Markdown with its title and notes."""
+    """Render a table as GitHub-flavoured Markdown with its title and notes.
+
+    Examples
+    --------
+    >>> t = ReportTable("demo", "Demo", pd.DataFrame({"b": [0.987], "p": [0.0004]}),
+    ...                 (Column("b", lambda r: format_fixed(r["b"]), "r"), Column("p", lambda r: format_p(r["p"]), "r")),
+    ...                 ("p one-sided.",))
+    >>> print(to_markdown(t))
+    ### Demo
+    <BLANKLINE>
+    | b | p |
+    |---:|---:|
+    | 0.99 | < .001 |
+    <BLANKLINE>
+    *Note.* p one-sided.
+    <BLANKLINE>
+    """
     out = [f"{'#' * heading_level} {table.title}", ""]
     out.append("| " + " | ".join(_md_cell(h) for h in table.headers) + " |")
     out.append("|" + "|".join("---:" if c.align == "r" else ":---" for c in table.columns) + "|")
