@@ -192,6 +192,10 @@ def test_compare_declared_pairs_and_errors(logset_dir):
     slope = res.comparisons.query("quantity == 'slope'")
     assert sorted(slope["source_a"]) == ["isotropic", "sgd"]
     assert len(res.comparisons.query("quantity == 'log_lambda_max'")) == 1
+    # two slope pairs between the same groups give one flatness comparison
+    res = analyze(logset_dir, resamples=0, compare=["sgd:sgd vs dropout:sgd", "sgd:isotropic vs dropout:isotropic"])
+    assert len(res.comparisons.query("quantity == 'slope'")) == 2
+    assert len(res.comparisons.query("quantity == 'log_lambda_max'")) == 1
     with pytest.raises(InputError, match="`compare`: no unit 'gd:sgd' for quantity slope; units are"):
         analyze(logset_dir, resamples=0, compare="gd:sgd vs sgd:sgd")
 

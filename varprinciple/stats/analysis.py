@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -426,7 +427,8 @@ def _comparisons(units_by_q: dict[str, list[_Unit]], declared, *, conf, alpha, m
             # flatness quantities: the declared pairs at group level
             decl = [(a.rsplit(":", 1)[0] if not _resolve(a, units) else a,
                      b.rsplit(":", 1)[0] if not _resolve(b, units) else b) for a, b in declared]
-            decl = [(a, b) for a, b in decl if _resolve(a, units) and _resolve(b, units) and a != b]
+            decl = list(dict.fromkeys((a, b) for a, b in decl
+                                      if _resolve(a, units) and _resolve(b, units) and a != b))
         fam, ctrl = _family_pairs(units, decl, notes, q)
         m = margin if q == Quantity.SLOPE else None
         fam_rows = [r for a, b in fam
@@ -484,7 +486,8 @@ def analyze(
     seed : int, default 0
         Seed of every resampling-based statistic.
     resamples : int, default 999
-        Bootstrap replicates and Haar rotations; 0 switches both off (their fields null).
+        Bootstrap replicates and Haar rotations: 0 switches both off (their fields null),
+        otherwise at least 99.
     group_by : str or sequence of str, optional
         run.json keys defining groups (comma-separated; dotted paths allowed).
     step : int, optional
@@ -534,6 +537,7 @@ def analyze(
     labels = [group_label(k) for k in keys]
     logger.info("analysing %d runs (%d resamples)", len(runs), B)
 
+    t0 = time.perf_counter()
     rel_rows: list[dict] = []
     dir_parts: list[dict] = []
     for run, label in _progress(zip(runs, labels), len(runs), progress):
@@ -545,6 +549,7 @@ def analyze(
             dir_parts.append(cols)
     relations = pd.DataFrame(rel_rows)
     directions = _directions_frame(dir_parts)
+    logger.info("analysed %d probes of %d runs in %.1f s", len(rel_rows), len(runs), time.perf_counter() - t0)
 
     # ---- the analysed step of each run
     notes: list[str] = []
