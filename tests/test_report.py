@@ -629,3 +629,26 @@ def test_analysis_notes_and_identical_runs_shown(tmp_path):
         text = page.read_text()
         assert "declare the confirmatory pairs with --compare" in text
         assert "sgd-seed0, sgd-seed1 have identical noise tables" in text
+
+
+def test_error_results_path_is_a_directory_and_unknown_file(tmp_path):
+    from varprinciple.report._input import read_results_json
+
+    with pytest.raises(InputError, match=r"is a directory, expected a results JSON file"):
+        read_results_json(tmp_path)
+    res = build_report(write_fixture(tmp_path), tmp_path / "out", formats="csv", figures=False)
+    with pytest.raises(KeyError):
+        res.path("figure", "forest", "png")
+
+
+def test_register_figure_rejects_unknown_inputs():
+    from varprinciple.report.figures import FIGURES, FigureSpec, register_figure
+
+    with pytest.raises(ValueError, match=r"figure 'bad' requires unknown inputs \['nope'\]"):
+        register_figure(FigureSpec("bad", "Bad", "", ("relations", "nope")))
+    assert "bad" not in FIGURES
+
+
+def test_parse_number_rejects_non_numbers():
+    with pytest.raises(ValueError, match=r"not a formatted number: '< \.001'"):
+        parse_number("< .001")

@@ -123,10 +123,8 @@ def _write_text(path: Path, text: str) -> None:
 
 def _analyze_logset(logdir: Path, out_dir: Path) -> Path:
     """Run the analysis with default settings; write ``out_dir/results.json`` (+ directions)."""
-    try:
-        from ..stats import analyze
-    except ImportError as exc:  # pragma: no cover - the stats layer ships with the package
-        raise InputError(f"{logdir}: is a directory, but the statistics layer is unavailable ({exc}).") from None
+    from ..stats import analyze
+
     logger.info("analysing log set %s with default settings", logdir)
     res = analyze(logdir)
     json_path = out_dir / "results.json"
