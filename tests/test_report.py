@@ -652,3 +652,12 @@ def test_register_figure_rejects_unknown_inputs():
 def test_parse_number_rejects_non_numbers():
     with pytest.raises(ValueError, match=r"not a formatted number: '< \.001'"):
         parse_number("< .001")
+
+
+def test_figure_titles_and_captions_escape_to_ascii_latex():
+    from varprinciple.report.figures import FIGURES
+    from varprinciple.report.format import latex_escape
+
+    for spec in FIGURES.values():
+        text = latex_escape(spec.title + " " + spec.caption)
+        assert all(ord(ch) < 128 for ch in text), (spec.name, sorted({c for c in text if ord(c) > 127}))

@@ -239,3 +239,13 @@ def test_report_runs_with_torch_unimportable(full, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "o" / "tables" / "groups.md").exists() and (tmp_path / "o" / "figures" / "forest.png").exists()
+
+
+def test_latex_output_is_ascii(full, tmp_path):
+    """Every symbol the report uses is mapped to LaTeX (pdflatex needs no extra packages)."""
+    _, json_path, _ = full
+    res = build_report(json_path, tmp_path / "out", formats="tex", figures=False)
+    for f in res.files:
+        text = f.path.read_text()
+        bad = sorted({ch for ch in text if ord(ch) > 127})
+        assert not bad, (f.path.name, bad)
