@@ -178,6 +178,7 @@ def test_report_on_directory_without_runs_fails(tmp_path, capsys):
     rc = main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "empty" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_blocks_and_steps_panels(tmp_path):

@@ -126,7 +126,8 @@ def _analyze_logset(logdir: Path, out_dir: Path) -> Path:
     from ..stats import analyze
 
     logger.info("analysing log set %s with default settings", logdir)
-    res = analyze(logdir)
+    res = analyze(logdir)  # before creating out_dir: a bad log set leaves nothing behind
+    out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "results.json"
     res.write(json_path)
     return json_path
@@ -240,7 +241,6 @@ def build_report(results: Any, out_dir: str | os.PathLike, *, formats: str | Ite
         raise InputError(f"`figures` must be True or False; got {figures!r}.")
     results_path = None
     if isinstance(results, (str, os.PathLike)) and Path(results).is_dir():
-        out.mkdir(parents=True, exist_ok=True)
         results_path = _analyze_logset(Path(results), out)
         data = load_results(results_path)
         data = ReportData(data.results, data.directions, str(Path(results).resolve()), data.results_path,
