@@ -18,6 +18,7 @@ directory left by an interrupted run and redoes it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -142,19 +143,25 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
 # ------------------------------------------------------------------------- provenance
 
 
-def package_versions() -> dict[str, str | None]:
-    """Versions of Python and of the packages a run depends on (None if absent)."""
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple:
     from importlib.metadata import PackageNotFoundError, version
-    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    out: list[tuple[str, str | None]] = [("python", sys.version.split()[0])]
     for name in ("varprinciple", "torch", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn",
                  "mnist1d"):
         try:
-            out[name] = version(name)
+            out.append((name, version(name)))
         except PackageNotFoundError:
-            out[name] = None
-    return out
+            out.append((name, None))
+    return tuple(out)
 
 
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and of the packages a run depends on (None if absent)."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
 def git_revision() -> str | None:
     """The git commit of the package source (with ``-dirty`` if modified), or None."""
     here = Path(__file__).resolve().parent
@@ -302,10 +309,11 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
     probe_at = _probe_steps(p["every"], steps)
     settings = probe_settings(p, drop_names if "dropout" in p["sources"] else [])
     eig, noise, exact, flat, probe_info = [], [], [], [], []
-    state = {"v0": None}
+    state = {"v0": None, "probe_s": 0.0}
     devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
 
     def on_probe(step: int, mdl) -> None:
+        t_probe = time.perf_counter()
         if t["checkpoints"]:
             _save_state(mdl, stage / "checkpoints" / f"step_{step}.pt")
         pseed = derive_seed(spec.probe_seed, step)
@@ -321,6 +329,7 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         flat.append(res.flatness)
         probe_info.append({"step": step, "n_hvp": int(res.n_hvp),
                            "timings": {k: float(v) for k, v in dict(res.timings).items()}})
+        state["probe_s"] += time.perf_counter() - t_probe
         logger.info("%s: probed step %d (%d HVPs)", spec.run_id, step, res.n_hvp)
 
     result = train(model, loss, X, y, method=t["method"], lr=t["lr"], steps=steps,
@@ -378,7 +387,8 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": {"train": result.wall_s, "total": time.perf_counter() - t_start},
+        "wall_s": {"train": result.wall_s - state["probe_s"], "probes": state["probe_s"],
+                   "total": time.perf_counter() - t_start},
     }
     from ..io import write_run
     write_run(stage, meta, eigen=_concat(eig), noise=_concat(noise), tables=tables)
