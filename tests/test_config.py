@@ -30,7 +30,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "collection.md"
     ({"train": {"lr": []}}, r"^\[train\] lr: an empty list"),
     ({"train": {"seed": [0, 0]}}, r"^\[train\] seed: duplicate values in \[0, 0\]$"),
     ({"train": {"method": "adam"}}, r"^\[train\] method: must be one of 'gd', 'sgd', 'dropout', 'sgd\+dropout'"),
-    ({"train": {"method": "sdg"}}, r"did you mean 'sgd'\?; got 'sdg'$"),
+    ({"train": {"method": "sdg"}}, r"^\[train\] method: must be one of 'gd', 'sgd', 'dropout', 'sgd\+dropout'; "
+                                   r"got 'sdg' \(did you mean 'sgd'\?\)$"),
     ({"train": {"drop_prob": 1.0}}, r"^\[train\] drop_prob: must be < 1; got 1.0$"),
     ({"train": {"drop_prob": 0}}, r"^\[train\] drop_prob: must be > 0; got 0$"),
     ({"train": {"checkpoints": 1}}, r"^\[train\] checkpoints: must be true or false; got 1$"),

@@ -270,9 +270,9 @@ def _check_scalar(where: str, spec: ConfigKey, v: Any) -> Any:
         if not isinstance(v, str):
             raise ConfigError(f"{where}: must be a string; got {_fmt(v)}")
     if spec.choices is not None and v not in spec.choices:
-        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, spec.choices))}"
-                          f"{_suggest(v, spec.choices).replace('valid keys', 'choices') if isinstance(v, str) else ''}"
-                          f"; got {_fmt(v)}")
+        close = difflib.get_close_matches(v, list(spec.choices), n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, spec.choices))}; got {_fmt(v)}{hint}")
     if kind in ("int", "float"):
         if spec.lo is not None and (v <= spec.lo if spec.lo_open else v < spec.lo):
             raise ConfigError(f"{where}: must be {'>' if spec.lo_open else '>='} {_fmt_num(spec.lo)}; "
