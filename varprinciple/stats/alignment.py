@@ -5,9 +5,10 @@
   Haar rotations of the k x k sample covariance of the projections. The test is exact
   for H0 "the noise law is rotation-invariant within span(v_1..v_k)".
 * :func:`variance_ratio` — mean variance along Hessian directions over mean variance
-  along random directions, with a percentile interval from a bootstrap that resamples
-  whole draws (Poisson weights on rows, so correlations across directions are kept) and
-  directions (with replacement, separately within each basis).
+  along random directions, with an interval on the log scale whose variance combines a
+  bootstrap of whole draws (Poisson weights on rows, so correlations across directions
+  are kept) and a bootstrap of directions (with replacement within each basis), minus
+  the direction-specific sampling error that both contain (estimated from the draws).
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from ..errors import InputError
 from ._resampling import Resampler
 
-__all__ = ["AlignmentTest", "alignment_test", "VarianceRatio", "variance_ratio"]
+__all__ = ["AlignmentTest", "alignment_test", "VarianceRatio", "variance_ratio", "RATIO_FLOOR"]
+
+#: The variance of the log ratio is never estimated below this fraction of the larger of
+#: its two bootstrap components.
+RATIO_FLOOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ class VarianceRatio:
     estimate: float
     ci_low: float
     ci_high: float
+    se_log: float
     n_hessian: int
     n_random: int
     n_samples: int
@@ -163,7 +170,7 @@ def variance_ratio(hessian_values, random_values, *, resamples: int = 999, confi
     resamples : int, default 999
         Bootstrap replicates; 0 gives a NaN interval.
     confidence : float, default 0.95
-        Level of the two-sided percentile interval.
+        Level of the two-sided interval.
     rng : numpy.random.Generator, optional
         Source of the bootstrap (``default_rng(0)`` when omitted).
 
@@ -173,10 +180,14 @@ def variance_ratio(hessian_values, random_values, *, resamples: int = 999, confi
 
     Notes
     -----
-    Each replicate reweights the draws with Poisson(1) weights (whole draws, so the
-    correlation across directions is kept), recomputes every column variance, and
-    resamples the directions of each basis with replacement; the interval is the
-    percentile interval of the replicated ratio.
+    ``L = log(ratio)``. ``Var(L) = V_draw + V_dir - V_ind`` where V_draw is the variance of
+    L over draw replicates (Poisson(1) weights on whole draws, every column variance
+    recomputed), V_dir over direction replicates (multinomial counts within each basis,
+    variances as estimated) and V_ind the direction-specific sampling error both contain
+    (``tr(C Sigma_v) / (n^2 m^2)`` per basis). Resampling both factors at once (the
+    "pigeonhole" bootstrap) counts V_ind twice and covered ~100%. The variance is floored
+    at ``RATIO_FLOOR * max(V_draw, V_dir)``; the interval is ``exp(L +- t SE)`` with
+    ``n_hessian + n_random - 2`` df.
 
     Examples
     --------
@@ -211,24 +222,44 @@ def _variance_ratio(X: np.ndarray, nh: int, B: int, confidence: float,
                     resampler: Resampler | None) -> VarianceRatio:
     K, d = X.shape
     nr = d - nh
-    var = X.var(axis=0, ddof=1)
-    est = float(var[:nh].mean() / var[nh:].mean())
-    lo = hi = np.nan
+    Xc = X - X.mean(axis=0)
+    sq = Xc * Xc
+    var = sq.sum(axis=0) / (K - 1)
+    mh, mr = float(var[:nh].mean()), float(var[nh:].mean())
+    est = mh / mr
+    lo = hi = se = np.nan
     if B > 0 and resampler is not None:
+        # (1) whole draws: Poisson weights on rows, every column variance recomputed
         W = resampler.draw_weights(K)  # (B, K)
-        Xc = X - X.mean(axis=0)
         wsum = W.sum(axis=1, keepdims=True)
         m = (W @ Xc) / wsum
-        v = ((W @ (Xc * Xc)) / wsum - m * m) * (wsum / (wsum - 1.0))  # (B, d)
+        v = ((W @ sq) / wsum - m * m) * (wsum / (wsum - 1.0))  # (B, d)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            l_draw = np.log(v[:, :nh].mean(axis=1) / v[:, nh:].mean(axis=1))
+        # (2) directions: multinomial counts within each basis, variances as estimated
         ch = resampler.direction_counts(nh, 0)
         cr = resampler.direction_counts(nr, 1)
-        mh = (v[:, :nh] * ch).sum(axis=1) / nh
-        mr = (v[:, nh:] * cr).sum(axis=1) / nr
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rep = mh / mr
-        rep = rep[np.isfinite(rep)]
-        if rep.size:
-            alpha = 1.0 - confidence
-            lo, hi = (float(q) for q in np.quantile(rep, [alpha / 2, 1 - alpha / 2]))
-    return VarianceRatio(estimate=est, ci_low=lo, ci_high=hi, n_hessian=nh, n_random=nr, n_samples=K,
-                         resamples=B, confidence=confidence)
+        l_dir = np.log(((ch @ var[:nh]) / nh) / ((cr @ var[nh:]) / nr))
+        l_draw = l_draw[np.isfinite(l_draw)]
+        v_draw = float(l_draw.var(ddof=1)) if l_draw.size > 1 else np.nan
+        v_dir = float(l_dir.var(ddof=1))
+        # (3) the direction-specific sampling error is in both (1) and (2): subtract it once.
+        # Spread of the estimated variances across directions of a basis carries
+        # tr(C Sigma_v) / n of sampling error (C centring, Sigma_v = sampling covariance of
+        # the column variances, estimated from the draws as for the slope).
+        Wm = sq - sq.mean(axis=0)
+        den = K * (K - 1.0)
+        v_ind = 0.0
+        for cols, n_b, m_b in ((slice(0, nh), nh, mh), (slice(nh, d), nr, mr)):
+            Wb = Wm[:, cols]
+            tr = float((Wb * Wb).sum()) / den
+            one = float((Wb.sum(axis=1) ** 2).sum()) / den
+            v_ind += (tr - one / n_b) / (n_b * n_b * m_b * m_b)
+        var_l = max(v_draw + v_dir - v_ind, RATIO_FLOOR * max(v_draw, v_dir))
+        if np.isfinite(var_l) and var_l > 0:
+            se = float(np.sqrt(var_l))
+            df = max(nh + nr - 2, 1)
+            tq = float(sps.t.ppf(0.5 + confidence / 2, df))
+            lo, hi = float(est * np.exp(-tq * se)), float(est * np.exp(tq * se))
+    return VarianceRatio(estimate=est, ci_low=lo, ci_high=hi, se_log=se, n_hessian=nh, n_random=nr,
+                         n_samples=K, resamples=B, confidence=confidence)
