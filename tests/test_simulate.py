@@ -278,3 +278,28 @@ def test_shipped_example_gives_a_real_summary(capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "dropout-s3" in out and "Groups" in out and "Comparisons" in out
+
+
+def test_simulate_and_power_run_with_torch_unimportable(tmp_path):
+    """`varprinciple simulate` and `varprinciple power` need numpy only, never torch."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import importlib.abc, sys
+        class _NoTorch(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked")
+        sys.meta_path.insert(0, _NoTorch())
+        from varprinciple.cli import main
+        assert main(["-q", "simulate", sys.argv[1], "--runs", "2", "--directions", "6", "--samples", "20"]) == 0
+        assert main(["-q", "power", "--effect", "0.5", "--runs", "2", "--directions", "6", "--samples", "20",
+                     "--replicates", "10"]) == 0
+        assert "torch" not in sys.modules
+    """)
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "sim")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "wrote 4 runs" in r.stdout and "runs/group" in r.stdout
