@@ -305,3 +305,13 @@ def test_group_by_option(logset_dir):
     assert set(res.groups["group"]) == {"hyperparameters.lr=0.1"}
     assert set(res.groups["n_runs"]) == {6}
     assert math.isfinite(res.groups["slope"].iloc[0])
+
+
+def test_meta_analysis_sensitivity_matches_statsmodels(result):
+    from statsmodels.stats.meta_analysis import combine_effects
+    g = result.groups.query("group == 'sgd' and source == 'sgd'").iloc[0]
+    rel = result.relations.query("group == 'sgd' and source == 'sgd' and step == 10")
+    ref = combine_effects(rel["slope"].to_numpy(), rel["se_slope"].to_numpy() ** 2, method_re="pm")
+    assert_allclose(g["meta_slope"], ref.mean_effect_re)
+    assert_allclose(g["meta_tau2"], ref.tau2)
+    assert g["meta_ci_low"] < g["meta_slope"] < g["meta_ci_high"]

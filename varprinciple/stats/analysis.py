@@ -589,6 +589,7 @@ def analyze(
         else:
             row.update(slope=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, se=np.nan, sd=np.nan,
                        df=np.nan, n_runs=0)
+        row.update(_meta_sensitivity(vals, sub["se_slope"].to_numpy(float), confidence))
         row["n_runs_total"] = int(len(sub))
         row["mean_ratio"] = float(np.nanmean(sub["ratio"])) if sub["ratio"].notna().any() else np.nan
         row["mean_alignment_k"] = (float(np.nanmean(sub["alignment_k"])) if sub["alignment_k"].notna().any()
@@ -645,6 +646,28 @@ _COMP_COLUMNS = ["quantity", "label_a", "key_a", "source_a", "label_b", "key_b",
                  "df", "n_a", "n_b", "margin", "tost_p", "equivalent", "tost_ci_low", "tost_ci_high", "note"]
 _FLAT_COLUMNS = ["group", "group_key", "quantity", "source", "block", "step", "estimate", "ci_low", "ci_high",
                  "p_value", "null", "log_mean", "log_ci_low", "log_ci_high", "n_runs"]
+
+
+def _meta_sensitivity(slopes: np.ndarray, ses: np.ndarray, confidence: float) -> dict:
+    """Random-effects meta-analysis of the runs' slopes (sensitivity analysis only).
+
+    Paule-Mandel tau^2, inverse-variance weights with each run's own standard error, and
+    the Hartung-Knapp (WLS-scaled, t with n - 1 df) interval, via statsmodels.
+    """
+    out = {"meta_slope": np.nan, "meta_ci_low": np.nan, "meta_ci_high": np.nan, "meta_tau2": np.nan}
+    ok = np.isfinite(slopes) & np.isfinite(ses) & (ses > 0)
+    if ok.sum() < 2:
+        return out
+    import warnings
+
+    from statsmodels.stats.meta_analysis import combine_effects
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = combine_effects(slopes[ok], ses[ok] ** 2, method_re="pm", use_t=True)
+        ci = res.conf_int(alpha=1 - confidence, use_t=True)[3]
+    out.update(meta_slope=float(res.mean_effect_re), meta_ci_low=float(ci[0]), meta_ci_high=float(ci[1]),
+               meta_tau2=float(res.tau2))
+    return out
 
 
 def _groupby(df: pd.DataFrame, cols: list[str]):
