@@ -116,7 +116,9 @@ def test_api_errors(data, tmp_path):
     probe_model(model, "mse", X, y, **kw)
     with pytest.raises(InputError, match=r"already holds a run \(run.json\); pass overwrite=True"):
         probe_model(model, "mse", X, y, **kw)
+    (tmp_path / "r" / "training.parquet").write_text("stale table of the replaced run")
     assert probe_model(model, "mse", X, y, **kw, overwrite=True, step=3) == tmp_path / "r"
+    assert not (tmp_path / "r" / "training.parquet").exists()
     assert read_run(tmp_path / "r").steps == [3]
 
 

@@ -161,7 +161,10 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
     if (out / schema.RUN_JSON).exists():
         if not overwrite:
             raise InputError(f"`out` {out}: already holds a run (run.json); pass overwrite=True to replace it")
-        (out / schema.RUN_JSON).unlink()
+        (out / schema.RUN_JSON).unlink()  # first: the directory stops looking like a run
+        for name in (schema.EIGEN_FILE, schema.NOISE_FILE, *schema.OPTIONAL_TABLES):
+            if (out / name).exists():
+                (out / name).unlink()
     settings = settings if settings is not None else ProbeSettings()
     eig, noise, exact, flat, info = [], [], [], [], []
     v0 = None

@@ -437,7 +437,10 @@ def _worker_init(threads: int, level: int) -> None:
 
 
 def _worker_run(spec: RunSpec, out: str, base_dir: str, device: str, extra: dict) -> str:
-    return str(run_one(spec, out, base_dir=base_dir, device=device, progress=False, extra_meta=extra))
+    try:
+        return str(run_one(spec, out, base_dir=base_dir, device=device, progress=False, extra_meta=extra))
+    except VarPrincipleError as exc:  # subclasses with custom __init__ do not unpickle; keep the message
+        raise VarPrincipleError(str(exc)) from None
 
 
 def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: int = 1,
