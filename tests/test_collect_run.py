@@ -133,6 +133,9 @@ def test_reprobe_errors(collected, tmp_path):
         reprobe_run(run_dir, out=tmp_path / "x", steps=[7])
     with pytest.raises(InputError, match=r"cannot read run.json"):
         reprobe_run(tmp_path, out=tmp_path / "x")
+    (tmp_path / "run.json").write_text('{"run_id": "x", "method": "sgd"}')
+    with pytest.raises(InputError, match=r"run.json has no collect 'config'; use probe_checkpoints with your model"):
+        reprobe_run(tmp_path, out=tmp_path / "x")
 
 
 def test_resume_skips_finished_and_redoes_unfinished(tmp_path):
@@ -193,6 +196,20 @@ def test_preflight_errors_before_training(tmp_path):
     p.write_text(TINY.format(methods='["gd"]', seeds="[0]", steps=5, lr=0.1).replace("top_k = 3", "top_k = 400"))
     with pytest.raises(ConfigError, match=r"^\[probe\] top_k: must be <= the number of parameters \(310\); got 400$"):
         collect(load_config(p), tmp_path / "logs")
+    p.write_text(TINY.format(methods='["gd"]', seeds="[0]", steps=5, lr=0.1).replace("[probe]",
+                                                                                       "[probe]\nbatch_size = 61"))
+    with pytest.raises(ConfigError, match=r"^\[probe\] batch_size: must be < the number of training samples "
+                                          r"\(60\); got 61$"):
+        collect(load_config(p), tmp_path / "logs")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "reg.npz", X=rng.normal(size=(30, 2)), y=rng.normal(size=30))
+    p.write_text(f'[data]\nname = "npz"\npath = "reg.npz"\n[model]\nwidths = [3]\n[train]\nmethod = "gd"\n'
+                 f'loss = "cross_entropy"\nsteps = 2\n[probe]\ntop_k = 2\nn_samples = 5\nbatch_size = 4\n'
+                 f'tr_hc_samples = 0\nhutchinson_probes = 2\n')
+    with pytest.raises(ConfigError, match=r"^\[train\] loss: 'cross_entropy' needs class labels; the data are a "
+                                          r"regression task$"):
+        collect(load_config(p), tmp_path / "logs")
+    assert not (tmp_path / "logs").exists()
     with pytest.raises(ConfigError, match=r"^--workers: must be an integer >= 1; got 0$"):
         collect(tiny(tmp_path), tmp_path / "logs", workers=0)
     with pytest.raises(ConfigError, match=r"^--threads: must be an integer >= 1; got 0$"):

@@ -173,5 +173,12 @@ def test_idx_errors(tmp_path):
     write_idx(d / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28), dtype=np.uint8))
     with pytest.raises(InputError, match=r"test labels IDX file missing"):
         load_data(data_cfg(name="idx", path=str(d)))
+    write_idx(d / "t10k-labels-idx1-ubyte", np.zeros(3, dtype=np.uint8))
+    with pytest.raises(InputError, match=r"t10k-images-idx3-ubyte has 2 images but t10k-labels-idx1-ubyte has 3"):
+        load_data(data_cfg(name="idx", path=str(d)))
+    write_idx(d / "test-labels-idx1-ubyte", np.zeros(2, dtype=np.uint8))
+    with pytest.raises(InputError, match=r"several t10k/test labels IDX files: t10k-labels-idx1-ubyte, "
+                                         r"test-labels-idx1-ubyte"):
+        load_data(data_cfg(name="idx", path=str(d)))
     with pytest.raises(InputError, match=r"not a directory"):
         load_data(data_cfg(name="idx", path=str(tmp_path / "nowhere")))
