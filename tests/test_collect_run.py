@@ -254,3 +254,25 @@ def test_cli_collect(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip() == f"varprinciple: error: {bad}: [train] lr: must be > 0; got -1"
     assert os.listdir(tmp_path / "logs") == ["gd-lr0.1-seed0"]
+
+
+@pytest.mark.parametrize("data, model", [
+    ('name = "digits"\nn_train = 40\nn_test = 10', 'arch = "cnn"\nchannels = [2, 3]'),
+    ('name = "teacher_student"\nn_samples = 50\nn_features = 3', 'widths = [4]\nactivation = "tanh"'),
+    ('name = "function_1d"\nn_samples = 50', 'widths = [6]\ndropout_layers = [0]'),
+    ('name = "mnist1d"\nn_samples = 100\nn_train = 50', 'arch = "linear"'),
+], ids=["digits-cnn", "teacher-student-mse", "function-1d-mse", "mnist1d-linear"])
+def test_sources_and_architectures_end_to_end(tmp_path, data, model):
+    sources = '["sgd", "isotropic"]' if "linear" in model else '["sgd", "dropout", "isotropic"]'
+    methods = '["sgd"]' if "linear" in model else '["sgd+dropout"]'
+    p = tmp_path / "c.toml"
+    p.write_text(f"[data]\n{data}\n[model]\n{model}\n[train]\nmethod = {methods}\nsteps = 6\nbatch_size = 8\n"
+                 f"log_every = 3\nlr = 0.05\n[probe]\ntop_k = 2\nn_samples = 8\nn_random = 1\nsources = {sources}\n"
+                 f"hutchinson_probes = 2\ntr_hc_samples = 3\n")
+    res = collect(load_config(p), tmp_path / "logs")
+    run = read_run(tmp_path / "logs" / res.ran[0])
+    regression = "mnist1d" not in data and "digits" not in data
+    assert run.meta["loss"] == ("mse" if regression else "cross_entropy")
+    assert sorted({b.source for b in run.blocks}) == sorted(sources.strip("[]").replace('"', "").split(", "))
+    curves = run.optional_table("training.parquet")
+    assert curves["train_accuracy"].isna().all() == regression
