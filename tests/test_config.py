@@ -155,3 +155,11 @@ def test_docs_list_every_config_key():
             assert re.search(rf"^\| `{re.escape(k)}` \|", text, re.M), f"[{sec}] {k} not documented"
     # the generated reference is pasted verbatim in the docs
     assert ref.strip() in text
+
+
+def test_docs_toml_examples_are_valid():
+    import tomllib
+    blocks = re.findall(r"```toml\n(.*?)```", DOCS.read_text(), re.S)
+    assert blocks
+    for b in blocks:
+        assert expand_sweep(validate_config(tomllib.loads(b)))
