@@ -317,7 +317,7 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         if t["checkpoints"]:
             _save_state(mdl, stage / "checkpoints" / f"step_{step}.pt")
         pseed = derive_seed(spec.probe_seed, step)
-        gen = torch.Generator(device=device).manual_seed(pseed)
+        gen = torch.Generator().manual_seed(pseed)  # CPU stream: the probes draw on CPU, then move
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derive_seed(pseed, "global"))
             res = probe(mdl, loss, X, y, settings=settings, step=step, generator=gen, v0=state["v0"],
