@@ -50,6 +50,15 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     ------
     InputError
         If the file cannot be read as a weights-only state_dict or does not fit the model.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> path = tempfile.mkdtemp() + "/w.pt"
+    >>> torch.save(torch.nn.Linear(2, 1).state_dict(), path)
+    >>> model = load_checkpoint(torch.nn.Linear(2, 1), path)
+    >>> torch.equal(model.weight, torch.load(path, weights_only=True)["weight"])
+    True
     """
     path = Path(path)
     try:

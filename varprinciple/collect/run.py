@@ -258,7 +258,16 @@ def _build(spec: RunSpec, base_dir: str, device: str):
 
 
 def probe_settings(p: Mapping[str, Any], dropout_modules: list[str]):
-    """The :class:`~varprinciple.collect.probe.ProbeSettings` of a resolved ``[probe]`` section."""
+    """The :class:`~varprinciple.collect.probe.ProbeSettings` of a resolved ``[probe]`` section.
+
+    Examples
+    --------
+    >>> from varprinciple.collect.config import validate_config
+    >>> spec = expand_sweep(validate_config({"probe": {"top_k": 5}}))[0]
+    >>> s = probe_settings(spec.config["probe"], ["drop0", "drop1"])
+    >>> s.top_k, s.batch_size, s.drop_prob, s.dropout_layers
+    (5, 32, 0.1, ('drop0', 'drop1'))
+    """
     from .probe import ProbeSettings
     return ProbeSettings(
         top_k=p["top_k"], n_samples=p["n_samples"], sources=tuple(p["sources"]),
@@ -475,6 +484,23 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
         with a different configuration.
     VarPrincipleError
         If a run fails (the others still finish; the first failure is named).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from varprinciple.collect.config import validate_config
+    >>> from varprinciple.io import read_logset
+    >>> cfg = validate_config({"data": {"n_train": 50}, "model": {"widths": [3]},
+    ...                        "train": {"method": ["gd", "sgd"], "steps": 5, "batch_size": 10},
+    ...                        "probe": {"top_k": 2, "n_samples": 6, "hutchinson_probes": 2,
+    ...                                  "tr_hc_samples": 0}})
+    >>> out = tempfile.mkdtemp()
+    >>> collect(cfg, out).ran
+    ('gd-lr0.1-seed0', 'sgd-lr0.1-bs10-seed0')
+    >>> collect(cfg, out).skipped  # re-running skips finished runs
+    ('gd-lr0.1-seed0', 'sgd-lr0.1-bs10-seed0')
+    >>> sorted(run.method for run in read_logset(out).runs)
+    ['gd', 'sgd']
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers: must be an integer >= 1; got {workers!r}")
