@@ -9,14 +9,15 @@ Stages, each in its own Python subprocess so that peak memory (ru_maxrss) is its
   ``value`` grouped by (step, source, basis, direction) with pyarrow's group_by/aggregate;
 * ``test0``:    ``analyze(logdir, resamples=0)`` (what ``varprinciple test --resamples 0`` runs);
 * ``test``:     ``analyze(logdir)`` with its defaults;
-* ``cli0``:     the CLI ``varprinciple test LOGDIR --resamples 0 --json OUT`` (optional, ``--cli``).
+* ``cli0``:     the CLI ``varprinciple test LOGDIR --resamples 0 --json OUT`` (optional, ``--cli``);
+* ``read``:     ``io.read_logset`` alone, the reading + validation part of test0 (``--breakdown``).
 
 Targets (issue 2): test0 <= 3x baseline, test <= 20x baseline, peak memory <= 3 GB;
 the resampling cost is reported per 1,000 resamples: (test - test0) / (resamples / 1000).
 
 Usage::
 
-    python benchmarks/bench_test.py [--cache DIR] [--repeat 3] [--cli]
+    python benchmarks/bench_test.py [--cache DIR] [--repeat 3] [--cli] [--breakdown]
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ def stage(name: str, logdir: Path) -> dict:
         wall = time.perf_counter() - t
         settings = res.to_json_dict()["settings"]
         extra = {"relations": int(len(res.relations)), "resamples": settings.get("resamples")}
+    elif name == "read":
+        from varprinciple.io import read_logset
+
+        t = time.perf_counter()
+        ls = read_logset(logdir)
+        wall = time.perf_counter() - t
+        extra = {"runs": len(ls.runs)}
     elif name == "cli0":
         from varprinciple.cli import main
 
@@ -109,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the synthetic log set is cached")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions per stage; the minimum is reported")
     ap.add_argument("--cli", action="store_true", help="also time the CLI with --resamples 0")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time io.read_logset alone (reading + validating the log set)")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--logdir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(stage(args.stage, args.logdir)))
         return 0
     logdir = build(args.cache)
-    stages = ["baseline", "test0", "test"] + (["cli0"] if args.cli else [])
+    stages = ["baseline", "test0", "test"] + (["cli0"] if args.cli else []) + (["read"] if args.breakdown else [])
     best: dict[str, dict] = {}
     for _ in range(args.repeat):
         for name in stages:  # interleaved, so drifts in machine load hit all stages alike
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"log set: {logdir} ({best['baseline']['rows']:,} noise rows, {N_RUNS} runs)")
     print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; best of {args.repeat}")
     print(f"{'stage':<10} {'wall (s)':>9} {'x baseline':>11} {'target':>7} {'peak RSS (MB)':>14}")
-    targets = {"baseline": None, "test0": 3.0, "test": 20.0, "cli0": 3.0}
+    targets = {"baseline": None, "test0": 3.0, "test": 20.0, "cli0": 3.0, "read": None}
     for name in stages:
         r = best[name]
         ratio = r["wall_s"] / base
