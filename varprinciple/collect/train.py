@@ -140,6 +140,7 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     >>> g = torch.Generator().manual_seed(0)
     >>> X = torch.randn(40, 3, generator=g); y = X @ torch.ones(3, 1)
     >>> model = torch.nn.Linear(3, 1)
+    >>> _ = torch.nn.init.zeros_(model.weight), torch.nn.init.zeros_(model.bias)
     >>> res = train(model, "mse", X, y, method="sgd", lr=0.1, steps=100, batch_size=8,
     ...             generator=g, log_every=50)
     >>> list(res.curves["step"]), res.final_train_loss < 1e-3
