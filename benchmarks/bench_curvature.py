@@ -85,12 +85,20 @@ class Counter:
 # ------------------------------------------------------------------------------ methods
 
 
-def ours(model, X, y, v0, tol):
+def ours(model, X, y, v0, tol, *, residuals: bool):
+    """varprinciple's path. ``top_eigenpairs`` always spends k more HVPs on the residuals
+    ||Hv - lambda v|| (a verification the competitors do not do); with ``residuals=False`` the
+    reported time stops when the eigenpairs are known (operator set-up + eigsh)."""
     def run():
+        t0 = time.perf_counter()
         pm = ProbedModel(model, Loss.CROSS_ENTROPY, X, y, dtype=torch.float64)
         op = HessianOperator(pm)
         res = top_eigenpairs(op, k=K, tol=tol, v0=v0)
-        return res.eigenvalues, res.extra["n_hvp_solver"], res.n_hvp
+        t_total = time.perf_counter() - t0
+        t_solver = t_total - (res.seconds - res.extra["seconds_solver"])
+        if residuals:
+            return res.eigenvalues, res.n_hvp, t_total
+        return res.eigenvalues, res.extra["n_hvp_solver"], t_solver
     return run
 
 
@@ -140,7 +148,8 @@ def eigenthings_lanczos(model, X, y, max_iter):
 
 
 def pyhessian_power(model, X, y, tol, max_iter):
-    import pyhessian.hessian as ph
+    import pyhessian.hessian  # noqa: F401  (the package re-exports the class `hessian` over the module)
+    ph = sys.modules["pyhessian.hessian"]
 
     def run():
         torch.manual_seed(0)
@@ -190,7 +199,9 @@ def bench_model(name, model, X, y, args, *, dense):
           f"lambda_1..3 = {np.round(ref[:3], 5).tolist()}")
     v0 = np.random.default_rng(0).standard_normal(D)
     tol = args.tol
-    methods = [("varprinciple: double-backward HVP (graph reused) + eigsh", ours(model, X, y, v0, tol)),
+    methods = [("varprinciple: double-backward HVP (graph reused) + eigsh", ours(model, X, y, v0, tol,
+                                                                                 residuals=False)),
+               ("  the same + k residual HVPs ||Hv - lambda v||", ours(model, X, y, v0, tol, residuals=True)),
                ("torch.func jvp(jacrev) HVP + eigsh", func_jvp_jacrev(model, X, y, v0, tol))]
     for label, mod, make in [
         ("curvlinops HessianLinearOperator + eigsh", "curvlinops",
@@ -210,20 +221,36 @@ def bench_model(name, model, X, y, args, *, dense):
                             pyhessian_power(model, X, y, ptol, args.pyhessian_maxiter)))
     except Exception as exc:  # noqa: BLE001
         print(f"  [skip] PyHessian: does not import ({type(exc).__name__}: {exc})")
+    # round-robin repeats (the machine is shared: interleaving spreads load changes over all
+    # methods) and the minimum time per method; PyHessian once (it is the slow one)
+    own_time = {methods[0][0], methods[1][0]}  # ours reports the time up to the eigenpairs itself
+    best, outs = {}, {}
+    for r in range(args.repeats):
+        for label, run in methods:
+            if r and label.startswith("PyHessian"):
+                continue
+            t, out = timed(run, 1)
+            if label in own_time:
+                t = out[2]
+            if t < best.get(label, np.inf):
+                best[label], outs[label] = t, out
     rows = {}
-    for label, run in methods:
-        reps = 1 if label.startswith("PyHessian") else args.repeats
-        t, (lam, nhvp, nhvp_all) = timed(run, reps)
+    for label, _ in methods:
+        lam, nhvp, _ = outs[label]
         err = rel_err(lam, ref)
-        rows[label] = (t, nhvp, err)
-        print(f"  {label:58s} {t:8.2f} s  {nhvp:6d} HVPs  max rel err {err:.1e}")
+        rows[label] = (best[label], nhvp, err)
+        print(f"  {label:58s} {best[label]:8.2f} s  {nhvp:6d} HVPs  max rel err {err:.1e}")
     ours_t = rows[methods[0][0]][0]
     print("  targets (same run):")
     for label, (t, _, err) in rows.items():
-        if label == methods[0][0]:
+        if label in own_time:
             continue
         print(f"    varprinciple / {label:52s} = {ours_t / t:6.3f}x time"
               f"{'' if err <= 1e-4 else '  (competitor error > 1e-4)'}")
+    t_res = rows[methods[1][0]][0]
+    for lbl, (t, _, err) in rows.items():
+        if lbl.startswith("curvlinops"):
+            print(f"    (with residuals: varprinciple / {lbl} = {t_res / t:.3f}x)")
     ph = [(lbl, v) for lbl, v in rows.items() if lbl.startswith("PyHessian") and v[2] <= 1e-4]
     if ph:
         lbl, v = ph[0]
@@ -238,10 +265,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="digits MLP only")
     p.add_argument("--repeats", type=int, default=3)
+    # default 1 thread: on a shared 2-core machine torch's intra-op threads contend (HVPs measured
+    # up to 15x slower with 2 threads under load); pass --threads 2 on an idle machine
     p.add_argument("--tol", type=float, default=1e-10, help="eigsh tolerance for the eigsh-based methods")
     p.add_argument("--pyhessian-tols", type=float, nargs="*", default=None)
     p.add_argument("--pyhessian-maxiter", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -160,7 +160,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--draws", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: see bench_curvature)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -290,10 +290,11 @@ def top_eigenpairs(op: HessianOperator, *, k: int, tol: float = 1e-10,
         lam, V = np.asarray(lam)[order], np.asarray(V)[:, order]
     V = _sign_fix(V)
     n_solver = op.n_hvp - hvp0
+    t_solver = time.perf_counter() - t0
     res = _residuals(op, lam, V)
     return EigenResult(eigenvalues=np.asarray(lam, dtype=np.float64), eigenvectors=V, residuals=res,
                        n_hvp=op.n_hvp - hvp0, method=method, seconds=time.perf_counter() - t0,
-                       extra={"n_hvp_solver": n_solver})
+                       extra={"n_hvp_solver": n_solver, "seconds_solver": t_solver})
 
 
 def _dense_from_operator(op: HessianOperator, *, chunk: int = 256) -> np.ndarray:
