@@ -109,7 +109,7 @@ def test_variance_ratio_without_resamples_has_no_interval():
 
 RATIO_SCENARIOS = [  # (directions per basis, draws, sd of log direction scatter, common-factor weight)
     (6, 200, 0.0, 0.8), (20, 200, 0.0, 0.8), (6, 200, 0.5, 0.8), (20, 100, 0.5, 0.8),
-    (10, 100, 0.3, 0.0), (30, 500, 0.2, 0.3),
+    (10, 100, 0.3, 0.0), (30, 300, 0.2, 0.3),
 ]
 
 

@@ -53,12 +53,12 @@ def format_summary(res) -> str:
         rows = []
         for r in rel.itertuples(index=False):
             row = {"run": r.run_id, "source": r.source, "step": r.step}
-            if rel["block"].notna().any():
+            if "block" in rel and rel["block"].notna().any():
                 row["block"] = r.block if r.block is not None else "all"
             row.update({"b": _f(r.slope), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),
                         "spearman": _f(r.spearman_r), "n_dir": r.n_directions, "excl": r.n_excluded,
                         "K": r.n_samples, "align_k": _f(r.alignment_k), "align_p": _p(r.alignment_p)})
-            if rel["ratio"].notna().any():
+            if "ratio" in rel and rel["ratio"].notna().any():
                 row["H/rand"] = _f(r.ratio)
             rows.append(row)
         out.append(_table(rows))
@@ -74,7 +74,7 @@ def format_summary(res) -> str:
     rows = []
     for r in res.groups.itertuples(index=False):
         row = {"group": r.group, "source": r.source, "step": r.step if r.step is not None else "last"}
-        if res.groups["block"].notna().any():
+        if "block" in res.groups and res.groups["block"].notna().any():
             row["block"] = r.block if r.block is not None else "all"
         row.update({"b": _f(r.slope), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),
                     "n_runs": r.n_runs})
