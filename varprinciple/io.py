@@ -234,12 +234,17 @@ class NoiseBlock:
 
 @dataclass
 class RunLog:
-    """One validated run: its ``run.json`` content and its tables."""
+    """One validated run: its ``run.json`` content and its tables.
+
+    The noise draws live in ``blocks`` (matrices). A run read from disk does not keep the
+    long tables in memory (``eigen_table``/``noise_table`` are None); ``eigen`` and
+    ``noise`` read them again from ``path`` when asked.
+    """
 
     path: Path
     meta: dict
-    eigen_table: pa.Table
-    noise_table: pa.Table
+    eigen_table: pa.Table | None
+    noise_table: pa.Table | None
     blocks: list[NoiseBlock] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     fingerprint: str = ""
@@ -254,10 +259,14 @@ class RunLog:
 
     @property
     def eigen(self) -> pd.DataFrame:
+        if self.eigen_table is None:
+            return read_table(self.path / schema.EIGEN_FILE, run_id=self.run_id)
         return self.eigen_table.to_pandas()
 
     @property
     def noise(self) -> pd.DataFrame:
+        if self.noise_table is None:
+            return read_table(self.path / schema.NOISE_FILE, run_id=self.run_id)
         return self.noise_table.to_pandas()
 
     @property
@@ -398,7 +407,11 @@ def _load_run(run_dir: Path) -> RunLog:
         run = RunLog(run_dir, meta, pa.table({}), pa.table({}))
         run.problems = _meta_problems(run_dir, meta) + p1 + p2
         return run
-    return _build_run(run_dir, meta, eig, noi)
+    run = _build_run(run_dir, meta, eig, noi)
+    # the blocks hold the draws; drop the long tables (they are re-read on demand), which
+    # keeps a large log set's memory at about one copy of its values
+    run.eigen_table = run.noise_table = None
+    return run
 
 
 def _build_run(run_dir: Path, meta: dict, eig: pa.Table, noi: pa.Table) -> RunLog:
