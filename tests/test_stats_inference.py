@@ -13,12 +13,26 @@ from varprinciple.errors import InputError
 from varprinciple.stats import compare_groups, group_test, holm, tost
 
 
+def brute_force_holm(p):
+    """Holm by definition: adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))."""
+    p = np.asarray(p, float)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    out = np.empty(m)
+    running = 0.0
+    for rank, idx in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[idx]))
+        out[idx] = running
+    return out
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_holm_matches_statsmodels(seed):
+def test_holm_matches_statsmodels_and_definition(seed):
     rng = np.random.default_rng(seed)
     p = rng.uniform(0, 0.2, size=rng.integers(1, 12))
     p[0] = p[-1]  # a tie
     assert_allclose(holm(p), multipletests(p, method="holm")[1])
+    assert_allclose(holm(p), brute_force_holm(p))
 
 
 def test_holm_ignores_nan():

@@ -247,6 +247,8 @@ def compare_groups(a, b, *, paired: bool = False, confidence: float = 0.95, alph
 def holm(p_values) -> np.ndarray:
     """Holm's step-down adjusted p-values (NaN entries stay NaN and do not count).
 
+    A thin wrapper of ``statsmodels.stats.multitest.multipletests(method="holm")``.
+
     Examples
     --------
     >>> holm([0.01, 0.04, 0.03]).round(3).tolist()
@@ -259,8 +261,6 @@ def holm(p_values) -> np.ndarray:
         return out
     if np.any((p[ok] < 0) | (p[ok] > 1)):
         raise InputError("`p_values` must lie in [0, 1].")
-    m = ok.size
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adj, 1.0)
+    from statsmodels.stats.multitest import multipletests
+    out[ok] = multipletests(p[ok], method="holm")[1]
     return out
