@@ -55,6 +55,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _BYTES = 8
+_CACHE_BYTES = 12 * 2**20
 
 
 def project(noise: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
@@ -410,10 +411,12 @@ class DropoutSites:
         """``K`` draws of scaled masks, one ``(K, n, *shape)`` tensor per site (iid Bernoulli)."""
         out = []
         for (_, _, p, _), s in zip(self.sites, self.shapes):
-            # float32 uniforms (24-bit resolution) halve the RNG cost; P(keep) = 1 - p up to 2^-24.
-            u = torch.rand((K, self.pm.n, *s), generator=generator, dtype=torch.float32)
+            # float32 uniforms: P(keep) = 1 - p to 2^-24, about half the cost of float64 ones
+            # (an exact one-random-byte-per-unit scheme measured no faster: the elementwise
+            # passes, not the generator, dominate)
+            keep = torch.rand((K, self.pm.n, *s), generator=generator, dtype=torch.float32) >= p
             scale = torch.tensor(1.0 / (1.0 - p), dtype=self.pm.dtype)
-            out.append(torch.where(u >= p, scale, torch.zeros((), dtype=self.pm.dtype)).to(self.pm.device))
+            out.append(torch.where(keep, scale, torch.zeros((), dtype=self.pm.dtype)).to(self.pm.device))
         return tuple(out)
 
     def loss(self, params: dict, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -531,6 +534,10 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
     act = pm.activation_numel()
     per = _BYTES * (3 * D + n * (6 * act + 2 * sites.unit_numel))
     c = max(1, min(K, _chunk_for(memory_budget_mb, per)))
+    # cache-sized chunks: the per-draw work is dominated by elementwise passes over the masked
+    # (draws, n, units) tensors, fastest when one such tensor stays near 12 MB (measured on CPU:
+    # 16 draws of the digits MLP 1.9 ms/draw vs 2.8 ms/draw at 64)
+    c = max(1, min(c, max(2, int(_CACHE_BYTES // (_BYTES * n * max(sites.unit_numel, 1))))))
     V = directions.to(pm.dtype)
     gV = (gradient @ V).detach()
     n_exact = K if method != "auto" else min(K, max(n_full, trace_samples, 2))
