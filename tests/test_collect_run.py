@@ -276,3 +276,13 @@ def test_sources_and_architectures_end_to_end(tmp_path, data, model):
     assert sorted({b.source for b in run.blocks}) == sorted(sources.strip("[]").replace('"', "").split(", "))
     curves = run.optional_table("training.parquet")
     assert curves["train_accuracy"].isna().all() == regression
+
+
+def test_progress_bars_do_not_change_results(tmp_path, capsys):
+    cfg = tiny(tmp_path, methods='["gd", "sgd"]', steps=10)
+    quiet = collect(cfg, tmp_path / "a", progress=False)
+    bars = collect(cfg, tmp_path / "b", progress=True)
+    assert quiet.ran == bars.ran
+    assert "runs" in capsys.readouterr().err  # the tqdm bar over runs
+    for rid in bars.ran:
+        assert_same_tables(tmp_path / "a" / rid, tmp_path / "b" / rid)
