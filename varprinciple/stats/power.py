@@ -223,7 +223,7 @@ def power_analysis(
     >>> bool(res.table["power"].iloc[1] > res.table["power"].iloc[0])
     True
     """
-    from ..simulate import ISOTROPIC, _memory_logset, _simulate_iv  # noqa: F401  (in-memory runs)
+    from ..simulate import _memory_logset, _simulate_iv  # in-memory runs, no files
     from .analysis import analyze
 
     kind, runs_grid, dirs_grid, samples_grid = _power_iv(effect, kind, baseline, n_runs, n_directions,
