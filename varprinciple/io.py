@@ -50,6 +50,13 @@ logger = logging.getLogger(__name__)
 # ============================================================================ writing
 
 
+def _umask_mode() -> int:
+    """The mode a plainly created file gets (mkstemp would leave 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same directory + rename)."""
     path = Path(path)
@@ -60,6 +67,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -120,6 +128,7 @@ def write_table(path: str | os.PathLike, table: pa.Table | pd.DataFrame) -> None
     os.close(fd)
     try:
         pq.write_table(_to_arrow(table), tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
