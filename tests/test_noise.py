@@ -229,8 +229,9 @@ def test_dropout_noise_covariance_matches_enumeration():
     mu = w @ Xi
     C = (Xi - mu).T @ (w[:, None] * (Xi - mu))
     K = 8000
-    nd = dropout_noise(sites, V, gradient=gS, n_samples=K, generator=torch.Generator().manual_seed(5), n_full=10)
-    assert nd.extra["fast_path"]
+    nd = dropout_noise(sites, V, gradient=gS, n_samples=K, generator=torch.Generator().manual_seed(5), n_full=10,
+                       method="fast")  # the cut-site shortcut after 32 exact draws
+    assert nd.extra["fast_path"] and not sites.fast_path_pays(3)  # auto would use exact draws here
     x = nd.values
     Cs = np.cov(x, rowvar=False)
     # Monte Carlo SE of each covariance entry from the exact law: Var((a - mu_a)(b - mu_b)) / K
@@ -331,12 +332,14 @@ def test_dropout_noise_methods_agree_and_trace():
     np.testing.assert_allclose(project(a.full, V).numpy(), a.values[:8], atol=1e-14)
     xi = a.full
     assert a.trace > 0 and a.extra["n_exact"] == 40
-    c = dropout_noise(sites, V, generator=torch.Generator().manual_seed(1), method="auto", trace_samples=8,
+    c = dropout_noise(sites, V, generator=torch.Generator().manual_seed(1), method="fast", trace_samples=8,
                       memory_budget_mb=1e-3, **kw)  # chunks of one draw: exact first 8, fast after
     assert c.extra["n_exact"] == 8 and c.extra["fast_path"]
+    auto = dropout_noise(sites, V, generator=torch.Generator().manual_seed(1), method="auto", **kw)
+    assert auto.extra["fast_path"] == sites.fast_path_pays(3)
     assert c.trace == pytest.approx(float(((xi - xi.mean(0)) ** 2).sum() / 7), rel=1e-10)
-    with pytest.raises(ConfigError, match="`method` must be one of 'auto', 'vmap', 'loop'"):
-        dropout_noise(sites, V, generator=torch.Generator(), method="fast", **kw)
+    with pytest.raises(ConfigError, match="`method` must be one of 'auto', 'fast', 'vmap', 'loop'"):
+        dropout_noise(sites, V, generator=torch.Generator(), method="quick", **kw)
     with pytest.raises(ConfigError, match="`method` must be 'vmap' or 'loop'"):
         dropout_gradients(sites, sites.draw_masks(1, generator=torch.Generator()), method="x")
     sites.remove()
@@ -389,3 +392,23 @@ def test_random_directions_are_unit_and_seeded():
     b = random_directions(30, 4, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     np.testing.assert_allclose(a.norm(dim=0).numpy(), 1.0, rtol=1e-14)
+
+
+def test_fast_path_heuristic_counts_parameters_below_the_first_site():
+    torch.manual_seed(0)
+    last = nn.Sequential(nn.Linear(10, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Dropout(0.2),
+                         nn.Linear(40, 3))
+    both = nn.Sequential(nn.Linear(10, 40), nn.ReLU(), nn.Dropout(0.2), nn.Linear(40, 40), nn.ReLU(),
+                         nn.Dropout(0.2), nn.Linear(40, 3))
+    plain = nn.Sequential(nn.Linear(10, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 3))
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(20, 10, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (20,), generator=g)
+    s1 = DropoutSites(_pm(last, "cross_entropy", X, y))
+    assert s1.lower_numel == 440 + 1640 and s1.fast_path_pays(30)
+    s2 = DropoutSites(_pm(both, "cross_entropy", X, y))
+    assert s2.lower_numel == 440 and not s2.fast_path_pays(30)
+    s3 = DropoutSites(_pm(plain, "cross_entropy", X, y), drop_prob=0.1)  # input of the last Linear
+    assert s3.lower_numel == 440 + 1640
+    s4 = DropoutSites(_pm(plain, "cross_entropy", X, y), drop_prob=0.1, layers=("2",))  # output of a Linear
+    assert s4.lower_numel == 440 + 1640

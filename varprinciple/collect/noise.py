@@ -157,8 +157,9 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
     per-sample loss vector along each direction: never forms a per-sample gradient; no
     trace), ``"loop"`` (one backward pass per sample; the oracle), or ``"auto"`` (vmap unless
     fewer than 8 per-sample gradients fit the budget, then jvp). ``gradient`` is the
-    full-batch gradient :math:`g`. With ``keep=True`` the vmap path also returns the ``n x D``
-    per-sample gradients when they take at most a quarter of the budget (else None).
+    full-batch gradient :math:`g`. With ``keep=True`` the vmap path also returns the centred
+    ``n x D`` per-sample gradients :math:`g_i - g` when they take at most a quarter of the
+    budget (else None).
     """
     D, n = pm.n_params, pm.n
     V = directions.to(pm.dtype)
@@ -170,15 +171,24 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
     if method == "vmap":
         c = chunk or min(n, fit)
         f = vmap(grad(pm.one_sample_loss), in_dims=(None, 0, 0))
+        Vp = list(V.split(pm.numels))
+        gp = list(gradient.split(pm.numels))
         Ps, ss, Gs = [], 0.0, []
         keep = keep and n * D * _BYTES <= memory_budget_mb * 2**20 / 4
         for s in range(0, n, c):
-            G = pm.flatten(f(pm.params, pm.X[s:s + c], pm.y[s:s + c]), batched=True)
-            Ps.append(G @ V)
-            ss += float(((G - gradient) ** 2).sum())
+            Gd = f(pm.params, pm.X[s:s + c], pm.y[s:s + c])
+            m = Gd[pm.names[0]].shape[0]
+            # per parameter block (no n x D concatenation): P += G_p V_p, then centre G_p in
+            # place and accumulate sum ||g_i - g||^2 with a dot product
+            blocks = [Gd[name].contiguous().reshape(m, -1) for name in pm.names]  # own memory
+            Ps.append(sum(G @ v for G, v in zip(blocks, Vp)))
+            for G, g in zip(blocks, gp):
+                G.sub_(g)
+                flat = G.reshape(-1)
+                ss += float(torch.dot(flat, flat))
             if keep:
-                Gs.append(G)
-            del G
+                Gs.append(torch.cat(blocks, dim=1))
+            del Gd, blocks
         return PerSampleProjections(torch.cat(Ps), ss, "vmap", c, torch.cat(Gs) if keep else None)
     if method == "loop":
         Ps, ss = [], 0.0
@@ -252,8 +262,8 @@ def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tens
     ev = None
     if exact_variance:
         ev = (fac * ((P - Pbar) ** 2).mean(0)).cpu().numpy()
-    if ps.gradients is not None:  # per-sample gradients kept: a draw is a gather-mean
-        full = ps.gradients[idx[:n_full]].mean(1) - gradient
+    if ps.gradients is not None:  # centred per-sample gradients kept: a draw is a gather-mean
+        full = ps.gradients[idx[:n_full]].mean(1)
     else:  # one backward pass per draw on its batch
         full = _sgd_full(pm, idx[:n_full], gradient)
     if ps.centred_sq_sum is not None:
@@ -386,6 +396,18 @@ class DropoutSites:
             else:
                 hs.append(mod.register_forward_pre_hook(
                     lambda _m, inp, i=i: seen(i, tuple(inp[0].shape[1:]))))
+        # parameters used before the first site fires (the part the cut-site shortcut skips)
+        own = {}
+        for mname, mod in self.pm.module.named_modules():
+            own[id(mod)] = [f"{mname}.{p}" if mname else p for p, _ in mod.named_parameters(recurse=False)]
+        lower: set[str] = set()
+
+        def mark(mod, _i, _o):
+            first = self.sites[order[0]] if order else None
+            if first is None or (first[1] is mod and first[3] == "output"):
+                lower.update(own.get(id(mod), []))
+
+        hs += [m.register_forward_hook(mark) for m in self.pm.module.modules()]
         try:
             with torch.no_grad():
                 self.pm.forward(self.pm.params, self.pm.X[:1])
@@ -396,7 +418,16 @@ class DropoutSites:
             if s is None:
                 raise ConfigError(f"dropout site {self.sites[i][0]!r} is not used by the model's forward.")
         self.cut = order[0]
+        self.lower_numel = int(sum(k for name, k in zip(self.pm.names, self.pm.numels) if name in lower))
         return shapes
+
+    def fast_path_pays(self, d: int) -> bool:
+        """Whether the cut-site shortcut should beat exact per-draw gradients: per sample it costs
+        about 3 x (parameters above the cut) + d x (units at the cut) multiply-adds against
+        3 x D for a full forward+backward pass; use it when that is under half."""
+        upper = self.pm.n_params - self.lower_numel
+        cut_units = int(np.prod(self.shapes[self.cut]))
+        return 3 * upper + d * cut_units < 1.5 * self.pm.n_params
 
     @property
     def drop_probs(self) -> list[float]:
@@ -516,7 +547,9 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
 
     ``method``:
 
-    * ``"auto"`` — the first ``max(n_full, min(K, trace_samples))`` draws are exact full
+    * ``"auto"`` — ``"fast"`` when :meth:`DropoutSites.fast_path_pays` (most parameters lie
+      below the first dropout site, e.g. dropout at the last hidden layer), else ``"vmap"``.
+    * ``"fast"`` — the first ``max(n_full, min(K, trace_samples))`` draws are exact full
       gradients (``vmap`` over draws of ``grad``; kept as full vectors for Tr(HC) and the
       trace); the remaining draws use :func:`dropout_projections` (no backward pass below the
       first dropout site). The fast path is checked against the exact draws (relative error
@@ -527,8 +560,8 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
     The trace of C_drop is the centred (ddof=1) sample trace over the exact draws.
     """
     t0 = time.perf_counter()
-    if method not in ("auto", "vmap", "loop"):
-        raise ConfigError(f"`method` must be one of 'auto', 'vmap', 'loop'; got {method!r}.")
+    if method not in ("auto", "fast", "vmap", "loop"):
+        raise ConfigError(f"`method` must be one of 'auto', 'fast', 'vmap', 'loop'; got {method!r}.")
     pm = sites.pm
     D, n, K = pm.n_params, pm.n, int(n_samples)
     act = pm.activation_numel()
@@ -537,10 +570,12 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
     # cache-sized chunks: the per-draw work is dominated by elementwise passes over the masked
     # (draws, n, units) tensors, fastest when one such tensor stays near 12 MB (measured on CPU:
     # 16 draws of the digits MLP 1.9 ms/draw vs 2.8 ms/draw at 64)
-    c = max(1, min(c, max(2, int(_CACHE_BYTES // (_BYTES * n * max(sites.unit_numel, 1))))))
+    c = max(1, min(c, max(8, int(_CACHE_BYTES // (_BYTES * n * max(sites.unit_numel, 1))))))
     V = directions.to(pm.dtype)
     gV = (gradient @ V).detach()
-    n_exact = K if method != "auto" else min(K, max(n_full, trace_samples, 2))
+    if method == "auto":
+        method = "fast" if sites.fast_path_pays(V.shape[1]) else "vmap"
+    n_exact = K if method != "fast" else min(K, max(n_full, trace_samples, 2))
     vals, fulls, check_masks = [], [], []
     s1 = torch.zeros(D, dtype=torch.float64, device=pm.device)
     s2 = 0.0
@@ -557,7 +592,7 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
                 fulls.append(xi[: n_full - done].detach())
             s1 += xi.sum(0).double()
             s2 += float((xi.double() ** 2).sum())
-            if method == "auto" and done == 0:
+            if method == "fast" and done == 0:
                 check_masks = [masks, vals[-1]]
         else:
             if fast_ok is None:
