@@ -438,17 +438,27 @@ class DropoutSites:
         """Mask elements per sample over all sites."""
         return int(sum(int(np.prod(s)) for s in self.shapes))
 
+    def draw_keeps(self, K: int, *, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """``K`` draws of boolean keep masks, one ``(K, n, *shape)`` tensor per site, iid with
+        P(keep) = 1 - drop_prob (from float32 uniforms: exact to 2^-24, about half the cost of
+        float64 ones; an exact one-random-byte-per-unit scheme measured no faster)."""
+        return tuple((torch.rand((K, self.pm.n, *s), generator=generator, dtype=torch.float32) >= p)
+                     .to(self.pm.device) for (_, _, p, _), s in zip(self.sites, self.shapes))
+
+    def scales(self) -> list[torch.Tensor]:
+        """Per site the inverse keep probability 1/(1 - drop_prob) as a 0-d tensor."""
+        return [torch.tensor(1.0 / (1.0 - p), dtype=self.pm.dtype, device=self.pm.device)
+                for (_, _, p, _) in self.sites]
+
+    def to_masks(self, keeps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Scaled float masks (``keep / (1 - drop_prob)``) from boolean keeps."""
+        zero = torch.zeros((), dtype=self.pm.dtype, device=self.pm.device)
+        return tuple(torch.where(k, sc, zero) for k, sc in zip(keeps, self.scales()))
+
     def draw_masks(self, K: int, *, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """``K`` draws of scaled masks, one ``(K, n, *shape)`` tensor per site (iid Bernoulli)."""
-        out = []
-        for (_, _, p, _), s in zip(self.sites, self.shapes):
-            # float32 uniforms: P(keep) = 1 - p to 2^-24, about half the cost of float64 ones
-            # (an exact one-random-byte-per-unit scheme measured no faster: the elementwise
-            # passes, not the generator, dominate)
-            keep = torch.rand((K, self.pm.n, *s), generator=generator, dtype=torch.float32) >= p
-            scale = torch.tensor(1.0 / (1.0 - p), dtype=self.pm.dtype)
-            out.append(torch.where(keep, scale, torch.zeros((), dtype=self.pm.dtype)).to(self.pm.device))
-        return tuple(out)
+        """``K`` draws of scaled masks, one ``(K, n, *shape)`` tensor per site (iid Bernoulli),
+        as ``nn.Dropout`` in train mode applies them."""
+        return self.to_masks(self.draw_keeps(K, generator=generator))
 
     def loss(self, params: dict, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """:math:`R_{drop}(\\theta, \\eta)` on the full batch for one draw of masks ``(n, *shape)``."""
@@ -529,13 +539,29 @@ def dropout_projections(sites: DropoutSites, masks: tuple[torch.Tensor, ...], di
     :math:`v^\\top\\nabla R = \\partial_\\theta\\psi\\cdot v + \\partial_h\\psi \\cdot (J_h v)` where
     :math:`\\psi` is the loss with the first site's tensor ``h`` cut loose (exact, also with skip
     connections; ``T`` from :func:`dropout_cut_tangents`). Returns ``(K, d)`` (not centred)."""
+    keeps = tuple(m != 0 for m in masks)
+    sc = sites.scales()[sites.cut]
+    return _cut_projections(sites, keeps, directions, h0s=h0 * sc, Ts=T.reshape(T.shape[0], -1) * sc)
+
+
+def _cut_projections(sites: DropoutSites, keeps: tuple[torch.Tensor, ...], directions: torch.Tensor, *,
+                     h0s: torch.Tensor, Ts: torch.Tensor) -> torch.Tensor:
+    """:func:`dropout_projections` from boolean keeps, with ``h0s = h0 / keep_prob`` and
+    ``Ts = T / keep_prob`` (``(d, n * units)``) scaled once per probe: the cut site's float mask
+    is never formed and each per-draw tensor is touched by few elementwise passes (measured:
+    those passes, not the matrix products, dominate the per-draw time)."""
     pm = sites.pm
-    m = masks[sites.cut]
-    a = h0 * m  # the masked tensor at the cut, formed outside vmap (a plain broadcast multiply)
+    cut = sites.cut
+    scales = sites.scales()
+    zero = torch.zeros((), dtype=pm.dtype, device=pm.device)
+    kc = keeps[cut]
+    a = torch.where(kc, h0s, zero)  # the masked, scaled tensor at the cut
+    masks = tuple(kc.new_zeros(kc.shape[0]).to(pm.dtype) if i == cut else torch.where(k, scales[i], zero)
+                  for i, k in enumerate(keeps))  # the cut's entry is unused (cut_loss takes `a`)
     Gp, Ga = vmap(grad(sites.cut_loss, argnums=(0, 1)), in_dims=(None, 0, 0))(pm.params, a, masks)
-    Gh = Ga * m  # d R / d h = mask * d R / d a
-    c, d = Gh.shape[0], T.shape[0]
-    return pm.flatten(Gp, batched=True) @ directions.to(pm.dtype) + Gh.reshape(c, -1) @ T.reshape(d, -1).T
+    c = Ga.shape[0]
+    Gm = torch.where(kc, Ga, zero)  # d R / d h = scale * keep * d R / d a; the scale sits in Ts
+    return pm.flatten(Gp, batched=True) @ directions.to(pm.dtype) + Gm.reshape(c, -1) @ Ts.T
 
 
 def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: torch.Tensor,
@@ -584,8 +610,9 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
     fast_ok = None
     while done < K:
         k = min(c, (n_exact if done < n_exact else K) - done)
-        masks = sites.draw_masks(k, generator=generator)
+        keeps = sites.draw_keeps(k, generator=generator)
         if done < n_exact:
+            masks = sites.to_masks(keeps)
             xi = dropout_gradients(sites, masks, method=exact_method) - gradient
             vals.append(project(xi, V).detach())
             if done < n_full:
@@ -597,7 +624,10 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
         else:
             if fast_ok is None:
                 h0, T = dropout_cut_tangents(sites, V, memory_budget_mb=memory_budget_mb)
-                fast = dropout_projections(sites, check_masks[0], V, h0=h0, T=T) - gV
+                sc = sites.scales()[sites.cut]
+                h0s, Ts = h0 * sc, T.reshape(T.shape[0], -1) * sc
+                del T
+                fast = _cut_projections(sites, tuple(m != 0 for m in check_masks[0]), V, h0s=h0s, Ts=Ts) - gV
                 ref = check_masks[1]
                 tol = 1e-6 if pm.dtype == torch.float64 else 1e-3
                 err = float((fast - ref).abs().max() / ref.abs().max().clamp_min(1e-300))
@@ -607,9 +637,9 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
                                    "using exact gradients for all draws", err)
                 check_masks = []
             if fast_ok:
-                vals.append((dropout_projections(sites, masks, V, h0=h0, T=T) - gV).detach())
+                vals.append((_cut_projections(sites, keeps, V, h0s=h0s, Ts=Ts) - gV).detach())
             else:
-                xi = dropout_gradients(sites, masks, method="vmap") - gradient
+                xi = dropout_gradients(sites, sites.to_masks(keeps), method="vmap") - gradient
                 vals.append(project(xi, V).detach())
         done += k
     Ke = n_exact
