@@ -83,7 +83,7 @@ def format_summary(res) -> str:
     if len(res.flatness):
         out.append("")
         out.append(f"Flatness (mean over runs, {conf}% t CI):")
-        rows = [{"group": r.group, "quantity": r.quantity, "source": r.source if r.source is not None else "-",
+        rows = [{"group": r.group, "quantity": r.quantity, "source": r.source if isinstance(r.source, str) else "-",
                  "mean": _f(r.estimate), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "n_runs": r.n_runs}
                 for r in res.flatness.itertuples(index=False)]
         out.append(_table(rows))
@@ -93,8 +93,8 @@ def format_summary(res) -> str:
                + (f"; TOST margin {margin}" if margin is not None else "") + "):")
     rows = []
     for r in res.comparisons.itertuples(index=False):
-        a = r.label_a + (f":{r.source_a}" if r.source_a is not None else "")
-        b = r.label_b + (f":{r.source_b}" if r.source_b is not None else "")
+        a = r.label_a + (f":{r.source_a}" if isinstance(r.source_a, str) else "")
+        b = r.label_b + (f":{r.source_b}" if isinstance(r.source_b, str) else "")
         row = {"quantity": r.quantity, "a": a, "b": b, "test": "paired" if r.paired else "Welch",
                "diff": _f(r.difference), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),
                "p_holm": _p(r.p_adjusted) if r.confirmatory else "(control)"}
