@@ -24,6 +24,7 @@ its subset minus the full mean.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -173,25 +174,28 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
         f = vmap(grad(pm.one_sample_loss), in_dims=(None, 0, 0))
         Vp = list(V.split(pm.numels))
         gp = list(gradient.split(pm.numels))
-        Ps, ss, Gs = [], 0.0, []
+        Ps, sq, Gs = [], [], []
         keep = keep and n * D * _BYTES <= memory_budget_mb * 2**20 / 4
         for s in range(0, n, c):
             Gd = f(pm.params, pm.X[s:s + c], pm.y[s:s + c])
             m = Gd[pm.names[0]].shape[0]
             # per parameter block (no n x D concatenation): P += G_p V_p, then centre G_p in
-            # place and accumulate sum ||g_i - g||^2 with a dot product
+            # place and accumulate ||g_i - g||^2 per sample (row reductions and an exactly
+            # rounded final sum: the trace does not depend on the number of torch threads)
             blocks = [Gd[name].contiguous().reshape(m, -1) for name in pm.names]  # own memory
             Ps.append(sum(G @ v for G, v in zip(blocks, Vp)))
+            rows = torch.zeros(m, dtype=torch.float64, device=pm.device)
             for G, g in zip(blocks, gp):
                 G.sub_(g)
-                flat = G.reshape(-1)
-                ss += float(torch.dot(flat, flat))
+                rows += (G * G).sum(1)
+            sq.append(rows)
             if keep:
                 Gs.append(torch.cat(blocks, dim=1))
             del Gd, blocks
+        ss = math.fsum(torch.cat(sq).cpu().tolist())
         return PerSampleProjections(torch.cat(Ps), ss, "vmap", c, torch.cat(Gs) if keep else None)
     if method == "loop":
-        Ps, ss = [], 0.0
+        Ps, sq = [], []
         leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
         for i in range(n):
             with torch.enable_grad():
@@ -199,8 +203,8 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
                 gi = torch.autograd.grad(li, list(leaves.values()), allow_unused=True, materialize_grads=True)
             g = torch.cat([t.reshape(-1) for t in gi])
             Ps.append(g @ V)
-            ss += float(((g - gradient) ** 2).sum())
-        return PerSampleProjections(torch.stack(Ps), ss, "loop", 1)
+            sq.append(float(((g - gradient) ** 2).sum()))
+        return PerSampleProjections(torch.stack(Ps), math.fsum(sq), "loop", 1)
     if method == "jvp":
         d = V.shape[1]
         per_dir_sample = _BYTES * (3 * act + 1)
@@ -292,7 +296,7 @@ def _centred_trace(full: torch.Tensor) -> float:
     if K < 2:
         return float("nan")
     c = full - full.mean(0)
-    return float((c * c).sum() / (K - 1))
+    return math.fsum((c * c).sum(1).double().cpu().tolist()) / (K - 1)
 
 
 # ============================================================================ dropout
@@ -604,7 +608,7 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
     n_exact = K if method != "fast" else min(K, max(n_full, trace_samples, 2))
     vals, fulls, check_masks = [], [], []
     s1 = torch.zeros(D, dtype=torch.float64, device=pm.device)
-    s2 = 0.0
+    s2: list[float] = []
     done = 0
     exact_method = "loop" if method == "loop" else "vmap"
     fast_ok = None
@@ -618,7 +622,7 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
             if done < n_full:
                 fulls.append(xi[: n_full - done].detach())
             s1 += xi.sum(0).double()
-            s2 += float((xi.double() ** 2).sum())
+            s2.extend(((xi.double() ** 2).sum(1)).cpu().tolist())  # per draw; summed exactly below
             if method == "fast" and done == 0:
                 check_masks = [masks, vals[-1]]
         else:
@@ -643,7 +647,8 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
                 vals.append(project(xi, V).detach())
         done += k
     Ke = n_exact
-    trace = (s2 - float((s1 * s1).sum()) / Ke) / (Ke - 1) if Ke > 1 else float("nan")
+    s1sq = math.fsum(((s1 * s1).cpu()).tolist())
+    trace = (math.fsum(s2) - s1sq / Ke) / (Ke - 1) if Ke > 1 else float("nan")
     full = torch.cat(fulls) if fulls else gradient.new_zeros((0, D))
     return NoiseDraws("dropout", torch.cat(vals).double().cpu().numpy(), full, float(trace), False, None,
                       time.perf_counter() - t0,
