@@ -271,3 +271,29 @@ def test_losses_definitions():
         parse_loss("hinge")
     op = hessian_operator(nn.Linear(3, 1), "mse", torch.zeros(4, 3), torch.zeros(4))
     assert isinstance(op, HessianOperator)
+
+
+def test_partial_arpack_convergence_keeps_converged_pairs(monkeypatch):
+    import scipy.sparse.linalg as sla
+
+    import varprinciple.collect.curvature as curv
+    op = hessian_operator(_mlp(10), "mse", *_data())
+    H = dense_hessian(_mlp(10), "mse", *_data())
+    w, U = np.linalg.eigh(H)
+
+    def partial(A, **kw):
+        raise sla.ArpackNoConvergence("no convergence", w[-2:], U[:, -2:])
+
+    monkeypatch.setattr(curv, "eigsh", partial)
+    with pytest.warns(curv.EigenConvergenceWarning, match="eigsh converged 2 of 4 eigenpairs; keeping those"):
+        res = top_eigenpairs(op, k=4, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(res.eigenvalues, w[::-1][:2], rtol=1e-12)
+
+    def nothing(A, **kw):
+        raise sla.ArpackNoConvergence("no convergence", np.zeros(0), np.zeros((op.n_params, 0)))
+
+    monkeypatch.setattr(curv, "eigsh", nothing)
+    from varprinciple.errors import VarPrincipleError
+    with pytest.raises(VarPrincipleError, match=r"eigsh converged none of the top 4 Hessian eigenpairs; raise "
+                                                r"`eig_tol` \(now 1e-10\) or lower `top_k`"):
+        top_eigenpairs(op, k=4, generator=torch.Generator().manual_seed(0))

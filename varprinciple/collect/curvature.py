@@ -32,7 +32,7 @@ import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 
-from ..errors import ConfigError, InputError, VarPrincipleWarning
+from ..errors import ConfigError, InputError, VarPrincipleError, VarPrincipleWarning
 from ._model import ProbedModel, resolve_dtype
 from .losses import Loss, parse_loss
 
@@ -282,10 +282,11 @@ def top_eigenpairs(op: HessianOperator, *, k: int, tol: float = 1e-10,
             lam, V = eigsh(A, k=k, which="LA", tol=tol_eff, v0=v0, ncv=ncv_eff)
         except ArpackNoConvergence as exc:
             lam, V = exc.eigenvalues, exc.eigenvectors
+            if len(lam) == 0:
+                raise VarPrincipleError(f"eigsh converged none of the top {k} Hessian eigenpairs; "
+                                        f"raise `eig_tol` (now {tol_eff:g}) or lower `top_k`.") from exc
             warnings.warn(f"eigsh converged {len(lam)} of {k} eigenpairs; keeping those.",
                           EigenConvergenceWarning, stacklevel=2)
-            if len(lam) == 0:
-                raise
         order = np.argsort(lam)[::-1]
         lam, V = np.asarray(lam)[order], np.asarray(V)[:, order]
     V = _sign_fix(V)
