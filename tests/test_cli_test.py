@@ -98,6 +98,11 @@ def test_skip_invalid_reports_skipped_runs(logs, tmp_path, capsys):
     (["--compare", "sgd versus dropout"], "`compare` pairs must read"),
     (["--compare", "gd vs sgd"], "`compare`: no unit 'gd'"),
     (["--group-by", ","], "`group_by` must be run.json keys"),
+    (["--group-by", "metod"], r"`group_by`: no run's run.json has the key\(s\) 'metod'"),
+    (["--resamples", "1000001"], "`resamples` must be at most 100000"),
+    (["--compare", "sgd vs sgd"], "`compare`: 'sgd' vs 'sgd' gives no comparison"),
+    (["--json", "/nonexistent-dir/x.json"], "directory /nonexistent-dir does not exist"),
+    (["--json", "/"], r"/: is a directory; `--json` wants a file path"),
 ])
 def test_argument_errors_exit_2_with_one_line(logs, capsys, args, match):
     rc = main(["test", str(logs), "--no-progress", *args])

@@ -244,3 +244,39 @@ def test_problem_str_without_run_id():
     assert str(p) == "run at /x/y: eigen.parquet: missing file"
     err = LogValidationError([p, p, p])
     assert str(err).endswith("(and 2 more problems)")
+
+
+def test_invalid_optional_table_makes_the_run_invalid_and_is_skippable(tmp_path):
+    eig, noise = make_tables()
+    write_run(tmp_path / "a", meta("a"), eigen=eig, noise=noise)
+    write_run(tmp_path / "b", meta("b"), eigen=eig, noise=noise.assign(value=noise.value * 3))
+    pq.write_table(pa.table({"step": [0], "quantity": ["lambda_max"], "estimate": [float("nan")]}),
+                   tmp_path / "a" / "flatness.parquet")
+    pq.write_table(pa.table({"step": [0], "quantity": ["lambda_max"]}), tmp_path / "b" / "flatness.parquet")
+    with pytest.raises(LogValidationError) as info:
+        read_logset(tmp_path)
+    lines = info.value.lines()
+    assert any(re.search(r"run 'a': flatness.parquet: column 'estimate': 1 NaN/Inf value", ln) for ln in lines)
+    assert any(re.search(r"run 'b': flatness.parquet: column 'estimate': missing", ln) for ln in lines)
+    ls = read_logset(tmp_path, skip_invalid=True)
+    assert ls.runs == [] and {s.run_id for s in ls.skipped} == {"a", "b"}
+
+
+def test_every_problem_of_a_block_is_listed(tmp_path):
+    eig, noise = make_tables(k=5)
+    bad = noise.iloc[:-1]                                   # one draw misses a direction
+    write_raw(tmp_path / "r", meta(), eig[eig["rank"] != 4], bad)   # and direction 4 has no eigenvalue
+    lines = problems_of(tmp_path / "r")
+    assert any("draws do not cover all" in ln for ln in lines)
+    assert any("no eigenvalue for Hessian direction(s) [4]" in ln for ln in lines)
+
+
+def test_duplicate_run_id_lines_name_their_own_path(tmp_path):
+    eig, noise = make_tables()
+    write_run(tmp_path / "x", meta("same"), eigen=eig, noise=noise)
+    write_run(tmp_path / "y", meta("same"), eigen=eig, noise=noise.assign(value=noise.value * 2))
+    with pytest.raises(LogValidationError) as info:
+        read_logset(tmp_path)
+    lines = info.value.lines()
+    assert any(f"duplicate run_id at {tmp_path / 'x'}" in ln for ln in lines)
+    assert any(f"duplicate run_id at {tmp_path / 'y'}" in ln for ln in lines)

@@ -188,9 +188,9 @@ def test_compare_declared_pairs_and_errors(logset_dir):
     slope = res.comparisons.query("quantity == 'slope'")
     assert len(slope) == 1 and slope.iloc[0]["confirmatory"] and slope.iloc[0]["paired"]
     assert slope.iloc[0]["p_adjusted"] == slope.iloc[0]["p_value"]
-    res = analyze(logset_dir, resamples=0, compare="sgd vs dropout")  # group level: matching sources
-    slope = res.comparisons.query("quantity == 'slope'")
-    assert sorted(slope["source_a"]) == ["isotropic", "sgd"]
+    res = analyze(logset_dir, resamples=0, compare="sgd vs dropout")  # group level: matching sources,
+    slope = res.comparisons.query("quantity == 'slope'")                 # never the isotropic control
+    assert sorted(slope["source_a"]) == ["sgd"] and slope["confirmatory"].all()
     assert len(res.comparisons.query("quantity == 'log_lambda_max'")) == 1
     # two slope pairs between the same groups give one flatness comparison
     res = analyze(logset_dir, resamples=0, compare=["sgd:sgd vs dropout:sgd", "sgd:isotropic vs dropout:isotropic"])
@@ -198,15 +198,29 @@ def test_compare_declared_pairs_and_errors(logset_dir):
     assert len(res.comparisons.query("quantity == 'log_lambda_max'")) == 1
     with pytest.raises(InputError, match="`compare`: no unit 'gd:sgd' for quantity slope; units are"):
         analyze(logset_dir, resamples=0, compare="gd:sgd vs sgd:sgd")
+    with pytest.raises(InputError, match="`compare`: 'sgd' vs 'sgd' gives no comparison for quantity slope"):
+        analyze(logset_dir, resamples=0, compare="sgd vs sgd")
 
 
-def test_more_than_six_units_need_compare(tmp_path):
+def test_default_family_pairs_groups_within_a_source_and_sources_within_a_group(tmp_path):
+    root = write_logset(tmp_path, methods={f"m{i}": 0.5 for i in range(4)}, runs=2,
+                        sources=("sgd", "dropout", "isotropic"), steps=(0,), n_random=0, K=30)
+    cmp = analyze(root, resamples=0).comparisons.query("quantity == 'slope'")
+    conf = cmp[cmp["confirmatory"]]
+    # 4 groups x 2 sources: C(4,2) group pairs per source + one source pair per group
+    assert len(conf) == 2 * 6 + 4
+    assert ((conf["source_a"] == conf["source_b"]) | (conf["label_a"] == conf["label_b"])).all()
+    assert not ((conf["source_a"] == "isotropic") | (conf["source_b"] == "isotropic")).any()
+    assert conf["p_adjusted"].notna().all() and cmp[~cmp["confirmatory"]]["p_adjusted"].isna().all()
+
+
+def test_more_than_six_groups_need_compare(tmp_path):
     root = write_logset(tmp_path, methods={f"m{i}": 0.5 for i in range(7)}, runs=2, sources=("sgd",),
                         steps=(0,), n_random=0, K=30)
     res = analyze(root, resamples=0)
     assert res.comparisons.query("quantity == 'slope'").empty
     assert any("declare the confirmatory pairs with --compare" in n for n in res.notes)
-    assert "NOTE slope: 7 units" in res.summary()
+    assert "NOTE slope: 7 groups" in res.summary()
 
 
 def test_resamples_zero_switches_resampling_off(logset_dir, result):
@@ -315,3 +329,16 @@ def test_meta_analysis_sensitivity_matches_statsmodels(result):
     assert_allclose(g["meta_slope"], ref.mean_effect_re)
     assert_allclose(g["meta_tau2"], ref.tau2)
     assert g["meta_ci_low"] < g["meta_slope"] < g["meta_ci_high"]
+
+
+def test_group_step_is_null_not_float_when_runs_last_steps_differ(tmp_path):
+    from tests.test_io import make_tables
+
+    for i, steps in enumerate([(0,), (0, 10), (0,)]):
+        eig, noise = make_tables(k=6, K=40, m=0, steps=steps, seed=i)
+        write_run(tmp_path / f"r{i}", {"run_id": f"r{i}", "method": "sgd"}, eigen=eig, noise=noise)
+    res = analyze(tmp_path, resamples=0)
+    g = res.to_json_dict()["groups"][0]
+    assert g["step"] is None and g["steps"] == [0, 10] and g["n_runs"] == 3
+    assert res.groups["step"].dtype == "Int64"
+    assert "last" in res.summary()

@@ -6,6 +6,7 @@ import pytest
 
 from varprinciple.errors import InputError
 from varprinciple.stats import group_keys, group_label, parse_compare, parse_group_by
+from varprinciple.stats.grouping import unique_labels
 
 
 def test_explicit_group_wins():
@@ -53,3 +54,16 @@ def test_parse_compare():
         parse_compare("a versus b")
     with pytest.raises(InputError, match="`compare` must name at least one pair"):
         parse_compare(" ; ")
+
+
+def test_group_by_key_absent_from_every_run_is_an_error():
+    metas = [{"method": "sgd", "seed": 0}, {"method": "dropout", "seed": 1}]
+    with pytest.raises(InputError, match=r"`group_by`: no run's run.json has the key\(s\) 'metod'"):
+        group_keys(metas, group_by=["metod"])
+
+
+def test_distinct_groups_sharing_a_label_are_not_pooled():
+    keys = group_keys([{"method": "dropout", "group": "sgd"}, {"method": "sgd"}, {"method": "sgd"}])
+    labels = unique_labels(keys)
+    assert labels[1] == labels[2] and labels[0] != labels[1]
+    assert unique_labels([{"k": 1}, {"k": "1"}])[0] != unique_labels([{"k": 1}, {"k": "1"}])[1]

@@ -417,6 +417,12 @@ def _load_run(run_dir: Path) -> RunLog:
         run.problems = _meta_problems(run_dir, meta) + p1 + p2
         return run
     run = _build_run(run_dir, meta, eig, noi)
+    for name, spec in schema.OPTIONAL_TABLES.items():
+        if (run_dir / name).exists():
+            t, probs = _read_parquet(run_dir, spec, rid)
+            if t is not None:
+                probs = [Problem(str(run_dir), m, rid, name, k) for k, m in schema.normalize_table(t, spec)[1]]
+            run.problems += probs
     # the blocks hold the draws; drop the long tables (they are re-read on demand), which
     # keeps a large log set's memory at about one copy of its values
     run.eigen_table = run.noise_table = None
@@ -525,27 +531,12 @@ def _noise_blocks(noi: pa.Table, eig_lookup, path: str, rid: str | None):
             problems.append(Problem(path, f"{where}: {K} sample (need at least 2)", rid, F, "column 'sample'"))
             continue
         d0 = int(counts[0])
-        if np.all(counts == d0) and np.array_equal(colkey.reshape(K, d0),
-                                                   np.broadcast_to(colkey[:d0], (K, d0))):
-            # fast path: every draw covers the same directions
-            ucols, d = colkey[:d0], d0
-            mat = val.reshape(K, d)
-            usmp = smp[draw_start]
-        else:
-            ucols = np.unique(colkey)
-            d = len(ucols)
-            short = int(np.count_nonzero(counts != d))
-            problems.append(Problem(path, f"{where}: {max(short, 1)} of {K} draws do not cover all {d} directions",
-                                    rid, F, "column 'sample'"))
-            continue
+        covered = bool(np.all(counts == d0)) and np.array_equal(
+            colkey.reshape(K, d0), np.broadcast_to(colkey[:d0], (K, d0)))
+        ucols = colkey[:d0] if covered else np.unique(colkey)
+        d = len(ucols)
         col_bas = ucols // width
         col_dir = ucols % width
-        var = mat.var(axis=0, ddof=1)
-        zero = np.flatnonzero(~(var > 0))
-        if len(zero):
-            names = [f"{'hessian' if col_bas[j] == 0 else 'random'} {int(col_dir[j])}" for j in zero[:5]]
-            problems.append(Problem(path, f"{where}: zero variance along direction(s) {', '.join(names)}"
-                                    + (" ..." if len(zero) > 5 else ""), rid, F, "column 'value'"))
         eigval = np.full(d, np.nan)
         resid = np.full(d, np.nan)
         missing = []
@@ -560,6 +551,19 @@ def _noise_blocks(noi: pa.Table, eig_lookup, path: str, rid: str | None):
                                     f"{missing[:10]}{' ...' if len(missing) > 10 else ''} "
                                     f"(expected rows with this step and rank)", rid,
                                     schema.EIGEN_FILE, "column 'rank'"))
+        if not covered:
+            short = int(np.count_nonzero(counts != d))
+            problems.append(Problem(path, f"{where}: {max(short, 1)} of {K} draws do not cover all {d} directions",
+                                    rid, F, "column 'sample'"))
+            continue
+        mat = val.reshape(K, d)  # every draw covers the same directions, in the same order
+        usmp = smp[draw_start]
+        var = mat.var(axis=0, ddof=1)
+        zero = np.flatnonzero(~(var > 0))
+        if len(zero):
+            names = [f"{'hessian' if col_bas[j] == 0 else 'random'} {int(col_dir[j])}" for j in zero[:5]]
+            problems.append(Problem(path, f"{where}: zero variance along direction(s) {', '.join(names)}"
+                                    + (" ..." if len(zero) > 5 else ""), rid, F, "column 'value'"))
         if len(zero) or missing:
             continue
         basis_names = np.where(col_bas == 0, schema.Basis.HESSIAN.value, schema.Basis.RANDOM.value).astype(object)
@@ -631,8 +635,8 @@ def read_logset(root: str | os.PathLike, *, skip_invalid: bool = False) -> LogSe
         if len(rs) > 1:
             others = ", ".join(str(x.path) for x in rs)
             for r in rs:
-                r.problems.append(Problem(str(r.path), f"duplicate run_id (also used by {others})", rid,
-                                          schema.RUN_JSON, "key 'run_id'"))
+                r.problems.append(Problem(str(r.path), f"duplicate run_id at {r.path} (the set has it at "
+                                          f"{others})", rid, schema.RUN_JSON, "key 'run_id'"))
     bad = [r for r in runs if r.problems]
     if bad and not skip_invalid:
         raise LogValidationError([p for r in bad for p in r.problems])

@@ -40,7 +40,10 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def handler(args: argparse.Namespace) -> int:
     from ..stats import analyze
+    from ..stats.analysis import check_output_path
 
+    if args.json:
+        check_output_path(args.json)
     res = analyze(args.logdir, confidence=args.confidence, alpha=args.alpha,
                   equivalence_margin=args.equivalence_margin, seed=args.seed, resamples=args.resamples,
                   group_by=args.group_by, step=args.step, compare=args.compare,

@@ -7,7 +7,7 @@ Per run: :func:`relation_fit` (exponent b with a calibrated CI), :func:`spearman
 """
 
 from .alignment import AlignmentTest, VarianceRatio, alignment_test, variance_ratio
-from .analysis import (CONTROL_SOURCES, DEFAULT_RESAMPLES, MAX_DEFAULT_UNITS, AnalysisResult, Quantity,
+from .analysis import (CONTROL_SOURCES, DEFAULT_RESAMPLES, MAX_DEFAULT_GROUPS, AnalysisResult, Quantity,
                        analyze, directions_path, parse_compare)
 from .grouping import HYPERPARAMETER_KEYS, group_keys, group_label, parse_group_by
 from .inference import Comparison, GroupTest, Tost, compare_groups, group_test, holm, tost
@@ -15,7 +15,7 @@ from .relation import (DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR, ExclusionReas
                        exclusion_reasons, relation_fit, spearman)
 
 __all__ = [
-    "analyze", "AnalysisResult", "Quantity", "DEFAULT_RESAMPLES", "CONTROL_SOURCES", "MAX_DEFAULT_UNITS",
+    "analyze", "AnalysisResult", "Quantity", "DEFAULT_RESAMPLES", "CONTROL_SOURCES", "MAX_DEFAULT_GROUPS",
     "directions_path", "parse_compare",
     "relation_fit", "RelationFit", "exclusion_reasons", "ExclusionReason", "spearman",
     "DEFAULT_FLOOR_REL", "DEFAULT_RESIDUAL_FACTOR",

@@ -73,7 +73,7 @@ def format_summary(res) -> str:
     out.append(f"Groups (runs as replicates; mean b, {conf}% t CI, p one-sided b > 0):")
     rows = []
     for r in res.groups.itertuples(index=False):
-        row = {"group": r.group, "source": r.source, "step": r.step if r.step is not None else "last"}
+        row = {"group": r.group, "source": r.source, "step": r.step if not pd.isna(r.step) else "last"}
         if "block" in res.groups and res.groups["block"].notna().any():
             row["block"] = r.block if r.block is not None else "all"
         row.update({"b": _f(r.slope), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),

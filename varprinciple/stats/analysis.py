@@ -31,13 +31,13 @@ from .._version import __version__
 from ..errors import InputError
 from ._resampling import Resampler
 from .alignment import _alignment_from_cov, _variance_ratio
-from .grouping import group_keys, group_label, parse_group_by
+from .grouping import group_keys, parse_group_by, unique_labels
 from .inference import compare_groups, group_test, holm
 from .relation import (DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR, ExclusionReason, _fit_core, _nan_fit,
                        exclusion_reasons, spearman)
 
 __all__ = ["analyze", "AnalysisResult", "Quantity", "DEFAULT_RESAMPLES", "CONTROL_SOURCES",
-           "MAX_DEFAULT_UNITS", "parse_compare", "directions_path", "JSON_SCHEMA_VERSION"]
+           "MAX_DEFAULT_GROUPS", "parse_compare", "directions_path", "JSON_SCHEMA_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ DEFAULT_RESAMPLES = 999
 #: Noise sources that are controls: compared, reported, never in the confirmatory family.
 CONTROL_SOURCES = ("isotropic",)
 #: With at most this many non-control units, all their pairs form the default family.
-MAX_DEFAULT_UNITS = 6
+MAX_DEFAULT_GROUPS = 6
+#: resampling weights and rotations are held in memory: bound their number
+MAX_RESAMPLES = 100_000
 
 _FLATNESS_FILE = "flatness.parquet"
 
@@ -85,6 +87,14 @@ def directions_path(json_path: str | os.PathLike) -> Path:
 
 def _missing(x) -> bool:
     return x is None or x is pd.NA or (isinstance(x, float) and not np.isfinite(x))
+
+
+def _int_or_null(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """An integer column that may hold None (runs' last steps differ) as nullable Int64,
+    so it stays an integer (and null) instead of becoming float with NaN."""
+    if column in df.columns:
+        df[column] = df[column].astype("Int64")
+    return df
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -194,9 +204,13 @@ class AnalysisResult:
     def write(self, json_path: str | os.PathLike) -> tuple[Path, Path]:
         """Write the JSON and ``<stem>.directions.parquet`` beside it (both atomic)."""
         p = Path(json_path)
+        check_output_path(p)
         dp = directions_path(p)
-        vio.write_table(dp, self.directions_table())
-        vio.write_json(p, self.to_json_dict())
+        try:
+            vio.write_table(dp, self.directions_table())
+            vio.write_json(p, self.to_json_dict())
+        except OSError as exc:
+            raise InputError(f"{p}: cannot write the results ({exc.strerror or exc}).") from None
         return p, dp
 
     def summary(self) -> str:
@@ -206,6 +220,19 @@ class AnalysisResult:
 
 
 # ============================================================================ options
+
+
+def check_output_path(json_path: str | os.PathLike) -> None:
+    """Raise :class:`InputError` unless the results can be written at ``json_path``
+    (checked before a long analysis, so that it is not lost)."""
+    p = Path(json_path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory; `--json` wants a file path such as {p / 'results.json'}.")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{p}: directory {parent} does not exist.")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{p}: directory {parent} is not writable.")
 
 
 def parse_compare(compare: str | Sequence[str] | None) -> list[tuple[str, str]] | None:
@@ -253,6 +280,8 @@ def _analyze_iv(confidence, alpha, equivalence_margin, seed, resamples, step, fl
         raise InputError(f"`resamples` must be an integer >= 0; got {resamples!r}.")
     if 0 < resamples < 99:
         raise InputError(f"`resamples` must be 0 (off) or at least 99; got {resamples!r}.")
+    if resamples > MAX_RESAMPLES:
+        raise InputError(f"`resamples` must be at most {MAX_RESAMPLES}; got {resamples!r}.")
     if step is not None and not (isinstance(step, (int, np.integer)) and not isinstance(step, bool)
                                  and step >= 0):
         raise InputError(f"`step` must be an integer >= 0; got {step!r}.")
@@ -396,23 +425,31 @@ def _family_pairs(units: list[_Unit], declared, notes: list[str], quantity: str)
                 bad = sa if not ua else sb
                 raise InputError(f"`compare`: no unit {bad!r} for quantity {quantity}; units are: "
                                  f"{', '.join(avail)}.")
+            n_before = len(conf_pairs)
             for a in ua:
                 for b in ub:
                     if a is b or a.block != b.block:
                         continue
-                    if len(ua) > 1 or len(ub) > 1:  # GROUP without source: match sources
-                        if a.source != b.source:
+                    if len(ua) > 1 or len(ub) > 1:  # GROUP without source: match sources,
+                        if a.source != b.source or a.control:  # never expand into a control
                             continue
                     conf_pairs.append((a, b))
+            if len(conf_pairs) == n_before:
+                raise InputError(f"`compare`: {sa!r} vs {sb!r} gives no comparison for quantity {quantity} "
+                                 "(the same unit, different blocks, or no shared non-control source).")
         return conf_pairs, ctrl_pairs
     for blk, us in by_block.items():
         main = [u for u in us if not u.control]
         ctrl = [u for u in us if u.control]
-        if len(main) > MAX_DEFAULT_UNITS:
-            notes.append(f"{quantity}: {len(main)} units (> {MAX_DEFAULT_UNITS}) at block "
+        n_groups = len({u.label for u in main})
+        if n_groups > MAX_DEFAULT_GROUPS:
+            notes.append(f"{quantity}: {n_groups} groups (> {MAX_DEFAULT_GROUPS}) at block "
                          f"{blk if blk is not None else 'all'}; declare the confirmatory pairs with --compare.")
             continue
-        conf_pairs += list(itertools.combinations(main, 2))
+        # all pairs of groups within each noise source, and the noise sources of one group
+        # against each other (paired: the same runs); not pairs differing in both
+        conf_pairs += [(a, b) for a, b in itertools.combinations(main, 2)
+                       if a.source == b.source or a.label == b.label]
         for c in ctrl:
             ctrl_pairs += [(m, c) for m in main if m.label == c.label]
     return conf_pairs, ctrl_pairs
@@ -534,7 +571,7 @@ def analyze(
     B = int(resamples)
     resampler = Resampler(B, seed) if B > 0 else None
     keys = group_keys([r.meta for r in runs], group_by=gb)
-    labels = [group_label(k) for k in keys]
+    labels = unique_labels(keys)
     logger.info("analysing %d runs (%d resamples)", len(runs), B)
 
     t0 = time.perf_counter()
@@ -597,11 +634,11 @@ def analyze(
         row["run_ids"] = sorted(sub["run_id"].tolist())
         grp_rows.append(row)
         slope_units.append(_Unit(label, key_of[label], src, blk, dict(zip(sub["run_id"], vals.tolist()))))
-    groups = pd.DataFrame(grp_rows)
+    groups = _int_or_null(pd.DataFrame(grp_rows), "step")
 
     # ---- flatness
     flat_rows, flat_units = _flatness(runs, labels, key_of, sel, confidence)
-    flatness = pd.DataFrame(flat_rows, columns=_FLAT_COLUMNS)
+    flatness = _int_or_null(pd.DataFrame(flat_rows, columns=_FLAT_COLUMNS), "step")
 
     # ---- comparisons
     step_values = sorted(set(sel.values()))
@@ -617,7 +654,7 @@ def analyze(
         "resamples": B, "group_by": list(gb) if gb else None, "step": step,
         "compare": [f"{a} vs {b}" for a, b in declared] if declared else None, "skip_invalid": skip_invalid,
         "floor_rel": floor_rel, "residual_factor": residual_factor,
-        "control_sources": list(CONTROL_SOURCES), "max_default_units": MAX_DEFAULT_UNITS,
+        "control_sources": list(CONTROL_SOURCES), "max_default_groups": MAX_DEFAULT_GROUPS,
         "slope_ci": "OLS on log-log; delta-method sampling covariance + moment estimate of direction "
                     "scatter; Student t with n_directions - 2 df",
         "group_ci": "one-sample t over runs", "comparison_test": "paired t (same runs) or Welch t",
@@ -732,6 +769,7 @@ def _flatness(runs, labels, key_of, sel, conf):
             rec.update(log_mean=lg.estimate, log_ci_low=lg.ci_low, log_ci_high=lg.ci_high)
             if q in _FLAT_COMPARED:
                 units.setdefault(_FLAT_COMPARED[q].value, []).append(
-                    _Unit(label, key_of[label], s, b, dict(zip(sub["run_id"], np.log(v).tolist()))))
+                    _Unit(label, key_of[label], s if isinstance(s, str) else None, b,
+                          dict(zip(sub["run_id"], np.log(v).tolist()))))
         out.append(rec)
     return out, units

@@ -117,7 +117,11 @@ def group_keys(metas: Sequence[Mapping], *, group_by: Sequence[str] | None = Non
     ['sgd', 'sgd', 'sgd']
     """
     if group_by is not None:
-        return [{k: _lookup(m, k) for k in group_by} for m in metas]
+        out = [{k: _lookup(m, k) for k in group_by} for m in metas]
+        absent = [k for k in group_by if all(d[k] is None for d in out)]
+        if absent:
+            raise InputError(f"`group_by`: no run's run.json has the key(s) {', '.join(map(repr, absent))}.")
+        return out
     cand: list[dict[str, Any] | None] = []
     for m in metas:
         if m.get("group") is not None:
@@ -149,6 +153,25 @@ def group_keys(metas: Sequence[Mapping], *, group_by: Sequence[str] | None = Non
             d.update({k: c.get(k) for k in varying})
             out.append(d)
     return out
+
+
+def unique_labels(keys: Sequence[Mapping[str, Any]]) -> list[str]:
+    """:func:`group_label` of each key, made unique: distinct keys that would share a label
+    (an explicit ``group`` equal to another group's method, ``1`` vs ``"1"``) get their key
+    fields appended, so that they are never pooled.
+
+    Examples
+    --------
+    >>> unique_labels([{"group": "sgd"}, {"method": "sgd"}, {"method": "sgd"}])
+    ["sgd [group='sgd']", "sgd [method='sgd']", "sgd [method='sgd']"]
+    """
+    labels = [group_label(k) for k in keys]
+    distinct: dict[str, set[str]] = {}
+    for lab, k in zip(labels, keys):
+        distinct.setdefault(lab, set()).add(repr(sorted((str(a), repr(b)) for a, b in k.items())))
+    return [lab if len(distinct[lab]) == 1 else
+            f"{lab} [{' '.join(f'{a}={b!r}' for a, b in k.items())}]"
+            for lab, k in zip(labels, keys)]
 
 
 def group_label(key: Mapping[str, Any]) -> str:
