@@ -220,6 +220,17 @@ def test_preflight_errors_before_training(tmp_path):
         collect(tiny(tmp_path), f)
 
 
+def test_dropout_method_without_training_dropout_layers_is_refused(tmp_path):
+    # validation refuses `[model] dropout_layers = []`; the build step refuses it too when a
+    # resolved configuration bypasses validation (a dropout run must really train with dropout)
+    from varprinciple.collect.run import _build, expand_sweep
+    spec = expand_sweep(tiny(tmp_path, methods='["dropout"]'))[0]
+    spec.config["model"]["dropout_layers"] = []
+    with pytest.raises(ConfigError, match=r"^\[model\] dropout_layers: method 'dropout' needs at least one "
+                                          r"dropout layer in the model; got \[\]$"):
+        _build(spec, str(tmp_path), "cpu")
+
+
 @pytest.mark.slow
 def test_results_independent_of_worker_count_and_reproducible(tmp_path, collected):
     d, cfg, _ = collected
@@ -254,6 +265,26 @@ def test_cli_collect(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip() == f"varprinciple: error: {bad}: [train] lr: must be > 0; got -1"
     assert os.listdir(tmp_path / "logs") == ["gd-lr0.1-seed0"]
+
+
+@pytest.mark.parametrize("device, match", [
+    ("foo", r"^--device: not a torch device \(cpu, cuda, cuda:N, mps\); got 'foo'$"),
+    ("cuda:99", r"^--device: 'cuda:99' is not available \("),
+    pytest.param("cuda", r"^--device: 'cuda' is not available \(no CUDA device; use cpu\)$",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
+    pytest.param("mps", r"^--device: 'mps' is not available \(no MPS device; use cpu\)$",
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is available")),
+    ("meta", r"^--device: must be cpu, cuda, cuda:N or mps; got 'meta'$"),
+])
+def test_bad_device_is_refused_before_preflight_and_output(tmp_path, capsys, device, match):
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(TINY.format(methods='["gd"]', seeds="[0]", steps=5, lr=0.1))
+    with pytest.raises(ConfigError, match=match):
+        collect(load_config(cfg_path), tmp_path / "logs", device=device)
+    assert main(["collect", str(cfg_path), "--out", str(tmp_path / "logs"), "--device", device]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("varprinciple: error: --device: ") and "\n" not in err
+    assert not (tmp_path / "logs").exists()  # no .partial directory, nothing written
 
 
 @pytest.mark.parametrize("data, model", [

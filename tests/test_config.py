@@ -45,6 +45,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "collection.md"
     ({"model": {"arch": "cnn", "channels": []}}, r"^\[model\] channels: a cnn needs at least one conv block"),
     ({"model": {"dropout_layers": [2]}}, r"^\[model\] dropout_layers: layer 2 does not exist; the mlp has 2 hidden"),
     ({"model": {"dropout_layers": [0, 0]}}, r"^\[model\] dropout_layers: duplicate values"),
+    ({"model": {"dropout_layers": []}, "train": {"method": "dropout"}},
+     r"^\[model\] dropout_layers: give at least one layer \(or omit the key\)$"),
+    ({"probe": {"dropout_layers": []}}, r"^\[probe\] dropout_layers: give at least one layer \(or omit the key\)$"),
     ({"probe": {"dropout_layers": [5]}}, r"^\[probe\] dropout_layers: layer 5 does not exist"),
     ({"model": {"arch": "cnn"}, "data": {"name": "mnist1d"}}, r"^\[model\] arch: 'cnn' needs image data"),
     ({"model": {"arch": "linear"}, "train": {"method": ["gd", "dropout"]}},
@@ -55,6 +58,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "collection.md"
     ({"data": {"name": "teacher_student"}, "train": {"loss": "cross_entropy"}},
      r"^\[train\] loss: 'cross_entropy' needs class labels"),
     ({"probe": {"sources": []}}, r"^\[probe\] sources: give at least one noise source$"),
+    ({"train": {"method": ["gd", "sgd"], "batch_size": [16, 32]}},
+     r"^\[probe\] batch_size: required when \[train\] batch_size lists several values \(\[16, 32\]\), so "
+     r"that the probe B of gd runs does not depend on the list$"),
     ({"probe": {"sources": ["dropout", "isotropic"]}}, r"^\[probe\] isotropic_of: 'sgd' is not among the sources"),
     ({"probe": {"sources": ["sgd", "sgd"]}}, r"^\[probe\] sources: duplicate values"),
     ({"probe": {"sources": ["sgd", "adam"]}}, r"^\[probe\] sources\[1\]: must be one of"),
@@ -107,7 +113,8 @@ def test_default_study_config():
 
 def test_sweep_expansion_names_and_irrelevant_keys():
     cfg = validate_config({"train": {"method": ["gd", "sgd", "dropout", "sgd+dropout"], "seed": [0, 1],
-                                     "batch_size": [16, 32], "drop_prob": [0.1, 0.5], "lr": [0.1, 0.01]}})
+                                     "batch_size": [16, 32], "drop_prob": [0.1, 0.5], "lr": [0.1, 0.01]},
+                           "probe": {"batch_size": 16}})
     specs = expand_sweep(cfg)
     # gd: lr x seed; sgd: lr x B x seed; dropout: lr x p x seed; sgd+dropout: lr x B x p x seed
     assert len(specs) == 4 + 8 + 8 + 16
@@ -119,15 +126,19 @@ def test_sweep_expansion_names_and_irrelevant_keys():
     # runs trained without dropout/minibatches still get the probes' B and drop probability
     assert all(s.config["probe"]["batch_size"] == 16 and s.config["probe"]["drop_prob"] == 0.1 for s in gd)
     sgd32 = next(s for s in specs if s.run_id == "sgd-lr0.1-bs32-seed0")
-    assert sgd32.config["probe"]["batch_size"] == 32
+    assert sgd32.config["train"]["batch_size"] == 32 and sgd32.config["probe"]["batch_size"] == 16
+    # a single [train] batch_size is every run's default probe B (gd runs included)
+    one = expand_sweep(validate_config({"train": {"method": ["gd", "sgd"], "batch_size": 64}}))
+    assert [s.config["probe"]["batch_size"] for s in one] == [64, 64]
     assert sgd32.group == "sgd-lr0.1-bs32"
     assert all(s.config["train"]["steps"] == 1000 for s in specs)
 
 
 def test_extending_a_sweep_changes_no_existing_run():
     small = expand_sweep(validate_config({"train": {"method": ["gd", "sgd"], "seed": [0, 1]}}))
+    # a second batch size needs an explicit probe B; the old single value keeps old runs as they were
     big = expand_sweep(validate_config({"train": {"method": ["sgd", "gd", "dropout"], "seed": [2, 0, 1],
-                                                  "batch_size": [32, 64]}}))
+                                                  "batch_size": [64, 32]}, "probe": {"batch_size": 32}}))
     by_id = {s.run_id: s for s in big}
     for s in small:
         t = by_id[s.run_id]
@@ -143,6 +154,10 @@ def test_seeds_depend_on_the_configuration():
     assert c.train_seed == a.train_seed and c.probe_seed != a.probe_seed
     d = expand_sweep(validate_config({"train": {"seed": 0, "lr": 0.2}}))[0]
     assert d.train_seed != a.train_seed
+    # bookkeeping keys (log_every, checkpoints) do not change the training seed
+    for extra in ({"log_every": 7}, {"checkpoints": False}):
+        e = expand_sweep(validate_config({"train": {"seed": 0, **extra}}))[0]
+        assert e.train_seed == a.train_seed and e.config_hash != a.config_hash
     assert derive_seed("x", 1) == derive_seed("x", 1) < 2**63
 
 

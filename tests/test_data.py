@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from varprinciple.collect.config import validate_config
-from varprinciple.collect.data import load_data, read_idx, write_idx
+from varprinciple.collect.data import load_data, make_mnist1d, read_idx, write_idx
 from varprinciple.errors import ConfigError, InputError
 
 
@@ -56,6 +56,23 @@ def test_mnist1d_generated_offline_and_leaves_global_state():
     assert ds.input_shape == (40,) and ds.n_train == 160 and ds.n_outputs == 10
     again = load_data(data_cfg(name="mnist1d", n_samples=200))
     np.testing.assert_array_equal(ds.X_train, again.X_train)
+
+
+@pytest.mark.parametrize("n", [2, 9, 15, 205])
+def test_mnist1d_n_samples_must_be_a_multiple_of_ten(n):
+    # review defect: < 10 crashed inside mnist1d, non-multiples were silently truncated
+    with pytest.raises(ConfigError, match=rf"^\[data\] n_samples: mnist1d makes equal numbers of the 10 "
+                                          rf"classes; give a multiple of 10 \(>= 10\); got {n}$"):
+        data_cfg(name="mnist1d", n_samples=n)
+    with pytest.raises(ConfigError, match=rf"^\[data\] n_samples: .*; got {n}$"):
+        make_mnist1d(n)
+    # other generated sources keep their own lower bound
+    assert data_cfg(name="teacher_student", n_samples=n)["n_samples"] == n
+
+
+def test_mnist1d_ten_samples_gives_one_per_class():
+    X, y = make_mnist1d(10)
+    assert X.shape == (10, 40) and sorted(y.tolist()) == list(range(10))
 
 
 def test_teacher_student_and_function_1d():

@@ -154,7 +154,32 @@ def test_sgd_noise_jvp_path_gives_same_draws():
                   n_full=4, method="jvp")
     np.testing.assert_allclose(a.values, b.values, atol=1e-14)
     np.testing.assert_allclose(a.exact_variance, b.exact_variance, rtol=1e-12)
-    assert a.trace_exact and not b.trace_exact
+    # the JVP path's trace is exact too (one per-sample backward at a time), not a sample trace
+    assert a.trace_exact and b.trace_exact
+    assert b.trace == pytest.approx(a.trace, rel=1e-12)
+    c = sgd_noise(pm, V, gradient=g, batch_size=4, n_samples=50, generator=torch.Generator().manual_seed(1),
+                  n_full=0, method="jvp")
+    assert c.trace_exact and c.trace == pytest.approx(a.trace, rel=1e-12)
+
+
+def test_probe_jvp_path_without_full_draws_has_a_finite_isotropic_control():
+    # review defect: memory_budget_mb=1 forces the JVP path; with tr_hc_samples=0 the SGD
+    # trace used to be the sample trace of zero full draws (NaN) and the isotropic control failed
+    from varprinciple.collect.probe import ProbeSettings, probe
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 64, generator=g)
+    y = torch.randint(0, 10, (60,), generator=g)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
+    traces = {}
+    for budget in (1, 2048):
+        s = ProbeSettings(top_k=2, n_samples=20, sources=("sgd", "isotropic"), batch_size=8, n_random=1,
+                          hutchinson_probes=4, tr_hc_samples=0, memory_budget_mb=budget)
+        r = probe(m, "cross_entropy", X, y, settings=s, step=0, generator=torch.Generator().manual_seed(1))
+        assert r.info["noise_extra"]["sgd"]["method"] == ("jvp" if budget == 1 else "vmap")
+        traces[budget] = r.info["traces"]
+    assert np.isfinite(traces[1]["sgd"]) and traces[1]["isotropic"] == traces[1]["sgd"]
+    assert traces[1]["sgd"] == pytest.approx(traces[2048]["sgd"], rel=1e-10)
 
 
 def test_sgd_batch_size_must_be_below_n():
@@ -350,6 +375,8 @@ def test_dropout_site_errors():
     pm = _pm(model, "cross_entropy", X, y)
     with pytest.raises(ConfigError, match="the model has no nn.Dropout; set `drop_prob`"):
         DropoutSites(pm)
+    with pytest.raises(ConfigError, match=r"^`dropout_layers`: give at least one module name"):
+        DropoutSites(pm, drop_prob=0.1, layers=())
     with pytest.raises(ConfigError, match="`dropout_layers` needs `drop_prob`"):
         DropoutSites(pm, layers=("1",))
     with pytest.raises(ConfigError, match=r"`dropout_layers` names unknown module 'fc9'; modules: '0'"):

@@ -190,8 +190,9 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "n_samples": ConfigKey("int", 1000, "noise draws K per source per probe", lo=2),
         "sources": ConfigKey("str_list", ["sgd", "dropout", "isotropic"], "noise sources",
                              choices=("sgd", "dropout", "isotropic"), unique=True),
-        "batch_size": ConfigKey("int", None, "SGD-probe batch size B (default: [train] batch_size, "
-                                "its first value if a list)", lo=1),
+        "batch_size": ConfigKey("int", None, "SGD-probe batch size B of every run (default: the "
+                                "single [train] batch_size; required when that lists several values)",
+                                lo=1),
         "n_random": ConfigKey("int", 10, "random unit directions per probe", lo=0),
         "drop_prob": ConfigKey("float", None, "DROP probability of the dropout source (default: "
                                "the run's [train] drop_prob, its first value if a list)", lo=0,
@@ -372,6 +373,9 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
     data, model, train, probe = s["data"], s["model"], s["train"], s["probe"]
     if data["name"] in (DatasetName.NPZ, DatasetName.IDX) and data["path"] is None:
         raise ConfigError(f"[data] path: required for name = {data['name']!r}")
+    if data["name"] == DatasetName.MNIST1D and data["n_samples"] is not None and data["n_samples"] % 10:
+        raise ConfigError(f"[data] n_samples: mnist1d makes equal numbers of the 10 classes; give a "
+                          f"multiple of 10 (>= 10); got {data['n_samples']}")
     if train["steps"] is not None and train["epochs"] is not None:
         raise ConfigError("[train] epochs: give either steps or epochs, not both")
     if train["loss"] == LossName.CROSS_ENTROPY and data["name"] in REGRESSION_DATA:
@@ -388,6 +392,8 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
         raise ConfigError("[model] channels: a cnn needs at least one conv block")
     for sec, key in (("model", "dropout_layers"), ("probe", "dropout_layers")):
         layers = s[sec][key]
+        if layers is not None and not layers:
+            raise ConfigError(f"[{sec}] {key}: give at least one layer (or omit the key)")
         if layers is not None and n_hidden and max(layers, default=-1) >= n_hidden:
             raise ConfigError(f"[{sec}] {key}: layer {max(layers)} does not exist; the {model['arch']} "
                               f"has {n_hidden} hidden layer{'s' if n_hidden != 1 else ''} (0-based)")
@@ -400,6 +406,10 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
     if probe["tr_hc_samples"] and not 3 <= probe["tr_hc_samples"] <= probe["n_samples"]:
         raise ConfigError(f"[probe] tr_hc_samples: must be 0 or in [3, n_samples = {probe['n_samples']}]; "
                           f"got {probe['tr_hc_samples']}")
+    if len(train["batch_size"]) > 1 and probe["batch_size"] is None:
+        raise ConfigError(f"[probe] batch_size: required when [train] batch_size lists several values "
+                          f"({train['batch_size']}), so that the probe B of gd runs does not depend "
+                          f"on the list")
     if not probe["sources"]:
         raise ConfigError("[probe] sources: give at least one noise source")
     if "isotropic" in probe["sources"] and probe["isotropic_of"] not in probe["sources"]:

@@ -212,6 +212,9 @@ def make_mnist1d(n_samples: int = 5000, *, seed: int = 0) -> tuple[np.ndarray, n
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:  # pragma: no cover - part of the collect extra
         raise InputError(f"data name 'mnist1d' needs the mnist1d package ({exc})") from None
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 10 or n_samples % 10:
+        raise ConfigError(f"[data] n_samples: mnist1d makes equal numbers of the 10 classes; give a "
+                          f"multiple of 10 (>= 10); got {n_samples!r}")
     args = get_dataset_args()
     args.num_samples = int(n_samples)
     args.seed = int(seed)

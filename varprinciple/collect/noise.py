@@ -250,7 +250,8 @@ def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tens
     Projections come from per-sample projections (one per-sample-gradient pass), so ``K``
     draws cost a gather. The first ``n_full`` draws are also formed as full vectors (one
     backward pass on their batch each) for matrix-free Tr(HC); their projections equal the
-    corresponding rows of ``values``. With per-sample gradients the trace of C_B is exact.
+    corresponding rows of ``values``. The trace of C_B is exact on every path (the JVP path
+    gets it from one per-sample backward pass at a time).
     """
     t0 = time.perf_counter()
     n, B = pm.n, int(batch_size)
@@ -270,10 +271,10 @@ def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tens
         full = ps.gradients[idx[:n_full]].mean(1)
     else:  # one backward pass per draw on its batch
         full = _sgd_full(pm, idx[:n_full], gradient)
-    if ps.centred_sq_sum is not None:
-        trace, exact = fac * ps.centred_sq_sum / n, True
-    else:  # JVP path: no per-sample gradients; centred sample trace of the full draws
-        trace, exact = _centred_trace(full), False
+    # exact trace of C_B; the JVP path never forms g_i, so its sum comes from one backward
+    # pass per sample (memory D; it does not depend on tr_hc_samples)
+    ss = ps.centred_sq_sum if ps.centred_sq_sum is not None else _centred_sq_sum(pm, gradient)
+    trace, exact = fac * ss / n, True
     return NoiseDraws("sgd", vals, full, float(trace), exact, ev, time.perf_counter() - t0,
                       {"method": ps.method, "chunk": ps.chunk, "batch_size": B, "subsets": idx})
 
@@ -291,12 +292,18 @@ def _sgd_full(pm: ProbedModel, idx: torch.Tensor, gradient: torch.Tensor) -> tor
     return torch.stack(rows)
 
 
-def _centred_trace(full: torch.Tensor) -> float:
-    K = full.shape[0]
-    if K < 2:
-        return float("nan")
-    c = full - full.mean(0)
-    return math.fsum((c * c).sum(1).double().cpu().tolist()) / (K - 1)
+def _centred_sq_sum(pm: ProbedModel, gradient: torch.Tensor) -> float:
+    """:math:`\\sum_i \\lVert g_i - g \\rVert^2`, one per-sample backward pass at a time (memory D)."""
+    leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
+    sq = []
+    for i in range(pm.n):
+        with torch.enable_grad():
+            li = pm.one_sample_loss(leaves, pm.X[i], pm.y[i])
+            gi = torch.autograd.grad(li, list(leaves.values()), allow_unused=True, materialize_grads=True)
+        rows = [torch.linalg.vector_norm(t.reshape(-1) - g).square()
+                for t, g in zip(gi, gradient.split(pm.numels))]
+        sq.append(float(sum(rows)))
+    return math.fsum(sq)
 
 
 # ============================================================================ dropout
@@ -320,6 +327,9 @@ class DropoutSites:
         mods = dict(pm.module.named_modules())
         sites: list[tuple[str, nn.Module, float, str]] = []
         if layers is not None:
+            if not layers:
+                raise ConfigError("`dropout_layers`: give at least one module name (or None for the "
+                                  "model's nn.Dropout modules).")
             if drop_prob is None:
                 raise ConfigError("`dropout_layers` needs `drop_prob` (the DROP probability) to be set.")
             for name in layers:

@@ -65,6 +65,10 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
 
+#: [train] keys that only decide what is logged or saved; they do not enter the training seed.
+_UNSEEDED_TRAIN_KEYS = ("checkpoints", "log_every")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run of a sweep: its name, resolved configuration (scalars only) and seeds."""
@@ -95,7 +99,7 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
     --------
     >>> from varprinciple.collect.config import validate_config
     >>> cfg = validate_config({"train": {"method": ["gd", "sgd"], "seed": [0, 1],
-    ...                                  "batch_size": [16, 32]}})
+    ...                                  "batch_size": [16, 32]}, "probe": {"batch_size": 16}})
     >>> [s.run_id for s in expand_sweep(cfg)]  # doctest: +NORMALIZE_WHITESPACE
     ['gd-lr0.1-seed0', 'gd-lr0.1-seed1', 'sgd-lr0.1-bs16-seed0', 'sgd-lr0.1-bs16-seed1',
      'sgd-lr0.1-bs32-seed0', 'sgd-lr0.1-bs32-seed1']
@@ -115,8 +119,8 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
             if t["steps"] is None and t["epochs"] is None:
                 t["steps"] = 1000
             p = c["probe"]
-            if p["batch_size"] is None:
-                p["batch_size"] = bs if bs is not None else tr["batch_size"][0]
+            if p["batch_size"] is None:  # validation: [train] batch_size then has one value
+                p["batch_size"] = tr["batch_size"][0]
             if p["drop_prob"] is None:
                 p["drop_prob"] = dp if dp is not None else tr["drop_prob"][0]
             if p["dropout_layers"] is None:
@@ -132,7 +136,8 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
                 continue
             seen.add(name)
             train_part = {k: c[k] for k in ("data", "model", "train")}
-            train_part["train"] = {k: v for k, v in t.items() if k not in ("checkpoints",)}
+            # bookkeeping keys (what is logged or saved) do not enter the training seed
+            train_part["train"] = {k: v for k, v in t.items() if k not in _UNSEEDED_TRAIN_KEYS}
             specs.append(RunSpec(
                 run_id=name, group=group, method=m.value, seed=int(seed), config=c,
                 train_seed=derive_seed("train", train_part), probe_seed=derive_seed("probe", c),
@@ -241,10 +246,15 @@ def _build(spec: RunSpec, base_dir: str, device: str):
     model = build_model(model_cfg, input_shape=ds.input_shape, n_outputs=ds.n_outputs,
                         drop_prob=0.0 if hidden else None, generator=g, dtype=dtype)
     from torch import nn
+    n_train_drop = 0
     for i in model_cfg["dropout_layers"]:
         mod = getattr(model, f"drop{i}", None)
         if isinstance(mod, nn.Dropout) and m.dropout and i in train_layers:
             mod.p = float(t["drop_prob"])
+            n_train_drop += 1
+    if m.dropout and not n_train_drop:
+        raise ConfigError(f"[model] dropout_layers: method {m.value!r} needs at least one dropout "
+                          f"layer in the model; got {mdl['dropout_layers']}")
     from .models import n_params
     if p["top_k"] > n_params(model):
         raise ConfigError(f"[probe] top_k: must be <= the number of parameters ({n_params(model)}); "
@@ -272,7 +282,7 @@ def probe_settings(p: Mapping[str, Any], dropout_modules: list[str]):
     return ProbeSettings(
         top_k=p["top_k"], n_samples=p["n_samples"], sources=tuple(p["sources"]),
         batch_size=p["batch_size"], n_random=p["n_random"], drop_prob=p["drop_prob"],
-        dropout_layers=tuple(dropout_modules) if dropout_modules else None,
+        dropout_layers=tuple(dropout_modules) if "dropout" in p["sources"] else None,
         isotropic_of=p["isotropic_of"], dtype=p["dtype"], eig_tol=p["eig_tol"],
         exact_variance=p["exact_variance"], hutchinson_probes=p["hutchinson_probes"],
         tr_hc_samples=p["tr_hc_samples"], store_vectors_max_params=p["store_vectors_max_params"],
@@ -336,6 +346,9 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         noise.append(res.noise)
         exact.append(res.exact_variance)
         flat.append(res.flatness)
+        used = res.info["noise_extra"].get("dropout", {}).get("sites")
+        if used is not None:
+            state["dropout_sites"] = list(used)
         probe_info.append({"step": step, "n_hvp": int(res.n_hvp),
                            "timings": {k: float(v) for k, v in dict(res.timings).items()}})
         state["probe_s"] += time.perf_counter() - t_probe
@@ -379,7 +392,8 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
                             "weight_decay": t["weight_decay"]},
         "probe_batch_size": p["batch_size"],
         "probe_drop_prob": p["drop_prob"] if "dropout" in p["sources"] else None,
-        "probe_dropout_layers": drop_names if "dropout" in p["sources"] else None,
+        # the sites the dropout probe actually used (not just the configured names)
+        "probe_dropout_layers": state.get("dropout_sites", drop_names) if "dropout" in p["sources"] else None,
         "probe_sources": list(p["sources"]),
         "probe_steps": probe_at,
         "probes": probe_info,
@@ -452,6 +466,31 @@ def _worker_run(spec: RunSpec, out: str, base_dir: str, device: str, extra: dict
         raise VarPrincipleError(str(exc)) from None
 
 
+def _device_iv(device: Any) -> str:
+    """Check ``--device`` before any pre-flight or output: a torch device string that is
+    available here (cpu, cuda[:N], mps); returns its canonical form."""
+    import torch
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device: not a torch device (cpu, cuda, cuda:N, mps); got {device!r}") from None
+    if d.type == "cpu":
+        return str(d)
+    if d.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not n:
+            raise ConfigError(f"--device: {device!r} is not available (no CUDA device; use cpu)")
+        if d.index is not None and d.index >= n:
+            raise ConfigError(f"--device: {device!r} is not available ({n} CUDA device"
+                              f"{'s' if n != 1 else ''}: cuda:0..cuda:{n - 1})")
+        return str(d)
+    if d.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device: {device!r} is not available (no MPS device; use cpu)")
+        return str(d)
+    raise ConfigError(f"--device: must be cpu, cuda, cuda:N or mps; got {device!r}")
+
+
 def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: int = 1,
             device: str = "cpu", progress: bool | None = None) -> CollectResult:
     """Collect every run of a config's sweep into the log set ``out``.
@@ -506,6 +545,7 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
         raise ConfigError(f"--workers: must be an integer >= 1; got {workers!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"--threads: must be an integer >= 1; got {threads!r}")
+    device = _device_iv(device)
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
