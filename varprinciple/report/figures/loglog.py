@@ -123,18 +123,7 @@ def loglog_runs(data: ReportData):
             if rel is not None and len(pts):
                 _draw_fit(ax, rel, pts.loc[pts["included"], "eigenvalue"].to_numpy(float), color, conf)
             _random_line(ax, sel[(sel["source"] == src) & (sel["_basis"] == "random")], color)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        title = f"{run} · step {step}" + (f" · {block}" if block else "")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("eigenvalue λ", fontsize=8)
-        ax.set_ylabel("noise variance s²", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if n_hidden:
-            ax.text(0.02, 0.02, f"{n_hidden} excluded (λ ≤ 0 or ≪ fit range) not shown", transform=ax.transAxes, fontsize=6,
-                    color="0.35")
-        ax.legend(fontsize=6, loc="upper left", frameon=False)
-        lean_log_ticks(ax)
+        _finish_loglog_panel(ax, f"{run} · step {step}" + (f" · {block}" if block else ""), n_hidden)
     extra = f"; first {MAX_PANELS} of {len(keys)} panels" if len(keys) > len(shown) else ""
     fig.suptitle(f"Noise variance vs curvature per run (filled: in the fit; hollow: excluded; dashed: "
                  f"random-direction mean; band: {format_percent(conf) if conf else ''} CI{extra})", fontsize=9)
@@ -179,17 +168,7 @@ def loglog_pooled(data: ReportData):
                               lw=0.9, alpha=0.6, band_alpha=0.07)
             rnd = sel[sel["run_id"].astype(str).isin(runs) & (sel["_basis"] == "random")]
             _random_line(ax, rnd, color)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(panel_title(src, step, block), fontsize=9)
-        ax.set_xlabel("eigenvalue λ", fontsize=8)
-        ax.set_ylabel("noise variance s²", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if n_hidden:
-            ax.text(0.02, 0.02, f"{n_hidden} excluded (λ ≤ 0 or ≪ fit range) not shown", transform=ax.transAxes, fontsize=6,
-                    color="0.35")
-        ax.legend(fontsize=6, loc="upper left", frameon=False)
-        lean_log_ticks(ax)
+        _finish_loglog_panel(ax, panel_title(src, step, block), n_hidden)
     fig.suptitle("Noise variance vs curvature pooled by group (lines and bands: per-run fits with their CIs; "
                  f"dashed: random-direction mean; legend: group mean b with {format_percent(conf) if conf else ''} "
                  "CI)", fontsize=9)
@@ -209,3 +188,18 @@ register_figure(FigureSpec(
     "are runs and their fitted relations with CIs (coloured by group); the legend gives the group mean "
     "exponent b with its CI and the number of runs.",
     ("relations", "directions"), loglog_pooled))
+
+
+def _finish_loglog_panel(ax, title: str, n_hidden: int) -> None:
+    """Log-log axes, labels, the count of excluded directions not drawn, legend, ticks."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("eigenvalue λ", fontsize=8)
+    ax.set_ylabel("noise variance s²", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if n_hidden:
+        ax.text(0.02, 0.02, f"{n_hidden} excluded (λ ≤ 0 or ≪ fit range) not shown", transform=ax.transAxes,
+                fontsize=6, color="0.35")
+    ax.legend(fontsize=6, loc="upper left", frameon=False)
+    lean_log_ticks(ax)
