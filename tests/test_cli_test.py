@@ -101,7 +101,7 @@ def test_skip_invalid_reports_skipped_runs(logs, tmp_path, capsys):
     (["--group-by", "metod"], r"`group_by`: no run's run.json has the key\(s\) 'metod'"),
     (["--resamples", "1000001"], "`resamples` must be at most 100000"),
     (["--compare", "sgd vs sgd"], "`compare`: 'sgd' vs 'sgd' gives no comparison"),
-    (["--json", "/nonexistent-dir/x.json"], "directory /nonexistent-dir does not exist"),
+    (["--json", "/proc/version/x.json"], "/proc/version is not a directory"),
     (["--json", "/"], r"/: is a directory; `--json` wants a file path"),
 ])
 def test_argument_errors_exit_2_with_one_line(logs, capsys, args, match):

@@ -228,11 +228,14 @@ def check_output_path(json_path: str | os.PathLike) -> None:
     p = Path(json_path)
     if p.is_dir():
         raise InputError(f"{p}: is a directory; `--json` wants a file path such as {p / 'results.json'}.")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{p}: directory {parent} does not exist.")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"{p}: directory {parent} is not writable.")
+    # the directory is created on writing: its nearest existing ancestor must be a writable directory
+    anc = p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise InputError(f"{p}: {anc} is not a directory.")
+    if not os.access(anc, os.W_OK):
+        raise InputError(f"{p}: directory {anc} is not writable.")
 
 
 def parse_compare(compare: str | Sequence[str] | None) -> list[tuple[str, str]] | None:
