@@ -61,6 +61,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "collection.md"
     ({"train": {"method": ["gd", "sgd"], "batch_size": [16, 32]}},
      r"^\[probe\] batch_size: required when \[train\] batch_size lists several values \(\[16, 32\]\), so "
      r"that the probe B of gd runs does not depend on the list$"),
+    ({"train": {"method": ["gd", "dropout"], "drop_prob": [0.1, 0.3]}},
+     r"^\[probe\] drop_prob: required when \[train\] drop_prob lists several values \(\[0.1, 0.3\]\) and some "
+     r"methods train without dropout"),
     ({"probe": {"sources": ["dropout", "isotropic"]}}, r"^\[probe\] isotropic_of: 'sgd' is not among the sources"),
     ({"probe": {"sources": ["sgd", "sgd"]}}, r"^\[probe\] sources: duplicate values"),
     ({"probe": {"sources": ["sgd", "adam"]}}, r"^\[probe\] sources\[1\]: must be one of"),
@@ -114,7 +117,7 @@ def test_default_study_config():
 def test_sweep_expansion_names_and_irrelevant_keys():
     cfg = validate_config({"train": {"method": ["gd", "sgd", "dropout", "sgd+dropout"], "seed": [0, 1],
                                      "batch_size": [16, 32], "drop_prob": [0.1, 0.5], "lr": [0.1, 0.01]},
-                           "probe": {"batch_size": 16}})
+                           "probe": {"batch_size": 16, "drop_prob": 0.1}})
     specs = expand_sweep(cfg)
     # gd: lr x seed; sgd: lr x B x seed; dropout: lr x p x seed; sgd+dropout: lr x B x p x seed
     assert len(specs) == 4 + 8 + 8 + 16

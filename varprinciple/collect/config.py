@@ -410,6 +410,11 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(f"[probe] batch_size: required when [train] batch_size lists several values "
                           f"({train['batch_size']}), so that the probe B of gd runs does not depend "
                           f"on the list")
+    if (len(train["drop_prob"]) > 1 and probe["drop_prob"] is None and "dropout" in probe["sources"]
+            and any(not Method(m).dropout for m in train["method"])):
+        raise ConfigError(f"[probe] drop_prob: required when [train] drop_prob lists several values "
+                          f"({train['drop_prob']}) and some methods train without dropout, so that their "
+                          f"dropout probe does not depend on the list")
     if not probe["sources"]:
         raise ConfigError("[probe] sources: give at least one noise source")
     if "isotropic" in probe["sources"] and probe["isotropic_of"] not in probe["sources"]:
