@@ -13,17 +13,8 @@ from varprinciple.collect.curvature import (  # noqa: E402
 from varprinciple.collect.losses import Loss, mean_loss, parse_loss, per_sample_loss  # noqa: E402
 from varprinciple.errors import ConfigError, InputError  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: torch's intra-op threads only add contention (15x slower HVPs measured
-    under a loaded 2-core machine), so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _mlp(seed: int, widths=(3, 6, 5, 2), act=nn.Tanh) -> nn.Module:

@@ -17,17 +17,8 @@ from varprinciple.collect.noise import isotropic_noise, per_sample_projections, 
 from varprinciple.errors import ConfigError  # noqa: E402
 from varprinciple.schema import FLATNESS, normalize_table  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: torch's intra-op threads only add contention (15x slower HVPs measured
-    under a loaded 2-core machine), so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 F64 = torch.float64
 
 

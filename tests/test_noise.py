@@ -19,17 +19,8 @@ from varprinciple.collect.noise import (  # noqa: E402
     sgd_variance_factor)
 from varprinciple.errors import ConfigError  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: torch's intra-op threads only add contention (15x slower HVPs measured
-    under a loaded 2-core machine), so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 F64 = torch.float64
 
 

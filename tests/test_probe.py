@@ -14,17 +14,9 @@ from varprinciple.collect.curvature import dense_hessian  # noqa: E402
 from varprinciple.collect.probe import NoiseSource, ProbeResult, ProbeSettings, probe  # noqa: E402
 from varprinciple.errors import ConfigError, InputError  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 F64 = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add contention, so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _net(seed=0, drop=0.2):
