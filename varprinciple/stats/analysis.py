@@ -630,6 +630,9 @@ def analyze(
             row.update(slope=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, se=np.nan, sd=np.nan,
                        df=np.nan, n_runs=0)
         row.update(_meta_sensitivity(vals, sub["se_slope"].to_numpy(float), confidence))
+        icp = sub["intercept"].to_numpy(float)[ok]
+        # the group's mean line log s^2 = mean_intercept + slope * log lambda (for drawing)
+        row["mean_intercept"] = float(np.mean(icp)) if icp.size and np.all(np.isfinite(icp)) else np.nan
         row["n_runs_total"] = int(len(sub))
         row["mean_ratio"] = float(np.nanmean(sub["ratio"])) if sub["ratio"].notna().any() else np.nan
         row["mean_alignment_k"] = (float(np.nanmean(sub["alignment_k"])) if sub["alignment_k"].notna().any()

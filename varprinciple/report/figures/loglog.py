@@ -166,10 +166,14 @@ def loglog_pooled(data: ReportData):
                 if rel is not None:
                     _draw_fit(ax, rel, pts.loc[pts["included"], "eigenvalue"].to_numpy(float), color, conf,
                               lw=0.9, alpha=0.6, band_alpha=0.07)
+            if grow is not None:
+                _draw_group_line(ax, grow, sel[sel["run_id"].astype(str).isin(runs) & (sel["_basis"] == "hessian")
+                                              & sel["included"]], color)
             rnd = sel[sel["run_id"].astype(str).isin(runs) & (sel["_basis"] == "random")]
             _random_line(ax, rnd, color)
         _finish_loglog_panel(ax, panel_title(src, step, block), n_hidden)
-    fig.suptitle("Noise variance vs curvature pooled by group (lines and bands: per-run fits with their CIs; "
+    fig.suptitle("Noise variance vs curvature pooled by group (thick lines: group mean relation; thin lines and "
+                 "bands: per-run fits with their CIs; "
                  f"dashed: random-direction mean; legend: group mean b with {format_percent(conf) if conf else ''} "
                  "CI)", fontsize=9)
     return fig
@@ -203,3 +207,13 @@ def _finish_loglog_panel(ax, title: str, n_hidden: int) -> None:
                 fontsize=6, color="0.35")
     ax.legend(fontsize=6, loc="upper left", frameon=False)
     lean_log_ticks(ax)
+
+
+def _draw_group_line(ax, grow: dict, pts, color) -> None:
+    """The group's mean relation (mean intercept, mean slope over runs) over its runs' fitted range."""
+    a, b = grow.get("mean_intercept"), grow.get("slope")
+    if a is None or b is None or pts.empty:
+        return
+    lam = pts["eigenvalue"].to_numpy(float)
+    x = np.geomspace(lam.min(), lam.max(), 50)
+    ax.plot(x, np.exp(a + b * np.log(x)), color=color, lw=2.4, alpha=0.95, zorder=4)
