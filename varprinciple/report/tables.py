@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..stats.grouping import group_label as stats_group_label
 from ._input import ReportData
 from .format import (
     MISSING,
@@ -84,13 +85,7 @@ def group_label(group: Any, row: Mapping[str, Any] | None = None) -> str:
     if isinstance(group, Mapping):
         if isinstance(group.get("label"), str):
             return group["label"]
-        keys = list(group)
-        if keys == ["group"]:
-            return str(group["group"])
-        if keys and keys[0] == "method":
-            rest = " ".join(f"{k}={group[k]}" for k in keys[1:])
-            return f"{group['method']}{' ' + rest if rest else ''}"
-        return " ".join(f"{k}={v}" for k, v in group.items())
+        return stats_group_label(group)
     return str(group)
 
 
