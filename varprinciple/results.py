@@ -62,7 +62,7 @@ RESULTS_SCHEMA_VERSION = 1
 #: Fields every ``relations`` row carries (one row per run x step x source x block,
 #: Hessian basis). Extra fields are welcome; these may not change meaning.
 RELATION_FIELDS = (
-    "run_id", "method", "group", "source", "basis", "step", "block",
+    "run_id", "method", "group", "network", "source", "basis", "step", "block",
     "slope", "ci_low", "ci_high", "p_value", "intercept", "se_slope", "se_intercept", "cov_intercept_slope",
     "df", "scatter_var", "sampling_se", "spearman_r", "spearman_p",
     "n_directions", "n_hessian", "n_excluded", "excluded", "n_samples", "n_random",
@@ -71,7 +71,7 @@ RELATION_FIELDS = (
 #: Fields every ``groups`` row carries (group x source x block at the analysed step).
 GROUP_FIELDS = (
     "group", "group_label", "source", "block", "step", "steps", "control",
-    "slope", "ci_low", "ci_high", "p_value", "se", "sd", "df", "n_runs", "n_runs_total",
+    "slope", "ci_low", "ci_high", "p_value", "se", "sd", "df", "n_runs", "n_runs_total", "n_networks",
     "meta_slope", "meta_ci_low", "meta_ci_high", "meta_tau2", "mean_intercept", "mean_ratio",
     "mean_alignment_k", "run_ids",
 )

@@ -37,6 +37,7 @@ from .group_level import analysed_steps, at_analysed_step, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
 from .per_probe import ProbeOptions, directions_frame, probe_relation
 from .relation import DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR
+from .replicates import find_networks
 
 __all__ = ["analyze", "AnalysisResult", "Quantity", "DEFAULT_RESAMPLES", "CONTROL_SOURCES",
            "MAX_DEFAULT_GROUPS", "parse_compare", "directions_path", "check_output_path",
@@ -254,11 +255,18 @@ def analyze(
     notes: list[str] = []
     sel = analysed_steps(runs, step, notes)
     key_of = dict(zip(labels, keys))
-    grp_rows, slope_units = group_rows(at_analysed_step(relations, sel), key_of, confidence)
+    networks = find_networks(runs, labels, logset.identical)
+    if not relations.empty:
+        relations["network"] = [networks.network_of[r] for r in relations["run_id"]]
+    notes += networks.notes()
+    for ids, why in networks.merged:
+        logger.warning("runs %s are one network (%s); counted once", ", ".join(ids), why)
+    grp_rows, slope_units = group_rows(at_analysed_step(relations, sel), key_of, confidence,
+                                       networks.network_of, notes)
     groups = int_or_null(pd.DataFrame(grp_rows), "step")
 
     # ---- flatness
-    flat_rows, flat_units = flatness_rows(runs, labels, key_of, sel, confidence)
+    flat_rows, flat_units = flatness_rows(runs, labels, key_of, sel, confidence, networks.network_of)
     flatness = int_or_null(pd.DataFrame(flat_rows, columns=list(FLATNESS_COLUMNS)), "step")
 
     # ---- comparisons
@@ -278,7 +286,10 @@ def analyze(
         "control_sources": list(CONTROL_SOURCES), "max_default_groups": MAX_DEFAULT_GROUPS,
         "slope_ci": "OLS on log-log; delta-method sampling covariance + moment estimate of direction "
                     "scatter; Student t with n_directions - 2 df",
-        "group_ci": "one-sample t over runs", "comparison_test": "paired t (same runs) or Welch t",
+        "group_ci": "one-sample t over runs",
+        "replicates": "independently trained networks: runs with identical noise tables, the same "
+                      "checkpoint_fingerprint, or the same training seed and eigenvalues are one network, "
+                      "counted once (the mean over its runs); n_runs and df count networks", "comparison_test": "paired t (same runs) or Welch t",
         "multiplicity": "Holm within each quantity's confirmatory family",
     }
     import numpy as _np
