@@ -195,6 +195,8 @@ if __name__ == "__main__":
     ap.add_argument("--replicates", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
+    import logging
+    logging.getLogger("varprinciple").setLevel(logging.ERROR)  # one merge warning per replicate otherwise
     for nn, rp in ((3, 2), (5, 2), (3, 3)):
         c, nv = coverage(a.replicates, a.seed, n_networks=nn, reprobes=rp)
         se = math.sqrt(c * (1 - c) / a.replicates)

@@ -79,7 +79,10 @@ GROUP_FIELDS = (
 COMPARISON_COLUMNS = (
     "quantity", "label_a", "key_a", "source_a", "label_b", "key_b", "source_b", "block", "step",
     "paired", "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "confirmatory", "se",
-    "df", "n_a", "n_b", "margin", "tost_p", "equivalent", "tost_ci_low", "tost_ci_high", "note",
+    "df", "n_a", "n_b", "margin", "tost_p", "equivalent", "tost_ci_low", "tost_ci_high", "tost_p_adjusted",
+    "equivalent_adjusted", "effect_size", "effect_size_ci_low", "effect_size_ci_high", "effect_size_kind",
+    "prob_superiority", "prob_superiority_ci_low", "prob_superiority_ci_high", "prob_superiority_empirical",
+    "prob_superiority_method", "note",
 )
 #: Fields every ``comparisons`` row of the JSON carries: the frame's, with each side's
 #: label/key/source gathered in ``group_a`` / ``group_b`` objects.

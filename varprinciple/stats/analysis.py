@@ -291,6 +291,16 @@ def analyze(
                       "checkpoint_fingerprint, or the same training seed and eigenvalues are one network, "
                       "counted once (the mean over its runs); n_runs and df count networks", "comparison_test": "paired t (same runs) or Welch t",
         "multiplicity": "Holm within each quantity's confirmatory family",
+        "tost_multiplicity": "tost_p and equivalent are per comparison, NOT adjusted for multiplicity; "
+                             "tost_p_adjusted and equivalent_adjusted: Holm over the TOST p-values of each "
+                             "quantity's confirmatory family (controls the chance of any false 'equivalent')",
+        "effect_size": "hedges_g (pooled SD, independent) or d_z (paired), bias-corrected by the exact J; "
+                       "CI for the population effect by inverting the noncentral t",
+        "prob_superiority": "P(a > b) for a random network of each unit (independent) or P(a - b > 0) "
+                            "for one network (paired), under the normal model of the t tests: Phi(delta/sqrt 2) "
+                            "or Phi(delta_z) with the effect size's interval mapped through Phi; "
+                            "prob_superiority_empirical: Mann-Whitney U/(n_a n_b) or the share of positive "
+                            "paired differences (no interval)",
     }
     import numpy as _np
     import scipy as _sp
