@@ -17,6 +17,7 @@ This module imports no torch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,8 +27,9 @@ from scipy import stats as sps
 from ..errors import InputError
 from .inference import compare_groups
 
-__all__ = ["LOSS_TOLERANCE", "MatchedComparison", "LossAdjustedComparison", "matched_comparison",
-           "loss_adjusted_comparison"]
+__all__ = ["LOSS_TOLERANCE", "LOSS_COLUMNS", "MatchedComparison", "LossAdjustedComparison",
+           "matched_comparison", "loss_adjusted_comparison", "training_loss_at", "target_reached",
+           "annotate_flatness_comparisons"]
 
 #: Relative difference of the groups' (geometric-mean) training losses above which a
 #: matched comparison carries a note: |log(L_a / L_b)| > log(1 + LOSS_TOLERANCE).
@@ -221,3 +223,108 @@ def loss_adjusted_comparison(q_a, loss_a, q_b, loss_b, *, confidence: float = 0.
     return LossAdjustedComparison(float(b[2]), float(ci[2][0]), float(ci[2][1]), p, float(se[2]), df, float(b[1]),
                                   float(ci[1][0]), float(ci[1][1]), float(np.exp(logl.mean())),
                                   float(b[0] + b[2]), float(b[0]), int(qa.size), int(qb.size), confidence)
+
+
+# ------------------------------------------------------------------ reading logged runs
+
+_FLAT_QUANTITIES = {"log_lambda_max": "lambda_max", "log_hessian_trace": "hessian_trace"}
+
+#: Columns :func:`annotate_flatness_comparisons` adds to a comparisons table.
+LOSS_COLUMNS = ("loss_a", "loss_b", "loss_log_ratio", "loss_mismatch", "loss_note", "n_unmatched_a",
+                "n_unmatched_b", "adjusted_difference", "adjusted_ci_low", "adjusted_ci_high",
+                "adjusted_p_value", "adjusted_slope")
+
+
+def training_loss_at(run, step: int) -> float | None:
+    """A run's full-batch training loss at ``step``: its ``training.parquet`` row there, else
+    run.json's ``probes[].train_loss``; None when neither logged it."""
+    path = getattr(run, "path", None)
+    if path is not None and (path / "training.parquet").exists():
+        tr = run.optional_table("training.parquet")
+        hit = tr.loc[tr["step"] == step, "train_loss"]
+        if len(hit):
+            return float(hit.iloc[0])
+    for p in (run.meta.get("probes") or []):
+        if isinstance(p, dict) and p.get("step") == step and p.get("train_loss") is not None:
+            return float(p["train_loss"])
+    return None
+
+
+def target_reached(run) -> bool:
+    """False only when run.json records a matched-loss target that was not reached."""
+    t = run.meta.get("target")
+    return not (isinstance(t, dict) and t.get("reached") is False)
+
+
+def _flat_value(run, quantity: str, step: int, block) -> float | None:
+    path = getattr(run, "path", None)
+    if path is None or not (path / "flatness.parquet").exists():
+        return None
+    t = run.optional_table("flatness.parquet")
+    sel = (t["quantity"] == quantity) & (t["step"] == step)
+    if "source" in t:
+        sel &= t["source"].isna()
+    if "block" in t:
+        sel &= t["block"].isna() if block is None else (t["block"] == block)
+    elif block is not None:
+        return None
+    hit = t.loc[sel, "estimate"]
+    return float(hit.iloc[0]) if len(hit) else None
+
+
+def annotate_flatness_comparisons(comparisons: pd.DataFrame, runs, labels, sel: Mapping[str, int], *,
+                                  tolerance: float = LOSS_TOLERANCE, confidence: float = 0.95) -> pd.DataFrame:
+    """Add the groups' training losses and the loss-adjusted comparison to flatness rows.
+
+    For each row of ``comparisons`` whose ``quantity`` is ``log_lambda_max`` or
+    ``log_hessian_trace``, the runs of ``label_a`` and ``label_b`` (at their step in
+    ``sel``) give :func:`matched_comparison`'s loss summary (``loss_a``, ``loss_b``,
+    ``loss_log_ratio``, ``loss_mismatch``, ``loss_note``, ``n_unmatched_*``) and
+    :func:`loss_adjusted_comparison`'s ``adjusted_*`` fields; the row's own difference
+    stays the raw one. Other rows get nulls. Columns: :data:`LOSS_COLUMNS`.
+    """
+    out = comparisons.copy()
+    for c in LOSS_COLUMNS:
+        out[c] = None
+    if out.empty:
+        return out
+    by_label: dict[str, list] = {}
+    for run, label in zip(runs, labels):
+        if run.run_id in sel:
+            by_label.setdefault(label, []).append(run)
+    for i, row in out.iterrows():
+        q = _FLAT_QUANTITIES.get(str(row["quantity"]))
+        if q is None:
+            continue
+        data = {}
+        for side in ("a", "b"):
+            vals, losses, reached = [], [], []
+            for run in by_label.get(row[f"label_{side}"], []):
+                v = _flat_value(run, q, sel[run.run_id], row.get("block"))
+                loss = training_loss_at(run, sel[run.run_id])
+                if v is not None and v > 0 and loss is not None and loss > 0:
+                    vals.append(v)
+                    losses.append(loss)
+                    reached.append(target_reached(run))
+            data[side] = (vals, losses, reached)
+        (qa, la, ra), (qb, lb, rb) = data["a"], data["b"]
+        try:
+            m = matched_comparison(qa, la, qb, lb, reached_a=ra, reached_b=rb, tolerance=tolerance,
+                                   confidence=confidence)
+        except InputError as exc:
+            out.at[i, "loss_note"] = f"no loss summary: {exc}"
+            continue
+        for k in ("loss_a", "loss_b", "loss_log_ratio", "loss_mismatch", "n_unmatched_a", "n_unmatched_b"):
+            out.at[i, k] = getattr(m, k)
+        out.at[i, "loss_note"] = m.note
+        try:
+            adj = loss_adjusted_comparison(np.array(qa)[ra], np.array(la)[ra], np.array(qb)[rb], np.array(lb)[rb],
+                                           confidence=confidence)
+        except InputError:
+            continue
+        out.at[i, "adjusted_difference"] = adj.difference
+        out.at[i, "adjusted_ci_low"] = adj.ci_low
+        out.at[i, "adjusted_ci_high"] = adj.ci_high
+        out.at[i, "adjusted_p_value"] = adj.p_value
+        out.at[i, "adjusted_slope"] = adj.slope
+    return out
