@@ -72,3 +72,24 @@ def test_flatness_comparisons_carry_training_losses(logs):
     # all runs stopped at the target (checked every 5 steps): the losses are matched
     assert (f["loss_log_ratio"].astype(float).abs() < np.log(1.1)).all() and not f["loss_mismatch"].any()
     assert out.loc[~out.index.isin(flat.index), "loss_a"].isna().all()
+
+
+@pytest.mark.slow
+def test_varprinciple_test_reports_psi_losses_and_report_draws_them(logs, tmp_path):
+    from varprinciple.report.build import build_report
+
+    res = analyze(logs, resamples=199, equivalence_margin=1.0)
+    d = res.to_json_dict()
+    psi_rows = [r for r in d["flatness"] if r["quantity"] == "psi"]
+    assert len(psi_rows) == 3 and all(r["n_runs"] == 3 and r["null"] == 0.0 for r in psi_rows)
+    psi_cmp = [c for c in d["comparisons"] if c["quantity"] == "psi"]
+    assert len(psi_cmp) == 3 and all(c["tost_p"] is not None and c["p_adjusted"] is not None for c in psi_cmp)
+    lam = [c for c in d["comparisons"] if c["quantity"] == "log_lambda_max"]
+    assert lam and all(c["loss_a"] is not None and c["loss_mismatch"] is False for c in lam)
+    assert all(c["loss_a"] is None for c in d["comparisons"] if c["quantity"] == "slope")
+    assert len(d["variance_flatness"]) == 9 and len(d["loss_profiles"]) == 45
+    path = tmp_path / "r.json"
+    res.write(path)
+    rep = build_report(path, tmp_path / "rep", dpi=40)
+    drawn = {f.name for f in rep.files if f.kind == "figure"}
+    assert {"variance_flatness", "loss_profiles", "flatness"} <= drawn

@@ -104,7 +104,7 @@ def test_duplicated_snapshots_do_not_narrow_the_interval():
     ({"widths": np.ones(3)}, "`widths` must have one value per component"),
     ({"drift": [True]}, "`drift` must have one flag per component"),
     ({"confidence": 1.5}, "`confidence` must be in"),
-    ({"resamples": 10}, "`resamples` must be an integer >= 100"),
+    ({"resamples": 10}, r"`resamples` must be 0 \(no interval\) or an integer >= 99"),
     ({"projections": np.ones((5, 4))}, "at least 8 snapshots"),
     ({"block_length": 0}, "`block_length` must be an integer"),
     ({"widths": [np.nan, np.nan, 1.0, 2.0]}, r"at least 3 usable components; got 2 \(0 drift, 2 censored"),

@@ -80,6 +80,13 @@ COMPARISON_COLUMNS = (
     "quantity", "label_a", "key_a", "source_a", "label_b", "key_b", "source_b", "block", "step",
     "paired", "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "confirmatory", "se",
     "df", "n_a", "n_b", "margin", "tost_p", "equivalent", "tost_ci_low", "tost_ci_high", "note",
+) + (
+    # flatness comparisons (log_lambda_max, log_hessian_trace) at matched loss, null on other
+    # rows: the groups' geometric-mean training losses, their log ratio, whether they differ
+    # by more than the tolerance (with a note), runs that missed the target loss, and the
+    # loss-adjusted group difference (stats.matched; docs/flatness.md)
+    "loss_a", "loss_b", "loss_log_ratio", "loss_mismatch", "loss_note", "n_unmatched_a", "n_unmatched_b",
+    "adjusted_difference", "adjusted_ci_low", "adjusted_ci_high", "adjusted_p_value", "adjusted_slope",
 )
 #: Fields every ``comparisons`` row of the JSON carries: the frame's, with each side's
 #: label/key/source gathered in ``group_a`` / ``group_b`` objects.

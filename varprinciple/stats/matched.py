@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import InputError
+from ..results import COMPARISON_COLUMNS
 from .inference import compare_groups
 
 __all__ = ["LOSS_TOLERANCE", "LOSS_COLUMNS", "MatchedComparison", "LossAdjustedComparison",
@@ -229,10 +230,8 @@ def loss_adjusted_comparison(q_a, loss_a, q_b, loss_b, *, confidence: float = 0.
 
 _FLAT_QUANTITIES = {"log_lambda_max": "lambda_max", "log_hessian_trace": "hessian_trace"}
 
-#: Columns :func:`annotate_flatness_comparisons` adds to a comparisons table.
-LOSS_COLUMNS = ("loss_a", "loss_b", "loss_log_ratio", "loss_mismatch", "loss_note", "n_unmatched_a",
-                "n_unmatched_b", "adjusted_difference", "adjusted_ci_low", "adjusted_ci_high",
-                "adjusted_p_value", "adjusted_slope")
+#: Columns :func:`annotate_flatness_comparisons` fills (owned by varprinciple.results).
+LOSS_COLUMNS = COMPARISON_COLUMNS[COMPARISON_COLUMNS.index("loss_a"):]
 
 
 def training_loss_at(run, step: int) -> float | None:

@@ -152,8 +152,9 @@ def _psi_iv(P, widths, drift, confidence, resamples, block_length):
         raise InputError(f"`drift` must have one flag per component ({w.size}); got {d.size}.")
     if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
         raise InputError(f"`confidence` must be in (0, 1); got {confidence!r}.")
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
-        raise InputError(f"`resamples` must be an integer >= 100; got {resamples!r}.")
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or 0 < resamples < 99 \
+            or resamples < 0:
+        raise InputError(f"`resamples` must be 0 (no interval) or an integer >= 99; got {resamples!r}.")
     if P.shape[0] < 8:
         raise InputError(f"`projections` needs at least 8 snapshots; got {P.shape[0]}.")
     if block_length is not None and not (isinstance(block_length, int) and 1 <= block_length <= P.shape[0]):
@@ -176,6 +177,7 @@ def psi_fit(projections, widths, *, drift=None, confidence: float = 0.95, resamp
         PCs to exclude as drift (the logged ``drift`` column: PC1).
     confidence : float, default 0.95
     resamples : int, default 2000
+        0 skips the bootstrap (interval, p and se are NaN).
     block_length : int, optional
         Moving-block length; default: the largest integrated autocorrelation time of the
         PCs used, rounded up, within [1, T // 4].
@@ -237,7 +239,7 @@ def psi_fit(projections, widths, *, drift=None, confidence: float = 0.95, resamp
     boot = -boot[np.isfinite(boot)]
     a = (1 - confidence) / 2
     lo, hi = (np.quantile(boot, [a, 1 - a]) if boot.size else (np.nan, np.nan))
-    p = float((1 + np.sum(boot <= 0)) / (boot.size + 1))
+    p = float((1 + np.sum(boot <= 0)) / (boot.size + 1)) if boot.size else np.nan
     from scipy.stats import spearmanr
     rs = float(spearmanr(logf, logv).statistic)
     return PsiResult(-b, float(lo), float(hi), p, float(boot.std(ddof=1)) if boot.size > 1 else np.nan,
