@@ -232,6 +232,10 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "profile_points": ConfigKey("int", 21, "loss-profile grid points along each PC", lo=3),
         "max_memory_mb": ConfigKey("int", 1024, "snapshots kept in memory up to this size; "
                                    "above it an incremental PCA", lo=1),
+        "random_profiles": ConfigKey("int", 0, "filter-normalised random directions profiled around "
+                                     "the final weights (loss_profiles.parquet; 0: none)", lo=0),
+        "profile_radius": ConfigKey("float", 1.0, "random profiles span t in [-radius, radius] "
+                                    "(filter-normalised units)", lo=0, lo_open=True),
     },
 }
 

@@ -321,9 +321,21 @@ def _with_probe_losses(probe_info: list[dict], curves: pd.DataFrame) -> list[int
     return [pi["step"] for pi in probe_info]
 
 
-def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, tables: dict):
-    """The ``[trajectory]`` window after training (docs/flatness.md); its tables into ``tables``."""
-    if not traj or not traj["window"]:
+def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, tables: dict, *,
+                profile_seed: int):
+    """Random loss profiles around the final weights, then the ``[trajectory]`` window after
+    training (docs/flatness.md); their tables into ``tables``."""
+    if not traj:
+        return None
+    if traj.get("random_profiles"):
+        import torch
+
+        from .profiles import random_profiles
+        prof = random_profiles(model, loss, X, y, n_directions=traj["random_profiles"],
+                               points=traj["profile_points"], radius=traj["profile_radius"],
+                               generator=torch.Generator().manual_seed(profile_seed))
+        tables["loss_profiles.parquet"] = prof
+    if not traj["window"]:
         return None
     from .trajectory import collect_trajectory
     res = collect_trajectory(model, loss, X, y, method=t["method"], lr=t["lr"], batch_size=t["batch_size"],
@@ -331,7 +343,8 @@ def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, 
                              n_components=traj["n_components"], profile_points=traj["profile_points"],
                              max_memory_mb=traj["max_memory_mb"], momentum=t["momentum"],
                              weight_decay=t["weight_decay"], start_step=start_step, progress=progress)
-    tables.update(res.tables())
+    for name, frame in res.tables().items():
+        tables[name] = _concat([tables.get(name), frame])
     return {"window": traj["window"], "every": traj["every"], "params": traj["params"],
             "start_step": start_step, "n_components": traj["n_components"],
             "n_snapshots_second_half": int(res.pcs["n_snapshots"].iloc[0])}
@@ -399,7 +412,8 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
     last = result.curves.iloc[-1]
     tables = {TRAINING_FILE: result.curves}
     probe_at = _with_probe_losses(probe_info, result.curves)  # the steps actually probed
-    traj = _trajectory(model, loss, X, y, g, t, c["trajectory"], result.steps, progress, tables)
+    traj = _trajectory(model, loss, X, y, g, t, c["trajectory"], result.steps, progress, tables,
+                       profile_seed=derive_seed(spec.probe_seed, "profiles"))
     for name, frames in (("exact_variance.parquet", exact), ("flatness.parquet", flat)):
         f = _concat(frames)
         if f is not None:
