@@ -69,10 +69,10 @@ def test_noise_proportional_to_hessian_gives_psi_near_zero():
 
 @pytest.mark.slow
 def test_psi_interval_coverage_on_isotropic_langevin():
-    # coverage of the nominal 90% interval around the psi of long (near-population) runs;
-    # 40 replicates: MC SE of a 0.90 coverage is 0.047, so accept >= 0.90 - 2.5 SE
-    truth = np.mean([trajectory_psi("isotropic", seed=1000 + s, steps=400_000, every=10,
-                                    resamples=100).psi for s in range(3)])
+    # coverage of the nominal 90% interval of the known psi = -2 (long runs give -1.98:
+    # benchmarks/psi_calibration.py); 40 replicates: MC SE of a 0.90 coverage is 0.047,
+    # so accept >= 0.90 - 2.5 SE
+    truth = -2.0
     hits = 0
     n = 40
     for s in range(n):
@@ -123,3 +123,17 @@ def test_psi_from_tables_errors():
         psi_from_tables(pcs, proj, threshold="width_2")
     with pytest.raises(InputError, match="component 2 is not projected at every step"):
         psi_from_tables(pcs, proj)
+
+
+@pytest.mark.slow
+def test_psi_interval_covers_with_direction_scatter():
+    # independent snapshots, PCs scattered around sigma^2 = F^-2 (log-sd 0.3): the block
+    # bootstrap alone sees only the sampling error; the stretch by se_ols must restore coverage
+    rng = np.random.default_rng(0)
+    F = np.geomspace(1, 10, 12)
+    n, hits = 200, 0
+    for _ in range(n):
+        P = rng.normal(size=(300, 12)) * np.exp(-np.log(F) + rng.normal(0, 0.3, 12))
+        res = psi_fit(P, F, resamples=200, confidence=0.90, rng=rng)
+        hits += res.ci_low <= 2.0 <= res.ci_high
+    assert abs(hits / n - 0.90) <= 3 * np.sqrt(0.09 / n), hits

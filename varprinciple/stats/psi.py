@@ -99,11 +99,14 @@ class PsiResult:
     """ψ of one run: σ² ∝ F^(−ψ) over the non-drift PCs with a finite width.
 
     ``psi`` is minus the OLS slope of log σ² on log F, ``intercept`` its intercept;
-    ``ci_low``/``ci_high`` the percentile bootstrap interval at ``confidence`` (moving
-    blocks of ``block_length`` snapshots, the same for every PC, and PCs resampled with
-    replacement); ``p_value`` the one-sided p for ψ > 0; ``n_eff_min``/``n_eff_median``
-    the effective numbers of independent snapshots over the PCs used; ``n_drift``,
-    ``n_censored``, ``n_nonpositive`` count the PCs excluded and why.
+    ``ci_low``/``ci_high`` the interval at ``confidence``: the percentile interval of a
+    moving-block bootstrap over time (blocks of ``block_length`` snapshots, the same for
+    every PC; PCs and widths fixed), stretched about ψ by max(1, ``se_ols`` /
+    ``se_sampling``) so that it also covers the scatter of the PCs around the power law;
+    ``se`` the standard deviation of the stretched replicates; ``p_value`` the one-sided p
+    for ψ > 0 from the same replicates; ``n_eff_min``/``n_eff_median`` the effective numbers
+    of independent snapshots over the PCs used; ``n_drift``, ``n_censored``,
+    ``n_nonpositive`` count the PCs excluded and why.
     """
 
     psi: float
@@ -111,6 +114,8 @@ class PsiResult:
     ci_high: float
     p_value: float
     se: float
+    se_sampling: float
+    se_ols: float
     intercept: float
     spearman_r: float
     n_components: int
@@ -196,11 +201,15 @@ def psi_fit(projections, widths, *, drift=None, confidence: float = 0.95, resamp
 
     Notes
     -----
-    Each bootstrap replicate draws one moving-block resample of the time index (applied to
-    every PC, so the cross-PC correlation of the variances is kept; the PCs and widths are
-    held fixed) and one resample of the PCs with replacement (the scatter of the PCs around
-    the power law); ψ* is refitted on the resampled variances. The p-value
-    (1 + #{ψ* <= 0}) / (B + 1) inverts the percentile interval.
+    Each bootstrap replicate draws one moving-block resample of the time index, applied to
+    every PC (so the cross-PC correlation of the variances is kept; the PCs and widths are
+    held fixed), and refits ψ*: their spread is the sampling error of the σ² alone
+    (``se_sampling``). The classical OLS standard error ``se_ols`` from the residuals
+    of the fit contains that sampling error plus any scatter of the PCs around the power
+    law; when it is larger, the replicates are stretched about ψ by ``se_ols /
+    se_sampling`` (total variance = sampling + scatter, the scatter estimated by moments
+    and floored at zero, as for b). The p-value (1 + #{ψ* <= 0}) / (B + 1) inverts the
+    resulting percentile interval.
 
     Examples
     --------
@@ -232,18 +241,26 @@ def psi_fit(projections, widths, *, drift=None, confidence: float = 0.95, resamp
     boot = np.empty(resamples)
     for r in range(resamples):
         idx = moving_block_indices(T, blk, rng)
-        v = Pu[idx].var(0, ddof=1)
-        j = rng.integers(0, k, size=k)
         with np.errstate(divide="ignore"):
-            boot[r] = _slope(logf[j], np.log(v[j]))
+            boot[r] = _slope(logf, np.log(Pu[idx].var(0, ddof=1)))
     boot = -boot[np.isfinite(boot)]
+    psi = -b
+    # direction scatter: the OLS standard error from the residuals holds the sampling error
+    # and any scatter of the PCs around the power law; the interval is stretched when it
+    # exceeds the block-bootstrap (sampling-only) standard error
+    resid = logv - intercept - b * logf
+    xm = logf - logf.mean()
+    se_ols = float(np.sqrt(resid @ resid / (k - 2) / (xm @ xm))) if k > 2 and xm @ xm > 0 else np.nan
+    se_block = float(boot.std(ddof=1)) if boot.size > 1 else np.nan
+    stretch = max(1.0, se_ols / se_block) if se_block > 0 and np.isfinite(se_ols) else 1.0
+    boot = psi + stretch * (boot - psi)
     a = (1 - confidence) / 2
     lo, hi = (np.quantile(boot, [a, 1 - a]) if boot.size else (np.nan, np.nan))
     p = float((1 + np.sum(boot <= 0)) / (boot.size + 1)) if boot.size else np.nan
     from scipy.stats import spearmanr
     rs = float(spearmanr(logf, logv).statistic)
-    return PsiResult(-b, float(lo), float(hi), p, float(boot.std(ddof=1)) if boot.size > 1 else np.nan,
-                     intercept, rs, k, int(d.sum()), int(censored.sum()), int(nonpos.sum()), T,
+    return PsiResult(psi, float(lo), float(hi), p, float(boot.std(ddof=1)) if boot.size > 1 else np.nan,
+                     se_block, se_ols, intercept, rs, k, int(d.sum()), int(censored.sum()), int(nonpos.sum()), T,
                      float(n_eff.min()), float(np.median(n_eff)), blk, resamples, confidence, threshold)
 
 
