@@ -11,7 +11,7 @@ import numpy as np
 
 from .._input import ReportData
 from ..format import format_estimate_ci, is_missing
-from ._plot import MAX_PANELS, color_for, new_figure
+from ._plot import MAX_PANELS, color_for, lean_log_ticks, new_figure
 from .registry import FigureSpec, register_figure
 
 __all__ = ["variance_flatness_plot"]
@@ -42,6 +42,7 @@ def variance_flatness_plot(data: ReportData):
                     ax.plot(x, np.exp(r["intercept"]) * x ** (-r["psi"]), "--", color=col, lw=0.9)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        lean_log_ticks(ax)
         ax.set_xlabel("width F (loss reaches f·L0)", fontsize=7)
         ax.set_ylabel("variance σ² along the PC", fontsize=7)
         ax.tick_params(labelsize=7)
