@@ -31,7 +31,8 @@ def test_filter_normalisation_matches_every_filter_norm():
     for p, di in zip(conv.parameters(), d):
         if p.dim() > 1:
             dims = tuple(range(1, p.dim()))
-            torch.testing.assert_close(torch.linalg.vector_norm(di, dim=dims), torch.linalg.vector_norm(p.detach(), dim=dims))
+            torch.testing.assert_close(torch.linalg.vector_norm(di, dim=dims),
+                                       torch.linalg.vector_norm(p.detach(), dim=dims))
         else:
             assert (di == 0).all()
 

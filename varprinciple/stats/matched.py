@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from ..errors import InputError
 from ..results import COMPARISON_COLUMNS
