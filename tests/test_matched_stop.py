@@ -129,5 +129,7 @@ def test_unknown_trajectory_param(tmp_path):
     raw = json.loads(json.dumps(TINY))
     raw["train"].update(method="gd", steps=10)
     raw["trajectory"] = {"window": 80, "every": 4, "n_components": 3, "params": ["fc9.weight"]}
-    with pytest.raises(Exception, match="unknown parameter 'fc9.weight'"):
+    with pytest.raises(ConfigError, match=r"\[trajectory\] params: unknown parameter 'fc9.weight'; the model has "
+                                          r"fc0.weight, fc0.bias, out.weight, out.bias"):
         collect(validate_config(raw), tmp_path / "x")
+    assert not (tmp_path / "x").exists()                       # the pre-flight stops it before any run

@@ -270,6 +270,9 @@ def _build(spec: RunSpec, base_dir: str, device: str):
     if p["top_k"] > n_params(model):
         raise ConfigError(f"[probe] top_k: must be <= the number of parameters ({n_params(model)}); "
                           f"got {p['top_k']}")
+    if (c.get("trajectory") or {}).get("params"):  # unknown names fail here, before any training
+        from .trajectory import parameter_subset
+        parameter_subset(model, c["trajectory"]["params"])
     model.to(device)
     tensors = (prepare_tensors(ds.X_train, ds.y_train, loss=loss, n_outputs=ds.n_outputs, dtype=dtype,
                                device=device, task=ds.task),
