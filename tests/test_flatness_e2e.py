@@ -45,6 +45,8 @@ def test_psi_analysis_of_a_sweep(logs):
     assert len(res.comparisons) == 3 and all(np.isfinite(c["p_adjusted"]) for c in res.comparisons)
     assert all(c["margin"] == 1.0 and c["tost_p"] is not None for c in res.comparisons)
     rec = res.records[0]
+    assert rec["sensitivity_threshold"] == "width_2" and rec["psi_sensitivity"] is not None
+    assert res.per_run["psi_sensitivity"].notna().all()
     assert len(rec["components"]) == 5 and rec["components"][0]["drift"] is True
     assert {p["kind"] for p in res.profiles} == {"pc"} and len(res.profiles) == 9 * 5
     # order-independent per-run streams

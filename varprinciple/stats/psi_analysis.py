@@ -30,6 +30,8 @@ __all__ = ["PsiAnalysis", "psi_analysis", "TRAJECTORY_FILE", "PROJECTIONS_FILE",
 TRAJECTORY_FILE = "trajectory.parquet"
 PROJECTIONS_FILE = "trajectory_projections.parquet"
 PROFILES_FILE = "loss_profiles.parquet"
+#: The width column of the threshold-sensitivity psi, by the main one (f = e <-> f = 2).
+SENSITIVITY = {"width": "width_2", "width_2": "width"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class PsiAnalysis:
     """ψ results of a log set.
 
     ``per_run``: one row per run with a trajectory (PsiResult fields, ``run_id``,
-    ``method``, ``group``; ``problem`` names why ψ is missing). ``groups``: rows in the
+    ``method``, ``group``; ``problem`` names why ψ is missing; ``psi_sensitivity`` with its
+    CI is ψ from the other threshold's widths, ``sensitivity_threshold``). ``groups``: rows in the
     analysis' flatness-table format with ``quantity`` = ``psi`` and ``null`` 0.
     ``comparisons``: rows in the comparisons-table format with ``quantity`` = ``psi``.
     ``records``: per run, ψ and its components (for the σ² vs F figure). ``profiles``:
@@ -116,12 +119,27 @@ def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, 
             row["problem"] = None
         except InputError as exc:
             row.update(psi=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, problem=str(exc))
+        # threshold sensitivity: psi with the other width column (f = 2 when the main one is f = e)
+        other = SENSITIVITY.get(threshold)
+        row.update(psi_sensitivity=np.nan, psi_sensitivity_ci_low=np.nan, psi_sensitivity_ci_high=np.nan,
+                   sensitivity_threshold=other)
+        if other is not None and other in pcs.columns:
+            try:
+                r2 = psi_from_tables(pcs, proj, threshold=other, confidence=confidence, resamples=resamples,
+                                     rng=np.random.default_rng([int(seed), zlib.crc32(run.run_id.encode()), 2]))
+                row.update(psi_sensitivity=r2.psi, psi_sensitivity_ci_low=r2.ci_low,
+                           psi_sensitivity_ci_high=r2.ci_high)
+            except InputError:
+                pass
         rows.append(row)
         comps = pcs.sort_values("component")
         records.append({**{k: _float(row.get(k)) if k not in ("run_id", "method", "group", "problem") else row.get(k)
                            for k in ("run_id", "method", "group", "psi", "ci_low", "ci_high", "p_value",
                                      "n_eff_min", "problem")},
                         "intercept": _float(row.get("intercept")), "threshold": threshold,
+                        "sensitivity_threshold": row["sensitivity_threshold"],
+                        **{k: _float(row[k]) for k in ("psi_sensitivity", "psi_sensitivity_ci_low",
+                                                       "psi_sensitivity_ci_high")},
                         "components": [{"component": int(c), "variance": _float(v), "variance_short": _float(vs),
                                         "width": _float(w), "drift": bool(dr)}
                                        for c, v, vs, w, dr in zip(comps["component"], comps["variance"],
