@@ -83,6 +83,13 @@ COMPARISON_COLUMNS = (
     "equivalent_adjusted", "effect_size", "effect_size_ci_low", "effect_size_ci_high", "effect_size_kind",
     "prob_superiority", "prob_superiority_ci_low", "prob_superiority_ci_high", "prob_superiority_empirical",
     "prob_superiority_method", "note",
+) + (
+    # flatness comparisons (log_lambda_max, log_hessian_trace) at matched loss, null on other
+    # rows: the groups' geometric-mean training losses, their log ratio, whether they differ
+    # by more than the tolerance (with a note), runs that missed the target loss, and the
+    # loss-adjusted group difference (stats.matched; docs/flatness.md)
+    "loss_a", "loss_b", "loss_log_ratio", "loss_mismatch", "loss_note", "n_unmatched_a", "n_unmatched_b",
+    "adjusted_difference", "adjusted_ci_low", "adjusted_ci_high", "adjusted_p_value", "adjusted_slope",
 )
 #: Fields every ``comparisons`` row of the JSON carries: the frame's, with each side's
 #: label/key/source gathered in ``group_a`` / ``group_b`` objects.

@@ -35,7 +35,9 @@ from .comparisons import CONTROL_SOURCES, MAX_DEFAULT_GROUPS, Quantity, comparis
 from .flatness import flatness_rows
 from .group_level import analysed_steps, at_analysed_step, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
+from .matched import LOSS_TOLERANCE, annotate_flatness_comparisons
 from .per_probe import ProbeOptions, directions_frame, probe_relation
+from .psi_analysis import psi_analysis
 from .relation import DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR
 from .replicates import find_networks
 
@@ -77,6 +79,9 @@ class AnalysisResult:
     settings, provenance : dict
     notes : list of str
         Things the reader should know (e.g. no default comparison family).
+    extra : dict
+        Optional top-level JSON keys: ``variance_flatness`` and ``loss_profiles`` (the
+        trajectory's ψ records and loss profiles, when runs logged them; docs/flatness.md).
     """
 
     relations: pd.DataFrame
@@ -89,12 +94,14 @@ class AnalysisResult:
     settings: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
 
     def to_json_dict(self) -> dict:
         """The JSON output v1 as a dict (undefined values are None)."""
         return results_dict(relations=self.relations, groups=self.groups, comparisons=self.comparisons,
                             flatness=self.flatness, settings=self.settings, provenance=self.provenance,
-                            skipped=self.skipped, identical=self.identical, notes=self.notes)
+                            skipped=self.skipped, identical=self.identical, notes=self.notes,
+                            extra=self.extra)
 
     def directions_table(self) -> pa.Table:
         """The per-direction table as an Arrow table with the documented dtypes."""
@@ -267,6 +274,11 @@ def analyze(
 
     # ---- flatness
     flat_rows, flat_units = flatness_rows(runs, labels, key_of, sel, confidence, networks.network_of)
+    # psi from the optional trajectory tables: group rows (quantity "psi") join the flatness
+    # summaries, its comparisons (own Holm family, TOST at the equivalence margin) the others
+    psi = psi_analysis(runs, labels, key_of=key_of, confidence=confidence, alpha=alpha,
+                       margin=equivalence_margin, resamples=B, seed=seed, network_of=networks.network_of)
+    flat_rows = flat_rows + psi.groups
     flatness = int_or_null(pd.DataFrame(flat_rows, columns=list(FLATNESS_COLUMNS)), "step")
 
     # ---- comparisons
@@ -276,7 +288,11 @@ def analyze(
     units_by_q.update(flat_units)
     comp_rows = comparison_rows(units_by_q, declared, conf=confidence, alpha=alpha, margin=equivalence_margin,
                                 step_label=step_label, notes=notes)
-    comparisons = pd.DataFrame(comp_rows, columns=list(COMPARISON_COLUMNS))
+    comparisons = pd.DataFrame(comp_rows + psi.comparisons, columns=list(COMPARISON_COLUMNS))
+    # the groups' training losses (and the loss-adjusted difference) beside every flatness comparison
+    comparisons = annotate_flatness_comparisons(comparisons, runs, labels, sel, tolerance=LOSS_TOLERANCE,
+                                                confidence=confidence, network_of=networks.network_of)
+    extra = {k: v for k, v in (("variance_flatness", psi.records), ("loss_profiles", psi.profiles)) if v}
 
     settings = {
         "confidence": confidence, "alpha": alpha, "equivalence_margin": equivalence_margin, "seed": seed,
@@ -289,7 +305,8 @@ def analyze(
         "group_ci": "one-sample t over runs",
         "replicates": "independently trained networks: runs with identical noise tables, the same "
                       "checkpoint_fingerprint, or the same training seed and eigenvalues are one network, "
-                      "counted once (the mean over its runs); n_runs and df count networks", "comparison_test": "paired t (same runs) or Welch t",
+                      "counted once (the mean over its runs); n_runs and df count networks",
+        "comparison_test": "paired t (same runs) or Welch t",
         "multiplicity": "Holm within each quantity's confirmatory family",
         "tost_multiplicity": "tost_p and equivalent are per comparison, NOT adjusted for multiplicity; "
                              "tost_p_adjusted and equivalent_adjusted: Holm over the TOST p-values of each "
@@ -301,6 +318,9 @@ def analyze(
                             "or Phi(delta_z) with the effect size's interval mapped through Phi; "
                             "prob_superiority_empirical: Mann-Whitney U/(n_a n_b) or the share of positive "
                             "paired differences (no interval)",
+        "psi_ci": "percentile bootstrap: moving blocks over time (PCs and widths fixed); "
+                  "p for psi > 0 inverts it (docs/flatness.md)",
+        "loss_tolerance": LOSS_TOLERANCE,
     }
     import numpy as _np
     import scipy as _sp
@@ -317,4 +337,4 @@ def analyze(
         relations=relations, groups=groups, comparisons=comparisons, flatness=flatness,
         directions=directions, skipped=[s.to_dict() for s in logset.skipped],
         identical=[list(x) for x in logset.identical], settings=settings, provenance=provenance,
-        notes=notes)
+        notes=notes, extra=extra)

@@ -28,7 +28,7 @@ from .effect_size import standardized_difference, superiority_from
 from .inference import compare_groups, holm
 
 __all__ = ["Quantity", "CONTROL_SOURCES", "MAX_DEFAULT_GROUPS", "Unit", "parse_compare", "compare_units",
-           "family_pairs", "comparison_rows", "compare_option"]
+           "family_pairs", "comparison_rows", "compare_option", "adjust_family"]
 
 #: Noise sources that are controls: compared, reported, never in the confirmatory family.
 CONTROL_SOURCES = ("isotropic",)
@@ -209,6 +209,18 @@ def family_pairs(units: list[Unit], declared, notes: list[str], quantity: str):
     return conf_pairs, ctrl_pairs
 
 
+def adjust_family(rows: list[dict], *, alpha: float) -> None:
+    """Mark ``rows`` as one confirmatory family: Holm over their p-values and, separately,
+    over their TOST p-values (``tost_p_adjusted``, ``equivalent_adjusted``); in place."""
+    adj = holm([r["p_value"] for r in rows])
+    tost_adj = holm([r["tost_p"] for r in rows])
+    for r, pa_, ta_ in zip(rows, adj, tost_adj):
+        r["p_adjusted"] = pa_
+        r["confirmatory"] = True
+        r["tost_p_adjusted"] = ta_
+        r["equivalent_adjusted"] = bool(ta_ < alpha) if np.isfinite(ta_) else None
+
+
 def comparison_rows(units_by_q: dict[str, list[Unit]], declared, *, conf, alpha, margin, step_label,
                  notes) -> list[dict]:
     rows: list[dict] = []
@@ -224,13 +236,7 @@ def comparison_rows(units_by_q: dict[str, list[Unit]], declared, *, conf, alpha,
         m = margin if q == Quantity.SLOPE else None
         fam_rows = [r for a, b in fam
                     if (r := compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label))]
-        adj = holm([r["p_value"] for r in fam_rows])
-        tost_adj = holm([r["tost_p"] for r in fam_rows])
-        for r, pa_, ta_ in zip(fam_rows, adj, tost_adj):
-            r["p_adjusted"] = pa_
-            r["confirmatory"] = True
-            r["tost_p_adjusted"] = ta_
-            r["equivalent_adjusted"] = bool(ta_ < alpha) if np.isfinite(ta_) else None
+        adjust_family(fam_rows, alpha=alpha)
         rows += fam_rows
         rows += [r for a, b in ctrl
                  if (r := compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label))]
