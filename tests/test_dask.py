@@ -1,0 +1,262 @@
+"""Sweeps on Dask distributed (``collect --executor dask``), on LocalClusters in CI.
+
+Tiny configs; one shared 2-worker LocalCluster for most tests (passed as a ``Client`` or an
+address), and one started by the CLI for the killed-worker test, whose workers inherit the
+fault-injection environment variable.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+distributed = pytest.importorskip("distributed")
+
+from varprinciple.cli import main  # noqa: E402
+from varprinciple.collect.config import load_config  # noqa: E402
+from varprinciple.collect.executors import (TEST_KILL_ENV, _run_task, check_workers,  # noqa: E402
+                                            executor_iv)
+from varprinciple.collect.run import collect, expand_sweep  # noqa: E402
+from varprinciple.errors import ConfigError, VarPrincipleError  # noqa: E402
+from varprinciple.io import read_logset  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+TINY = """
+[data]
+name = "digits"
+n_train = 60
+n_test = 20
+
+[model]
+widths = [4]
+
+[train]
+method = {methods}
+seed = {seeds}
+steps = 12
+batch_size = 8
+lr = {lr}
+log_every = 6
+
+[probe]
+every = 6
+top_k = 3
+n_samples = 12
+n_random = 2
+hutchinson_probes = 4
+tr_hc_samples = 4
+"""
+
+TABLES = ("eigen.parquet", "noise.parquet", "flatness.parquet", "exact_variance.parquet", "training.parquet")
+
+
+def tiny(tmp_path, name="c.toml", *, methods='["gd", "sgd", "dropout"]', seeds="[0]", lr="0.1"):
+    p = tmp_path / name
+    p.write_text(TINY.format(methods=methods, seeds=seeds, lr=lr))
+    return load_config(p)
+
+
+def assert_same_tables(a: Path, b: Path):
+    for f in TABLES:
+        ta, tb = pd.read_parquet(a / f), pd.read_parquet(b / f)
+        if "elapsed_s" in ta:  # wall-clock time, the one column that differs between runs
+            ta, tb = ta.drop(columns=["elapsed_s"]), tb.drop(columns=["elapsed_s"])
+        pd.testing.assert_frame_equal(ta, tb, check_exact=True, obj=f"{a.name}/{f}")
+
+
+def hidden(logs: Path) -> list[str]:
+    """Staging directories and markers left in a log set (there must be none)."""
+    return sorted(p.name for p in logs.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None,
+                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The local executor's log set of the tiny sweep (one thread per run)."""
+    d = tmp_path_factory.mktemp("local")
+    cfg = tiny(d)
+    res = collect(cfg, d / "logs", workers=1, threads=1)
+    assert len(res.ran) == 3
+    return d / "logs", res.ran
+
+
+def test_tables_equal_local_executor_bit_for_bit(tmp_path, client, reference):
+    ref, run_ids = reference
+    res = collect(tiny(tmp_path), tmp_path / "logs", executor="dask", scheduler=client, threads=1)
+    assert res.ran == run_ids and res.skipped == ()
+    for rid in run_ids:
+        assert_same_tables(ref / rid, tmp_path / "logs" / rid)
+    assert hidden(tmp_path / "logs") == []
+    assert client.status == "running"  # a client given by the caller stays open
+
+
+def test_deterministic_failure_is_reported_per_run_and_not_retried(tmp_path, client):
+    # lr 1e20 diverges: its run fails once, its staging directory is removed, the others finish
+    cfg = tiny(tmp_path, methods='["gd", "sgd"]', lr="[0.1, 1e20]")
+    with pytest.raises(VarPrincipleError, match=r"^run gd-lr1e\+20-seed0 failed: training diverged at step 6 "
+                                                r".*\(1 more failed: sgd-lr1e\+20-bs8-seed0\); 2 of 4 runs "
+                                                r"written$"):
+        collect(cfg, tmp_path / "logs", executor="dask", scheduler=client)
+    logs = tmp_path / "logs"
+    assert sorted(r.run_id for r in read_logset(logs).runs) == ["gd-lr0.1-seed0", "sgd-lr0.1-bs8-seed0"]
+    assert hidden(logs) == []
+    # the scheduler sent each failing run to a worker exactly once (no retry)
+    starts = client.run_on_scheduler(
+        lambda dask_scheduler: [str(e[0]) for e in dask_scheduler.transition_log
+                                if "lr1e+20" in str(e[0]) and e[2] == "processing"])
+    assert len(starts) == 2 and len(set(starts)) == 2, starts
+
+
+def test_resume_after_interrupted_distributed_sweep(tmp_path, client, reference):
+    ref, run_ids = reference
+    logs = tmp_path / "logs"
+    address = client.scheduler.address  # the API's other form: a scheduler address
+    first = collect(tiny(tmp_path), logs, executor="dask", scheduler=address)
+    assert first.ran == run_ids
+    # interrupted: one run renamed back to a dead attempt's staging directory with a half
+    # file, another left without run.json (killed between files, by an older tool)
+    rid1, rid2 = run_ids[1], run_ids[2]
+    stamp = (logs / run_ids[0] / "run.json").stat().st_mtime_ns
+    shutil.move(logs / rid1, logs / f".{rid1}.0123abcd.partial")
+    (logs / f".{rid1}.0123abcd.partial" / "run.json").unlink()
+    (logs / f".{rid1}.0123abcd.partial" / "junk.tmp").write_text("half a file")
+    (logs / rid2 / "run.json").unlink()
+    again = collect(tiny(tmp_path), logs, executor="dask", scheduler=address)
+    assert again.skipped == (run_ids[0],) and again.ran == (rid1, rid2)
+    assert (logs / run_ids[0] / "run.json").stat().st_mtime_ns == stamp
+    assert hidden(logs) == []
+    for rid in run_ids:
+        assert_same_tables(ref / rid, logs / rid)
+    third = collect(tiny(tmp_path), logs, executor="dask", scheduler=address)
+    assert third.ran == () and third.skipped == run_ids
+
+
+def test_cuda_without_gpu_workers_is_refused_in_one_line(tmp_path, client):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ConfigError, match=r"^--device: 'cuda' is not available \(no CUDA device; use cpu\) "
+                                          r"on dask worker tcp://"):
+        collect(tiny(tmp_path, methods='["gd"]'), tmp_path / "logs", executor="dask", scheduler=client,
+                device="cuda")
+    assert hidden(tmp_path / "logs") == []
+
+
+def test_killed_worker_is_retried_and_nothing_is_half_written(tmp_path, monkeypatch, reference, capsys):
+    """Every run's first attempt writes a fragment into its staging directory and kills its
+    worker process (os._exit); the nanny restarts it, the scheduler reruns the task."""
+    ref, run_ids = reference
+    kills = tmp_path / "kills"
+    kills.mkdir()
+    monkeypatch.setenv(TEST_KILL_ENV, str(kills))
+    (tmp_path / "c.toml").write_text(TINY.format(methods='["gd", "sgd", "dropout"]', seeds="[0]", lr="0.1"))
+    rc = main(["collect", str(tmp_path / "c.toml"), "--out", str(tmp_path / "logs"), "--executor", "dask",
+               "--workers", "2"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in kills.iterdir()) == sorted(run_ids)  # each run was killed once
+    logs = tmp_path / "logs"
+    assert sorted(r.run_id for r in read_logset(logs).runs) == sorted(run_ids)
+    assert hidden(logs) == []
+    for rid in run_ids:
+        assert_same_tables(ref / rid, logs / rid)
+    assert "3 runs written" in capsys.readouterr().out
+
+
+def test_late_attempt_loses_to_finished_run_and_cleans_up(tmp_path, reference, one_torch_thread):
+    """A presumed-dead attempt that finishes after the retry finds the run complete."""
+    from varprinciple.collect.run import run_one
+    ref, run_ids = reference
+    spec = expand_sweep(tiny(tmp_path))[0]
+    logs = tmp_path / "logs"
+    shutil.copytree(ref / spec.run_id, logs / spec.run_id)
+    stamp = (logs / spec.run_id / "run.json").stat().st_mtime_ns
+    path = run_one(spec, logs, base_dir=str(tmp_path), attempt="ab12")
+    assert path == logs / spec.run_id
+    assert (logs / spec.run_id / "run.json").stat().st_mtime_ns == stamp  # the winner is untouched
+    assert hidden(logs) == []
+
+
+def _payload(tmp_path, **over):
+    spec = expand_sweep(tiny(tmp_path, methods='["gd"]'))[0]
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    (tmp_path / "logs" / ".m").write_text("tok")
+    from dataclasses import asdict
+
+    from varprinciple.collect.executors import _versions_here
+    p = {"spec": asdict(spec), "out": str(tmp_path / "logs"), "base_dir": str(tmp_path), "threads": 1,
+         "device": "cpu", "extra": {}, "marker": ".m", "token": "tok", "versions": _versions_here()}
+    p.update(over)
+    return p
+
+
+def test_task_checks_versions_and_output_visibility(tmp_path):
+    # the checks a task repeats for workers that join after the sweep started
+    res = _run_task(_payload(tmp_path, versions={"torch": "0.0.1"}))
+    assert res["path"] is None
+    assert re.fullmatch(r"this process runs torch \S+, this machine torch 0\.0\.1; install the same "
+                        r"python, varprinciple, torch and numpy on every worker", res["error"])
+    res = _run_task(_payload(tmp_path, token="other"))
+    assert res["error"].startswith(f"--out {tmp_path / 'logs'}: not visible to this process; put LOGDIR")
+    assert not any(p.is_dir() for p in (tmp_path / "logs").iterdir())
+
+
+def test_check_workers_refuses_in_one_line():
+    ok = {"versions": {"python": "3.12.1", "varprinciple": "0.3.0", "torch": "2.13.0", "numpy": "2.1.0"},
+          "sees_out": True, "device_error": None}
+    want = ok["versions"]
+    check_workers({"tcp://a:1": ok, "tcp://b:1": ok}, out="/s/logs", expected_versions=want, device="cpu")
+    with pytest.raises(ConfigError, match=r"^--out /s/logs: not visible to dask worker tcp://a:1 \(2 of 2 "
+                                          r"workers\); put LOGDIR on storage every worker mounts"):
+        check_workers({"tcp://a:1": dict(ok, sees_out=False), "tcp://b:1": dict(ok, sees_out=False)},
+                      out="/s/logs", expected_versions=want, device="cpu")
+    bad = dict(ok, versions=dict(want, numpy="1.26.4"))
+    with pytest.raises(ConfigError, match=r"^dask worker tcp://b:1 runs numpy 1\.26\.4, this machine numpy "
+                                          r"2\.1\.0; install the same python, varprinciple, torch and numpy"):
+        check_workers({"tcp://a:1": ok, "tcp://b:1": bad}, out="/s/logs", expected_versions=want, device="cpu")
+    with pytest.raises(ConfigError, match=r"^--device: 'cuda' is not available \(x\) on dask worker tcp://a:1$"):
+        check_workers({"tcp://a:1": dict(ok, device_error="--device: 'cuda' is not available (x)")},
+                      out="/s/logs", expected_versions=want, device="cuda")
+    with pytest.raises(ConfigError, match=r"^--executor dask: the cluster has no worker$"):
+        check_workers({}, out="/s/logs", expected_versions=want, device="cpu")
+
+
+def test_executor_options_are_checked(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"^--executor: must be one of local, dask; got 'ray'$"):
+        executor_iv("ray", workers=1)
+    with pytest.raises(ConfigError, match=r"^--scheduler/--scheduler-file: need --executor dask$"):
+        executor_iv("local", workers=1, scheduler="tcp://x:1")
+    with pytest.raises(ConfigError, match=r"^--scheduler and --scheduler-file: give one of them, not both$"):
+        executor_iv("dask", workers=1, scheduler="tcp://x:1", scheduler_file="f.json")
+    with pytest.raises(ConfigError, match=r"^--workers: sizes the LocalCluster started without --scheduler; "
+                                          r"a running cluster uses its own workers; got --workers 4"):
+        executor_iv("dask", workers=4, scheduler="tcp://x:1")
+    with pytest.raises(ConfigError, match=r"^--scheduler-file .*nope\.json: no such file"):
+        collect(tiny(tmp_path, methods='["gd"]'), tmp_path / "logs", executor="dask",
+                scheduler_file=tmp_path / "nope.json")
+    rc = main(["collect", str(tmp_path / "c.toml"), "--out", str(tmp_path / "l2"), "--executor", "dask",
+               "--scheduler", "tcp://x:1", "--workers", "3"])
+    assert rc == 2
+    assert capsys.readouterr().err.startswith("varprinciple: error: --workers: sizes the LocalCluster")
+
+
+def test_dask_extra_missing_is_one_line(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r'^--executor dask: needs the dask extra \(pip install '
+                                          r'"varprinciple\[dask\]"\)$'):
+        executor_iv("dask", workers=1)
