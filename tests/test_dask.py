@@ -231,6 +231,14 @@ def test_check_workers_refuses_in_one_line():
     with pytest.raises(ConfigError, match=r"^--device: 'cuda' is not available \(x\) on dask worker tcp://a:1$"):
         check_workers({"tcp://a:1": dict(ok, device_error="--device: 'cuda' is not available (x)")},
                       out="/s/logs", expected_versions=want, device="cuda")
+    with pytest.raises(ConfigError, match=r"^dask worker tcp://b:1 runs 4 threads; start workers with "
+                                          r"--nthreads 1 \(one run per worker process"):
+        check_workers({"tcp://a:1": ok, "tcp://b:1": dict(ok, nthreads=4)}, out="/s/logs",
+                      expected_versions=want, device="cpu")
+    with pytest.raises(ConfigError, match=r"^--device cuda: no dask worker offers the GPU resource; start one "
+                                          r"worker per GPU with `--resources GPU=1`"):
+        check_workers({"tcp://a:1": dict(ok, gpus=0)}, out="/s/logs", expected_versions=want, device="cuda")
+    check_workers({"tcp://a:1": dict(ok, gpus=1)}, out="/s/logs", expected_versions=want, device="cuda")
     with pytest.raises(ConfigError, match=r"^--executor dask: the cluster has no worker$"):
         check_workers({}, out="/s/logs", expected_versions=want, device="cpu")
 
@@ -260,3 +268,34 @@ def test_dask_extra_missing_is_one_line(monkeypatch):
     with pytest.raises(ConfigError, match=r'^--executor dask: needs the dask extra \(pip install '
                                           r'"varprinciple\[dask\]"\)$'):
         executor_iv("dask", workers=1)
+
+
+def test_plain_cuda_picks_one_gpu_per_worker(monkeypatch):
+    """Device plumbing without a GPU: on a LocalCluster worker named ``i``, "cuda" means
+    cuda:(i mod #GPUs); with one visible GPU per worker (dask-jobqueue, CUDA_VISIBLE_DEVICES)
+    it means cuda:0; an explicit index is kept."""
+    from varprinciple.collect import executors
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(executors, "_worker_name", lambda: 3)
+    assert executors._task_device("cuda") == "cuda:1"
+    assert executors._task_device("cuda:0") == "cuda:0"
+    monkeypatch.setattr(executors, "_worker_name", lambda: "SLURMCluster-0")
+    assert executors._task_device("cuda") == "cuda:0"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(executors, "_worker_name", lambda: 1)
+    assert executors._task_device("cuda") == "cuda:0"
+    with pytest.raises(ConfigError, match=r"^--device: 'cuda:1' is not available \(1 CUDA device: cuda:0\.\.cuda:0\)$"):
+        executors._task_device("cuda:1")
+
+
+def test_worker_with_several_threads_is_refused(tmp_path):
+    # an in-process cluster (fast to start) whose worker would run two runs at once
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
+            distributed.Client(cluster) as c:
+        with pytest.raises(ConfigError, match=r"^dask worker inproc://\S+ runs 2 threads; start workers with "
+                                              r"--nthreads 1"):
+            collect(tiny(tmp_path, methods='["gd"]'), tmp_path / "logs", executor="dask", scheduler=c)
+    assert hidden(tmp_path / "logs") == []

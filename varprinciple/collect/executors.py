@@ -162,10 +162,14 @@ def _task_device(device: str) -> str:
     return _device_iv(device)
 
 
-def _worker_info(out: str, marker: str, token: str, device: str) -> dict:
-    """What a worker reports before the sweep (run on every worker through ``Client.run``)."""
+def _worker_info(out: str, marker: str, token: str, device: str, dask_worker: Any = None) -> dict:
+    """What a worker reports before the sweep (run on every worker through ``Client.run``,
+    which passes the worker as ``dask_worker``)."""
     info: dict[str, Any] = {"versions": _versions_here(), "sees_out": _sees_marker(out, marker, token),
-                            "device_error": None}
+                            "device_error": None, "nthreads": 1, "gpus": 0}
+    if dask_worker is not None:
+        state = dask_worker.state
+        info["nthreads"], info["gpus"] = int(state.nthreads), float(state.total_resources.get("GPU", 0))
     try:
         _task_device(device)
     except ConfigError as exc:
@@ -190,6 +194,11 @@ def check_workers(infos: Mapping[str, Mapping[str, Any]], *, out: str | Path,
     """
     if not infos:
         raise ConfigError("--executor dask: the cluster has no worker")
+    multi = [a for a in sorted(infos) if infos[a].get("nthreads", 1) > 1]
+    if multi:  # two runs in one process would share torch's thread setting and random stream
+        raise ConfigError(f"dask worker {multi[0]} runs {infos[multi[0]]['nthreads']} threads; start workers "
+                          f"with --nthreads 1 (one run per worker process; torch threads per run: "
+                          f"--threads)")
     blind = [a for a in sorted(infos) if not infos[a]["sees_out"]]
     if blind:
         raise ConfigError(f"--out {out}: not visible to dask worker {blind[0]} ({len(blind)} of "
@@ -202,6 +211,9 @@ def check_workers(infos: Mapping[str, Mapping[str, Any]], *, out: str | Path,
     for a in sorted(infos):
         if infos[a]["device_error"]:
             raise ConfigError(f"{infos[a]['device_error']} on dask worker {a}")
+    if device.startswith("cuda") and not any(i.get("gpus", 0) >= 1 for i in infos.values()):
+        raise ConfigError(f"--device {device}: no dask worker offers the GPU resource; start one worker per "
+                          f"GPU with `--resources GPU=1` (docs/cluster.md)")
 
 
 # ------------------------------------------------------------------------- the task
@@ -323,14 +335,7 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
         expected = _versions_here()
         infos = client.run(_worker_info, str(out), marker.name, token, device)
         check_workers(infos, out=out, expected_versions=expected, device=device)
-        resources = None
-        if cuda:
-            with_gpu = [a for a, w in client.scheduler_info()["workers"].items()
-                        if w.get("resources", {}).get("GPU", 0) >= 1]
-            if not with_gpu:
-                raise ConfigError(f"--device {device}: no dask worker offers the GPU resource; start one "
-                                  f"worker per GPU with `--resources GPU=1` (docs/cluster.md)")
-            resources = {"GPU": 1}
+        resources = {"GPU": 1} if cuda else None
         logger.info("dask: %d run%s on %d worker%s (%s), %d torch thread%s each", len(todo),
                     "s" if len(todo) != 1 else "", len(infos), "s" if len(infos) != 1 else "",
                     client.scheduler.address, threads, "s" if threads != 1 else "")

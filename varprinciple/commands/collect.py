@@ -49,6 +49,10 @@ def handler(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.executor == "dask" and not getattr(args, "verbose", False):
         import logging  # Dask's scheduler and nannies log every start and stop at INFO
+        try:
+            import distributed  # noqa: F401 - its import sets its loggers' levels; override after
+        except ImportError:
+            pass  # collect() says how to install it
         for name in ("distributed", "distributed.http.proxy"):
             logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
     if args.dry_run:
