@@ -28,6 +28,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,8 +39,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import re
 
 import pandas as pd
 
@@ -519,10 +518,7 @@ def _device_iv(device: Any) -> str:
     """Check ``--device`` before any pre-flight or output: a torch device string that is
     available here (cpu, cuda[:N], mps); returns its canonical form."""
     import torch
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"--device: not a torch device (cpu, cuda, cuda:N, mps); got {device!r}") from None
+    d = torch.device(_device_syntax_iv(device))
     if d.type == "cpu":
         return str(d)
     if d.type == "cuda":
@@ -536,8 +532,7 @@ def _device_iv(device: Any) -> str:
     if d.type == "mps":
         if not torch.backends.mps.is_available():
             raise ConfigError(f"--device: {device!r} is not available (no MPS device; use cpu)")
-        return str(d)
-    raise ConfigError(f"--device: must be cpu, cuda, cuda:N or mps; got {device!r}")
+    return str(d)
 
 
 def _device_syntax_iv(device: Any) -> str:
