@@ -7,8 +7,13 @@ fault-injection environment variable.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +24,8 @@ distributed = pytest.importorskip("distributed")
 
 from varprinciple.cli import main  # noqa: E402
 from varprinciple.collect.config import load_config  # noqa: E402
-from varprinciple.collect.executors import (TEST_KILL_ENV, _run_task, check_workers,  # noqa: E402
-                                            executor_iv)
+from varprinciple.collect.executors import (MARKER, TEST_KILL_ENV, _run_task,  # noqa: E402
+                                            check_workers, executor_iv)
 from varprinciple.collect.run import collect, expand_sweep  # noqa: E402
 from varprinciple.errors import ConfigError, VarPrincipleError  # noqa: E402
 from varprinciple.io import read_logset  # noqa: E402
@@ -71,8 +76,9 @@ def assert_same_tables(a: Path, b: Path):
 
 
 def hidden(logs: Path) -> list[str]:
-    """Staging directories and markers left in a log set (there must be none)."""
-    return sorted(p.name for p in logs.iterdir() if p.name.startswith("."))
+    """Staging directories and other hidden files left in a log set (there must be none
+    besides the log set's marker, kept on purpose)."""
+    return sorted(p.name for p in logs.iterdir() if p.name.startswith(".") and p.name != MARKER)
 
 
 @pytest.fixture(scope="module")
@@ -124,26 +130,40 @@ def test_deterministic_failure_is_reported_per_run_and_not_retried(tmp_path, cli
 
 
 def test_resume_after_interrupted_distributed_sweep(tmp_path, client, reference):
+    """A distributed sweep killed (client, scheduler and workers: SIGKILL to its process
+    group) after its first run; re-running skips the finished run and redoes the others."""
     ref, run_ids = reference
+    cfg_path = tmp_path / "c.toml"
+    tiny(tmp_path)
     logs = tmp_path / "logs"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "varprinciple.cli", "-q", "collect", str(cfg_path), "--out",
+                             str(logs), "--executor", "dask", "--workers", "1"], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while not any((logs / r / "run.json").exists() for r in run_ids):
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended or hung"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = [r for r in run_ids if (logs / r / "run.json").exists()]
+    assert 1 <= len(done) < len(run_ids)
+    stamps = {r: (logs / r / "run.json").stat().st_mtime_ns for r in done}
+    todo = tuple(r for r in run_ids if r not in done)
+    # also: a run directory without run.json (e.g. written by an older tool) is redone
+    (logs / todo[-1]).mkdir()
+    (logs / todo[-1] / "junk.tmp").write_text("half a file")
     address = client.scheduler.address  # the API's other form: a scheduler address
-    first = collect(tiny(tmp_path), logs, executor="dask", scheduler=address)
-    assert first.ran == run_ids
-    # interrupted: one run renamed back to a dead attempt's staging directory with a half
-    # file, another left without run.json (killed between files, by an older tool)
-    rid1, rid2 = run_ids[1], run_ids[2]
-    stamp = (logs / run_ids[0] / "run.json").stat().st_mtime_ns
-    shutil.move(logs / rid1, logs / f".{rid1}.0123abcd.partial")
-    (logs / f".{rid1}.0123abcd.partial" / "run.json").unlink()
-    (logs / f".{rid1}.0123abcd.partial" / "junk.tmp").write_text("half a file")
-    (logs / rid2 / "run.json").unlink()
-    again = collect(tiny(tmp_path), logs, executor="dask", scheduler=address)
-    assert again.skipped == (run_ids[0],) and again.ran == (rid1, rid2)
-    assert (logs / run_ids[0] / "run.json").stat().st_mtime_ns == stamp
+    again = collect(load_config(cfg_path), logs, executor="dask", scheduler=address)
+    assert again.skipped == tuple(done) and again.ran == todo
+    assert {r: (logs / r / "run.json").stat().st_mtime_ns for r in done} == stamps
     assert hidden(logs) == []
+    assert not (logs / todo[-1] / "junk.tmp").exists()
     for rid in run_ids:
         assert_same_tables(ref / rid, logs / rid)
-    third = collect(tiny(tmp_path), logs, executor="dask", scheduler=address)
+    third = collect(load_config(cfg_path), logs, executor="dask", scheduler=address)
     assert third.ran == () and third.skipped == run_ids
 
 
@@ -158,17 +178,19 @@ def test_cuda_without_gpu_workers_is_refused_in_one_line(tmp_path, client):
 
 
 def test_killed_worker_is_retried_and_nothing_is_half_written(tmp_path, monkeypatch, reference, capsys):
-    """Every run's first attempt writes a fragment into its staging directory and kills its
-    worker process (os._exit); the nanny restarts it, the scheduler reruns the task."""
+    """Two runs' first attempts write a fragment into their staging directories and kill
+    their worker processes (os._exit); the nannies restart them, the scheduler reruns the tasks."""
     ref, run_ids = reference
     kills = tmp_path / "kills"
     kills.mkdir()
+    for rid in run_ids[1:]:
+        (kills / rid).write_text("arm")
     monkeypatch.setenv(TEST_KILL_ENV, str(kills))
     (tmp_path / "c.toml").write_text(TINY.format(methods='["gd", "sgd", "dropout"]', seeds="[0]", lr="0.1"))
     rc = main(["collect", str(tmp_path / "c.toml"), "--out", str(tmp_path / "logs"), "--executor", "dask",
                "--workers", "2"])
     assert rc == 0, capsys.readouterr().err
-    assert sorted(p.name for p in kills.iterdir()) == sorted(run_ids)  # each run was killed once
+    assert {p.name: p.read_text() for p in kills.iterdir()} == {r: "killed" for r in run_ids[1:]}
     logs = tmp_path / "logs"
     assert sorted(r.run_id for r in read_logset(logs).runs) == sorted(run_ids)
     assert hidden(logs) == []

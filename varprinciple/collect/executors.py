@@ -21,8 +21,9 @@ What makes a distributed sweep correct under faults:
   (killed, out of memory, node gone) makes the scheduler run the task elsewhere, up to
   ``distributed.scheduler.allowed-failures`` times (default 3), after which the run is
   reported failed (``KilledWorker``).
-- Before any run: every worker must see the output directory (a marker file written here
-  and read there) and run the same Python, varprinciple, torch and numpy as this machine;
+- Before any run: every worker must see the output directory (the log set's marker file
+  ``LOGDIR/.varprinciple-logset``, a random token written once and kept, read back there)
+  and run the same Python, varprinciple, torch and numpy as this machine;
   tasks repeat both checks, for workers that join later.
 - Failures are reported per run; the sweep goes on and :func:`collect` raises one summary
   error at the end.
@@ -43,7 +44,7 @@ from typing import Any
 from ..errors import ConfigError, VarPrincipleError
 
 __all__ = ["Executor", "executor_iv", "run_dask", "check_workers", "version_mismatch",
-           "VERSION_PACKAGES", "WAIT_FOR_WORKERS_S"]
+           "VERSION_PACKAGES", "WAIT_FOR_WORKERS_S", "MARKER"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,12 @@ logger = logging.getLogger(__name__)
 VERSION_PACKAGES = ("python", "varprinciple", "torch", "numpy")
 #: How long a sweep waits for the first worker of a cluster given by address or file.
 WAIT_FOR_WORKERS_S = 300
-#: Test hook (never set it in real use): a directory; the first attempt of each run makes a
-#: marker file there, writes a fragment into its staging directory and kills its worker.
+#: Test hook (never set it in real use): a directory; a run with a file ``<run_id>`` there
+#: holding "arm" rewrites it to "killed", writes a fragment into its staging directory and
+#: kills its worker process (so only its first attempt dies).
 TEST_KILL_ENV = "VARPRINCIPLE_TEST_KILL_FIRST_ATTEMPT"
-_MARKER_PREFIX = ".varprinciple-dask-"
+#: The log set's marker (hidden, kept): a random token workers must read to prove they see LOGDIR.
+MARKER = ".varprinciple-logset"
 _INSTALL = 'pip install "varprinciple[dask]"'
 
 
@@ -222,9 +225,10 @@ def check_workers(infos: Mapping[str, Mapping[str, Any]], *, out: str | Path,
 def _test_kill_hook(run_id: str) -> None:
     """Test-only fault injection (see ``TEST_KILL_ENV``): die half-way through writing."""
     d = os.environ.get(TEST_KILL_ENV)
-    if not d or (Path(d) / run_id).exists():
+    flag = Path(d) / run_id if d else None
+    if flag is None or not flag.is_file() or flag.read_text() != "arm":
         return
-    (Path(d) / run_id).write_text("killed")
+    flag.write_text("killed")
     from .. import io as vio
 
     def die(stage, meta, **kwargs):  # the run is trained and probed; its tables half written
@@ -292,6 +296,17 @@ def _connect(workers: int, scheduler: Any, scheduler_file: str | Path | None, cu
                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
+def _marker_token(out: Path) -> str:
+    """The token of the log set's marker file, written once (first writer wins) and kept."""
+    path = out / MARKER
+    try:
+        with open(path, "x") as f:
+            f.write(uuid.uuid4().hex)
+    except FileExistsError:
+        pass
+    return path.read_text()
+
+
 def _clean_stages(out: Path, run_ids: Sequence[str]) -> None:
     from .run import _stages_of
     for rid in run_ids:
@@ -321,8 +336,7 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
         if (out / s.run_id).is_dir() and _finished_hash(out / s.run_id) is None:
             shutil.rmtree(out / s.run_id)
     client, cluster, own = _connect(workers, scheduler, scheduler_file, cuda)
-    token = uuid.uuid4().hex
-    marker = out / f"{_MARKER_PREFIX}{token}"
+    token = _marker_token(out)
     failures: list[tuple[str, VarPrincipleError]] = []
     futures = []
     try:
@@ -331,21 +345,20 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
         except TimeoutError:
             raise ConfigError(f"--executor dask: no worker joined the cluster within "
                               f"{WAIT_FOR_WORKERS_S} s") from None
-        marker.write_text(token)
         expected = _versions_here()
-        infos = client.run(_worker_info, str(out), marker.name, token, device)
+        infos = client.run(_worker_info, str(out), MARKER, token, device)
         check_workers(infos, out=out, expected_versions=expected, device=device)
         resources = {"GPU": 1} if cuda else None
         logger.info("dask: %d run%s on %d worker%s (%s), %d torch thread%s each", len(todo),
                     "s" if len(todo) != 1 else "", len(infos), "s" if len(infos) != 1 else "",
                     client.scheduler.address, threads, "s" if threads != 1 else "")
         base = {"out": str(out), "base_dir": str(Path(base_dir).resolve()), "threads": int(threads),
-                "device": device, "extra": dict(extra), "marker": marker.name, "token": token,
+                "device": device, "extra": dict(extra), "marker": MARKER, "token": token,
                 "versions": expected}
         by_key = {}
         for s in todo:
             payload = dict(base, spec=asdict(s))
-            f = client.submit(_run_task, payload, key=f"varprinciple-{s.run_id}-{token[:8]}", pure=False,
+            f = client.submit(_run_task, payload, key=f"varprinciple-{s.run_id}-{uuid.uuid4().hex[:8]}", pure=False,
                               retries=0, resources=resources)
             by_key[f.key] = s.run_id
             futures.append(f)
@@ -381,7 +394,6 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
     finally:
         if futures:
             client.cancel(futures)
-        marker.unlink(missing_ok=True)
         if own:
             client.close()
         if cluster is not None:
