@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command set-up: a virtual environment in .venv with varprinciple, torch (CPU build),
-# and the test tools. Usage: bash scripts/setup.sh
+# the Dask extra and the test tools. Usage: bash scripts/setup.sh
 #   TORCH_SPEC   torch requirement to install first (default torch==2.13.0, the CPU wheel
 #                available to this project's machines; elsewhere set TORCH_INDEX_URL)
 #   TORCH_INDEX_URL  e.g. https://download.pytorch.org/whl/cpu to get a CPU build from PyTorch's index
@@ -14,5 +14,5 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
 else
   .venv/bin/python -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
 fi
-.venv/bin/python -m pip install --quiet -e ".[collect,test]"
-.venv/bin/python -c "import varprinciple, torch; print('varprinciple', varprinciple.__version__, '| torch', torch.__version__)"
+.venv/bin/python -m pip install --quiet -e ".[collect,dask,test]"
+.venv/bin/python -c "import varprinciple, torch, distributed; print('varprinciple', varprinciple.__version__, '| torch', torch.__version__, '| distributed', distributed.__version__)"

@@ -13,17 +13,22 @@ Resume (:func:`collect`): a run is written into a hidden staging directory
 ``LOGDIR/.<run_id>.partial`` (readers skip hidden directories) and renamed to
 ``LOGDIR/<run_id>`` only when complete, ``run.json`` written last. Re-running skips
 finished runs (same configuration hash; a different one is an error), deletes any staging
-directory left by an interrupted run and redoes it.
+directory left by an interrupted run and redoes it. On a cluster (``executor="dask"``,
+:mod:`varprinciple.collect.executors`) each attempt stages into its own
+``LOGDIR/.<run_id>.<attempt>.partial`` and only the first finished attempt is renamed into
+place, so a retried run never interleaves with a presumed-dead attempt still writing.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +47,7 @@ from ..errors import ConfigError, VarPrincipleError
 from .config import CollectConfig, LossName, Method
 
 __all__ = ["RunSpec", "CollectResult", "expand_sweep", "collect", "run_one", "derive_seed",
-           "package_versions", "git_revision", "PARTIAL_SUFFIX"]
+           "package_versions", "git_revision", "PARTIAL_SUFFIX", "stage_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -311,6 +316,49 @@ def _save_state(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def stage_dir(out: str | Path, run_id: str, attempt: str | None = None) -> Path:
+    """The hidden staging directory of a run (of one attempt of it, on a cluster).
+
+    Examples
+    --------
+    >>> stage_dir("logs", "gd-lr0.1-seed0").name, stage_dir("logs", "gd-lr0.1-seed0", "a1b2").name
+    ('.gd-lr0.1-seed0.partial', '.gd-lr0.1-seed0.a1b2.partial')
+    """
+    mid = f".{attempt}" if attempt else ""
+    return Path(out) / f".{run_id}{mid}{PARTIAL_SUFFIX}"
+
+
+def _stages_of(out: Path, run_id: str) -> list[Path]:
+    """Every staging directory of ``run_id`` under ``out`` (the plain one and per-attempt ones)."""
+    if not out.is_dir():
+        return []
+    pat = re.compile(re.escape(f".{run_id}") + r"(\.[0-9a-f]+)?" + re.escape(PARTIAL_SUFFIX))
+    return [p for p in out.iterdir() if pat.fullmatch(p.name)]
+
+
+def _publish(stage: Path, final: Path, *, exclusive: bool) -> bool:
+    """Rename a complete staging directory to ``final``; True if this one was published.
+
+    ``exclusive=False`` (one process per run) replaces whatever is at ``final``. With
+    ``exclusive=True`` (several attempts of a run may be alive on a cluster) the first rename
+    wins: a later attempt finds ``final`` complete, deletes its own staging directory and
+    returns False.
+    """
+    if not exclusive:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(stage, final)
+        return True
+    try:
+        os.rename(stage, final)  # POSIX: fails on an existing non-empty directory
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or _finished_hash(final) is None:
+            raise
+    shutil.rmtree(stage, ignore_errors=True)
+    return False
+
+
 def _concat(frames: list) -> pd.DataFrame | None:
     frames = [f for f in frames if f is not None and len(f)]
     return pd.concat(frames, ignore_index=True) if frames else None
@@ -354,10 +402,12 @@ def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, 
 
 
 def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str = "cpu",
-            progress: bool = False, extra_meta: Mapping[str, Any] | None = None) -> Path:
+            progress: bool = False, extra_meta: Mapping[str, Any] | None = None,
+            attempt: str | None = None) -> Path:
     """Train and probe one run; write it to ``out/<run_id>`` (via a hidden staging directory).
 
-    Returns the run directory.
+    ``attempt`` (a hex token, one per attempt on a cluster) gives the attempt its own staging
+    directory, published only if no other attempt finished first. Returns the run directory.
     """
     import torch
 
@@ -368,7 +418,7 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
     t_start = time.perf_counter()
     out = Path(out)
     final = out / spec.run_id
-    stage = out / f".{spec.run_id}{PARTIAL_SUFFIX}"
+    stage = stage_dir(out, spec.run_id, attempt)
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
@@ -473,9 +523,7 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
     }
     from ..io import write_run
     write_run(stage, meta, eigen=_concat(eig), noise=_concat(noise), tables=tables)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(stage, final)
+    _publish(stage, final, exclusive=attempt is not None)
     logger.info("%s: done in %.1f s", spec.run_id, meta["wall_s"]["total"])
     return final
 
@@ -528,10 +576,7 @@ def _device_iv(device: Any) -> str:
     """Check ``--device`` before any pre-flight or output: a torch device string that is
     available here (cpu, cuda[:N], mps); returns its canonical form."""
     import torch
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"--device: not a torch device (cpu, cuda, cuda:N, mps); got {device!r}") from None
+    d = torch.device(_device_syntax_iv(device))
     if d.type == "cpu":
         return str(d)
     if d.type == "cuda":
@@ -545,12 +590,24 @@ def _device_iv(device: Any) -> str:
     if d.type == "mps":
         if not torch.backends.mps.is_available():
             raise ConfigError(f"--device: {device!r} is not available (no MPS device; use cpu)")
-        return str(d)
-    raise ConfigError(f"--device: must be cpu, cuda, cuda:N or mps; got {device!r}")
+    return str(d)
+
+
+def _device_syntax_iv(device: Any) -> str:
+    """A torch device string, parsed but not looked for on this machine (workers check it)."""
+    import torch
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device: not a torch device (cpu, cuda, cuda:N, mps); got {device!r}") from None
+    if d.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device: must be cpu, cuda, cuda:N or mps; got {device!r}")
+    return str(d)
 
 
 def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: int = 1,
-            device: str = "cpu", progress: bool | None = None) -> CollectResult:
+            device: str = "cpu", progress: bool | None = None, executor: str = "local",
+            scheduler: Any = None, scheduler_file: str | Path | None = None) -> CollectResult:
     """Collect every run of a config's sweep into the log set ``out``.
 
     Everything is checked before any training starts: the config (already validated),
@@ -565,14 +622,26 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
         The log-set directory (created).
     workers : int, default 1
         Runs in parallel, in separate processes (spawned; a script calling this needs the
-        ``if __name__ == "__main__":`` guard). Results do not depend on it.
+        ``if __name__ == "__main__":`` guard). Results do not depend on it. With
+        ``executor="dask"`` and no scheduler: the worker processes of the LocalCluster.
     threads : int, default 1
         Torch threads per run (per worker). Floating-point reductions split across
         threads round differently, so results are bitwise reproducible for a given
         ``threads``; use ``workers`` to use more cores.
     device : str, default "cpu"
+        Torch device of every stage (training and probes): cpu, cuda, cuda:N or mps. On a
+        Dask cluster, "cuda" runs each run on its worker's GPU (one worker per GPU).
     progress : bool, optional
         Progress bars (default: when stderr is a terminal); logging otherwise.
+    executor : {"local", "dask"}, default "local"
+        "local": this machine's process pool. "dask": a Dask cluster (the ``dask`` extra;
+        see :func:`varprinciple.collect.executors.run_dask` and docs/cluster.md).
+    scheduler : str or distributed.Client, optional
+        With ``executor="dask"``: a scheduler address or a connected client (left open);
+        default a LocalCluster of ``workers`` processes, one thread each, no dashboard.
+    scheduler_file : path, optional
+        With ``executor="dask"``: a scheduler file written by ``dask scheduler
+        --scheduler-file`` (instead of ``scheduler``).
 
     Raises
     ------
@@ -580,7 +649,8 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
         If the config does not fit the data, or ``out`` holds a run of the same name made
         with a different configuration.
     VarPrincipleError
-        If a run fails (the others still finish; the first failure is named).
+        If a run fails (the others still finish; the first failure is named, then the
+        other failed runs).
 
     Examples
     --------
@@ -603,7 +673,10 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
         raise ConfigError(f"--workers: must be an integer >= 1; got {workers!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"--threads: must be an integer >= 1; got {threads!r}")
-    device = _device_iv(device)
+    from .executors import Executor, executor_iv
+    executor = executor_iv(executor, workers=workers, scheduler=scheduler, scheduler_file=scheduler_file)
+    # on a cluster the device must exist on the workers (checked there), not here
+    device = _device_iv(device) if executor is Executor.LOCAL else _device_syntax_iv(device)
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -635,9 +708,9 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
                               f"configuration (hash {h or 'none'}, now {s.config_hash}); collect into "
                               f"another --out or delete it")
     for s in specs:  # stale staging directories of runs already finished
-        st = out / f".{s.run_id}{PARTIAL_SUFFIX}"
-        if s.run_id in skipped and st.exists():
-            shutil.rmtree(st)
+        if s.run_id in skipped:
+            for st in _stages_of(out, s.run_id):
+                shutil.rmtree(st, ignore_errors=True)
     if skipped:
         logger.info("skipping %d finished run%s", len(skipped), "s" if len(skipped) > 1 else "")
     logger.info("collecting %d run%s into %s with %d worker%s", len(todo), "s" if len(todo) != 1 else "",
@@ -645,7 +718,12 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
     out.mkdir(parents=True, exist_ok=True)
     extra = {"config_source": cfg.source}
     failures: list[tuple[str, BaseException]] = []
-    if workers == 1 or len(todo) <= 1:
+    if executor is Executor.DASK:
+        from .executors import run_dask
+        failures = run_dask(todo, out, base_dir=cfg.base_dir, threads=threads, device=device, extra=extra,
+                            workers=workers, scheduler=scheduler, scheduler_file=scheduler_file,
+                            progress=progress)
+    elif workers == 1 or len(todo) <= 1:
         import torch
         old_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -698,8 +776,10 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
             bar.close()
     if failures:
         rid, exc = failures[0]
-        more = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
-        raise VarPrincipleError(f"run {rid} failed: {exc}{more}")
+        others = [r for r, _ in failures[1:]]
+        more = f" ({len(others)} more failed: {', '.join(others)})" if others else ""
+        raise VarPrincipleError(f"run {rid} failed: {exc}{more}; {len(todo) - len(failures)} of "
+                                f"{len(todo)} runs written")
     ran = tuple(s.run_id for s in todo)
     wall = time.perf_counter() - t0
     logger.info("collected %d run%s (%d skipped) in %.1f s: %s", len(ran), "s" if len(ran) != 1 else "",
