@@ -7,13 +7,16 @@ the exponent ``b`` by ordinary least squares of ``y_i = log s_i^2`` on
 confidence interval that accounts for
 
 * the sampling error of the ``s_i^2``, which is correlated across directions because
-  every draw is projected on every direction; its covariance is estimated from the
-  draws themselves by the delta method (fourth moments, so heavy tails and masked noise
-  are handled without a Gaussian assumption), and
-* the scatter ``e_i`` of the directions around the power law, estimated by moments from
-  the residual sum of squares minus its expected sampling part.
+  every draw is projected on every direction (and, in real logs, correlated within
+  groups of neighbouring directions along the spectrum): a delete-one-draw jackknife of
+  the log variances, so heavy tails and small K are handled without a Gaussian
+  assumption, and
+* the scatter ``e_i`` of the directions around the power law, which may be larger for a
+  few high-leverage outlier eigenvalues: a leverage-adjusted (HC2) estimate from the
+  residuals,
 
-No resampling is used, so the interval is the same with ``resamples=0``. See
+with Satterthwaite degrees of freedom for the two parts. No resampling with random
+numbers is used, so the interval is the same with ``resamples=0``. See
 ``docs/statistics.md`` for the derivation and the calibration results.
 """
 
@@ -38,8 +41,11 @@ __all__ = [
     "spearman",
 ]
 
-#: Eigenvalues at or below this multiple of the block's largest eigenvalue are excluded.
-DEFAULT_FLOOR_REL = 1e-6
+#: Eigenvalues at or below this multiple of the block's largest eigenvalue are excluded: the
+#: fit spans at most four decades below lambda_max. Calibrated on realistic spectra (a bulk of
+#: small eigenvalues above a noise floor, docs/statistics.md): with 1e-6, two off-law directions
+#: at 5e-6 lambda_max pulled a true b = 1 down to 0.17.
+DEFAULT_FLOOR_REL = 1e-4
 #: Eigenvalues at or below this multiple of their residual ||Hv - lambda v|| are excluded
 #: (for a unit v there is an exact eigenvalue within ||Hv - lambda v|| of lambda, so a
 #: lambda above its residual is guaranteed to sit near a positive eigenvalue).
@@ -66,7 +72,7 @@ def exclusion_reasons(eigenvalues, *, residuals=None, floor_rel: float = DEFAULT
         Hessian eigenvalues of the probed directions.
     residuals : array_like, shape (k,), optional
         ``||H v - lambda v||`` per direction; NaN where not logged.
-    floor_rel : float, default 1e-6
+    floor_rel : float, default 1e-4
         Relative floor: ``lambda <= floor_rel * max(lambda)`` is ``"below_floor"``.
     residual_factor : float, default 1.0
         ``lambda <= residual_factor * residual`` is ``"residual"``.
@@ -100,11 +106,12 @@ class RelationFit:
     """The fitted power law ``s^2 ~ exp(intercept) * lambda^slope`` of one probe.
 
     ``slope`` is the exponent b; ``ci_low``/``ci_high`` its two-sided interval at
-    ``confidence`` (Student t with ``df = n_directions - 2``); ``p_value`` the one-sided
-    p for b > 0. ``scatter_var`` is the estimated variance tau^2 of the directions around
-    the power law (beyond sampling error); ``sampling_se`` the part of ``se_slope`` due to
-    sampling error alone. Undefined values are NaN (fewer than 3 included directions
-    give no interval, fewer than 2 no slope).
+    ``confidence`` (Student t with the Satterthwaite ``df``, not an integer in general);
+    ``p_value`` the one-sided p for b > 0. ``scatter_var`` is the estimated (average)
+    variance tau^2 of the directions around the power law (beyond sampling error);
+    ``sampling_se`` the jackknife standard error of b due to sampling error alone.
+    Undefined values are NaN (fewer than 3 included directions or fewer than 3 draws give
+    no interval, fewer than 2 directions no slope).
     """
 
     slope: float
@@ -195,13 +202,22 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
 
     Notes
     -----
-    With ``Z_kj = (x_kj - xbar_j)^2 / s_j^2 - 1`` (column-centred), the sampling
-    covariance of ``log s^2`` is estimated as ``Sigma = Z^T Z / (K (K - 1))`` (delta
-    method); ``y_j = log s_j^2 + Sigma_jj / 2`` removes the first-order bias of the log.
-    For OLS weights ``c`` (slope) the variance of b is
-    ``tau^2 c^T c + c^T Sigma c`` with the moment estimate
-    ``tau^2 = (RSS - tr(M Sigma)) / (n - 2)``, M the residual maker; the variance is
-    floored at ``SAMPLING_FLOOR * c^T Sigma c`` (``scatter_var`` reports ``max(0, tau^2)``).
+    Sampling part: with ``l_(-k),j`` the log variance of direction j without draw k
+    (closed form), ``y_j = K log s_j^2 - (K - 1) mean_k l_(-k),j`` (jackknife bias
+    correction of the log) and the jackknife covariance
+    ``Sigma_J = (K - 1)/K sum_k (l_(-k) - lbar)(l_(-k) - lbar)^T``. For the OLS weights
+    ``c`` of b, leverages ``h`` and residual maker ``M``:
+
+    * ``V1 = sum_i c_i^2 r_i^2 / (1 - h_i)`` (HC2) estimates the scatter, heteroscedastic
+      and leverage-adjusted, plus the sampling error visible in the residuals
+      (``tr(G Sigma_J)``, ``G = M diag(c^2 / (1 - h)) M``);
+    * ``V2 = c^T Sigma_J c - tr(G Sigma_J)`` is the sampling error the residuals cannot see
+      (correlated along the spectrum, e.g. within blocks of neighbouring directions);
+    * ``Var(b) = max(V1 + V2, SAMPLING_FLOOR * c^T Sigma_J c)``, t interval with the
+      Satterthwaite df of ``V1`` (Bell-McCaffrey df of G under the estimated
+      heteroscedastic covariance) and ``V2`` (``2 (K - 1) / (kurtosis - 1)`` of the
+      per-draw jackknife values, at most K - 1).
+
     A shift common to all directions (a shared scale) cancels in the slope contrast.
 
     Examples
@@ -212,7 +228,7 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
     >>> x = rng.normal(size=(500, 20)) * lam ** 0.5      # variance = lambda^1
     >>> fit = relation_fit(x, lam)
     >>> round(fit.slope, 3), round(fit.ci_low, 3), round(fit.ci_high, 3), fit.p_value < 1e-6
-    (0.995, 0.975, 1.015, True)
+    (0.995, 0.974, 1.016, True)
     """
     X, lam, res = _relation_fit_iv(values, eigenvalues, residuals, confidence, floor_rel, residual_factor)
     reasons = exclusion_reasons(lam, residuals=res, floor_rel=floor_rel, residual_factor=residual_factor)
@@ -227,58 +243,91 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
     return _fit_core(X[:, inc], x, K, n, n_exc, confidence, excluded)
 
 
+def _loo_log_variances(Xi: np.ndarray) -> np.ndarray | None:
+    """(K, n) leave-one-draw-out log column variances (ddof = 1), or None if one is not positive."""
+    K = Xi.shape[0]
+    d = Xi - Xi.mean(axis=0)
+    sq = d * d
+    s2_loo = (sq.sum(axis=0) - K / (K - 1.0) * sq) / (K - 2.0)
+    if not np.all(s2_loo > 0):
+        return None
+    return np.log(s2_loo)
+
+
 def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confidence: float,
               excluded: dict) -> RelationFit:
     xc = Xi - Xi.mean(axis=0)
-    sq = xc * xc
-    s2 = sq.sum(axis=0) / (K - 1)
-    Z = sq / s2 - 1.0
-    Z -= Z.mean(axis=0)
-    denom = K * (K - 1.0)
-    diag_sigma = (Z * Z).sum(axis=0) / denom
-    y = np.log(s2) + 0.5 * diag_sigma
+    s2 = (xc * xc).sum(axis=0) / (K - 1)
     xbar = x.mean()
     dx = x - xbar
     sxx = float(dx @ dx)
-    if not sxx > 0:  # all included eigenvalues equal: no slope
+    if not sxx > 0 or not np.all(s2 > 0):  # all included eigenvalues equal, or a constant column: no slope
         return _nan_fit(n, n_exc, K, confidence, excluded)
+    Yl = _loo_log_variances(Xi) if K >= 3 else None
+    if Yl is None:  # too few draws for the jackknife: slope without interval
+        y = np.log(s2)
+        b = float(dx @ y / sxx)
+        return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=float(y.mean() - b * xbar))
+    ybar_loo = Yl.mean(axis=0)
+    # jackknife bias correction of log s^2 (E log s^2 < log sigma^2, by an amount that depends on
+    # the kurtosis of each direction's noise)
+    y = np.log(s2) - (K - 1.0) * (ybar_loo - np.log(s2))
+    infl = np.sqrt((K - 1.0) / K) * (Yl - ybar_loo)  # (K, n): Sigma_J = infl' infl
     c = dx / sxx
     b = float(c @ y)
     a = float(y.mean() - b * xbar)
-    # weights: (a, b) = A @ y
-    A = np.vstack([1.0 / n - xbar * c, c])
-    U = Z @ A.T  # (K, 2)
-    v_samp = (U.T @ U) / denom
+    A = np.vstack([1.0 / n - xbar * c, c])  # (a, b) = A @ y
+    U = infl @ A.T  # (K, 2) per-draw jackknife deviations of (a, b)
+    v_samp = U.T @ U  # jackknife sampling covariance of (a, b)
     if n < 3:
         return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=a)
-    resid = y - a - b * x
-    rss = float(resid @ resid)
-    # tr(M Sigma) = tr(Sigma) - q1' Sigma q1 - q2' Sigma q2 (q: orthonormal basis of [1, x])
+    h = 1.0 / n + dx * dx / sxx  # leverages
     q = np.vstack([np.full(n, 1.0 / np.sqrt(n)), dx / np.sqrt(sxx)])
-    Zq = Z @ q.T
-    tr_m_sigma = float(diag_sigma.sum() - (Zq * Zq).sum() / denom)
-    df = n - 2
-    tau2_raw = (rss - tr_m_sigma) / df  # unbiased moment estimate; may be negative
-    AAt = A @ A.T
-    # Variance floor: the slope variance may fall below its sampling part (a negative tau2
-    # estimate keeps the interval unbiased, like the classical OLS interval) but not below
-    # SAMPLING_FLOOR times it. Clipping tau2 at 0 instead makes the interval conservative
-    # (coverage up to 0.99 with few directions); see docs/statistics.md.
-    tau2_eff = max(tau2_raw, -(1.0 - SAMPLING_FLOOR) * v_samp[1, 1] / AAt[1, 1])
-    cov = tau2_eff * AAt + v_samp
-    if not (cov[0, 0] > 0 and np.linalg.det(cov) > 0):  # keep the 2x2 covariance positive definite
-        cov = max(tau2_raw, 0.0) * AAt + v_samp
-    tau2 = max(0.0, tau2_raw)
-    se_b = float(np.sqrt(cov[1, 1]))
-    se_a = float(np.sqrt(cov[0, 0]))
+    M = np.eye(n) - q.T @ q  # residual maker
+    resid = y - a - b * x
+    out = {}
+    for j, cj in ((0, A[0]), (1, A[1])):
+        # (1) HC2 on the residuals: scatter (heteroscedastic, leverage-adjusted) plus the part of
+        #     the sampling error that the residuals see
+        w = cj * cj / (1.0 - h)
+        v1 = float(w @ (resid * resid))
+        G = M @ (w[:, None] * M)
+        # (2) the sampling error the residuals cannot see (correlated along the spectrum):
+        #     full jackknife sampling variance minus its expected share in (1)
+        IG = infl @ G
+        v2 = float(v_samp[j, j] - np.einsum("ki,ki->", IG, infl))
+        out[j] = (v1, v2, G)
+    v1, v2, G = out[1]
+    vs = float(v_samp[1, 1])
+    var_b = max(v1 + v2, SAMPLING_FLOOR * vs)
+    va = max(out[0][0] + out[0][1], SAMPLING_FLOOR * float(v_samp[0, 0]))
+    # covariance of (a, b): sampling part plus the HC2 cross term
+    wab = A[0] * A[1] / (1.0 - h)
+    cov_ab = float(wab @ (resid * resid) + v_samp[0, 1] - np.einsum("ki,ij,kj->", infl, M @ (wab[:, None] * M), infl))
+    lim = 0.999 * np.sqrt(va * var_b)
+    cov_ab = float(np.clip(cov_ab, -lim, lim))
+    # Satterthwaite df: (1) with the Bell-McCaffrey df of an HC2 contrast under the estimated
+    # heteroscedastic covariance; (2) with the df of a jackknife variance from K draws,
+    # 2 (K - 1) / (kurtosis of the per-draw influence values - 1), at most K - 1
+    om = resid * resid / (1.0 - h)
+    om = np.maximum(om, 1e-3 * om.mean() + 1e-300)
+    so = np.sqrt(om)
+    Gs = so[:, None] * G * so[None, :]
+    nu1 = float(np.trace(Gs) ** 2 / np.sum(Gs * Gs))
+    u = U[:, 1] - U[:, 1].mean()
+    u2 = float(u @ u)
+    kurt = K * float(np.sum(u ** 4)) / (u2 * u2) if u2 > 0 else 3.0
+    nu2 = float(min(max(2.0 * (K - 1.0) / max(kurt - 1.0, 1e-12), 1.0), K - 1.0))
+    p2 = max(v2, 0.0)
+    df = float((v1 + p2) ** 2 / (v1 * v1 / nu1 + p2 * p2 / nu2)) if v1 + p2 > 0 else float(n - 2)
+    se_b = float(np.sqrt(var_b))
+    se_a = float(np.sqrt(va))
     tq = float(sps.t.ppf(0.5 + confidence / 2, df))
-    if se_b > 0:
-        p = float(sps.t.sf(b / se_b, df))
-    else:  # pragma: no cover - impossible with positive variances
-        p = np.nan
+    p = float(sps.t.sf(b / se_b, df)) if se_b > 0 else np.nan
+    tau2 = max(0.0, float((resid @ resid - np.einsum("ki,ij,kj->", infl, M, infl)) / (n - 2)))
     return RelationFit(slope=b, intercept=a, se_slope=se_b, se_intercept=se_a,
-                       cov_intercept_slope=float(cov[0, 1]), ci_low=b - tq * se_b, ci_high=b + tq * se_b,
-                       p_value=p, df=float(df), scatter_var=tau2, sampling_se=float(np.sqrt(v_samp[1, 1])),
+                       cov_intercept_slope=cov_ab, ci_low=b - tq * se_b, ci_high=b + tq * se_b,
+                       p_value=p, df=df, scatter_var=tau2, sampling_se=float(np.sqrt(vs)),
                        n_directions=n, n_excluded=n_exc, n_samples=K, confidence=confidence,
                        excluded=excluded)
 
