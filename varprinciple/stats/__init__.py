@@ -1,12 +1,14 @@
 """Statistics of noise logs (numpy/scipy/statsmodels/pandas only; never imports torch).
 
 Per run: :func:`relation_fit` (exponent b with a calibrated CI), :func:`spearman`,
-:func:`variance_ratio`, :func:`alignment_test`. Over runs: :func:`group_test`,
+:func:`variance_ratio`, :func:`isotropy_test` (old name :func:`alignment_test`),
+:func:`curvature_test`. Over runs: :func:`group_test`,
 :func:`compare_groups`, :func:`tost`, :func:`holm`. The whole analysis of a log set:
 :func:`analyze` -> :class:`AnalysisResult`. See docs/statistics.md.
 """
 
-from .alignment import AlignmentTest, VarianceRatio, alignment_test, variance_ratio
+from .alignment import (AlignmentTest, CurvatureTest, IsotropyTest, VarianceRatio, alignment_test, curvature_test,
+                        isotropy_test, variance_ratio)
 from .analysis import (CONTROL_SOURCES, DEFAULT_RESAMPLES, MAX_DEFAULT_GROUPS, AnalysisResult, Quantity,
                        analyze, directions_path, parse_compare)
 from .grouping import HYPERPARAMETER_KEYS, group_keys, group_label, parse_group_by
@@ -19,7 +21,8 @@ __all__ = [
     "directions_path", "parse_compare",
     "relation_fit", "RelationFit", "exclusion_reasons", "ExclusionReason", "spearman",
     "DEFAULT_FLOOR_REL", "DEFAULT_RESIDUAL_FACTOR",
-    "alignment_test", "AlignmentTest", "variance_ratio", "VarianceRatio",
+    "isotropy_test", "IsotropyTest", "alignment_test", "AlignmentTest", "curvature_test", "CurvatureTest",
+    "variance_ratio", "VarianceRatio",
     "group_test", "GroupTest", "compare_groups", "Comparison", "tost", "Tost", "holm",
     "group_keys", "group_label", "parse_group_by", "HYPERPARAMETER_KEYS",
 ]

@@ -1,4 +1,4 @@
-"""Shared, data-independent resampling ingredients (bootstrap weights, Haar rotations).
+"""Shared, data-independent resampling ingredients (bootstrap weights, Haar rotations, permutations).
 
 Weights and rotations do not depend on the data, so one set per shape serves every
 probe of an analysis: each probe's test or interval is valid on its own, they are cheap
@@ -36,7 +36,8 @@ def haar_rotations(n: int, k: int, *, rng: np.random.Generator) -> np.ndarray:
 
 
 class Resampler:
-    """Caches Poisson bootstrap weights per sample count and squared Haar rotations per k."""
+    """Caches Poisson bootstrap weights per sample count, squared Haar rotations per k and
+    permutations per number of directions."""
 
     def __init__(self, resamples: int, seed: int):
         self.resamples = int(resamples)
@@ -44,6 +45,7 @@ class Resampler:
         self._weights: dict[int, np.ndarray] = {}
         self._rot2: dict[int, np.ndarray] = {}
         self._counts: dict[int, np.ndarray] = {}
+        self._perms: dict[int, np.ndarray] = {}
 
     def _rng(self, *key: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([self.seed, *key]))
@@ -70,6 +72,15 @@ class Resampler:
             c = rng.multinomial(n, np.full(n, 1.0 / n), size=self.resamples).astype(float)
             self._counts[key] = c
         return c
+
+    def permutations(self, n: int) -> np.ndarray:
+        """(N, n) random permutations of n items (the curvature test's reference)."""
+        p = self._perms.get(n)
+        if p is None:
+            rng = self._rng(4, n)
+            p = np.argsort(rng.random((self.resamples, n)), axis=1)
+            self._perms[n] = p
+        return p
 
     def rotation_squares(self, k: int) -> np.ndarray:
         """(N, k, k) element-wise squares of N Haar rotations (the rotation test's reference)."""

@@ -254,6 +254,24 @@ def _loo_log_variances(Xi: np.ndarray) -> np.ndarray | None:
     return np.log(s2_loo)
 
 
+def _jackknife_log_variances(Xi: np.ndarray):
+    """``(y, infl)``: jackknife bias-corrected log variances (n,) and the (K, n) per-draw
+    jackknife deviations with ``infl.T @ infl`` = the jackknife sampling covariance of ``y``;
+    None with fewer than 3 draws or a non-positive leave-one-out variance."""
+    K = Xi.shape[0]
+    if K < 3:
+        return None
+    s2 = Xi.var(axis=0, ddof=1)
+    Yl = _loo_log_variances(Xi)
+    if Yl is None or not np.all(s2 > 0):
+        return None
+    ybar_loo = Yl.mean(axis=0)
+    # jackknife bias correction of log s^2 (E log s^2 < log sigma^2, by an amount that depends on
+    # the kurtosis of each direction's noise)
+    y = np.log(s2) - (K - 1.0) * (ybar_loo - np.log(s2))
+    return y, np.sqrt((K - 1.0) / K) * (Yl - ybar_loo)
+
+
 def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confidence: float,
               excluded: dict) -> RelationFit:
     xc = Xi - Xi.mean(axis=0)
@@ -263,16 +281,12 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     sxx = float(dx @ dx)
     if not sxx > 0 or not np.all(s2 > 0):  # all included eigenvalues equal, or a constant column: no slope
         return _nan_fit(n, n_exc, K, confidence, excluded)
-    Yl = _loo_log_variances(Xi) if K >= 3 else None
-    if Yl is None:  # too few draws for the jackknife: slope without interval
+    jk = _jackknife_log_variances(Xi)
+    if jk is None:  # too few draws for the jackknife: slope without interval
         y = np.log(s2)
         b = float(dx @ y / sxx)
         return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=float(y.mean() - b * xbar))
-    ybar_loo = Yl.mean(axis=0)
-    # jackknife bias correction of log s^2 (E log s^2 < log sigma^2, by an amount that depends on
-    # the kurtosis of each direction's noise)
-    y = np.log(s2) - (K - 1.0) * (ybar_loo - np.log(s2))
-    infl = np.sqrt((K - 1.0) / K) * (Yl - ybar_loo)  # (K, n): Sigma_J = infl' infl
+    y, infl = jk
     c = dx / sxx
     b = float(c @ y)
     a = float(y.mean() - b * xbar)
