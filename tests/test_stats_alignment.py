@@ -7,7 +7,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 from varprinciple.errors import InputError
-from varprinciple.stats import alignment_test, variance_ratio
+from varprinciple.stats import (AlignmentTest, CurvatureTest, IsotropyTest, alignment_test, curvature_test,
+                                isotropy_test, relation_fit, variance_ratio)
 from varprinciple.stats._resampling import Resampler, haar_rotations
 from varprinciple.stats.alignment import _alignment_from_cov
 
@@ -108,6 +109,84 @@ def test_variance_ratio_needs_two_random_directions_for_an_interval():
     res = variance_ratio(rng.normal(size=(20, 2)), rng.normal(size=(20, 1)))
     assert np.isfinite(res.estimate) and np.isnan(res.ci_low) and np.isnan(res.ci_high)
     assert res.to_frame().shape == (1, 11)
+
+
+def test_isotropy_test_is_the_rotation_test_under_its_honest_name():
+    assert isotropy_test is alignment_test and IsotropyTest is AlignmentTest
+    rng = np.random.default_rng(0)
+    lam = np.geomspace(5, 1, 6)
+    X = rng.normal(size=(80, 6)) * np.exp(rng.normal(0, 0.5, 6))
+    a = isotropy_test(X, lam, resamples=99, rng=np.random.default_rng(1))
+    b = alignment_test(X, lam, resamples=99, rng=np.random.default_rng(1))
+    assert a == b and isinstance(a, IsotropyTest)
+
+
+def _curvature_data(seed, b=0.0, n=12, K=60, scatter=0.5):
+    rng = np.random.default_rng(seed)
+    lam = np.geomspace(20, 0.05, n)
+    return rng.standard_t(6, (K, n)) * np.sqrt(lam ** b * np.exp(rng.normal(0, scatter, n))), lam
+
+
+def test_curvature_test_statistic_and_parametric_p_are_relation_fits():
+    X, lam = _curvature_data(1, b=0.4)
+    res = curvature_test(X, lam, resamples=99, rng=np.random.default_rng(0))
+    fit = relation_fit(X, lam)
+    assert isinstance(res, CurvatureTest)
+    assert_allclose([res.estimate, res.statistic, res.df, res.p_parametric],
+                    [fit.slope, fit.slope / fit.se_slope, fit.df, fit.p_value], rtol=1e-10)
+    assert res.p_value == max(res.p_permutation, res.p_parametric)
+    assert res.n_directions == 12 and res.n_samples == 60 and res.resamples == 99
+
+
+def test_curvature_permutation_p_matches_a_loop_over_relation_fit():
+    """The vectorised reference equals relation_fit refitted on every permuted eigenvalue vector."""
+    X, lam = _curvature_data(2, b=0.1)
+    N = 60
+    perms = np.argsort(np.random.default_rng(5).random((N, lam.size)), axis=1)
+    res = curvature_test(X, lam, resamples=N, _permutations=perms)
+    p_obs = relation_fit(X, lam).p_value
+    order = np.argsort(-lam)
+    p_perm = np.array([relation_fit(X[:, order], lam[order][pi]).p_value for pi in perms])
+    # the statistic is -log sf, monotone in the one-sided p (ties within rounding count as hits)
+    expected = (1 + np.sum(p_perm <= p_obs * (1 + 1e-9))) / (1 + N)
+    assert_allclose(res.p_permutation, expected)
+
+
+def test_curvature_test_does_not_depend_on_the_listing_order():
+    X, lam = _curvature_data(3, b=0.2)
+    idx = np.random.default_rng(0).permutation(lam.size)
+    a = curvature_test(X, lam, resamples=199, rng=np.random.default_rng(4))
+    b = curvature_test(X[:, idx], lam[idx], resamples=199, rng=np.random.default_rng(4))
+    assert_allclose([a.p_value, a.p_permutation, a.estimate, a.statistic],
+                    [b.p_value, b.p_permutation, b.estimate, b.statistic], rtol=1e-9)
+
+
+def test_curvature_test_detects_curvature_and_not_mere_anisotropy():
+    X, lam = _curvature_data(4, b=1.0, n=20, K=100)
+    assert curvature_test(X, lam, resamples=199, rng=np.random.default_rng(0)).p_value == 1 / 200
+    X, lam = _curvature_data(5, b=0.0, n=20, K=100, scatter=1.0)  # strongly anisotropic, unrelated
+    assert isotropy_test(X, lam, resamples=199, rng=np.random.default_rng(0)).p_value < 0.05
+    assert curvature_test(X, lam, resamples=199, rng=np.random.default_rng(0)).p_value > 0.05
+
+
+def test_curvature_test_undefined_cases():
+    X, lam = _curvature_data(6)
+    res = curvature_test(X, lam, resamples=0)
+    assert np.isnan(res.p_value) and np.isnan(res.p_permutation) and np.isfinite(res.p_parametric)
+    res = curvature_test(X[:, :2], lam[:2], resamples=99)
+    assert np.isnan(res.estimate) and np.isnan(res.p_value) and res.n_directions == 2
+    assert curvature_test(X, lam, resamples=99).to_frame().shape == (1, 9)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: curvature_test(np.ones((5, 3)), [1.0, 2.0]), "`values` must be"),
+    (lambda: curvature_test(np.ones((5, 2)), [1.0, 0.0]), "must all be positive"),
+    (lambda: curvature_test(np.ones((5, 2)), [1.0, 2.0], resamples=2.5), "`resamples` must be"),
+    (lambda: curvature_test(np.full((5, 2), np.inf), [1.0, 2.0]), "`values` must be finite"),
+])
+def test_curvature_argument_errors(call, match):
+    with pytest.raises(InputError, match=match):
+        call()
 
 
 @pytest.mark.parametrize("call, match", [

@@ -46,9 +46,8 @@ def brute_force(X, lam, confidence=0.95):
         v2 = samp[j, j] - np.trace(G @ Sigma)
         var.append((max(v1 + v2, 0.5 * samp[j, j]), v1, v2, G))
     vb, v1, v2, G = var[1]
-    om = np.maximum(r**2 / (1 - h), 1e-3 * np.mean(r**2 / (1 - h)))
-    Gs = np.diag(np.sqrt(om)) @ G @ np.diag(np.sqrt(om))
-    nu1 = np.trace(Gs) ** 2 / np.trace(Gs @ Gs)
+    Omega = np.diag(np.maximum((r**2 - np.diag(M @ Sigma @ M)) / (1 - h), 0) + np.diag(Sigma))
+    nu1 = np.trace(G @ Omega) ** 2 / np.trace(G @ Omega @ G @ Omega)
     u = (loo - lbar) @ A[1]
     kurt = K * np.sum((u - u.mean()) ** 4) / np.sum((u - u.mean()) ** 2) ** 2
     nu2 = min(max(2 * (K - 1) / (kurt - 1), 1), K - 1)
@@ -171,3 +170,35 @@ def test_variance_floor_binds_when_the_power_law_is_exact():
     assert fit.se_slope >= np.sqrt(0.5) * fit.sampling_se * (1 - 1e-12)
     ref = brute_force(X, lam)
     assert_allclose(fit.se_slope, ref["se_slope"], rtol=1e-9)
+
+
+def test_fewer_than_three_draws_give_a_slope_without_interval():
+    lam = np.geomspace(5, 1, 6)
+    X = np.random.default_rng(0).normal(size=(2, 6)) * np.sqrt(lam)
+    fit = relation_fit(X, lam)
+    assert np.isfinite(fit.slope) and np.isnan(fit.ci_low) and np.isnan(fit.p_value)
+
+
+def test_default_floor_excludes_tiny_high_leverage_directions():
+    """Two directions at 5e-6 lambda_max with off-law variances (issue 7): excluded by default."""
+    rng = np.random.default_rng(2)
+    lam = np.r_[np.geomspace(1.0, 0.01, 18), 5e-6, 4e-6]
+    sd = np.sqrt(np.r_[np.geomspace(1.0, 0.01, 18), 0.1, 0.1])
+    X = rng.normal(size=(200, 20)) * sd
+    fit = relation_fit(X, lam)
+    assert fit.excluded["below_floor"] == 2 and fit.n_directions == 18
+    assert fit.ci_low < 1.0 < fit.ci_high
+    old = relation_fit(X, lam, floor_rel=1e-6)
+    assert old.n_directions == 20 and old.slope < 0.5
+
+
+def test_interval_is_invariant_to_the_noise_scale_and_the_listing_order():
+    rng = np.random.default_rng(5)
+    lam = np.geomspace(10, 0.1, 12)
+    X = rng.standard_t(5, (80, 12)) * lam ** 0.3
+    a = relation_fit(X, lam)
+    b = relation_fit(3.0 * X, lam)
+    idx = rng.permutation(12)
+    c = relation_fit(X[:, idx], lam[idx])
+    for f in (b, c):
+        assert_allclose([f.slope, f.ci_low, f.ci_high, f.df], [a.slope, a.ci_low, a.ci_high, a.df], rtol=1e-9)

@@ -170,61 +170,22 @@ class CurvatureTest:
         return pd.DataFrame([asdict(self)])
 
 
-def studentized_slopes(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 256):
+def studentized_slopes(y: np.ndarray, infl: np.ndarray, x: np.ndarray):
     """Slopes b, studentized slopes b / SE and Satterthwaite df of ``y`` on each row of ``x``.
 
-    Vectorised over the N rows of ``x`` (N, n); SE and df are :func:`relation_fit`'s
-    (HC2 scatter with Bell-McCaffrey df + jackknife sampling part, floored at
-    ``SAMPLING_FLOOR`` times the sampling part); ``infl`` (K, n) are the per-draw jackknife
-    deviations of ``y`` (``Sigma = infl.T @ infl``). O(N (n^2 + K n)).
+    Vectorised over the N rows of ``x`` (N, n); SE and df are exactly
+    :func:`relation_fit`'s (``infl`` (K, n): per-draw jackknife deviations of ``y``).
 
     Returns
     -------
     b, t, df : numpy.ndarray, shape (N,)
     """
-    from .relation import SAMPLING_FLOOR
+    from .relation import _slope_rows
 
-    x = np.atleast_2d(np.asarray(x, dtype=float))
-    N, n = x.shape
-    K = infl.shape[0]
-    Sigma = infl.T @ infl
-    out = [np.empty(N) for _ in range(3)]
-    for lo in range(0, N, chunk):
-        xs = x[lo:lo + chunk]
-        m = xs.shape[0]
-        dx = xs - xs.mean(axis=1, keepdims=True)
-        sxx = np.einsum("ij,ij->i", dx, dx)
-        c = dx / sxx[:, None]
-        b = c @ y
-        a = y.mean() - b * xs.mean(axis=1)
-        r = y[None, :] - a[:, None] - b[:, None] * xs
-        h = 1.0 / n + dx * dx / sxx[:, None]
-        w = c * c / (1.0 - h)
-        v1 = np.einsum("ij,ij->i", w, r * r)
-        Q = np.stack([np.full((m, n), 1.0 / np.sqrt(n)), dx / np.sqrt(sxx)[:, None]], axis=2)  # (m, n, 2)
-        Mm = np.eye(n)[None] - np.einsum("Nik,Njk->Nij", Q, Q)
-        G = np.einsum("Nij,Nj,Njl->Nil", Mm, w, Mm)
-        tr_g_sigma = np.einsum("Nij,ji->N", G, Sigma)
-        U = infl @ c.T  # (K, m) per-draw jackknife deviations of b
-        vs = np.einsum("km,km->m", U, U)
-        v2 = vs - tr_g_sigma
-        var = np.maximum(v1 + v2, SAMPLING_FLOOR * vs)
-        om = r * r / (1.0 - h)
-        om = np.maximum(om, 1e-3 * om.mean(axis=1, keepdims=True) + 1e-300)
-        tr_gs = np.einsum("Ni,Nii->N", om, G)
-        tr_gs2 = np.einsum("Ni,Nij,Nj,Nij->N", om, G, om, G)
-        nu1 = tr_gs * tr_gs / tr_gs2
-        u = U - U.mean(axis=0)
-        uu = np.einsum("km,km->m", u, u)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            kurt = np.where(uu > 0, K * np.sum(u ** 4, axis=0) / (uu * uu), 3.0)
-            nu2 = np.clip(2.0 * (K - 1.0) / np.maximum(kurt - 1.0, 1e-12), 1.0, K - 1.0)
-            p2 = np.maximum(v2, 0.0)
-            df = np.where(v1 + p2 > 0, (v1 + p2) ** 2 / (v1 * v1 / nu1 + p2 * p2 / nu2), n - 2.0)
-            t = b / np.sqrt(var)
-        sl = slice(lo, lo + m)
-        out[0][sl], out[1][sl], out[2][sl] = b, t, df
-    return tuple(out)
+    b, var, df, _ = _slope_rows(y, infl, x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = b / np.sqrt(var)
+    return b, t, df
 
 
 def _curvature_iv(values, eigenvalues, resamples):

@@ -214,9 +214,10 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
     * ``V2 = c^T Sigma_J c - tr(G Sigma_J)`` is the sampling error the residuals cannot see
       (correlated along the spectrum, e.g. within blocks of neighbouring directions);
     * ``Var(b) = max(V1 + V2, SAMPLING_FLOOR * c^T Sigma_J c)``, t interval with the
-      Satterthwaite df of ``V1`` (Bell-McCaffrey df of G under the estimated
-      heteroscedastic covariance) and ``V2`` (``2 (K - 1) / (kurtosis - 1)`` of the
-      per-draw jackknife values, at most K - 1).
+      Satterthwaite df of ``V1`` (Bell-McCaffrey df ``tr(G Omega)^2 / tr((G Omega)^2)``
+      under ``Omega = diag(tau_i^2 + Sigma_J,ii)``, ``tau_i^2`` the clipped HC2 scatter of
+      direction i) and ``V2`` (``2 (K - 1) / (kurtosis - 1)`` of the per-draw jackknife
+      values of b, at most K - 1).
 
     A shift common to all directions (a shared scale) cancels in the slope contrast.
 
@@ -228,7 +229,7 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
     >>> x = rng.normal(size=(500, 20)) * lam ** 0.5      # variance = lambda^1
     >>> fit = relation_fit(x, lam)
     >>> round(fit.slope, 3), round(fit.ci_low, 3), round(fit.ci_high, 3), fit.p_value < 1e-6
-    (0.995, 0.974, 1.016, True)
+    (0.995, 0.975, 1.015, True)
     """
     X, lam, res = _relation_fit_iv(values, eigenvalues, residuals, confidence, floor_rel, residual_factor)
     reasons = exclusion_reasons(lam, residuals=res, floor_rel=floor_rel, residual_factor=residual_factor)
@@ -272,6 +273,67 @@ def _jackknife_log_variances(Xi: np.ndarray):
     return y, np.sqrt((K - 1.0) / K) * (Yl - ybar_loo)
 
 
+def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 256):
+    """The slope of ``y`` on each row of ``x`` (N, n) with its variance and df, vectorised.
+
+    ``infl`` (K, n) are the per-draw jackknife deviations of ``y`` (``Sigma = infl.T @ infl``).
+    Returns ``(b, var_b, df, v_samp)``, arrays of shape (N,); see :func:`relation_fit`'s Notes.
+    O(N (n^2 + K n)) after one n x n product.
+    """
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    N, n = x.shape
+    K = infl.shape[0]
+    Sigma = infl.T @ infl
+    dS = np.diag(Sigma)
+    out = [np.empty(N) for _ in range(4)]
+    for lo in range(0, N, chunk):
+        xs = x[lo:lo + chunk]
+        m = xs.shape[0]
+        dx = xs - xs.mean(axis=1, keepdims=True)
+        sxx = np.einsum("ij,ij->i", dx, dx)
+        c = dx / sxx[:, None]
+        b = c @ y
+        r = y[None, :] - y.mean() - b[:, None] * dx  # residuals
+        h = 1.0 / n + dx * dx / sxx[:, None]  # leverages
+        w = c * c / (1.0 - h)
+        # (1) HC2 on the residuals: the scatter (heteroscedastic, leverage-adjusted) plus the
+        #     part of the sampling error the residuals see, tr(G Sigma), G = M diag(w) M
+        v1 = np.einsum("ij,ij->i", w, r * r)
+        Q = np.stack([np.full((m, n), 1.0 / np.sqrt(n)), dx / np.sqrt(sxx)[:, None]], axis=2)  # (m, n, 2)
+        SQ = np.einsum("ij,Njk->Nik", Sigma, Q)
+        QSQ = np.einsum("Nik,Nil->Nkl", Q, SQ)
+        diag_msm = dS[None, :] - 2.0 * np.einsum("Nik,Nik->Ni", Q, SQ) + np.einsum("Nik,Nkl,Nil->Ni", Q, QSQ, Q)
+        tr_g_sigma = np.einsum("Ni,Ni->N", w, diag_msm)
+        # (2) the sampling error the residuals cannot see (correlated along the spectrum)
+        U = infl @ c.T  # (K, m) per-draw jackknife deviations of b
+        vs = np.einsum("km,km->m", U, U)
+        v2 = vs - tr_g_sigma
+        var = np.maximum(v1 + v2, SAMPLING_FLOOR * vs)
+        # Satterthwaite df. (1): Bell-McCaffrey df of G under the estimated covariance of the
+        # residual errors, Omega = diag(scatter_i + Sigma_ii), scatter_i the HC2 estimate
+        # (r_i^2 - (M Sigma M)_ii) / (1 - h_i) clipped at 0
+        om = np.maximum((r * r - diag_msm) / (1.0 - h), 0.0) + dS[None, :]
+        P = np.einsum("Nik,Njk->Nij", Q, Q)
+        Bw = np.einsum("Nik,Ni,Nil->Nkl", Q, w, Q)
+        G = (-P * (w[:, :, None] + w[:, None, :]) + np.einsum("Nik,Nkl,Njl->Nij", Q, Bw, Q))
+        idx = np.arange(n)
+        G[:, idx, idx] += w
+        tr_go = np.einsum("Nii,Ni->N", G, om)
+        tr_go2 = np.einsum("Ni,Nij,Nj->N", om, G * G, om)
+        nu1 = tr_go * tr_go / tr_go2
+        # (2): df of a jackknife variance from K draws, 2 (K - 1) / (kurtosis - 1), <= K - 1
+        u = U - U.mean(axis=0)
+        uu = np.einsum("km,km->m", u, u)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kurt = np.where(uu > 0, K * np.sum(u ** 4, axis=0) / (uu * uu), 3.0)
+            nu2 = np.clip(2.0 * (K - 1.0) / np.maximum(kurt - 1.0, 1e-12), 1.0, K - 1.0)
+            p2 = np.maximum(v2, 0.0)
+            df = np.where(v1 + p2 > 0, (v1 + p2) ** 2 / (v1 * v1 / nu1 + p2 * p2 / nu2), n - 2.0)
+        sl = slice(lo, lo + m)
+        out[0][sl], out[1][sl], out[2][sl], out[3][sl] = b, var, df, vs
+    return tuple(out)
+
+
 def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confidence: float,
               excluded: dict) -> RelationFit:
     xc = Xi - Xi.mean(axis=0)
@@ -290,55 +352,33 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     c = dx / sxx
     b = float(c @ y)
     a = float(y.mean() - b * xbar)
-    A = np.vstack([1.0 / n - xbar * c, c])  # (a, b) = A @ y
-    U = infl @ A.T  # (K, 2) per-draw jackknife deviations of (a, b)
-    v_samp = U.T @ U  # jackknife sampling covariance of (a, b)
     if n < 3:
         return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=a)
-    h = 1.0 / n + dx * dx / sxx  # leverages
+    _, var_b, df, vs = (float(v[0]) for v in _slope_rows(y, infl, x[None, :]))
+    # the intercept's variance and its covariance with b: the same two parts (HC2 on the
+    # residuals + the sampling error they cannot see), no df needed
+    A = np.vstack([1.0 / n - xbar * c, c])  # (a, b) = A @ y
+    U = infl @ A.T
+    v_samp = U.T @ U
+    h = 1.0 / n + dx * dx / sxx
     q = np.vstack([np.full(n, 1.0 / np.sqrt(n)), dx / np.sqrt(sxx)])
     M = np.eye(n) - q.T @ q  # residual maker
     resid = y - a - b * x
-    out = {}
-    for j, cj in ((0, A[0]), (1, A[1])):
-        # (1) HC2 on the residuals: scatter (heteroscedastic, leverage-adjusted) plus the part of
-        #     the sampling error that the residuals see
-        w = cj * cj / (1.0 - h)
-        v1 = float(w @ (resid * resid))
-        G = M @ (w[:, None] * M)
-        # (2) the sampling error the residuals cannot see (correlated along the spectrum):
-        #     full jackknife sampling variance minus its expected share in (1)
-        IG = infl @ G
-        v2 = float(v_samp[j, j] - np.einsum("ki,ki->", IG, infl))
-        out[j] = (v1, v2, G)
-    v1, v2, G = out[1]
-    vs = float(v_samp[1, 1])
-    var_b = max(v1 + v2, SAMPLING_FLOOR * vs)
-    va = max(out[0][0] + out[0][1], SAMPLING_FLOOR * float(v_samp[0, 0]))
-    # covariance of (a, b): sampling part plus the HC2 cross term
-    wab = A[0] * A[1] / (1.0 - h)
-    cov_ab = float(wab @ (resid * resid) + v_samp[0, 1] - np.einsum("ki,ij,kj->", infl, M @ (wab[:, None] * M), infl))
+    IM = infl @ M
+    r2 = resid * resid
+
+    def part(wv):  # HC2 term + (sampling - its share seen by the residuals)
+        return float(wv @ r2 - np.einsum("ki,i,ki->", IM, wv, IM))
+
+    va = max(part(A[0] ** 2 / (1.0 - h)) + v_samp[0, 0], SAMPLING_FLOOR * float(v_samp[0, 0]))
+    cov_ab = part(A[0] * A[1] / (1.0 - h)) + float(v_samp[0, 1])
     lim = 0.999 * np.sqrt(va * var_b)
     cov_ab = float(np.clip(cov_ab, -lim, lim))
-    # Satterthwaite df: (1) with the Bell-McCaffrey df of an HC2 contrast under the estimated
-    # heteroscedastic covariance; (2) with the df of a jackknife variance from K draws,
-    # 2 (K - 1) / (kurtosis of the per-draw influence values - 1), at most K - 1
-    om = resid * resid / (1.0 - h)
-    om = np.maximum(om, 1e-3 * om.mean() + 1e-300)
-    so = np.sqrt(om)
-    Gs = so[:, None] * G * so[None, :]
-    nu1 = float(np.trace(Gs) ** 2 / np.sum(Gs * Gs))
-    u = U[:, 1] - U[:, 1].mean()
-    u2 = float(u @ u)
-    kurt = K * float(np.sum(u ** 4)) / (u2 * u2) if u2 > 0 else 3.0
-    nu2 = float(min(max(2.0 * (K - 1.0) / max(kurt - 1.0, 1e-12), 1.0), K - 1.0))
-    p2 = max(v2, 0.0)
-    df = float((v1 + p2) ** 2 / (v1 * v1 / nu1 + p2 * p2 / nu2)) if v1 + p2 > 0 else float(n - 2)
     se_b = float(np.sqrt(var_b))
     se_a = float(np.sqrt(va))
     tq = float(sps.t.ppf(0.5 + confidence / 2, df))
     p = float(sps.t.sf(b / se_b, df)) if se_b > 0 else np.nan
-    tau2 = max(0.0, float((resid @ resid - np.einsum("ki,ij,kj->", infl, M, infl)) / (n - 2)))
+    tau2 = max(0.0, float((resid @ resid - np.einsum("ki,ki->", IM, infl)) / (n - 2)))
     return RelationFit(slope=b, intercept=a, se_slope=se_b, se_intercept=se_a,
                        cov_intercept_slope=cov_ab, ci_low=b - tq * se_b, ci_high=b + tq * se_b,
                        p_value=p, df=df, scatter_var=tau2, sampling_se=float(np.sqrt(vs)),
