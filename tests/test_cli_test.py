@@ -36,6 +36,7 @@ def logs(tmp_path):
 def _strip(d):
     d = json.loads(json.dumps(d))
     d["provenance"].pop("created")
+    d.pop("directions_file", None)  # the file names its table; the in-memory dict has no path
     return d
 
 
@@ -117,3 +118,32 @@ def test_argument_errors_exit_2_with_one_line(logs, capsys, args, match):
 def test_missing_directory_exit_2(tmp_path, capsys):
     rc = main(["test", str(tmp_path / "nope")])
     assert rc == 2 and "no such directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["r.json", "r.out", "r", "r.JSON", "x.json.bak", "d/e/r.results"])
+def test_report_reads_every_json_test_writes(logs, tmp_path, capsys, name):
+    """`varprinciple test --json OUT` then `varprinciple report OUT`, whatever OUT's suffix."""
+    from varprinciple.results import directions_path
+    out = tmp_path / "x" / name
+    assert main(["test", str(logs), "--json", str(out), "--resamples", "0", "--no-progress"]) == 0
+    assert directions_path(out).exists()
+    # exactly one table beside the JSON, named by the JSON
+    assert json.loads(out.read_text())["directions_file"] == directions_path(out).name
+    capsys.readouterr()
+    rc = main(["report", str(out), "--out", str(tmp_path / "rep"), "--format", "md", "--no-figures"])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "rep" / "tables" / "groups.md").exists()
+
+
+def test_report_finds_table_of_a_renamed_json(logs, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["test", str(logs), "--json", str(out), "--resamples", "0", "--no-progress"]) == 0
+    moved = out.rename(tmp_path / "renamed.json")
+    capsys.readouterr()
+    assert main(["report", str(moved), "--out", str(tmp_path / "rep"), "--format", "md", "--no-figures"]) == 0
+
+
+def test_json_path_may_not_end_like_a_directions_table(logs, tmp_path, capsys):
+    rc = main(["test", str(logs), "--json", str(tmp_path / "r.directions.parquet"), "--resamples", "0"])
+    assert rc == 2
+    assert "may not end in '.directions.parquet'" in capsys.readouterr().err

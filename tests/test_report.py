@@ -457,7 +457,7 @@ def test_error_not_json(tmp_path):
 def test_error_wrong_schema_version(tmp_path):
     p = tmp_path / "r.json"
     p.write_text(json.dumps({"schema_version": 2, "relations": []}))
-    with pytest.raises(InputError, match=r"r\.json: key 'schema_version' is 2; this report reads JSON output v1"):
+    with pytest.raises(InputError, match=r"r\.json: key 'schema_version' is 2; this version of varprinciple reads JSON output v1"):
         build_report(p, tmp_path / "out")
     p.write_text(json.dumps({"relations": []}))
     with pytest.raises(InputError, match=r"key 'schema_version' missing"):

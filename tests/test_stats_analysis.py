@@ -125,6 +125,7 @@ def test_directions_table_contract(tmp_path, result):
     rel = result.relations.set_index(["run_id", "step", "source"])["n_directions"]
     assert (n_inc.sort_index() == rel.sort_index()).all()
     d = json.loads(jp.read_text())
+    assert d.pop("directions_file") == dp.name  # the JSON names its table
     assert d == json.loads(json.dumps(result.to_json_dict()))
 
 

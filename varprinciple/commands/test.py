@@ -18,7 +18,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "comparisons (Holm, TOST). See docs/statistics.md.")
     p.add_argument("logdir", metavar="LOGDIR", help="log-set directory (runs with run.json below it)")
     p.add_argument("--json", metavar="OUT", default=None,
-                   help="write JSON output v1 here and OUT's stem + .directions.parquet beside it")
+                   help="write JSON output v1 here and its per-direction table beside it (OUT minus .json, + "
+                        ".directions.parquet)")
     p.add_argument("--confidence", type=float, default=0.95, help="two-sided interval level (default 0.95)")
     p.add_argument("--alpha", type=float, default=0.05, help="TOST level (default 0.05)")
     p.add_argument("--equivalence-margin", type=float, default=None, metavar="DELTA",
@@ -40,7 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def handler(args: argparse.Namespace) -> int:
     from ..stats import analyze
-    from ..stats.analysis import check_output_path
+    from ..results import check_output_path
 
     if args.json:
         check_output_path(args.json)

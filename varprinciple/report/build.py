@@ -199,7 +199,7 @@ def build_report(results: Any, out_dir: str | os.PathLike, *, formats: str | Ite
     ----------
     results : path, dict or results object
         A results JSON of ``varprinciple test`` (JSON output v1; its per-direction table
-        ``<stem>.directions.parquet`` must lie beside it), a log-set directory (analysed with
+        must lie beside it, see :func:`varprinciple.results.directions_path`), a log-set directory (analysed with
         default settings; ``results.json`` and its per-direction table are written into
         ``out_dir``), a results dict, or an object with ``to_json_dict()``.
     out_dir : path

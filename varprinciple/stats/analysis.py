@@ -1,16 +1,16 @@
 """``analyze``: the whole analysis of a log set behind ``varprinciple test``.
 
-Per run x step x source x block (basis hessian): the exponent b with its CI and
-one-sided p, Spearman r, exclusions by reason, the Hessian/random variance ratio and
-alignment_k with its rotation test. Per group x source x block at one step per run:
-mean b over runs. Comparisons between (group, source) units with Holm over the
-confirmatory family and optional TOST. Flatness summaries from ``flatness.parquet``.
+The data flow, one module per stage: per probe (run x step x source x block) the exponent b
+and its companions (:mod:`.per_probe`); per group x source x block at one step per run, the
+mean b over runs (:mod:`.group_level`); flatness summaries from ``flatness.parquet``
+(:mod:`.flatness`); comparisons between (group, source) units with Holm over the
+confirmatory family and optional TOST (:mod:`.comparisons`). The results contract (JSON
+output v1 and the per-direction table) is owned by :mod:`varprinciple.results`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
 import logging
 import os
 import platform
@@ -18,9 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,91 +27,30 @@ import pyarrow as pa
 from .. import io as vio
 from .._version import __version__
 from ..errors import InputError
+from ..results import (COMPARISON_COLUMNS, DIRECTION_COLUMNS, FLATNESS_COLUMNS, RANDOM_REASON,
+                       RESULTS_SCHEMA_VERSION, check_output_path, directions_path, directions_table,
+                       int_or_null, results_dict, write_results)
 from ._resampling import Resampler
-from .alignment import _alignment_from_cov, _variance_ratio
+from .comparisons import CONTROL_SOURCES, MAX_DEFAULT_GROUPS, Quantity, comparison_rows, parse_compare
+from .flatness import flatness_rows
+from .group_level import analysed_steps, at_analysed_step, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
-from .inference import compare_groups, group_test, holm
-from .relation import (DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR, ExclusionReason, _fit_core, _nan_fit,
-                       exclusion_reasons, spearman)
+from .per_probe import ProbeOptions, directions_frame, probe_relation
+from .relation import DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR
 
 __all__ = ["analyze", "AnalysisResult", "Quantity", "DEFAULT_RESAMPLES", "CONTROL_SOURCES",
-           "MAX_DEFAULT_GROUPS", "parse_compare", "directions_path", "JSON_SCHEMA_VERSION"]
+           "MAX_DEFAULT_GROUPS", "parse_compare", "directions_path", "check_output_path",
+           "JSON_SCHEMA_VERSION", "DIRECTION_COLUMNS", "RANDOM_REASON"]
 
 logger = logging.getLogger(__name__)
 
-JSON_SCHEMA_VERSION = 1
+#: The results JSON's version (owned by :data:`varprinciple.results.RESULTS_SCHEMA_VERSION`).
+JSON_SCHEMA_VERSION = RESULTS_SCHEMA_VERSION
 #: Default number of resamples (bootstrap replicates of the variance ratio and Haar
 #: rotations of the alignment test); see docs/statistics.md for the timing that set it.
 DEFAULT_RESAMPLES = 999
-#: Noise sources that are controls: compared, reported, never in the confirmatory family.
-CONTROL_SOURCES = ("isotropic",)
-#: With at most this many non-control units, all their pairs form the default family.
-MAX_DEFAULT_GROUPS = 6
 #: resampling weights and rotations are held in memory: bound their number
 MAX_RESAMPLES = 100_000
-
-_FLATNESS_FILE = "flatness.parquet"
-
-
-class Quantity(StrEnum):
-    """Quantities compared between groups."""
-
-    SLOPE = "slope"
-    LOG_LAMBDA_MAX = "log_lambda_max"
-    LOG_HESSIAN_TRACE = "log_hessian_trace"
-
-
-_FLAT_COMPARED = {"lambda_max": Quantity.LOG_LAMBDA_MAX, "hessian_trace": Quantity.LOG_HESSIAN_TRACE}
-
-#: ``reason`` of random directions in the per-direction table (they never enter the fit).
-RANDOM_REASON = "random"
-
-DIRECTION_COLUMNS = ("run_id", "method", "group", "source", "basis", "step", "block", "direction",
-                     "eigenvalue", "residual", "variance", "n_samples", "included", "reason")
-
-
-def directions_path(json_path: str | os.PathLike) -> Path:
-    """The per-direction table written beside ``json_path``: ``<stem>.directions.parquet``.
-
-    Examples
-    --------
-    >>> directions_path("out/result.json").as_posix()
-    'out/result.directions.parquet'
-    """
-    p = Path(json_path)
-    stem = p.name[:-5] if p.name.endswith(".json") else p.name
-    return p.with_name(stem + ".directions.parquet")
-
-
-def _missing(x) -> bool:
-    return x is None or x is pd.NA or (isinstance(x, float) and not np.isfinite(x))
-
-
-def _int_or_null(df: pd.DataFrame, column: str) -> pd.DataFrame:
-    """An integer column that may hold None (runs' last steps differ) as nullable Int64,
-    so it stays an integer (and null) instead of becoming float with NaN."""
-    if column in df.columns:
-        df[column] = df[column].astype("Int64")
-    return df
-
-
-def _records(df: pd.DataFrame) -> list[dict]:
-    """DataFrame rows as JSON-ready dicts (NaN/NA -> None, numpy scalars -> Python)."""
-    out = []
-    for rec in df.to_dict(orient="records"):
-        clean = {}
-        for k, v in rec.items():
-            if isinstance(v, (np.integer,)):
-                v = int(v)
-            elif isinstance(v, (np.floating, float)):
-                v = float(v) if np.isfinite(v) else None
-            elif isinstance(v, np.bool_):
-                v = bool(v)
-            elif v is pd.NA or v is pd.NaT:
-                v = None
-            clean[k] = v
-        out.append(clean)
-    return out
 
 
 @dataclass(frozen=True)
@@ -154,64 +91,18 @@ class AnalysisResult:
 
     def to_json_dict(self) -> dict:
         """The JSON output v1 as a dict (undefined values are None)."""
-        rel = _records(self.relations)
-        for r in rel:
-            r["excluded"] = {x.value: r.get(f"n_excluded_{x.value}") or 0 for x in ExclusionReason}
-        grp = _records(self.groups.rename(columns={"group": "group_label"}))
-        for g in grp:
-            g["group"] = g.pop("group_key")
-        flat = _records(self.flatness.rename(columns={"group": "group_label"}))
-        for g in flat:
-            g["group"] = g.pop("group_key")
-        comps = []
-        for c in _records(self.comparisons):
-            for side in ("a", "b"):
-                c[f"group_{side}"] = {"group": c.pop(f"key_{side}"), "label": c.pop(f"label_{side}"),
-                                      "source": c.pop(f"source_{side}"), "block": c.get("block")}
-            comps.append(c)
-        return {
-            "schema_version": JSON_SCHEMA_VERSION,
-            "settings": dict(self.settings),
-            "provenance": dict(self.provenance),
-            "skipped": list(self.skipped),
-            "identical": [list(x) for x in self.identical],
-            "notes": list(self.notes),
-            "relations": rel,
-            "groups": grp,
-            "comparisons": comps,
-            "flatness": flat,
-        }
+        return results_dict(relations=self.relations, groups=self.groups, comparisons=self.comparisons,
+                            flatness=self.flatness, settings=self.settings, provenance=self.provenance,
+                            skipped=self.skipped, identical=self.identical, notes=self.notes)
 
     def directions_table(self) -> pa.Table:
         """The per-direction table as an Arrow table with the documented dtypes."""
-        d = self.directions
-        types = {"run_id": pa.string(), "method": pa.string(), "group": pa.string(), "source": pa.string(),
-                 "basis": pa.string(), "step": pa.int64(), "block": pa.string(), "direction": pa.int64(),
-                 "eigenvalue": pa.float64(), "residual": pa.float64(), "variance": pa.float64(),
-                 "n_samples": pa.int64(), "included": pa.bool_(), "reason": pa.string()}
-        arrays = []
-        for name in DIRECTION_COLUMNS:
-            col = d[name].to_numpy() if name in d else np.array([], dtype=object)
-            if types[name] == pa.float64():
-                v = col.astype(float)
-                arrays.append(pa.array(v, mask=~np.isfinite(v), type=pa.float64()))
-            elif types[name] == pa.string():
-                arrays.append(pa.array([None if _missing(x) else str(x) for x in col], type=pa.string()))
-            else:
-                arrays.append(pa.array(col, type=types[name]))
-        return pa.Table.from_arrays(arrays, names=list(DIRECTION_COLUMNS))
+        return directions_table(self.directions)
 
     def write(self, json_path: str | os.PathLike) -> tuple[Path, Path]:
-        """Write the JSON and ``<stem>.directions.parquet`` beside it (both atomic)."""
-        p = Path(json_path)
-        check_output_path(p)
-        dp = directions_path(p)
-        try:
-            vio.write_table(dp, self.directions_table())
-            vio.write_json(p, self.to_json_dict())
-        except OSError as exc:
-            raise InputError(f"{p}: cannot write the results ({exc.strerror or exc}).") from None
-        return p, dp
+        """Write the JSON and its per-direction table beside it (both atomic); see
+        :func:`varprinciple.results.directions_path`."""
+        return write_results(json_path, self.to_json_dict(), self.directions_table())
 
     def summary(self) -> str:
         """A readable summary of the analysis."""
@@ -220,49 +111,6 @@ class AnalysisResult:
 
 
 # ============================================================================ options
-
-
-def check_output_path(json_path: str | os.PathLike) -> None:
-    """Raise :class:`InputError` unless the results can be written at ``json_path``
-    (checked before a long analysis, so that it is not lost)."""
-    p = Path(json_path)
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory; `--json` wants a file path such as {p / 'results.json'}.")
-    # the directory is created on writing: its nearest existing ancestor must be a writable directory
-    anc = p.parent
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise InputError(f"{p}: {anc} is not a directory.")
-    if not os.access(anc, os.W_OK):
-        raise InputError(f"{p}: directory {anc} is not writable.")
-
-
-def parse_compare(compare: str | Sequence[str] | None) -> list[tuple[str, str]] | None:
-    """Parse ``--compare`` pairs ``"UNIT_A vs UNIT_B"`` (UNIT = ``GROUP`` or ``GROUP:SOURCE``).
-
-    Several pairs may be given as a sequence or separated by ``;``.
-
-    Examples
-    --------
-    >>> parse_compare("sgd:sgd vs dropout:dropout; sgd vs gd")
-    [('sgd:sgd', 'dropout:dropout'), ('sgd', 'gd')]
-    """
-    if compare is None:
-        return None
-    items = compare.split(";") if isinstance(compare, str) else [p for c in compare for p in str(c).split(";")]
-    pairs = []
-    for item in items:
-        if not item.strip():
-            continue
-        parts = item.split(" vs ")
-        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-            raise InputError(f"`compare` pairs must read 'UNIT_A vs UNIT_B' (UNIT = GROUP or GROUP:SOURCE); "
-                             f"got {item.strip()!r}.")
-        pairs.append((parts[0].strip(), parts[1].strip()))
-    if not pairs:
-        raise InputError(f"`compare` must name at least one pair 'UNIT_A vs UNIT_B'; got {compare!r}.")
-    return pairs
 
 
 def _analyze_iv(confidence, alpha, equivalence_margin, seed, resamples, step, floor_rel, residual_factor):
@@ -293,194 +141,6 @@ def _analyze_iv(confidence, alpha, equivalence_margin, seed, resamples, step, fl
     if not (num(residual_factor) and residual_factor >= 0):
         raise InputError(f"`residual_factor` must be >= 0; got {residual_factor!r}.")
 
-
-# ============================================================================ per probe
-
-
-def _probe(run, meta_group: str, blk, conf: float, floor_rel: float, rf: float, B: int,
-           resampler: Resampler | None):
-    """Relation row + per-direction columns for one noise block."""
-    H = blk.is_hessian
-    Xh = blk.values[:, H]
-    lam = blk.eigenvalue[H]
-    res = blk.residual[H]
-    reasons = exclusion_reasons(lam, residuals=res, floor_rel=floor_rel, residual_factor=rf)
-    inc = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
-    excluded = {r.value: int(np.count_nonzero(reasons == r.value)) for r in ExclusionReason}
-    K = blk.n_samples
-    n = int(inc.sum())
-    if n >= 2:
-        fit = _fit_core(Xh[:, inc], np.log(lam[inc]), K, n, int((~inc).sum()), conf, excluded)
-    else:
-        fit = _nan_fit(n, int((~inc).sum()), K, conf, excluded)
-    var_h = blk.variance[H]
-    r_s, p_s = spearman(lam, var_h)
-    nh = int(H.sum())
-    nr = int((~H).sum())
-    ratio = (np.nan, np.nan, np.nan)
-    if nr > 0 and nh > 0:
-        order = np.concatenate([np.flatnonzero(H), np.flatnonzero(~H)])
-        vr = _variance_ratio(blk.values[:, order], nh, B, conf, resampler)
-        ratio = (vr.estimate, vr.ci_low, vr.ci_high)
-    align = (np.nan, np.nan)
-    if n >= 2:
-        Xi = Xh[:, inc]
-        Xc = Xi - Xi.mean(axis=0)
-        S = (Xc.T @ Xc) / (K - 1)
-        at = _alignment_from_cov(S, lam[inc], K, B, resampler=resampler)
-        align = (at.estimate, at.p_value)
-    row = {
-        "run_id": run.run_id, "method": run.method, "group": meta_group, "source": blk.source,
-        "basis": "hessian", "step": int(blk.step), "block": blk.block,
-        "slope": fit.slope, "ci_low": fit.ci_low, "ci_high": fit.ci_high, "p_value": fit.p_value,
-        "intercept": fit.intercept, "se_slope": fit.se_slope, "se_intercept": fit.se_intercept,
-        "cov_intercept_slope": fit.cov_intercept_slope, "df": fit.df, "scatter_var": fit.scatter_var,
-        "sampling_se": fit.sampling_se,
-        "spearman_r": r_s, "spearman_p": p_s, "n_directions": fit.n_directions,
-        "n_hessian": nh, "n_excluded": fit.n_excluded,
-        **{f"n_excluded_{k}": v for k, v in excluded.items()},
-        "n_samples": K, "n_random": nr,
-        "ratio": ratio[0], "ratio_ci_low": ratio[1], "ratio_ci_high": ratio[2],
-        "alignment_k": align[0], "alignment_p": align[1], "alignment_n": n if n >= 2 else 0,
-    }
-    d = blk.values.shape[1]
-    reason_all = np.full(d, RANDOM_REASON, dtype=object)
-    reason_all[np.flatnonzero(H)] = reasons
-    inc_all = np.zeros(d, dtype=bool)
-    inc_all[np.flatnonzero(H)[inc]] = True
-    cols = {
-        "basis": blk.basis, "direction": blk.direction, "eigenvalue": blk.eigenvalue,
-        "residual": blk.residual, "variance": blk.variance, "included": inc_all, "reason": reason_all,
-        "n": d,
-    }
-    return row, cols
-
-
-# ============================================================================ comparisons
-
-
-@dataclass
-class _Unit:
-    label: str
-    key: dict
-    source: str | None
-    block: str | None
-    values: dict  # run_id -> value
-
-    @property
-    def control(self) -> bool:
-        return self.source in CONTROL_SOURCES
-
-    @property
-    def name(self) -> str:
-        return self.label if self.source is None else f"{self.label}:{self.source}"
-
-
-def _compare_units(a: _Unit, b: _Unit, quantity: str, *, conf, alpha, margin, step) -> dict | None:
-    common = sorted(set(a.values) & set(b.values))
-    note = None
-    if common:
-        paired = True
-        if set(a.values) != set(b.values):
-            note = f"paired on the {len(common)} runs both units share"
-        va = np.array([a.values[r] for r in common])
-        vb = np.array([b.values[r] for r in common])
-    else:
-        paired = False
-        va = np.array(list(a.values.values()))
-        vb = np.array(list(b.values.values()))
-    va = va[np.isfinite(va)] if not paired else va
-    vb = vb[np.isfinite(vb)] if not paired else vb
-    if paired:
-        ok = np.isfinite(va) & np.isfinite(vb)
-        va, vb = va[ok], vb[ok]
-    if va.size == 0 or vb.size == 0:
-        return None
-    c = compare_groups(va, vb, paired=paired, confidence=conf, alpha=alpha, margin=margin)
-    return {
-        "quantity": quantity, "label_a": a.label, "key_a": a.key, "source_a": a.source,
-        "label_b": b.label, "key_b": b.key, "source_b": b.source, "block": a.block, "step": step,
-        "paired": c.paired, "difference": c.difference, "ci_low": c.ci_low, "ci_high": c.ci_high,
-        "p_value": c.p_value, "p_adjusted": np.nan, "confirmatory": False, "se": c.se, "df": c.df,
-        "n_a": c.n_a, "n_b": c.n_b, "margin": c.margin, "tost_p": c.tost_p, "equivalent": c.equivalent,
-        "tost_ci_low": c.tost_ci_low, "tost_ci_high": c.tost_ci_high, "note": note,
-    }
-
-
-def _resolve(name: str, units: list[_Unit]) -> list[_Unit]:
-    exact = [u for u in units if u.name == name]
-    if exact:
-        return exact
-    return [u for u in units if u.label == name]
-
-
-def _family_pairs(units: list[_Unit], declared, notes: list[str], quantity: str):
-    """(confirmatory pairs, control pairs) of units (each list of (a, b))."""
-    by_block: dict[Any, list[_Unit]] = {}
-    for u in units:
-        by_block.setdefault(u.block, []).append(u)
-    conf_pairs, ctrl_pairs = [], []
-    if declared is not None:
-        for sa, sb in declared:
-            ua, ub = _resolve(sa, units), _resolve(sb, units)
-            if not ua or not ub:
-                avail = sorted({u.name for u in units} | {u.label for u in units})
-                bad = sa if not ua else sb
-                raise InputError(f"`compare`: no unit {bad!r} for quantity {quantity}; units are: "
-                                 f"{', '.join(avail)}.")
-            n_before = len(conf_pairs)
-            for a in ua:
-                for b in ub:
-                    if a is b or a.block != b.block:
-                        continue
-                    if len(ua) > 1 or len(ub) > 1:  # GROUP without source: match sources,
-                        if a.source != b.source or a.control:  # never expand into a control
-                            continue
-                    conf_pairs.append((a, b))
-            if len(conf_pairs) == n_before:
-                raise InputError(f"`compare`: {sa!r} vs {sb!r} gives no comparison for quantity {quantity} "
-                                 "(the same unit, different blocks, or no shared non-control source).")
-        return conf_pairs, ctrl_pairs
-    for blk, us in by_block.items():
-        main = [u for u in us if not u.control]
-        ctrl = [u for u in us if u.control]
-        n_groups = len({u.label for u in main})
-        if n_groups > MAX_DEFAULT_GROUPS:
-            notes.append(f"{quantity}: {n_groups} groups (> {MAX_DEFAULT_GROUPS}) at block "
-                         f"{blk if blk is not None else 'all'}; declare the confirmatory pairs with --compare.")
-            continue
-        # all pairs of groups within each noise source, and the noise sources of one group
-        # against each other (paired: the same runs); not pairs differing in both
-        conf_pairs += [(a, b) for a, b in itertools.combinations(main, 2)
-                       if a.source == b.source or a.label == b.label]
-        for c in ctrl:
-            ctrl_pairs += [(m, c) for m in main if m.label == c.label]
-    return conf_pairs, ctrl_pairs
-
-
-def _comparisons(units_by_q: dict[str, list[_Unit]], declared, *, conf, alpha, margin, step_label,
-                 notes) -> list[dict]:
-    rows: list[dict] = []
-    for q, units in units_by_q.items():
-        decl = declared
-        if declared is not None and q != Quantity.SLOPE:
-            # flatness quantities: the declared pairs at group level
-            decl = [(a.rsplit(":", 1)[0] if not _resolve(a, units) else a,
-                     b.rsplit(":", 1)[0] if not _resolve(b, units) else b) for a, b in declared]
-            decl = list(dict.fromkeys((a, b) for a, b in decl
-                                      if _resolve(a, units) and _resolve(b, units) and a != b))
-        fam, ctrl = _family_pairs(units, decl, notes, q)
-        m = margin if q == Quantity.SLOPE else None
-        fam_rows = [r for a, b in fam
-                    if (r := _compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label))]
-        adj = holm([r["p_value"] for r in fam_rows])
-        for r, pa_ in zip(fam_rows, adj):
-            r["p_adjusted"] = pa_
-            r["confirmatory"] = True
-        rows += fam_rows
-        rows += [r for a, b in ctrl
-                 if (r := _compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label))]
-    return rows
 
 
 # ============================================================================ analyze
@@ -578,82 +238,37 @@ def analyze(
     logger.info("analysing %d runs (%d resamples)", len(runs), B)
 
     t0 = time.perf_counter()
+    opts = ProbeOptions(confidence=confidence, floor_rel=floor_rel, residual_factor=residual_factor, resamples=B)
     rel_rows: list[dict] = []
     dir_parts: list[dict] = []
     for run, label in _progress(zip(runs, labels), len(runs), progress):
         for blk in run.blocks:
-            row, cols = _probe(run, label, blk, confidence, floor_rel, residual_factor, B, resampler)
+            row, cols = probe_relation(run, label, blk, opts, resampler)
             rel_rows.append(row)
-            cols.update(run_id=run.run_id, method=run.method, group=label, source=blk.source,
-                        step=int(blk.step), block=blk.block, n_samples=blk.n_samples)
             dir_parts.append(cols)
     relations = pd.DataFrame(rel_rows)
-    directions = _directions_frame(dir_parts)
+    directions = directions_frame(dir_parts)
     logger.info("analysed %d probes of %d runs in %.1f s", len(rel_rows), len(runs), time.perf_counter() - t0)
 
-    # ---- the analysed step of each run
+    # ---- groups at the analysed step of each run
     notes: list[str] = []
-    sel: dict[str, int] = {}
-    for run in runs:
-        steps = run.steps
-        if step is None:
-            sel[run.run_id] = max(steps)
-        elif step in steps:
-            sel[run.run_id] = int(step)
-    if step is not None:
-        missing = [r.run_id for r in runs if r.run_id not in sel]
-        if len(missing) == len(runs):
-            avail = sorted({s for r in runs for s in r.steps})
-            raise InputError(f"`step` {step} was probed in no run; probed steps: {avail}.")
-        if missing:
-            notes.append(f"step {step} not probed in runs {', '.join(missing)}; they are left out of groups.")
-            logger.warning("step %d not probed in %d run(s); left out of groups", step, len(missing))
-    at_step = relations[[sel.get(rid) == s for rid, s in zip(relations["run_id"], relations["step"])]]
+    sel = analysed_steps(runs, step, notes)
     key_of = dict(zip(labels, keys))
-
-    # ---- groups
-    grp_rows: list[dict] = []
-    slope_units: list[_Unit] = []
-    gcols = ["group", "source", "block"]
-    for (label, src, blk), sub in _groupby(at_step, gcols):
-        vals = sub["slope"].to_numpy(float)
-        ok = np.isfinite(vals)
-        steps_here = sorted(set(sub["step"].tolist()))
-        row = {"group": label, "group_key": key_of[label], "source": src, "block": blk,
-               "step": steps_here[0] if len(steps_here) == 1 else None, "steps": steps_here,
-               "control": src in CONTROL_SOURCES}
-        if ok.any():
-            g = group_test(vals[ok], confidence=confidence)
-            row.update(slope=g.estimate, ci_low=g.ci_low, ci_high=g.ci_high, p_value=g.p_value, se=g.se,
-                       sd=g.sd, df=g.df, n_runs=g.n_runs)
-        else:
-            row.update(slope=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, se=np.nan, sd=np.nan,
-                       df=np.nan, n_runs=0)
-        row.update(_meta_sensitivity(vals, sub["se_slope"].to_numpy(float), confidence))
-        icp = sub["intercept"].to_numpy(float)[ok]
-        # the group's mean line log s^2 = mean_intercept + slope * log lambda (for drawing)
-        row["mean_intercept"] = float(np.mean(icp)) if icp.size and np.all(np.isfinite(icp)) else np.nan
-        row["n_runs_total"] = int(len(sub))
-        row["mean_ratio"] = float(np.nanmean(sub["ratio"])) if sub["ratio"].notna().any() else np.nan
-        row["mean_alignment_k"] = (float(np.nanmean(sub["alignment_k"])) if sub["alignment_k"].notna().any()
-                                   else np.nan)
-        row["run_ids"] = sorted(sub["run_id"].tolist())
-        grp_rows.append(row)
-        slope_units.append(_Unit(label, key_of[label], src, blk, dict(zip(sub["run_id"], vals.tolist()))))
-    groups = _int_or_null(pd.DataFrame(grp_rows), "step")
+    grp_rows, slope_units = group_rows(at_analysed_step(relations, sel), key_of, confidence)
+    groups = int_or_null(pd.DataFrame(grp_rows), "step")
 
     # ---- flatness
-    flat_rows, flat_units = _flatness(runs, labels, key_of, sel, confidence)
-    flatness = _int_or_null(pd.DataFrame(flat_rows, columns=_FLAT_COLUMNS), "step")
+    flat_rows, flat_units = flatness_rows(runs, labels, key_of, sel, confidence)
+    flatness = int_or_null(pd.DataFrame(flat_rows, columns=list(FLATNESS_COLUMNS)), "step")
 
     # ---- comparisons
     step_values = sorted(set(sel.values()))
     step_label = step_values[0] if len(step_values) == 1 else None
     units_by_q = {Quantity.SLOPE.value: slope_units}
     units_by_q.update(flat_units)
-    comp_rows = _comparisons(units_by_q, declared, conf=confidence, alpha=alpha, margin=equivalence_margin,
-                             step_label=step_label, notes=notes)
-    comparisons = pd.DataFrame(comp_rows, columns=_COMP_COLUMNS)
+    comp_rows = comparison_rows(units_by_q, declared, conf=confidence, alpha=alpha, margin=equivalence_margin,
+                                step_label=step_label, notes=notes)
+    comparisons = pd.DataFrame(comp_rows, columns=list(COMPARISON_COLUMNS))
 
     settings = {
         "confidence": confidence, "alpha": alpha, "equivalence_margin": equivalence_margin, "seed": seed,
@@ -682,100 +297,3 @@ def analyze(
         directions=directions, skipped=[s.to_dict() for s in logset.skipped],
         identical=[list(x) for x in logset.identical], settings=settings, provenance=provenance,
         notes=notes)
-
-
-_COMP_COLUMNS = ["quantity", "label_a", "key_a", "source_a", "label_b", "key_b", "source_b", "block", "step",
-                 "paired", "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "confirmatory", "se",
-                 "df", "n_a", "n_b", "margin", "tost_p", "equivalent", "tost_ci_low", "tost_ci_high", "note"]
-_FLAT_COLUMNS = ["group", "group_key", "quantity", "source", "block", "step", "estimate", "ci_low", "ci_high",
-                 "p_value", "null", "log_mean", "log_ci_low", "log_ci_high", "n_runs"]
-
-
-def _meta_sensitivity(slopes: np.ndarray, ses: np.ndarray, confidence: float) -> dict:
-    """Random-effects meta-analysis of the runs' slopes (sensitivity analysis only).
-
-    Paule-Mandel tau^2, inverse-variance weights with each run's own standard error, and
-    the Hartung-Knapp (WLS-scaled, t with n - 1 df) interval, via statsmodels.
-    """
-    out = {"meta_slope": np.nan, "meta_ci_low": np.nan, "meta_ci_high": np.nan, "meta_tau2": np.nan}
-    ok = np.isfinite(slopes) & np.isfinite(ses) & (ses > 0)
-    if ok.sum() < 2:
-        return out
-    import warnings
-
-    from statsmodels.stats.meta_analysis import combine_effects
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = combine_effects(slopes[ok], ses[ok] ** 2, method_re="pm", use_t=True)
-        ci = res.conf_int(alpha=1 - confidence, use_t=True)[3]
-    out.update(meta_slope=float(res.mean_effect_re), meta_ci_low=float(ci[0]), meta_ci_high=float(ci[1]),
-               meta_tau2=float(res.tau2))
-    return out
-
-
-def _groupby(df: pd.DataFrame, cols: list[str]):
-    """Group rows by ``cols`` keeping None keys (pandas drops them); order of first appearance."""
-    if df.empty:
-        return []
-    keys = list(zip(*(df[c].tolist() for c in cols)))
-    index: dict[tuple, list[int]] = {}
-    for i, k in enumerate(keys):
-        index.setdefault(k, []).append(i)
-    return [(k, df.iloc[idx]) for k, idx in sorted(index.items(), key=lambda kv: tuple(map(str, kv[0])))]
-
-
-def _directions_frame(parts: list[dict]) -> pd.DataFrame:
-    if not parts:
-        return pd.DataFrame(columns=list(DIRECTION_COLUMNS))
-    n = np.array([p["n"] for p in parts])
-    data = {}
-    for name in ("run_id", "method", "group", "source", "step", "block", "n_samples"):
-        data[name] = np.repeat(np.array([p[name] for p in parts], dtype=object), n)
-    for name in ("basis", "direction", "eigenvalue", "residual", "variance", "included", "reason"):
-        data[name] = np.concatenate([p[name] for p in parts])
-    df = pd.DataFrame(data)
-    df["step"] = df["step"].astype("int64")
-    df["n_samples"] = df["n_samples"].astype("int64")
-    df["direction"] = df["direction"].astype("int64")
-    return df[list(DIRECTION_COLUMNS)]
-
-
-def _flatness(runs, labels, key_of, sel, conf):
-    """Per group x quantity x source x block summaries of flatness.parquet at each run's step."""
-    rows = []
-    for run, label in zip(runs, labels):
-        if run.run_id not in sel:
-            continue
-        t = run.optional_table(_FLATNESS_FILE) if isinstance(run.path, Path) and run.path.is_dir() else None
-        if t is None or t.empty:
-            continue
-        t = t[t["step"] == sel[run.run_id]]
-        src = t["source"] if "source" in t else pd.Series([None] * len(t), index=t.index)
-        blk = t["block"] if "block" in t else pd.Series([None] * len(t), index=t.index)
-        for q, s, b, e, st in zip(t["quantity"], src, blk, t["estimate"], t["step"]):
-            s = None if (s is None or (isinstance(s, float) and np.isnan(s))) else s
-            b = None if (b is None or (isinstance(b, float) and np.isnan(b))) else b
-            rows.append({"run_id": run.run_id, "group": label, "quantity": q, "source": s, "block": b,
-                         "estimate": float(e), "step": int(st)})
-    out, units = [], {}
-    if not rows:
-        return out, units
-    df = pd.DataFrame(rows)
-    for (label, q, s, b), sub in _groupby(df, ["group", "quantity", "source", "block"]):
-        v = sub["estimate"].to_numpy(float)
-        null = 1.0 if q == "rho" else None
-        g = group_test(v, confidence=conf, null=null if null is not None else 0.0)
-        rec = {"group": label, "group_key": key_of[label], "quantity": q, "source": s, "block": b,
-               "step": int(sub["step"].iloc[0]) if sub["step"].nunique() == 1 else None,
-               "estimate": g.estimate, "ci_low": g.ci_low, "ci_high": g.ci_high,
-               "p_value": g.p_value if null is not None else np.nan, "null": null,
-               "log_mean": np.nan, "log_ci_low": np.nan, "log_ci_high": np.nan, "n_runs": g.n_runs}
-        if np.all(v > 0):
-            lg = group_test(np.log(v), confidence=conf)
-            rec.update(log_mean=lg.estimate, log_ci_low=lg.ci_low, log_ci_high=lg.ci_high)
-            if q in _FLAT_COMPARED:
-                units.setdefault(_FLAT_COMPARED[q].value, []).append(
-                    _Unit(label, key_of[label], s if isinstance(s, str) else None, b,
-                          dict(zip(sub["run_id"], np.log(v).tolist()))))
-        out.append(rec)
-    return out, units

@@ -1,0 +1,69 @@
+"""Flatness summaries over runs from the optional ``flatness.parquet`` table.
+
+Per group x quantity x source x block at each run's analysed step: the mean over runs
+with a t interval (``rho`` is tested against its isotropic value 1), and on the log
+scale for positive quantities; ``lambda_max`` and ``hessian_trace`` become units compared
+between groups on the log scale (:data:`FLAT_COMPARED`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..results import FLATNESS_COLUMNS
+from .comparisons import Quantity, Unit
+from .group_level import groupby_keep_none
+from .inference import group_test
+
+__all__ = ["FLATNESS_FILE", "FLAT_COMPARED", "flatness_rows"]
+
+FLATNESS_FILE = "flatness.parquet"
+#: flatness quantities compared between groups, with the compared Quantity (log scale)
+FLAT_COMPARED = {"lambda_max": Quantity.LOG_LAMBDA_MAX, "hessian_trace": Quantity.LOG_HESSIAN_TRACE}
+
+
+def _none_if_nan(x):
+    return None if (x is None or (isinstance(x, float) and np.isnan(x))) else x
+
+
+def flatness_rows(runs, labels, key_of, sel, conf) -> tuple[list[dict], dict[str, list[Unit]]]:
+    """Per group x quantity x source x block summaries of flatness.parquet at each run's step,
+    and the units of :data:`FLAT_COMPARED` quantities keyed by quantity."""
+    rows = []
+    for run, label in zip(runs, labels):
+        if run.run_id not in sel:
+            continue
+        t = run.optional_table(FLATNESS_FILE) if isinstance(run.path, Path) and run.path.is_dir() else None
+        if t is None or t.empty:
+            continue
+        t = t[t["step"] == sel[run.run_id]]
+        src = t["source"] if "source" in t else pd.Series([None] * len(t), index=t.index)
+        blk = t["block"] if "block" in t else pd.Series([None] * len(t), index=t.index)
+        for q, s, b, e, st in zip(t["quantity"], src, blk, t["estimate"], t["step"]):
+            rows.append({"run_id": run.run_id, "group": label, "quantity": q, "source": _none_if_nan(s),
+                         "block": _none_if_nan(b), "estimate": float(e), "step": int(st)})
+    out, units = [], {}
+    if not rows:
+        return out, units
+    df = pd.DataFrame(rows)
+    for (label, q, s, b), sub in groupby_keep_none(df, ["group", "quantity", "source", "block"]):
+        v = sub["estimate"].to_numpy(float)
+        null = 1.0 if q == "rho" else None
+        g = group_test(v, confidence=conf, null=null if null is not None else 0.0)
+        rec = {"group": label, "group_key": key_of[label], "quantity": q, "source": s, "block": b,
+               "step": int(sub["step"].iloc[0]) if sub["step"].nunique() == 1 else None,
+               "estimate": g.estimate, "ci_low": g.ci_low, "ci_high": g.ci_high,
+               "p_value": g.p_value if null is not None else np.nan, "null": null,
+               "log_mean": np.nan, "log_ci_low": np.nan, "log_ci_high": np.nan, "n_runs": g.n_runs}
+        if np.all(v > 0):
+            lg = group_test(np.log(v), confidence=conf)
+            rec.update(log_mean=lg.estimate, log_ci_low=lg.ci_low, log_ci_high=lg.ci_high)
+            if q in FLAT_COMPARED:
+                units.setdefault(FLAT_COMPARED[q].value, []).append(
+                    Unit(label, key_of[label], s if isinstance(s, str) else None, b,
+                         dict(zip(sub["run_id"], np.log(v).tolist()))))
+        out.append(rec)
+    return out, units

@@ -1,0 +1,119 @@
+"""Group-level statistics: the analysed step of each run, and one row per group x source x block.
+
+Runs are the replicates of a training procedure: a group's exponent is the mean of its
+runs' slopes with a one-sample t interval over runs (:func:`~varprinciple.stats.group_test`),
+plus a random-effects meta-analysis as a sensitivity analysis. Which runs form a group is
+decided in :mod:`varprinciple.stats.grouping`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .comparisons import CONTROL_SOURCES, Unit
+from .inference import group_test
+
+__all__ = ["analysed_steps", "at_analysed_step", "group_rows", "meta_sensitivity", "groupby_keep_none"]
+
+logger = logging.getLogger(__name__)
+
+
+def analysed_steps(runs, step: int | None, notes: list[str]) -> dict[str, int]:
+    """The probe step analysed at group level for each run id (default: the run's last).
+
+    Runs that did not probe a requested ``step`` are left out (with a note); raises
+    :class:`InputError` when no run probed it.
+    """
+    sel: dict[str, int] = {}
+    for run in runs:
+        steps = run.steps
+        if step is None:
+            sel[run.run_id] = max(steps)
+        elif step in steps:
+            sel[run.run_id] = int(step)
+    if step is not None:
+        missing = [r.run_id for r in runs if r.run_id not in sel]
+        if len(missing) == len(runs):
+            avail = sorted({s for r in runs for s in r.steps})
+            raise InputError(f"`step` {step} was probed in no run; probed steps: {avail}.")
+        if missing:
+            notes.append(f"step {step} not probed in runs {', '.join(missing)}; they are left out of groups.")
+            logger.warning("step %d not probed in %d run(s); left out of groups", step, len(missing))
+    return sel
+
+
+def at_analysed_step(relations: pd.DataFrame, sel: dict[str, int]) -> pd.DataFrame:
+    """The relation rows at each run's analysed step."""
+    if relations.empty:
+        return relations
+    return relations[[sel.get(rid) == s for rid, s in zip(relations["run_id"], relations["step"])]]
+
+
+def groupby_keep_none(df: pd.DataFrame, cols: list[str]):
+    """Group rows by ``cols`` keeping None keys (pandas drops them); sorted by the keys' text."""
+    if df.empty:
+        return []
+    keys = list(zip(*(df[c].tolist() for c in cols)))
+    index: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        index.setdefault(k, []).append(i)
+    return [(k, df.iloc[idx]) for k, idx in sorted(index.items(), key=lambda kv: tuple(map(str, kv[0])))]
+
+
+def meta_sensitivity(slopes: np.ndarray, ses: np.ndarray, confidence: float) -> dict:
+    """Random-effects meta-analysis of the runs' slopes (sensitivity analysis only).
+
+    Paule-Mandel tau^2, inverse-variance weights with each run's own standard error, and
+    the Hartung-Knapp (WLS-scaled, t with n - 1 df) interval, via statsmodels.
+    """
+    out = {"meta_slope": np.nan, "meta_ci_low": np.nan, "meta_ci_high": np.nan, "meta_tau2": np.nan}
+    ok = np.isfinite(slopes) & np.isfinite(ses) & (ses > 0)
+    if ok.sum() < 2:
+        return out
+    import warnings
+
+    from statsmodels.stats.meta_analysis import combine_effects
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = combine_effects(slopes[ok], ses[ok] ** 2, method_re="pm", use_t=True)
+        ci = res.conf_int(alpha=1 - confidence, use_t=True)[3]
+    out.update(meta_slope=float(res.mean_effect_re), meta_ci_low=float(ci[0]), meta_ci_high=float(ci[1]),
+               meta_tau2=float(res.tau2))
+    return out
+
+
+def group_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float) -> tuple[list[dict], list[Unit]]:
+    """One row per group x source x block of the relations at the analysed step, and the
+    slope units compared between groups."""
+    rows: list[dict] = []
+    units: list[Unit] = []
+    for (label, src, blk), sub in groupby_keep_none(at_step, ["group", "source", "block"]):
+        vals = sub["slope"].to_numpy(float)
+        ok = np.isfinite(vals)
+        steps_here = sorted(set(sub["step"].tolist()))
+        row = {"group": label, "group_key": key_of[label], "source": src, "block": blk,
+               "step": steps_here[0] if len(steps_here) == 1 else None, "steps": steps_here,
+               "control": src in CONTROL_SOURCES}
+        if ok.any():
+            g = group_test(vals[ok], confidence=confidence)
+            row.update(slope=g.estimate, ci_low=g.ci_low, ci_high=g.ci_high, p_value=g.p_value, se=g.se,
+                       sd=g.sd, df=g.df, n_runs=g.n_runs)
+        else:
+            row.update(slope=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, se=np.nan, sd=np.nan,
+                       df=np.nan, n_runs=0)
+        row.update(meta_sensitivity(vals, sub["se_slope"].to_numpy(float), confidence))
+        icp = sub["intercept"].to_numpy(float)[ok]
+        # the group's mean line log s^2 = mean_intercept + slope * log lambda (for drawing)
+        row["mean_intercept"] = float(np.mean(icp)) if icp.size and np.all(np.isfinite(icp)) else np.nan
+        row["n_runs_total"] = int(len(sub))
+        row["mean_ratio"] = float(np.nanmean(sub["ratio"])) if sub["ratio"].notna().any() else np.nan
+        row["mean_alignment_k"] = (float(np.nanmean(sub["alignment_k"])) if sub["alignment_k"].notna().any()
+                                   else np.nan)
+        row["run_ids"] = sorted(sub["run_id"].tolist())
+        rows.append(row)
+        units.append(Unit(label, key_of[label], src, blk, dict(zip(sub["run_id"], vals.tolist()))))
+    return rows, units

@@ -1,0 +1,176 @@
+"""Per-probe statistics: one relation row and the per-direction columns of one noise block.
+
+A *probe* is one run x step x source x block (:class:`varprinciple.io.NoiseBlock`). Its
+relation row (one ``relations`` row of the results, fields in
+:data:`varprinciple.results.RELATION_FIELDS`) is assembled from independent parts, one
+small function each: the exponent fit, the rank correlation, the Hessian/random variance
+ratio, the alignment statistic. A new per-probe statistic is one more ``_..._fields``
+function added to :func:`probe_relation`'s list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..results import DIRECTION_COLUMNS, RANDOM_REASON
+from ._resampling import Resampler
+from .alignment import _alignment_from_cov, _variance_ratio
+from .relation import ExclusionReason, _fit_core, _nan_fit, exclusion_reasons, spearman
+
+__all__ = ["ProbeOptions", "ProbeData", "probe_relation", "directions_frame"]
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """Settings every probe is analysed with (from :func:`varprinciple.stats.analyze`)."""
+
+    confidence: float
+    floor_rel: float
+    residual_factor: float
+    resamples: int
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """One probe's arrays split into the Hessian basis and the exclusion decisions."""
+
+    block: object            # the io.NoiseBlock
+    hessian: np.ndarray      # bool mask over the block's directions: basis hessian
+    lam: np.ndarray          # eigenvalues of the Hessian directions
+    reasons: np.ndarray      # exclusion reason per Hessian direction (None: included)
+    included: np.ndarray     # bool mask over the Hessian directions: enters the log fit
+
+    @property
+    def n_included(self) -> int:
+        return int(self.included.sum())
+
+    @property
+    def n_samples(self) -> int:
+        return self.block.n_samples
+
+
+def _prepare(blk, opts: ProbeOptions) -> ProbeData:
+    H = blk.is_hessian
+    lam = blk.eigenvalue[H]
+    reasons = exclusion_reasons(lam, residuals=blk.residual[H], floor_rel=opts.floor_rel,
+                                residual_factor=opts.residual_factor)
+    inc = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
+    return ProbeData(blk, H, lam, reasons, inc)
+
+
+def _fit_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
+    """The exponent b (OLS on log-log) with its CI and one-sided p; exclusions by reason."""
+    excluded = {r.value: int(np.count_nonzero(d.reasons == r.value)) for r in ExclusionReason}
+    K, n, n_out = d.n_samples, d.n_included, int((~d.included).sum())
+    if n >= 2:
+        Xh = d.block.values[:, d.hessian]
+        fit = _fit_core(Xh[:, d.included], np.log(d.lam[d.included]), K, n, n_out, opts.confidence, excluded)
+    else:
+        fit = _nan_fit(n, n_out, K, opts.confidence, excluded)
+    return {
+        "slope": fit.slope, "ci_low": fit.ci_low, "ci_high": fit.ci_high, "p_value": fit.p_value,
+        "intercept": fit.intercept, "se_slope": fit.se_slope, "se_intercept": fit.se_intercept,
+        "cov_intercept_slope": fit.cov_intercept_slope, "df": fit.df, "scatter_var": fit.scatter_var,
+        "sampling_se": fit.sampling_se, "n_directions": fit.n_directions,
+        "n_hessian": int(d.hessian.sum()), "n_excluded": fit.n_excluded,
+        **{f"n_excluded_{k}": v for k, v in excluded.items()},
+        "n_samples": K, "n_random": int((~d.hessian).sum()),
+    }
+
+
+def _spearman_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
+    """Spearman's r of variance on eigenvalue over all Hessian directions (rank statistics
+    may use eigenvalues <= 0)."""
+    r_s, p_s = spearman(d.lam, d.block.variance[d.hessian])
+    return {"spearman_r": r_s, "spearman_p": p_s}
+
+
+def _ratio_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
+    """Hessian/random variance ratio with its bootstrap CI (needs both bases)."""
+    H = d.hessian
+    nh, nr = int(H.sum()), int((~H).sum())
+    ratio = (np.nan, np.nan, np.nan)
+    if nr > 0 and nh > 0:
+        order = np.concatenate([np.flatnonzero(H), np.flatnonzero(~H)])
+        vr = _variance_ratio(d.block.values[:, order], nh, opts.resamples, opts.confidence, resampler)
+        ratio = (vr.estimate, vr.ci_low, vr.ci_high)
+    return {"ratio": ratio[0], "ratio_ci_low": ratio[1], "ratio_ci_high": ratio[2]}
+
+
+def _alignment_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
+    """alignment_k over the included Hessian directions with its rotation test."""
+    n, K = d.n_included, d.n_samples
+    align = (np.nan, np.nan)
+    if n >= 2:
+        Xi = d.block.values[:, d.hessian][:, d.included]
+        Xc = Xi - Xi.mean(axis=0)
+        S = (Xc.T @ Xc) / (K - 1)
+        at = _alignment_from_cov(S, d.lam[d.included], K, opts.resamples, resampler=resampler)
+        align = (at.estimate, at.p_value)
+    return {"alignment_k": align[0], "alignment_p": align[1], "alignment_n": n if n >= 2 else 0}
+
+
+#: The parts of a relation row, in order (each: (ProbeData, ProbeOptions, resampler) -> dict).
+ROW_PARTS = (_fit_fields, _spearman_fields, _ratio_fields, _alignment_fields)
+
+
+def probe_relation(run, group: str, blk, opts: ProbeOptions,
+                   resampler: Resampler | None) -> tuple[dict, dict]:
+    """The relation row and the per-direction columns of one noise block.
+
+    Parameters
+    ----------
+    run : varprinciple.io.RunLog
+    group : str
+        The run's group label.
+    blk : varprinciple.io.NoiseBlock
+    opts : ProbeOptions
+    resampler : Resampler or None
+        Source of bootstrap weights and rotations (None when resampling is off).
+
+    Returns
+    -------
+    row : dict
+        One ``relations`` row.
+    cols : dict
+        Per-direction arrays (``basis``, ``direction``, ``eigenvalue``, ``residual``,
+        ``variance``, ``included``, ``reason``) and scalars identifying the probe; turned
+        into the per-direction table by :func:`directions_frame`.
+    """
+    d = _prepare(blk, opts)
+    row = {"run_id": run.run_id, "method": run.method, "group": group, "source": blk.source,
+           "basis": "hessian", "step": int(blk.step), "block": blk.block}
+    for part in ROW_PARTS:
+        row.update(part(d, opts, resampler))
+    n_dir = blk.values.shape[1]
+    reason_all = np.full(n_dir, RANDOM_REASON, dtype=object)
+    reason_all[np.flatnonzero(d.hessian)] = d.reasons
+    inc_all = np.zeros(n_dir, dtype=bool)
+    inc_all[np.flatnonzero(d.hessian)[d.included]] = True
+    cols = {
+        "basis": blk.basis, "direction": blk.direction, "eigenvalue": blk.eigenvalue,
+        "residual": blk.residual, "variance": blk.variance, "included": inc_all, "reason": reason_all,
+        "n": n_dir, "run_id": run.run_id, "method": run.method, "group": group, "source": blk.source,
+        "step": int(blk.step), "block": blk.block, "n_samples": blk.n_samples,
+    }
+    return row, cols
+
+
+def directions_frame(parts: list[dict]) -> pd.DataFrame:
+    """The per-direction table from the ``cols`` of :func:`probe_relation` (one per probe)."""
+    if not parts:
+        return pd.DataFrame(columns=list(DIRECTION_COLUMNS))
+    n = np.array([p["n"] for p in parts])
+    data = {}
+    for name in ("run_id", "method", "group", "source", "step", "block", "n_samples"):
+        data[name] = np.repeat(np.array([p[name] for p in parts], dtype=object), n)
+    for name in ("basis", "direction", "eigenvalue", "residual", "variance", "included", "reason"):
+        data[name] = np.concatenate([p[name] for p in parts])
+    df = pd.DataFrame(data)
+    df["step"] = df["step"].astype("int64")
+    df["n_samples"] = df["n_samples"].astype("int64")
+    df["direction"] = df["direction"].astype("int64")
+    return df[list(DIRECTION_COLUMNS)]
