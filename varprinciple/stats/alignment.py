@@ -422,8 +422,3 @@ def _ratio_interval(X: np.ndarray, nh: int, confidence: float) -> VarianceRatio:
                          se_log=se, se_log_sampling=float(np.sqrt(v_s)), se_log_directions=float(np.sqrt(v_d)),
                          df=df, n_hessian=nh, n_random=m, n_samples=K, confidence=confidence)
 
-
-def _variance_ratio(X: np.ndarray, nh: int, B: int, confidence: float, resampler=None) -> VarianceRatio:
-    """Call-site adapter for ``stats/analysis.py`` (the interval needs no resamples)."""
-    del B, resampler
-    return _ratio_interval(X, nh, confidence)
