@@ -98,18 +98,21 @@ def measure_per_run(name: str, n: int = N_REP) -> dict:
 def test_per_run_ci_coverage_and_type_one_error(name):
     m = measure_per_run(name)
     n = m["n"]
-    # with few directions the interval may be conservative (variance floor, n - 2 df), never liberal
+    # with few directions the interval may be conservative (variance floor, Satterthwaite df), never liberal
     assert LEVEL - 3 * mc_se(LEVEL, n) <= m["coverage"] <= 0.985, m
     assert abs(m["mean_b"] - 0.5) < 3 * m["mc_se_b"] + 0.01, m
     assert m["type1"] <= ALPHA + 3 * mc_se(ALPHA, n), m
 
 
 #: (scenario, true b, minimum power of the one-sided test at alpha); thresholds sit about 4
-#: Monte Carlo SEs (n = 400) below the measured power (docs/statistics.md lists it).
-POWER_CASES = [("gaussian", 0.05, 0.6), ("gaussian", 0.1, 0.95),
-               ("t5-correlated-scatter", 0.1, 0.5), ("t5-correlated-scatter", 0.2, 0.95),
-               ("masked-scatter", 0.1, 0.55), ("masked-scatter", 0.2, 0.95),
-               ("t5-small", 0.2, 0.35), ("t5-small", 0.3, 0.65)]
+#: Monte Carlo SEs (n = 400) below the measured power (docs/statistics.md lists it). The
+#: jackknife + HC2 interval of issue 7 (calibrated under block-correlated sampling errors and
+#: heteroscedastic outliers, where the previous one undercovered) is wider at small K: power at
+#: t5-small b = 0.3 fell from 0.73 to 0.58.
+POWER_CASES = [("gaussian", 0.05, 0.58), ("gaussian", 0.1, 0.95),
+               ("t5-correlated-scatter", 0.1, 0.4), ("t5-correlated-scatter", 0.2, 0.9),
+               ("masked-scatter", 0.1, 0.48), ("masked-scatter", 0.2, 0.9),
+               ("t5-small", 0.2, 0.25), ("t5-small", 0.3, 0.47)]
 
 
 def measure_power(name: str, effect: float, n: int = 400) -> float:
