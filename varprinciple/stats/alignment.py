@@ -391,7 +391,7 @@ def _ratio_interval(X: np.ndarray, nh: int, confidence: float) -> VarianceRatio:
     u = l_loo - l_loo.mean()
     uu = float(u @ u)
     v_s = (K - 1.0) / K * uu
-    kurt = K * float(np.sum(u ** 4)) / (uu * uu) if uu > 0 else 3.0
+    kurt = K * float(np.sum(np.square(u * u))) / (uu * uu) if uu > 0 else 3.0
     nu_s = float(min(max(2.0 * (K - 1.0) / max(kurt - 1.0, 1e-12), 1.0), K - 1.0))
     # (2) the random basis: Var(u'Cu) ~ 2 E[(u'Cw)^2], pooled over the m variances and the
     #     m (m - 1) / 2 covariances, each corrected for its sampling error

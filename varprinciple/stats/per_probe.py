@@ -145,7 +145,7 @@ def probe_relation(run, group: str, blk, opts: ProbeOptions,
     blk : varprinciple.io.NoiseBlock
     opts : ProbeOptions
     resampler : Resampler or None
-        Source of bootstrap weights and rotations (None when resampling is off).
+        Source of Haar rotations and permutations (None when resampling is off).
 
     Returns
     -------

@@ -299,10 +299,16 @@ def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 
         # (1) HC2 on the residuals: the scatter (heteroscedastic, leverage-adjusted) plus the
         #     part of the sampling error the residuals see, tr(G Sigma), G = M diag(w) M
         v1 = np.einsum("ij,ij->i", w, r * r)
-        Q = np.stack([np.full((m, n), 1.0 / np.sqrt(n)), dx / np.sqrt(sxx)[:, None]], axis=2)  # (m, n, 2)
-        SQ = np.einsum("ij,Njk->Nik", Sigma, Q)
-        QSQ = np.einsum("Nik,Nil->Nkl", Q, SQ)
-        diag_msm = dS[None, :] - 2.0 * np.einsum("Nik,Nik->Ni", Q, SQ) + np.einsum("Nik,Nkl,Nil->Ni", Q, QSQ, Q)
+        # residual maker M = I - q0 q0' - q1 q1', q0 = 1/sqrt(n), q1 = dx/sqrt(sxx) (per row)
+        q1 = dx / np.sqrt(sxx)[:, None]
+        s0 = Sigma.sum(axis=1) / np.sqrt(n)  # Sigma q0
+        s1 = q1 @ Sigma  # (Sigma q1)' per row
+        b00 = float(s0.sum()) / np.sqrt(n)
+        b01 = s1.sum(axis=1) / np.sqrt(n)
+        b11 = np.einsum("ij,ij->i", s1, q1)
+        q0 = 1.0 / np.sqrt(n)
+        diag_msm = (dS[None, :] - 2.0 * (q0 * s0[None, :] + q1 * s1)
+                    + q0 * q0 * b00 + 2.0 * q0 * b01[:, None] * q1 + b11[:, None] * q1 * q1)
         tr_g_sigma = np.einsum("Ni,Ni->N", w, diag_msm)
         # (2) the sampling error the residuals cannot see (correlated along the spectrum)
         U = infl @ c.T  # (K, m) per-draw jackknife deviations of b
@@ -313,19 +319,25 @@ def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 
         # residual errors, Omega = diag(scatter_i + Sigma_ii), scatter_i the HC2 estimate
         # (r_i^2 - (M Sigma M)_ii) / (1 - h_i) clipped at 0
         om = np.maximum((r * r - diag_msm) / (1.0 - h), 0.0) + dS[None, :]
-        P = np.einsum("Nik,Njk->Nij", Q, Q)
-        Bw = np.einsum("Nik,Ni,Nil->Nkl", Q, w, Q)
-        G = (-P * (w[:, :, None] + w[:, None, :]) + np.einsum("Nik,Nkl,Njl->Nij", Q, Bw, Q))
+        # G = M diag(w) M = Q Bw Q' - P o (w_i + w_j) + diag(w), P = Q Q', Bw = Q' diag(w) Q
+        c00 = w.sum(axis=1) / n
+        c01 = np.einsum("ij,ij->i", w, q1) / np.sqrt(n)
+        c11 = np.einsum("ij,ij->i", w, q1 * q1)
+        qq = q1[:, :, None] * q1[:, None, :]
+        qs = q1[:, :, None] + q1[:, None, :]
+        G = (c00[:, None, None] / n + (c01 / np.sqrt(n))[:, None, None] * qs + c11[:, None, None] * qq
+             - (1.0 / n + qq) * (w[:, :, None] + w[:, None, :]))
         idx = np.arange(n)
         G[:, idx, idx] += w
         tr_go = np.einsum("Nii,Ni->N", G, om)
-        tr_go2 = np.einsum("Ni,Nij,Nj->N", om, G * G, om)
+        G *= G
+        tr_go2 = np.einsum("Ni,Ni->N", (G @ om[:, :, None])[:, :, 0], om)
         nu1 = tr_go * tr_go / tr_go2
         # (2): df of a jackknife variance from K draws, 2 (K - 1) / (kurtosis - 1), <= K - 1
         u = U - U.mean(axis=0)
         uu = np.einsum("km,km->m", u, u)
         with np.errstate(divide="ignore", invalid="ignore"):
-            kurt = np.where(uu > 0, K * np.sum(u ** 4, axis=0) / (uu * uu), 3.0)
+            kurt = np.where(uu > 0, K * np.sum(np.square(u * u), axis=0) / (uu * uu), 3.0)
             nu2 = np.clip(2.0 * (K - 1.0) / np.maximum(kurt - 1.0, 1e-12), 1.0, K - 1.0)
             p2 = np.maximum(v2, 0.0)
             df = np.where(v1 + p2 > 0, (v1 + p2) ** 2 / (v1 * v1 / nu1 + p2 * p2 / nu2), n - 2.0)
