@@ -172,6 +172,14 @@ def test_variance_floor_binds_when_the_power_law_is_exact():
     assert_allclose(fit.se_slope, ref["se_slope"], rtol=1e-9)
 
 
+def test_three_directions_give_a_slope_without_interval():
+    """One residual df: coverage 0.92-0.99 over designs (docs/statistics.md), so no interval."""
+    rng = np.random.default_rng(1)
+    fit = relation_fit(draws(rng, [4.0, 2.0, 1.0]), [4.0, 2.0, 1.0])
+    assert np.isfinite(fit.slope) and np.isnan(fit.ci_low) and np.isnan(fit.p_value) and fit.n_directions == 3
+    assert np.isfinite(relation_fit(draws(rng, [4.0, 2.0, 1.0, 0.5]), [4.0, 2.0, 1.0, 0.5]).ci_low)
+
+
 def test_fewer_than_three_draws_give_a_slope_without_interval():
     lam = np.geomspace(5, 1, 6)
     X = np.random.default_rng(0).normal(size=(2, 6)) * np.sqrt(lam)

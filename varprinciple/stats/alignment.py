@@ -153,7 +153,7 @@ class CurvatureTest:
     included directions, ``statistic`` its studentized value b / SE(b) (relation_fit's SE,
     ``df`` its Satterthwaite df); ``p_permutation`` the one-sided permutation p,
     ``p_parametric`` the one-sided t p of relation_fit, ``p_value`` the larger of the two
-    (NaN without resamples or with fewer than 3 directions or draws)."""
+    (NaN without resamples or with fewer than 4 directions or 3 draws)."""
 
     estimate: float
     statistic: float
@@ -246,11 +246,11 @@ def curvature_test(values, eigenvalues, *, resamples: int = 999, rng: np.random.
     0.002
     """
     X, lam, B = _curvature_iv(values, eigenvalues, resamples)
-    from .relation import _jackknife_log_variances
+    from .relation import MIN_DIRECTIONS_CI, _jackknife_log_variances
 
     K, n = X.shape
     x = np.log(lam)
-    jk = _jackknife_log_variances(X) if n >= 3 else None
+    jk = _jackknife_log_variances(X) if n >= MIN_DIRECTIONS_CI else None
     if jk is None or np.ptp(x) == 0:
         return CurvatureTest(estimate=np.nan, statistic=np.nan, df=np.nan, p_value=np.nan, p_permutation=np.nan,
                              p_parametric=np.nan, n_directions=n, n_samples=K, resamples=B)

@@ -18,7 +18,7 @@ import pandas as pd
 from ..results import DIRECTION_COLUMNS, RANDOM_REASON
 from ._resampling import Resampler
 from .alignment import _alignment_from_cov, _ratio_interval, curvature_test
-from .relation import ExclusionReason, _fit_core, _nan_fit, exclusion_reasons, spearman
+from .relation import MIN_DIRECTIONS_CI, ExclusionReason, _fit_core, _nan_fit, exclusion_reasons, spearman
 
 __all__ = ["ProbeOptions", "ProbeData", "probe_relation", "directions_frame"]
 
@@ -122,7 +122,7 @@ def _curvature_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
     included directions, studentized slope; null when resampling is off)."""
     n = d.n_included
     p = np.nan
-    if n >= 3 and opts.resamples > 0 and resampler is not None:
+    if n >= MIN_DIRECTIONS_CI and opts.resamples > 0 and resampler is not None:
         Xi = d.block.values[:, d.hessian][:, d.included]
         p = curvature_test(Xi, d.lam[d.included], resamples=opts.resamples,
                            _permutations=resampler.permutations(n)).p_value

@@ -35,6 +35,7 @@ __all__ = [
     "ExclusionReason",
     "DEFAULT_FLOOR_REL",
     "DEFAULT_RESIDUAL_FACTOR",
+    "MIN_DIRECTIONS_CI",
     "exclusion_reasons",
     "RelationFit",
     "relation_fit",
@@ -52,6 +53,9 @@ DEFAULT_FLOOR_REL = 1e-4
 DEFAULT_RESIDUAL_FACTOR = 1.0
 #: The slope variance is never estimated below this fraction of its sampling part.
 SAMPLING_FLOOR = 0.5
+#: Fewest included directions with an interval. With 3 (one residual degree of freedom) the
+#: coverage ranged 0.92-0.99 over K and noise structures (docs/statistics.md): refused.
+MIN_DIRECTIONS_CI = 4
 
 
 class ExclusionReason(StrEnum):
@@ -110,8 +114,8 @@ class RelationFit:
     ``p_value`` the one-sided p for b > 0. ``scatter_var`` is the estimated (average)
     variance tau^2 of the directions around the power law (beyond sampling error);
     ``sampling_se`` the jackknife standard error of b due to sampling error alone.
-    Undefined values are NaN (fewer than 3 included directions or fewer than 3 draws give
-    no interval, fewer than 2 directions no slope).
+    Undefined values are NaN (fewer than ``MIN_DIRECTIONS_CI`` = 4 included directions or
+    fewer than 3 draws give no interval, fewer than 2 directions no slope).
     """
 
     slope: float
@@ -364,7 +368,7 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     c = dx / sxx
     b = float(c @ y)
     a = float(y.mean() - b * xbar)
-    if n < 3:
+    if n < MIN_DIRECTIONS_CI:
         return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=a)
     _, var_b, df, vs = (float(v[0]) for v in _slope_rows(y, infl, x[None, :]))
     # the intercept's variance and its covariance with b: the same two parts (HC2 on the
