@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from scipy import stats as sps
 
 from varprinciple.errors import InputError
 from varprinciple.stats import (AlignmentTest, CurvatureTest, IsotropyTest, alignment_test, curvature_test,
@@ -146,9 +147,20 @@ def test_curvature_permutation_p_matches_a_loop_over_relation_fit():
     res = curvature_test(X, lam, resamples=N, _permutations=perms)
     p_obs = relation_fit(X, lam).p_value
     order = np.argsort(-lam)
-    p_perm = np.array([relation_fit(X[:, order], lam[order][pi]).p_value for pi in perms])
+    fits = [relation_fit(X[:, order], lam[order][pi]) for pi in perms]
+    # each permuted fit, with the sampling part's df (nu2) of the observed fit: recover nu1
+    # from the fit's own Satterthwaite df and recombine
+    from varprinciple.stats.relation import _jackknife_log_variances, _slope_rows
+    y, infl = _jackknife_log_variances(X[:, order])
+    nu2_obs = _slope_rows(y, infl, np.log(lam[order])[None, :])[4][0]
+    p_perm = []
+    for pi, f in zip(perms, fits):
+        b, var, df, vs, nu2 = (v[0] for v in _slope_rows(y, infl, np.log(lam[order][pi])[None, :]))
+        assert_allclose([b, np.sqrt(var), df], [f.slope, f.se_slope, f.df], rtol=1e-9)
+        _, _, df_fixed, _, _ = (v[0] for v in _slope_rows(y, infl, np.log(lam[order][pi])[None, :], nu2=nu2_obs))
+        p_perm.append(sps.t.sf(f.slope / f.se_slope, df_fixed))
     # the statistic is -log sf, monotone in the one-sided p (ties within rounding count as hits)
-    expected = (1 + np.sum(p_perm <= p_obs * (1 + 1e-9))) / (1 + N)
+    expected = (1 + np.sum(np.array(p_perm) <= p_obs * (1 + 1e-9))) / (1 + N)
     assert_allclose(res.p_permutation, expected)
 
 

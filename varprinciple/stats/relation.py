@@ -277,19 +277,21 @@ def _jackknife_log_variances(Xi: np.ndarray):
     return y, np.sqrt((K - 1.0) / K) * (Yl - ybar_loo)
 
 
-def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 256):
+def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 256,
+                nu2: float | None = None):
     """The slope of ``y`` on each row of ``x`` (N, n) with its variance and df, vectorised.
 
     ``infl`` (K, n) are the per-draw jackknife deviations of ``y`` (``Sigma = infl.T @ infl``).
-    Returns ``(b, var_b, df, v_samp)``, arrays of shape (N,); see :func:`relation_fit`'s Notes.
-    O(N (n^2 + K n)) after one n x n product.
+    Returns ``(b, var_b, df, v_samp, nu2)``, arrays of shape (N,); see :func:`relation_fit`'s
+    Notes. O(N (n^2 + K n)) after one n x n product; O(N n^2) when ``nu2`` (the df of the
+    sampling part, which needs the K per-draw values of each slope) is given.
     """
     x = np.atleast_2d(np.asarray(x, dtype=float))
     N, n = x.shape
     K = infl.shape[0]
     Sigma = infl.T @ infl
     dS = np.diag(Sigma)
-    out = [np.empty(N) for _ in range(4)]
+    out = [np.empty(N) for _ in range(5)]
     for lo in range(0, N, chunk):
         xs = x[lo:lo + chunk]
         m = xs.shape[0]
@@ -315,38 +317,46 @@ def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 
                     + q0 * q0 * b00 + 2.0 * q0 * b01[:, None] * q1 + b11[:, None] * q1 * q1)
         tr_g_sigma = np.einsum("Ni,Ni->N", w, diag_msm)
         # (2) the sampling error the residuals cannot see (correlated along the spectrum)
-        U = infl @ c.T  # (K, m) per-draw jackknife deviations of b
-        vs = np.einsum("km,km->m", U, U)
+        if nu2 is None:
+            U = infl @ c.T  # (K, m) per-draw jackknife deviations of b
+            vs = np.einsum("km,km->m", U, U)
+        else:
+            vs = np.einsum("ij,ij->i", c @ Sigma, c)
         v2 = vs - tr_g_sigma
         var = np.maximum(v1 + v2, SAMPLING_FLOOR * vs)
         # Satterthwaite df. (1): Bell-McCaffrey df of G under the estimated covariance of the
         # residual errors, Omega = diag(scatter_i + Sigma_ii), scatter_i the HC2 estimate
         # (r_i^2 - (M Sigma M)_ii) / (1 - h_i) clipped at 0
         om = np.maximum((r * r - diag_msm) / (1.0 - h), 0.0) + dS[None, :]
-        # G = M diag(w) M = Q Bw Q' - P o (w_i + w_j) + diag(w), P = Q Q', Bw = Q' diag(w) Q
+        # G = M diag(w) M = diag(w) + F with F_ij = sum_t A_t(i) B_t(j) separable (8 terms), so
+        # tr(G Omega) and tr((G Omega)^2) need O(n) per row instead of forming n x n matrices
         c00 = w.sum(axis=1) / n
         c01 = np.einsum("ij,ij->i", w, q1) / np.sqrt(n)
         c11 = np.einsum("ij,ij->i", w, q1 * q1)
-        qq = q1[:, :, None] * q1[:, None, :]
-        qs = q1[:, :, None] + q1[:, None, :]
-        G = (c00[:, None, None] / n + (c01 / np.sqrt(n))[:, None, None] * qs + c11[:, None, None] * qq
-             - (1.0 / n + qq) * (w[:, :, None] + w[:, None, :]))
-        idx = np.arange(n)
-        G[:, idx, idx] += w
-        tr_go = np.einsum("Nii,Ni->N", G, om)
-        G *= G
-        tr_go2 = np.einsum("Ni,Ni->N", (G @ om[:, :, None])[:, :, 0], om)
+        one = np.ones_like(q1)
+        qw = q1 * w
+        A = np.stack([c00[:, None] / n * one, c01[:, None] * q1, c01[:, None] * one, c11[:, None] * q1,
+                      -w / n, one, -qw, q1], axis=1)  # (m, 8, n)
+        B = np.stack([one, one, q1, q1, one, -w / n, q1, -qw], axis=1)
+        f_diag = np.einsum("Nti,Nti->Ni", A, B)
+        MA = np.einsum("Nti,Nsi->Nts", A * om[:, None, :], A)
+        MB = np.einsum("Nti,Nsi->Nts", B * om[:, None, :], B)
+        tr_go = np.einsum("Ni,Ni->N", om, w + f_diag)
+        tr_go2 = np.einsum("Nts,Nts->N", MA, MB) + np.einsum("Ni,Ni->N", om * om, w * w + 2.0 * w * f_diag)
         nu1 = tr_go * tr_go / tr_go2
         # (2): df of a jackknife variance from K draws, 2 (K - 1) / (kurtosis - 1), <= K - 1
-        u = U - U.mean(axis=0)
-        uu = np.einsum("km,km->m", u, u)
         with np.errstate(divide="ignore", invalid="ignore"):
-            kurt = np.where(uu > 0, K * np.sum(np.square(u * u), axis=0) / (uu * uu), 3.0)
-            nu2 = np.clip(2.0 * (K - 1.0) / np.maximum(kurt - 1.0, 1e-12), 1.0, K - 1.0)
+            if nu2 is None:
+                u = U - U.mean(axis=0)
+                uu = np.einsum("km,km->m", u, u)
+                kurt = np.where(uu > 0, K * np.sum(np.square(u * u), axis=0) / (uu * uu), 3.0)
+                nu2_r = np.clip(2.0 * (K - 1.0) / np.maximum(kurt - 1.0, 1e-12), 1.0, K - 1.0)
+            else:
+                nu2_r = np.full(m, float(nu2))
             p2 = np.maximum(v2, 0.0)
-            df = np.where(v1 + p2 > 0, (v1 + p2) ** 2 / (v1 * v1 / nu1 + p2 * p2 / nu2), n - 2.0)
+            df = np.where(v1 + p2 > 0, (v1 + p2) ** 2 / (v1 * v1 / nu1 + p2 * p2 / nu2_r), n - 2.0)
         sl = slice(lo, lo + m)
-        out[0][sl], out[1][sl], out[2][sl], out[3][sl] = b, var, df, vs
+        out[0][sl], out[1][sl], out[2][sl], out[3][sl], out[4][sl] = b, var, df, vs, nu2_r
     return tuple(out)
 
 
@@ -370,7 +380,7 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     a = float(y.mean() - b * xbar)
     if n < MIN_DIRECTIONS_CI:
         return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=a)
-    _, var_b, df, vs = (float(v[0]) for v in _slope_rows(y, infl, x[None, :]))
+    _, var_b, df, vs, _ = (float(v[0]) for v in _slope_rows(y, infl, x[None, :]))
     # the intercept's variance and its covariance with b: the same two parts (HC2 on the
     # residuals + the sampling error they cannot see), no df needed
     A = np.vstack([1.0 / n - xbar * c, c])  # (a, b) = A @ y
