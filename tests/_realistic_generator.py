@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["Design", "realistic_spectrum", "draws", "ratio_truth", "write_run"]
+__all__ = ["Design", "realistic_spectrum", "draws", "write_run"]
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,9 @@ class Design:
 
 
 def realistic_spectrum(d: Design) -> np.ndarray:
-    """Descending eigenvalues: ``n_outliers`` separated outliers, then a log-spaced bulk
-    over ``decades`` decades with jitter, then ``n_tiny`` tiny ones (fixed, no randomness)."""
+    """Descending eigenvalues (lambda_max = 1): ``n_outliers`` outliers separated by
+    ``outlier_gap`` decades (0.3 decades apart), a log-spaced bulk over ``decades`` decades,
+    then ``n_tiny`` tiny ones at ``tiny_rel`` (fixed, no randomness)."""
     n_bulk = d.k - d.n_outliers - d.n_tiny
     bulk = np.geomspace(1.0, 10.0 ** -d.decades, n_bulk)
     out = 10.0 ** (d.outlier_gap + 0.3 * np.arange(d.n_outliers))[::-1]
@@ -138,7 +139,6 @@ def draws(d: Design, n_rep: int, rng: np.random.Generator):
     X = np.empty((n_rep, d.K, d.k))
     R = np.empty((n_rep, d.K, d.m_random))
     ratio = np.empty(n_rep)
-    rho = d.block_corr
     for r in range(n_rep):  # loop: a K x D matrix per replicate
         y = _correlated(d, 1, d.D, rng)[0] * sd[r]
         U = rng.standard_normal((d.D, d.m_random))
@@ -148,14 +148,7 @@ def draws(d: Design, n_rep: int, rng: np.random.Generator):
         s2 = sd[r] ** 2
         # tr C = sum of variances (block factors only add off-diagonal covariance)
         ratio[r] = s2[: d.k].mean() / (s2.sum() / d.D)
-    del rho
     return lam, X, R, ratio
-
-
-def ratio_truth(d: Design, lam: np.ndarray, logsd: np.ndarray) -> float:  # pragma: no cover - doc helper
-    """The estimand of the variance ratio for given variances (mean over Hessian / tr C / D)."""
-    s2 = np.exp(2 * logsd)
-    return float(s2[: d.k].mean() / (s2.sum() / d.D))
 
 
 def write_run(run_dir: Path, run_id: str, method: str, lam: np.ndarray, X: np.ndarray,

@@ -305,3 +305,19 @@ def test_realistic_logs_end_to_end(tmp_path):
     assert 0.95 - 3 * 0.0154 <= cover <= 0.99, summary
     assert abs(rel["slope"].mean() - 1.0) < 0.05, summary
     assert 0.93 - 3 * 0.018 <= ratio_cover <= 0.99, summary
+
+
+def test_realistic_generator_has_the_structures_it_claims():
+    """The generator itself: block correlation along the spectrum, variances on lambda^b, and the
+    ratio estimand tr(C)/D matched by many random directions (large K, so sampling error is small)."""
+    from _realistic_generator import Design, draws
+
+    d = Design(K=20000, k=8, b=1.0, block_corr=0.5, n_blocks=2, m_random=400, D=60, decades=2.0)
+    lam, X, R, truth = draws(d, 1, np.random.default_rng(3))
+    C = np.corrcoef(X[0], rowvar=False)
+    np.testing.assert_allclose([C[0, 1], C[4, 5]], 0.5, atol=0.03)  # within a block
+    np.testing.assert_allclose([C[0, 7], C[3, 4]], 0.0, atol=0.03)  # across blocks
+    v = X[0].var(axis=0, ddof=1)
+    np.testing.assert_allclose(np.polyfit(np.log(lam), np.log(v), 1)[0], 1.0, atol=0.03)
+    ratio = v.mean() / R[0].var(axis=0, ddof=1).mean()
+    np.testing.assert_allclose(ratio, truth[0], rtol=0.15)  # 400 random directions: ~5% sd
