@@ -341,7 +341,9 @@ def variance_ratio(hessian_values, random_values, *, confidence: float = 0.95) -
       variances and the m(m-1)/2 covariances between random directions estimate it, each
       corrected for its own sampling error (estimated from the draws):
       ``Var^ = [sum_j (s_j^2 - sbar^2)^2 / 2 + sum_{i<j} s_ij^2 - corrections] * 2 /
-      ((m - 1)(m + 2) / 2)``, with ``(m - 1)(m + 2) / 2`` df.
+      ((m - 1)(m + 2) / 2)``, clipped at 0, with m - 1 df (the pooled (m - 1)(m + 2) / 2
+      assumes Gaussian entries of U^T C U and undercovered, 0.91 at m = 3, when the noise is
+      concentrated in a few directions).
 
     ``exp(L +- t SE)`` with ``SE^2 = V_s + V_d`` and Satterthwaite df. The Hessian
     directions are never resampled: resampling them (earlier versions) measured coverage
