@@ -62,11 +62,12 @@ def brute_force(X, lam, confidence=0.95):
                 sampling_se=np.sqrt(samp[1, 1]))
 
 
+@pytest.mark.parametrize("spectrum", ["geometric", "harmonic"])  # symmetric / skewed in log lambda
 @pytest.mark.parametrize("corr", [0.0, 0.5])
 @pytest.mark.parametrize("scatter", [0.0, 0.4])
-def test_relation_fit_matches_brute_force(corr, scatter):
+def test_relation_fit_matches_brute_force(corr, scatter, spectrum):
     rng = np.random.default_rng(3)
-    lam = np.geomspace(20, 0.1, 15)
+    lam = np.geomspace(20, 0.1, 15) if spectrum == "geometric" else 8.0 / np.arange(1, 16)
     X = draws(rng, lam, b=0.7, K=120, corr=corr) * np.exp(rng.normal(0, scatter, 15) / 2)
     fit = relation_fit(X, lam, confidence=0.9)
     ref = brute_force(X, lam, confidence=0.9)

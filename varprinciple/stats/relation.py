@@ -331,7 +331,7 @@ def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 
         # G = M diag(w) M = diag(w) + F with F_ij = sum_t A_t(i) B_t(j) separable (8 terms), so
         # tr(G Omega) and tr((G Omega)^2) need O(n) per row instead of forming n x n matrices
         c00 = w.sum(axis=1) / n
-        c01 = np.einsum("ij,ij->i", w, q1) / np.sqrt(n)
+        c01 = np.einsum("ij,ij->i", w, q1) / n  # q0 * (q0' diag(w) q1)
         c11 = np.einsum("ij,ij->i", w, q1 * q1)
         one = np.ones_like(q1)
         qw = q1 * w
