@@ -6,6 +6,7 @@ Measures, by simulation with known truth (fixed seeds), what docs/statistics.md 
                  one-sided test (alpha = 0.05), per scenario (blocked correlation along the
                  spectrum, heavy tails, small K, heteroscedastic high-leverage outliers, few
                  directions);
+* ``harmonic``:  the same on the harmonic spectrum lambda_i = 8 / i of ``varprinciple simulate``;
 * ``design``:    the same over a grid of K draws x n directions (smallest calibrated design);
 * ``floor``:     mean b when two off-law directions sit at a tiny lambda / lambda_max, per floor_rel;
 * ``ratio``:     coverage of the 95% Hessian/random variance-ratio interval for the estimand
@@ -145,6 +146,24 @@ def run_slope(n: int, before=None) -> None:
         print(row, flush=True)
 
 
+def run_harmonic(n: int) -> None:
+    """The harmonic spectrum lambda_i = 8 / i of ``varprinciple simulate`` (draws of
+    tests/test_calibration.py: Gaussian, t5 with a common factor, masked)."""
+    import test_calibration as tc
+
+    lam = 8.0 / np.arange(1, 13)
+    print(f"\n### Harmonic spectrum λ_i = 8/i, 12 directions, K = 80, scatter 0.3 ({n} probes; CI at b = 0.5)\n")
+    print("| noise | coverage | type-I | median df | median width |")
+    print("|---|---|---|---|---|")
+    for noise, corr in (("gaussian", 0.0), ("t5", 0.3), ("masked", 0.0)):
+        rng = np.random.default_rng(1)
+        f1 = [relation_fit(x, lam) for x in tc.draws(rng, n, 80, lam, 0.5, noise=noise, corr=corr, scatter=0.3)]
+        f0 = [relation_fit(x, lam) for x in tc.draws(rng, n, 80, lam, 0.0, noise=noise, corr=corr, scatter=0.3)]
+        print(f"| {noise} | {fmt(rate([f.ci_low <= 0.5 <= f.ci_high for f in f1]))} | "
+              f"{fmt(rate([f.p_value < ALPHA for f in f0]))} | {np.median([f.df for f in f1]):.1f} | "
+              f"{np.median([f.ci_high - f.ci_low for f in f1]):.2f} |", flush=True)
+
+
 def run_design(n: int) -> None:
     print(f"\n### Design grid (t5 draws, 2 blocks rho 0.5 along the spectrum, scatter 0.3): "
           f"coverage / type-I ({n} probes each; 3 directions: refused by default, measured with "
@@ -245,7 +264,7 @@ def run_curvature(n: int, resamples: int = 199) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=2000, help="replicate probes per cell (default 2000)")
-    p.add_argument("--only", default="slope,design,floor,ratio,curvature")
+    p.add_argument("--only", default="slope,harmonic,design,floor,ratio,curvature")
     p.add_argument("--before", default=None, help="git revision whose estimators are measured beside")
     a = p.parse_args(argv)
     before = load_before(a.before) if a.before else None
@@ -253,6 +272,8 @@ def main(argv=None) -> int:
     parts = a.only.split(",")
     if "slope" in parts:
         run_slope(a.n, before)
+    if "harmonic" in parts:
+        run_harmonic(a.n)
     if "design" in parts:
         run_design(a.n // 2)
     if "floor" in parts:
