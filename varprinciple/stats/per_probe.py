@@ -4,8 +4,8 @@ A *probe* is one run x step x source x block (:class:`varprinciple.io.NoiseBlock
 relation row (one ``relations`` row of the results, fields in
 :data:`varprinciple.results.RELATION_FIELDS`) is assembled from independent parts, one
 small function each: the exponent fit, the rank correlation, the Hessian/random variance
-ratio, the alignment statistic with its isotropy test, the curvature test. A new per-probe statistic is one more ``_..._fields``
-function added to :func:`probe_relation`'s list.
+ratio, alignment_k with its isotropy test, the curvature test. A new per-probe statistic is
+one more ``_..._fields`` function added to :func:`probe_relation`'s list.
 """
 
 from __future__ import annotations
