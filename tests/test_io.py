@@ -280,3 +280,45 @@ def test_duplicate_run_id_lines_name_their_own_path(tmp_path):
     lines = info.value.lines()
     assert any(f"duplicate run_id at {tmp_path / 'x'}" in ln for ln in lines)
     assert any(f"duplicate run_id at {tmp_path / 'y'}" in ln for ln in lines)
+
+
+def test_every_table_declares_its_unique_key():
+    for spec in (schema.EIGEN, schema.NOISE, *schema.OPTIONAL_TABLES.values()):
+        assert spec.unique_key, spec.file
+        assert set(spec.unique_key) <= set(spec.names), spec.file
+
+
+@pytest.mark.parametrize("file, rows, match", [
+    ("flatness.parquet", {"step": [0, 0], "quantity": ["lambda_max"] * 2, "estimate": [3.0, 4.0]},
+     r"run 'r0': flatness.parquet: columns \('step', 'quantity'\): 1 duplicate row \(the key must be unique; "
+     r"e.g. step=0, quantity='lambda_max'\)"),
+    ("flatness.parquet", {"step": [0, 0, 0], "quantity": ["rho"] * 3, "source": ["sgd", "sgd", None],
+                          "estimate": [1.0, 1.1, 1.2]},
+     r"flatness.parquet: columns \('step', 'quantity', 'source'\): 1 duplicate row"),
+    ("training.parquet", {"step": [0, 1, 1], "train_loss": [1.0, 0.5, 0.4]},
+     r"training.parquet: columns \('step',\): 1 duplicate row"),
+    ("exact_variance.parquet", {"step": [0, 0], "source": ["sgd"] * 2, "basis": ["hessian"] * 2,
+                                "direction": [1, 1], "variance": [1.0, 1.0]},
+     r"exact_variance.parquet: columns \('step', 'source', 'basis', 'direction'\): 1 duplicate row"),
+])
+def test_duplicate_keys_in_optional_tables_are_named(tmp_path, file, rows, match):
+    eig, noise = make_tables()
+    with pytest.raises(LogValidationError, match=match):
+        write_run(tmp_path / "w", meta(), eigen=eig, noise=noise, tables={file: pd.DataFrame(rows)})
+    write_run(tmp_path / "r", meta(), eigen=eig, noise=noise)
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), tmp_path / "r" / file)
+    assert any(re.search(match, ln) for ln in problems_of(tmp_path / "r"))
+    with pytest.raises(LogValidationError, match=match):
+        read_table(tmp_path / "r" / file, run_id="r0")
+
+
+def test_key_check_handles_nulls_and_wide_keys():
+    spec = schema.TableSpec("x.parquet", (schema.ColumnSpec("a", "int64"), schema.ColumnSpec("b", "string")),
+                            unique_key=("a", "b"))
+    ok = pa.table({"a": [0, 0, 2 ** 40], "b": pa.array(["u", None, "u"], type=pa.string())})
+    assert schema.key_problems(ok, spec) == []
+    bad = pa.table({"a": [0, 0, -5, -5], "b": pa.array([None, None, "v", "v"], type=pa.string())})
+    assert schema.key_problems(bad, spec)[0][1].startswith("2 duplicate rows")
+    # keys wider than one int64 fall back to a hash group-by with the same answer
+    wide = pa.table({"a": [-(2 ** 62), 2 ** 62, 2 ** 62], "b": ["u", "u", "u"]})
+    assert schema.key_problems(wide, spec)[0][1].startswith("1 duplicate row ")

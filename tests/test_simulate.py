@@ -252,8 +252,38 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, match):
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example"
 
 
+def _assert_same_json(a, b, path="run.json", rtol=1e-12):
+    """Equal JSON values; floats within ``rtol`` (float64 results computed on another machine
+    may differ in the last digits: libm/BLAS builds differ), everything else exactly."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), path
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=0, err_msg=path)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _assert_same_json(a[k], b[k], f"{path}.{k}", rtol)
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_json(x, y, f"{path}[{i}]", rtol)
+    else:
+        assert a == b, path
+
+
+def test_assert_same_json_tolerates_last_digits_only():
+    _assert_same_json({"x": [0.01585494163213808, 1, "a"]}, {"x": [0.015854941632138075, 1, "a"]})
+    with pytest.raises(AssertionError):
+        _assert_same_json({"x": [0.0158549]}, {"x": [0.0158550]})
+    with pytest.raises(AssertionError):
+        _assert_same_json({"x": 1}, {"x": 2})
+
+
 def test_shipped_example_is_reproducible(tmp_path):
-    """data/README.md's command re-creates data/example exactly (up to float32 storage)."""
+    """data/README.md's command re-creates data/example on any machine: float32 noise values
+    within one float32 ulp (they come from float64 arithmetic whose last bits may differ between
+    machines, so a cast on a rounding boundary may flip one bit), run.json floats within 1e-12
+    relative, everything else exactly. Bitwise reproducibility on one machine is tested by
+    test_same_seed_same_files_other_seed_other_draws and test_cli_writes_the_same_set_as_the_api."""
     rc = main(["-q", "simulate", str(tmp_path / "ex"), "--method", "gd=1.0,sgd=1.0,dropout=0.8",
                "--source-offset", "dropout=-0.2", "--runs", "4", "--directions", "14", "--random", "3",
                "--samples", "80", "--noise", "sgd=student-t", "--noise", "dropout=masked", "--float32",
@@ -265,10 +295,12 @@ def test_shipped_example_is_reproducible(tmp_path):
     for rid in shipped:
         a = pq.read_table(EXAMPLE / rid / "noise.parquet")
         b = pq.read_table(tmp_path / "ex" / rid / "noise.parquet")
-        np.testing.assert_array_equal(a.column("value").to_numpy(), b.column("value").to_numpy())
+        va, vb = a.column("value").to_numpy(), b.column("value").to_numpy()
+        assert va.dtype == vb.dtype == np.float32
+        np.testing.assert_array_max_ulp(va, vb, maxulp=1)
         assert a.drop(["value"]).equals(b.drop(["value"]))
-        assert json.loads((EXAMPLE / rid / "run.json").read_text()) == json.loads(
-            (tmp_path / "ex" / rid / "run.json").read_text())
+        _assert_same_json(json.loads((EXAMPLE / rid / "run.json").read_text()),
+                          json.loads((tmp_path / "ex" / rid / "run.json").read_text()), f"{rid}/run.json")
     size = sum(p.stat().st_size for p in EXAMPLE.rglob("*") if p.is_file())
     assert size < 500_000
 

@@ -353,3 +353,109 @@ def test_group_step_is_null_not_float_when_runs_last_steps_differ(tmp_path):
     assert g["step"] is None and g["steps"] == [0, 10] and g["n_runs"] == 3
     assert res.groups["step"].dtype == "Int64"
     assert "last" in res.summary()
+
+
+def _own_source_logs(root, n_runs=4, seed=0):
+    """Dropout runs logged with dropout noise only, SGD runs with SGD noise only."""
+    rng = np.random.default_rng(seed)
+    for method, b in (("sgd", 1.0), ("dropout", 0.6)):
+        for r in range(n_runs):
+            lam = np.geomspace(10.0, 0.1, 8) * (1 + 0.05 * r)
+            slope = b + 0.1 * rng.standard_normal()
+            x = rng.standard_normal((50, 8)) * lam ** (slope / 2)
+            noise = pd.DataFrame({"step": 0, "source": method, "basis": "hessian", "direction": np.tile(np.arange(8), 50),
+                                  "sample": np.repeat(np.arange(50), 8), "value": x.ravel()})
+            write_run(root / f"{method}-{r}", {"run_id": f"{method}-{r}", "method": method, "seed": r},
+                      eigen=pd.DataFrame({"step": 0, "rank": np.arange(8), "eigenvalue": lam}), noise=noise)
+    return root
+
+
+def test_groups_logging_only_their_own_source_get_the_cross_pair(tmp_path):
+    from varprinciple.stats.inference import compare_groups
+    root = _own_source_logs(tmp_path / "logs")
+    res = analyze(root, resamples=0)
+    conf = res.comparisons[res.comparisons["confirmatory"]]
+    assert len(conf) == 1
+    row = conf.iloc[0]
+    assert {f"{row['label_a']}:{row['source_a']}", f"{row['label_b']}:{row['source_b']}"} == {
+        "sgd:sgd", "dropout:dropout"}
+    note = [n for n in res.notes if "cross pairs" in n]
+    assert len(note) == 1 and "no two groups share a noise source and no group logs two" in note[0]
+    compare = note[0].split("to declare them yourself: ")[1]
+    assert compare == "--compare 'dropout:dropout vs sgd:sgd'"
+    # the printed option declares exactly the same comparison
+    declared = analyze(root, resamples=0, compare="dropout:dropout vs sgd:sgd").comparisons
+    cols = ["difference", "ci_low", "ci_high", "p_value", "p_adjusted", "effect_size", "prob_superiority"]
+    assert_allclose(declared[cols].to_numpy(float), conf[cols].to_numpy(float))
+    g = res.groups.set_index("group")["slope"]
+    a = res.relations.query("group == @row.label_a")["slope"].to_numpy()
+    b = res.relations.query("group == @row.label_b")["slope"].to_numpy()
+    assert row["difference"] == pytest.approx(compare_groups(a, b).difference)
+    assert row["difference"] == pytest.approx(g[row["label_a"]] - g[row["label_b"]])
+    assert "Comparisons" in res.summary() and "NOTE slope: no two groups share" in res.summary()
+
+
+def test_a_single_unit_says_why_there_is_no_comparison(tmp_path):
+    root = write_logset(tmp_path, methods={"sgd": 1.0}, runs=3, sources=("sgd",), steps=(0,), n_random=0)
+    res = analyze(root, resamples=0)
+    assert res.comparisons.empty
+    assert any("slope: no comparison in the default family (only sgd:sgd" in n for n in res.notes)
+
+
+def test_effect_sizes_beside_every_comparison(result, logset_dir):
+    from varprinciple.stats.effect_size import prob_superiority, standardized_difference
+    c = result.comparisons
+    assert c["effect_size"].notna().all() and c["prob_superiority"].notna().all()
+    assert ((c["effect_size_ci_low"] < c["effect_size"]) & (c["effect_size"] < c["effect_size_ci_high"])).all()
+    assert set(c["effect_size_kind"]) == {"hedges_g", "d_z"}
+    assert (c["effect_size_kind"].eq("d_z") == c["paired"]).all()
+    row = c.query("quantity == 'slope' and confirmatory").iloc[0]
+    rel = result.relations[result.relations["step"] == 10]
+    a = rel.query("group == @row.label_a and source == @row.source_a")["slope"].to_numpy()
+    b = rel.query("group == @row.label_b and source == @row.source_b")["slope"].to_numpy()
+    es = standardized_difference(a, b, paired=bool(row["paired"]))
+    ps = prob_superiority(a, b, paired=bool(row["paired"]))
+    assert (row["effect_size"], row["effect_size_ci_low"], row["effect_size_ci_high"]) == pytest.approx(
+        (es.estimate, es.ci_low, es.ci_high), rel=1e-10)
+    assert (row["prob_superiority"], row["prob_superiority_ci_low"], row["prob_superiority_empirical"]) == \
+        pytest.approx((ps.estimate, ps.ci_low, ps.empirical), rel=1e-10)
+    d = result.to_json_dict()["comparisons"][0]
+    assert {"effect_size", "effect_size_ci_low", "effect_size_ci_high", "prob_superiority",
+            "prob_superiority_ci_low", "prob_superiority_ci_high", "tost_p_adjusted"} <= set(d)
+    assert "effect" in result.summary() and "P(a>b)" in result.summary()
+
+
+def test_tost_verdicts_per_comparison_and_holm_adjusted(tmp_path):
+    from varprinciple.stats import holm
+    root = write_logset(tmp_path, methods={f"m{i}": 0.5 + 0.05 * i for i in range(3)}, runs=3,
+                        sources=("sgd",), steps=(0,), n_random=0, K=40)
+    res = analyze(root, resamples=0, equivalence_margin=0.3)
+    assert "NOT adjusted" in res.settings["tost_multiplicity"]
+    conf = res.comparisons[res.comparisons["confirmatory"] & res.comparisons["quantity"].eq("slope")]
+    assert len(conf) == 3
+    assert_allclose(conf["tost_p_adjusted"].to_numpy(float), holm(conf["tost_p"].to_numpy(float)))
+    assert (conf["equivalent_adjusted"] == (conf["tost_p_adjusted"] < 0.05)).all()
+    assert (conf["tost_p_adjusted"] >= conf["tost_p"]).all()
+
+
+@pytest.mark.slow
+def test_holm_adjusted_tost_controls_the_familywise_false_equivalence():
+    """4 groups whose means are spaced exactly one margin apart: every pair is non-equivalent
+    (three at the boundary). Unadjusted TOST declares some pair "equivalent" in about
+    1 - 0.95^3 = 0.14 of studies; Holm over the family keeps it at <= alpha."""
+    from varprinciple.stats.comparisons import Unit, comparison_rows
+    rng = np.random.default_rng(21)
+    R, n, margin, sd = 600, 5, 0.3, 0.05
+    any_raw = any_adj = 0
+    for _ in range(R):
+        units = [Unit(f"g{i}", {}, "sgd", None, {f"g{i}-{r}": v for r, v in
+                                               enumerate(margin * i + sd * rng.standard_normal(n))})
+                 for i in range(4)]
+        rows = comparison_rows({"slope": units}, None, conf=0.95, alpha=0.05, margin=margin, step_label=0,
+                               notes=[])
+        assert len(rows) == 6
+        any_raw += any(r["equivalent"] for r in rows)
+        any_adj += any(r["equivalent_adjusted"] for r in rows)
+    se = math.sqrt(0.05 * 0.95 / R)
+    assert any_adj / R <= 0.05 + 3 * se, any_adj / R
+    assert any_raw / R > 0.10, any_raw / R

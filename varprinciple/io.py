@@ -435,7 +435,7 @@ def _build_run(run_dir: Path, meta: dict, eig: pa.Table, noi: pa.Table) -> RunLo
     path = str(run_dir)
     problems = _meta_problems(run_dir, meta)
     eig_n, pe = schema.normalize_table(eig, schema.EIGEN)
-    noi_n, pn = schema.normalize_table(noi, schema.NOISE)
+    noi_n, pn = schema.normalize_table(noi, schema.NOISE, check_key=False)  # key: _noise_blocks
     problems += [Problem(path, m, rid, schema.EIGEN_FILE, k) for k, m in pe]
     problems += [Problem(path, m, rid, schema.NOISE_FILE, k) for k, m in pn]
     run = RunLog(run_dir, meta, eig_n if eig_n is not None else eig, noi_n if noi_n is not None else noi)
@@ -468,17 +468,10 @@ def _eigen_lookup(eig: pa.Table, path: str, rid: str | None):
            else np.full(len(val), np.nan))
     bcode, bnames = _block_codes(eig)
     lookup: dict[tuple[int, str | None, int], tuple[float, float]] = {}
-    dup = 0
+    # (step, block, rank) is unique: schema.EIGEN.unique_key, checked by normalize_table
     for s, b, r, v, e in zip(step.tolist(), bcode.tolist(), rank.tolist(), val.tolist(), res.tolist()):
-        key = (s, bnames[b], r)
-        if key in lookup:
-            dup += 1
-        lookup[key] = (v, e)
-    probs = []
-    if dup:
-        probs.append(Problem(path, f"{dup} duplicate (step, rank) row{'s' if dup > 1 else ''}", rid,
-                             schema.EIGEN_FILE, "columns ('step', 'rank')"))
-    return lookup, probs
+        lookup[(s, bnames[b], r)] = (v, e)
+    return lookup, []
 
 
 def _noise_blocks(noi: pa.Table, eig_lookup, path: str, rid: str | None):

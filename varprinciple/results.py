@@ -62,7 +62,7 @@ RESULTS_SCHEMA_VERSION = 1
 #: Fields every ``relations`` row carries (one row per run x step x source x block,
 #: Hessian basis). Extra fields are welcome; these may not change meaning.
 RELATION_FIELDS = (
-    "run_id", "method", "group", "source", "basis", "step", "block",
+    "run_id", "method", "group", "network", "source", "basis", "step", "block",
     "slope", "ci_low", "ci_high", "p_value", "intercept", "se_slope", "se_intercept", "cov_intercept_slope",
     "df", "scatter_var", "sampling_se", "spearman_r", "spearman_p",
     "n_directions", "n_hessian", "n_excluded", "excluded", "n_samples", "n_random",
@@ -72,7 +72,7 @@ RELATION_FIELDS = (
 #: Fields every ``groups`` row carries (group x source x block at the analysed step).
 GROUP_FIELDS = (
     "group", "group_label", "source", "block", "step", "steps", "control",
-    "slope", "ci_low", "ci_high", "p_value", "se", "sd", "df", "n_runs", "n_runs_total",
+    "slope", "ci_low", "ci_high", "p_value", "se", "sd", "df", "n_runs", "n_runs_total", "n_networks",
     "meta_slope", "meta_ci_low", "meta_ci_high", "meta_tau2", "mean_intercept", "mean_ratio",
     "mean_alignment_k", "run_ids",
 )
@@ -80,7 +80,17 @@ GROUP_FIELDS = (
 COMPARISON_COLUMNS = (
     "quantity", "label_a", "key_a", "source_a", "label_b", "key_b", "source_b", "block", "step",
     "paired", "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "confirmatory", "se",
-    "df", "n_a", "n_b", "margin", "tost_p", "equivalent", "tost_ci_low", "tost_ci_high", "note",
+    "df", "n_a", "n_b", "margin", "tost_p", "equivalent", "tost_ci_low", "tost_ci_high", "tost_p_adjusted",
+    "equivalent_adjusted", "effect_size", "effect_size_ci_low", "effect_size_ci_high", "effect_size_kind",
+    "prob_superiority", "prob_superiority_ci_low", "prob_superiority_ci_high", "prob_superiority_empirical",
+    "prob_superiority_method", "note",
+) + (
+    # flatness comparisons (log_lambda_max, log_hessian_trace) at matched loss, null on other
+    # rows: the groups' geometric-mean training losses, their log ratio, whether they differ
+    # by more than the tolerance (with a note), runs that missed the target loss, and the
+    # loss-adjusted group difference (stats.matched; docs/flatness.md)
+    "loss_a", "loss_b", "loss_log_ratio", "loss_mismatch", "loss_note", "n_unmatched_a", "n_unmatched_b",
+    "adjusted_difference", "adjusted_ci_low", "adjusted_ci_high", "adjusted_p_value", "adjusted_slope",
 )
 #: Fields every ``comparisons`` row of the JSON carries: the frame's, with each side's
 #: label/key/source gathered in ``group_a`` / ``group_b`` objects.

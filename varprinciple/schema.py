@@ -32,6 +32,7 @@ __all__ = [
     "NOISE",
     "OPTIONAL_TABLES",
     "normalize_table",
+    "key_problems",
 ]
 
 SCHEMA_VERSION = 1
@@ -74,11 +75,17 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A Parquet table of a run: its file name and columns."""
+    """A Parquet table of a run: its file name, columns and natural key.
+
+    ``unique_key`` names the columns that identify a row: no two rows of a valid table
+    share their values (null counts as a value; a key column the table does not carry,
+    such as an absent optional ``block``, is left out of the key).
+    """
 
     file: str
     columns: tuple[ColumnSpec, ...]
     description: str = ""
+    unique_key: tuple[str, ...] = ()
 
     @property
     def required_names(self) -> tuple[str, ...]:
@@ -100,6 +107,7 @@ EIGEN = TableSpec(
         ColumnSpec("block", "string", required=False),
     ),
     "One row per Hessian eigenpair per probe; rank 0 is the largest eigenvalue.",
+    unique_key=("step", "block", "rank"),
 )
 
 NOISE = TableSpec(
@@ -114,6 +122,7 @@ NOISE = TableSpec(
         ColumnSpec("block", "string", required=False),
     ),
     "One row per noise sample per direction per probe (long format).",
+    unique_key=("step", "source", "block", "sample", "basis", "direction"),
 )
 
 #: Optional tables a run may carry, by file name. Readers validate them when present
@@ -177,14 +186,17 @@ def _cast_column(col: pa.ChunkedArray, spec: ColumnSpec) -> tuple[pa.ChunkedArra
     raise ValueError(f"unknown column kind {spec.kind!r}")  # pragma: no cover - programming error
 
 
-def normalize_table(table: pa.Table, spec: TableSpec) -> tuple[pa.Table | None, list[tuple[str | None, str]]]:
+def normalize_table(table: pa.Table, spec: TableSpec, *,
+                    check_key: bool = True) -> tuple[pa.Table | None, list[tuple[str | None, str]]]:
     """Validate one table against ``spec`` and return it with canonical dtypes.
 
     Returns ``(table, problems)``; each problem is ``(column or None, message)``.
     ``table`` is None when a problem prevents normalisation. Extra columns are kept.
     Checks: required columns present, dtypes (lossless upcasts accepted), nulls,
     NaN/Inf in float columns, negative values where not allowed, allowed strings,
-    and that the table is not empty.
+    that the table is not empty, and (``check_key``) that ``spec.unique_key`` is unique
+    (:func:`key_problems`; the reader of ``noise.parquet`` checks its key itself while
+    sorting the draws, so it passes False).
     """
     problems: list[tuple[str | None, str]] = []
     names = set(table.column_names)
@@ -229,9 +241,68 @@ def normalize_table(table: pa.Table, spec: TableSpec) -> tuple[pa.Table | None, 
             if empty:
                 problems.append((label, f"{empty} empty string{'s' if empty > 1 else ''}"))
         out = out.set_column(out.schema.get_field_index(c.name), c.name, cast)
+    if not problems and check_key:
+        problems += key_problems(out, spec)
     if problems:
         return None, problems
     return out, problems
+
+
+def _combined_codes(table: pa.Table, key: list[str]) -> np.ndarray | None:
+    """One int64 per row, equal exactly when the rows' key values are equal (mixed radix
+    of per-column codes; null is a code of its own), or None if the radix overflows."""
+    code = np.zeros(table.num_rows, dtype=np.int64)
+    radix_total = 1
+    for k in key:
+        col = table.column(k).combine_chunks()
+        if pa.types.is_integer(col.type):
+            v = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            lo, hi = int(v.min()), int(v.max())
+            if hi - lo + 2 >= 2 ** 62:
+                return None
+            c = v - lo + 1
+            if col.null_count:
+                c[col.is_null().to_numpy(zero_copy_only=False)] = 0
+            radix = hi - lo + 2
+        else:
+            enc = col.dictionary_encode()
+            c = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+            radix = len(enc.dictionary) + 1
+        radix_total *= radix
+        if radix_total >= 2 ** 62:
+            return None
+        code = code * radix + c
+    return code
+
+
+def key_problems(table: pa.Table, spec: TableSpec) -> list[tuple[str | None, str]]:
+    """Rows that share ``spec.unique_key`` (one problem naming the key and an example).
+
+    Examples
+    --------
+    >>> t = pa.table({"step": [0, 0, 1], "quantity": ["lambda_max"] * 3, "estimate": [1.0, 2.0, 3.0]})
+    >>> key_problems(t, OPTIONAL_TABLES["flatness.parquet"])
+    [("columns ('step', 'quantity')", "1 duplicate row (the key must be unique; e.g. step=0, quantity='lambda_max')")]
+    """
+    key = [k for k in spec.unique_key if k in table.column_names]
+    if not key or table.num_rows < 2:
+        return []
+    code = _combined_codes(table, key)
+    if code is not None:  # fast path: one int64 per row, sorted
+        srt = np.sort(code)
+        same = srt[1:] == srt[:-1]
+        extra = int(np.count_nonzero(same))
+        if not extra:
+            return []
+    counts = table.select(key).group_by(key, use_threads=False).aggregate([([], "count_all")])
+    n = counts.column("count_all").to_numpy()
+    extra = int(np.sum(n - 1))
+    if not extra:
+        return []
+    first = counts.slice(int(np.flatnonzero(n > 1)[0]), 1).to_pylist()[0]
+    example = ", ".join(f"{k}={first[k]!r}" for k in key)
+    return [(f"columns {tuple(key)}", f"{extra} duplicate row{'s' if extra > 1 else ''} "
+             f"(the key must be unique; e.g. {example})")]
 
 
 # ------------------------------------------------------------------ optional tables
@@ -250,6 +321,7 @@ EXACT_VARIANCE = register_optional_table(TableSpec(
         ColumnSpec("block", "string", required=False),
     ),
     "Exact noise variance along each probed direction (no sampling error).",
+    unique_key=("step", "source", "block", "basis", "direction"),
 ))
 
 #: Flatness and alignment scalars per probe: quantity is one of lambda_max,
@@ -266,6 +338,7 @@ FLATNESS = register_optional_table(TableSpec(
         ColumnSpec("block", "string", required=False),
     ),
     "Flatness (lambda_max, Tr(H)) and noise-alignment (rho) scalars per probe.",
+    unique_key=("step", "quantity", "source", "block"),
 ))
 
 # collect: further tables (training curves, ...) are registered below this line.
@@ -284,4 +357,59 @@ TRAINING = register_optional_table(TableSpec(
         ColumnSpec("elapsed_s", "float64", required=False, nonnegative=True),
     ),
     "Training curves: full-batch loss and accuracy on the train and test splits per logged step.",
+    unique_key=("step",),
+))
+
+# trajectory and loss profiles (varprinciple.collect.trajectory / .profiles; docs/flatness.md)
+
+#: Weight-trajectory PCA of a late window, one row per principal component (0 = PC1, the
+#: drift direction). PCs come from the window's first half; variance (ddof 1),
+#: variance_short (first half of the second half) and the widths (f = e: width, f = 2:
+#: width_2; null when censored) around the second half's mean weights from its second half.
+TRAJECTORY = register_optional_table(TableSpec(
+    "trajectory.parquet",
+    (
+        ColumnSpec("component", "int64", nonnegative=True),
+        ColumnSpec("variance", "float64", nonnegative=True),
+        ColumnSpec("variance_short", "float64", nonnegative=True),
+        ColumnSpec("variance_ratio", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("variance_fit", "float64", required=False, nonnegative=True),
+        ColumnSpec("width", "float64", nullable=True, nonnegative=True),
+        ColumnSpec("width_2", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("t_minus", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("t_plus", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("loss0", "float64", nonnegative=True),
+        ColumnSpec("drift", "bool"),
+        ColumnSpec("n_snapshots", "int64", nonnegative=True),
+        ColumnSpec("params", "string", required=False),
+    ),
+    "Split-half PCA of the weight trajectory: variance and landscape width per component.",
+))
+
+#: The second half's snapshots projected on the PCs (centred on the first half's mean):
+#: the time series behind trajectory.parquet's variances (block bootstrap of psi).
+TRAJECTORY_PROJECTIONS = register_optional_table(TableSpec(
+    "trajectory_projections.parquet",
+    (
+        ColumnSpec("step", "int64", nonnegative=True),
+        ColumnSpec("component", "int64", nonnegative=True),
+        ColumnSpec("value", "float64"),
+    ),
+    "Second-half weight snapshots projected on the trajectory PCs, one row per snapshot per PC.",
+))
+
+#: 1-D loss profiles L(centre + t d): kind 'pc' (d = trajectory PC `direction`, centre the
+#: second half's mean), 'random' (filter-normalised random direction), 'interpolation'
+#: (t = 0: this run, t = 1: run `other_run`); loss0 = the loss at the centre.
+LOSS_PROFILES = register_optional_table(TableSpec(
+    "loss_profiles.parquet",
+    (
+        ColumnSpec("kind", "string", allowed=("pc", "random", "interpolation")),
+        ColumnSpec("direction", "int64", nonnegative=True),
+        ColumnSpec("t", "float64"),
+        ColumnSpec("loss", "float64", finite=False, nullable=True),
+        ColumnSpec("loss0", "float64", required=False, finite=False),
+        ColumnSpec("other_run", "string", required=False, nullable=True),
+    ),
+    "1-D loss profiles along trajectory PCs, filter-normalised random directions and run-to-run lines.",
 ))

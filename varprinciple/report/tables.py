@@ -312,7 +312,8 @@ def _cmp_fmt(r: Mapping) -> Callable[[Any], str]:
 
 
 def comparisons_table(data: ReportData) -> ReportTable | None:
-    """Difference [CI], p, Holm p and (given a margin) TOST p, verdict and (1 - 2 alpha) CI."""
+    """Difference [CI], p, Holm p, (given a margin) TOST p, verdict, (1 - 2 alpha) CI and Holm TOST p,
+    and the effect size and probability of superiority with their CIs."""
     rows = data.rows("comparisons")
     if not rows:
         return None
@@ -354,6 +355,17 @@ def comparisons_table(data: ReportData) -> ReportTable | None:
                  Column(f"{format_percent(tost_level)} CI" if tost_level is not None else "TOST CI",
                         lambda r: MISSING if is_missing(r.get("tost_ci_low")) and is_missing(r.get("tost_ci_high"))
                         else f"[{_cmp_fmt(r)(r.get('tost_ci_low'))}, {_cmp_fmt(r)(r.get('tost_ci_high'))}]", "r")]
+    if tost and _has(rows, "tost_p_adjusted"):
+        cols.append(Column("Holm TOST p", lambda r: format_p(r.get("tost_p_adjusted")), "r"))
+    if _has(rows, "effect_size"):  # effect sizes (results of varprinciple >= issue 7)
+        cols += [Column(_ci_header("Effect size", conf), lambda r: (
+                     MISSING if is_missing(r.get("effect_size")) else
+                     ("d_z " if r.get("effect_size_kind") == "d_z" else "g ")
+                     + format_estimate_ci(r.get("effect_size"), r.get("effect_size_ci_low"),
+                                          r.get("effect_size_ci_high"))), "r"),
+                 Column(_ci_header("P(A > B)", conf), lambda r: format_estimate_ci(
+                     r.get("prob_superiority"), r.get("prob_superiority_ci_low"), r.get("prob_superiority_ci_high")),
+                     "r")]
     n_family = sum(1 for r in rows if not is_missing(r.get("p_adjusted")))
     level = format_percent(conf) if conf is not None else "the analysis’ level"
     logs = sorted({quantity_label(r.get("quantity")) for r in rows if str(r.get("quantity", "")).startswith("log_")})
@@ -373,6 +385,14 @@ def comparisons_table(data: ReportData) -> ReportTable | None:
                      f"'yes' when TOST p < α, 'not shown' otherwise (a non-significant difference is not "
                      f"similarity); CI at the matching {format_percent(tost_level) if tost_level else '1 − 2α'} "
                      "level (1 − 2α).")
+        if _has(rows, "tost_p_adjusted"):
+            notes.append("Holm TOST p: the TOST p-values adjusted with Holm's method over the confirmatory family; "
+                         "TOST p and Equivalent are per comparison, not adjusted.")
+    if _has(rows, "effect_size"):
+        notes.append(f"Effect size: Hedges' g (pooled SD; g) or, paired, d_z (mean difference over the SD of the "
+                     f"differences), bias-corrected, with a {level} CI for the population effect (noncentral t). "
+                     "P(A > B): probability that a network of A has the larger value (paired: that a network's A "
+                     "exceeds its own B), under the normal model of the t tests, with the effect size's CI mapped.")
     return ReportTable("comparisons", "Comparisons between groups", df, tuple(cols), tuple(notes))
 
 

@@ -28,6 +28,11 @@ def _ci(lo, hi) -> str:
     return f"[{_f(lo)}, {_f(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "-"
 
 
+def _ci2(lo, hi) -> str:
+    """An interval at 2 decimals (effect sizes, probabilities)."""
+    return f"[{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else "-"
+
+
 def _table(rows: list[dict]) -> str:
     if not rows:
         return "  (none)"
@@ -90,18 +95,27 @@ def format_summary(res) -> str:
         out.append(_table(rows))
     out.append("")
     margin = s["equivalence_margin"]
-    out.append(f"Comparisons (difference a - b; {conf}% CI; two-sided p; Holm over the confirmatory family"
-               + (f"; TOST margin {margin}" if margin is not None else "") + "):")
+    out.append(f"Comparisons (difference a - b; {conf}% CI; two-sided p; Holm over the confirmatory family; "
+               "effect: Hedges' g or paired d_z; P(a>b): probability of superiority, normal model"
+               + (f"; TOST margin {margin}, equivalent per comparison and Holm-adjusted" if margin is not None
+                  else "") + "):")
     rows = []
     for r in res.comparisons.itertuples(index=False):
         a = r.label_a + (f":{r.source_a}" if isinstance(r.source_a, str) else "")
         b = r.label_b + (f":{r.source_b}" if isinstance(r.source_b, str) else "")
         row = {"quantity": r.quantity, "a": a, "b": b, "test": "paired" if r.paired else "Welch",
                "diff": _f(r.difference), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),
-               "p_holm": _p(r.p_adjusted) if r.confirmatory else "(control)"}
+               "p_holm": _p(r.p_adjusted) if r.confirmatory else "(control)",
+               "effect": f"{'d_z' if r.effect_size_kind == 'd_z' else 'g'} {_f(r.effect_size, 2)}"
+                         if np.isfinite(r.effect_size) else "-",
+               "effect CI": _ci2(r.effect_size_ci_low, r.effect_size_ci_high),
+               "P(a>b)": _f(r.prob_superiority, 2), "P CI": _ci2(r.prob_superiority_ci_low,
+                                                                r.prob_superiority_ci_high)}
         if margin is not None and r.quantity == "slope":
             row["tost_p"] = _p(r.tost_p)
             row["equivalent"] = {True: "yes", False: "no"}.get(r.equivalent, "-")
+            row["tost_holm"] = _p(r.tost_p_adjusted) if r.confirmatory else "(control)"
+            row["equiv_holm"] = {True: "yes", False: "no"}.get(r.equivalent_adjusted, "-")
         rows.append(row)
     out.append(_table(rows))
     for n in res.notes:

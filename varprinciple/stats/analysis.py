@@ -35,8 +35,11 @@ from .comparisons import CONTROL_SOURCES, MAX_DEFAULT_GROUPS, Quantity, comparis
 from .flatness import flatness_rows
 from .group_level import analysed_steps, at_analysed_step, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
+from .matched import LOSS_TOLERANCE, annotate_flatness_comparisons
 from .per_probe import ProbeOptions, directions_frame, probe_relation
+from .psi_analysis import psi_analysis
 from .relation import DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR
+from .replicates import find_networks
 
 __all__ = ["analyze", "AnalysisResult", "Quantity", "DEFAULT_RESAMPLES", "CONTROL_SOURCES",
            "MAX_DEFAULT_GROUPS", "parse_compare", "directions_path", "check_output_path",
@@ -76,6 +79,9 @@ class AnalysisResult:
     settings, provenance : dict
     notes : list of str
         Things the reader should know (e.g. no default comparison family).
+    extra : dict
+        Optional top-level JSON keys: ``variance_flatness`` and ``loss_profiles`` (the
+        trajectory's ψ records and loss profiles, when runs logged them; docs/flatness.md).
     """
 
     relations: pd.DataFrame
@@ -88,12 +94,14 @@ class AnalysisResult:
     settings: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
 
     def to_json_dict(self) -> dict:
         """The JSON output v1 as a dict (undefined values are None)."""
         return results_dict(relations=self.relations, groups=self.groups, comparisons=self.comparisons,
                             flatness=self.flatness, settings=self.settings, provenance=self.provenance,
-                            skipped=self.skipped, identical=self.identical, notes=self.notes)
+                            skipped=self.skipped, identical=self.identical, notes=self.notes,
+                            extra=self.extra)
 
     def directions_table(self) -> pa.Table:
         """The per-direction table as an Arrow table with the documented dtypes."""
@@ -254,11 +262,23 @@ def analyze(
     notes: list[str] = []
     sel = analysed_steps(runs, step, notes)
     key_of = dict(zip(labels, keys))
-    grp_rows, slope_units = group_rows(at_analysed_step(relations, sel), key_of, confidence)
+    networks = find_networks(runs, labels, logset.identical)
+    if not relations.empty:
+        relations["network"] = [networks.network_of[r] for r in relations["run_id"]]
+    notes += networks.notes()
+    for ids, why in networks.merged:
+        logger.warning("runs %s are one network (%s); counted once", ", ".join(ids), why)
+    grp_rows, slope_units = group_rows(at_analysed_step(relations, sel), key_of, confidence,
+                                       networks.network_of, notes)
     groups = int_or_null(pd.DataFrame(grp_rows), "step")
 
     # ---- flatness
-    flat_rows, flat_units = flatness_rows(runs, labels, key_of, sel, confidence)
+    flat_rows, flat_units = flatness_rows(runs, labels, key_of, sel, confidence, networks.network_of)
+    # psi from the optional trajectory tables: group rows (quantity "psi") join the flatness
+    # summaries, its comparisons (own Holm family, TOST at the equivalence margin) the others
+    psi = psi_analysis(runs, labels, key_of=key_of, confidence=confidence, alpha=alpha,
+                       margin=equivalence_margin, resamples=B, seed=seed, network_of=networks.network_of)
+    flat_rows = flat_rows + psi.groups
     flatness = int_or_null(pd.DataFrame(flat_rows, columns=list(FLATNESS_COLUMNS)), "step")
 
     # ---- comparisons
@@ -268,7 +288,11 @@ def analyze(
     units_by_q.update(flat_units)
     comp_rows = comparison_rows(units_by_q, declared, conf=confidence, alpha=alpha, margin=equivalence_margin,
                                 step_label=step_label, notes=notes)
-    comparisons = pd.DataFrame(comp_rows, columns=list(COMPARISON_COLUMNS))
+    comparisons = pd.DataFrame(comp_rows + psi.comparisons, columns=list(COMPARISON_COLUMNS))
+    # the groups' training losses (and the loss-adjusted difference) beside every flatness comparison
+    comparisons = annotate_flatness_comparisons(comparisons, runs, labels, sel, tolerance=LOSS_TOLERANCE,
+                                                confidence=confidence, network_of=networks.network_of)
+    extra = {k: v for k, v in (("variance_flatness", psi.records), ("loss_profiles", psi.profiles)) if v}
 
     settings = {
         "confidence": confidence, "alpha": alpha, "equivalence_margin": equivalence_margin, "seed": seed,
@@ -278,8 +302,25 @@ def analyze(
         "control_sources": list(CONTROL_SOURCES), "max_default_groups": MAX_DEFAULT_GROUPS,
         "slope_ci": "OLS on log-log; delta-method sampling covariance + moment estimate of direction "
                     "scatter; Student t with n_directions - 2 df",
-        "group_ci": "one-sample t over runs", "comparison_test": "paired t (same runs) or Welch t",
+        "group_ci": "one-sample t over runs",
+        "replicates": "independently trained networks: runs with identical noise tables, the same "
+                      "checkpoint_fingerprint, or the same training seed and eigenvalues are one network, "
+                      "counted once (the mean over its runs); n_runs and df count networks",
+        "comparison_test": "paired t (same runs) or Welch t",
         "multiplicity": "Holm within each quantity's confirmatory family",
+        "tost_multiplicity": "tost_p and equivalent are per comparison, NOT adjusted for multiplicity; "
+                             "tost_p_adjusted and equivalent_adjusted: Holm over the TOST p-values of each "
+                             "quantity's confirmatory family (controls the chance of any false 'equivalent')",
+        "effect_size": "hedges_g (pooled SD, independent) or d_z (paired), bias-corrected by the exact J; "
+                       "CI for the population effect by inverting the noncentral t",
+        "prob_superiority": "P(a > b) for a random network of each unit (independent) or P(a - b > 0) "
+                            "for one network (paired), under the normal model of the t tests: Phi(delta/sqrt 2) "
+                            "or Phi(delta_z) with the effect size's interval mapped through Phi; "
+                            "prob_superiority_empirical: Mann-Whitney U/(n_a n_b) or the share of positive "
+                            "paired differences (no interval)",
+        "psi_ci": "percentile bootstrap: moving blocks over time (PCs and widths fixed); "
+                  "p for psi > 0 inverts it (docs/flatness.md)",
+        "loss_tolerance": LOSS_TOLERANCE,
     }
     import numpy as _np
     import scipy as _sp
@@ -296,4 +337,4 @@ def analyze(
         relations=relations, groups=groups, comparisons=comparisons, flatness=flatness,
         directions=directions, skipped=[s.to_dict() for s in logset.skipped],
         identical=[list(x) for x in logset.identical], settings=settings, provenance=provenance,
-        notes=notes)
+        notes=notes, extra=extra)

@@ -1,15 +1,21 @@
-"""Comparisons between units (group x noise source): families, Holm, TOST.
+"""Comparisons between units (group x noise source): families, Holm, TOST, effect sizes.
 
-A *unit* is one group's values of a quantity (per-run slopes, or per-run log flatness)
-for one noise source and block, keyed by run id. The confirmatory family is either the
-declared ``--compare`` pairs or a default rule (docs/statistics.md, "Comparisons"):
-Holm is applied within each quantity's family; control pairs (against the isotropic
-control source) are reported but never adjusted.
+A *unit* is one group's values of a quantity (per-network slopes, or per-network log
+flatness) for one noise source and block, keyed by network id (a run id; re-probes of one
+network share it, :mod:`.replicates`). The confirmatory family is either the declared
+``--compare`` pairs or a default rule (docs/statistics.md, "Comparisons"), which falls back
+to the cross pairs, with a note, when no two groups share a noise source. Holm is applied
+within each quantity's family to the two-sided p-values and, separately, to the TOST
+p-values (``tost_p_adjusted``; ``tost_p``/``equivalent`` stay per comparison). Control pairs
+(against the isotropic control source) are reported but never adjusted. Every row carries
+a standardized effect (:func:`.effect_size.standardized_difference`) and the probability
+of superiority (:func:`.effect_size.prob_superiority`), each with its interval.
 """
 
 from __future__ import annotations
 
 import itertools
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .effect_size import standardized_difference, superiority_from
 from .inference import compare_groups, holm
 
 __all__ = ["Quantity", "CONTROL_SOURCES", "MAX_DEFAULT_GROUPS", "Unit", "parse_compare", "compare_units",
-           "family_pairs", "comparison_rows"]
+           "family_pairs", "comparison_rows", "compare_option", "adjust_family"]
 
 #: Noise sources that are controls: compared, reported, never in the confirmatory family.
 CONTROL_SOURCES = ("isotropic",)
@@ -103,13 +110,20 @@ def compare_units(a: Unit, b: Unit, quantity: str, *, conf, alpha, margin, step)
     if va.size == 0 or vb.size == 0:
         return None
     c = compare_groups(va, vb, paired=paired, confidence=conf, alpha=alpha, margin=margin)
+    es = standardized_difference(va, vb, paired=paired, confidence=conf)
+    ps = superiority_from(es, va, vb)
     return {
         "quantity": quantity, "label_a": a.label, "key_a": a.key, "source_a": a.source,
         "label_b": b.label, "key_b": b.key, "source_b": b.source, "block": a.block, "step": step,
         "paired": c.paired, "difference": c.difference, "ci_low": c.ci_low, "ci_high": c.ci_high,
         "p_value": c.p_value, "p_adjusted": np.nan, "confirmatory": False, "se": c.se, "df": c.df,
         "n_a": c.n_a, "n_b": c.n_b, "margin": c.margin, "tost_p": c.tost_p, "equivalent": c.equivalent,
-        "tost_ci_low": c.tost_ci_low, "tost_ci_high": c.tost_ci_high, "note": note,
+        "tost_ci_low": c.tost_ci_low, "tost_ci_high": c.tost_ci_high,
+        "tost_p_adjusted": np.nan, "equivalent_adjusted": None,
+        "effect_size": es.estimate, "effect_size_ci_low": es.ci_low, "effect_size_ci_high": es.ci_high,
+        "effect_size_kind": es.kind, "prob_superiority": ps.estimate, "prob_superiority_ci_low": ps.ci_low,
+        "prob_superiority_ci_high": ps.ci_high, "prob_superiority_empirical": ps.empirical,
+        "prob_superiority_method": ps.method, "note": note,
     }
 
 
@@ -118,6 +132,35 @@ def _resolve(name: str, units: list[Unit]) -> list[Unit]:
     if exact:
         return exact
     return [u for u in units if u.label == name]
+
+
+def compare_option(pairs) -> str:
+    """The ``--compare`` options that declare ``pairs`` of units (shell-quoted).
+
+    Examples
+    --------
+    >>> compare_option([(Unit("sgd", {}, "sgd", None, {}), Unit("dropout", {}, "dropout", None, {}))])
+    "--compare 'sgd:sgd vs dropout:dropout'"
+    """
+    return " ".join(f"--compare {shlex.quote(f'{a.name} vs {b.name}')}" for a, b in pairs)
+
+
+def _cross_pairs(main: list[Unit], blk, quantity: str, notes: list[str]) -> list[tuple[Unit, Unit]]:
+    """The default family when no pair shares a group or a noise source (each group logs only
+    its own source): every pair of units of different groups, with a note saying why."""
+    where = f" at block {blk}" if blk is not None else ""
+    groups = {u.label for u in main}
+    if len(groups) < 2:
+        what = f"only {main[0].name}" if main else "no non-control unit"
+        notes.append(f"{quantity}{where}: no comparison in the default family ({what}; the isotropic "
+                     "control is compared separately).")
+        return []
+    pairs = [(a, b) for a, b in itertools.combinations(main, 2) if a.label != b.label]
+    notes.append(f"{quantity}{where}: no two groups share a noise source and no group logs two, so the default "
+                 "family holds the cross pairs (they differ in both training method and noise source): "
+                 f"{'; '.join(f'{a.name} vs {b.name}' for a, b in pairs)}; to declare them yourself: "
+                 f"{compare_option(pairs)}")
+    return pairs
 
 
 def family_pairs(units: list[Unit], declared, notes: list[str], quantity: str):
@@ -157,11 +200,25 @@ def family_pairs(units: list[Unit], declared, notes: list[str], quantity: str):
             continue
         # all pairs of groups within each noise source, and the noise sources of one group
         # against each other (paired: the same runs); not pairs differing in both
-        conf_pairs += [(a, b) for a, b in itertools.combinations(main, 2)
-                       if a.source == b.source or a.label == b.label]
+        pairs = [(a, b) for a, b in itertools.combinations(main, 2) if a.source == b.source or a.label == b.label]
+        if not pairs:
+            pairs = _cross_pairs(main, blk, quantity, notes)
+        conf_pairs += pairs
         for c in ctrl:
             ctrl_pairs += [(m, c) for m in main if m.label == c.label]
     return conf_pairs, ctrl_pairs
+
+
+def adjust_family(rows: list[dict], *, alpha: float) -> None:
+    """Mark ``rows`` as one confirmatory family: Holm over their p-values and, separately,
+    over their TOST p-values (``tost_p_adjusted``, ``equivalent_adjusted``); in place."""
+    adj = holm([r["p_value"] for r in rows])
+    tost_adj = holm([r["tost_p"] for r in rows])
+    for r, pa_, ta_ in zip(rows, adj, tost_adj):
+        r["p_adjusted"] = pa_
+        r["confirmatory"] = True
+        r["tost_p_adjusted"] = ta_
+        r["equivalent_adjusted"] = bool(ta_ < alpha) if np.isfinite(ta_) else None
 
 
 def comparison_rows(units_by_q: dict[str, list[Unit]], declared, *, conf, alpha, margin, step_label,
@@ -179,10 +236,7 @@ def comparison_rows(units_by_q: dict[str, list[Unit]], declared, *, conf, alpha,
         m = margin if q == Quantity.SLOPE else None
         fam_rows = [r for a, b in fam
                     if (r := compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label))]
-        adj = holm([r["p_value"] for r in fam_rows])
-        for r, pa_ in zip(fam_rows, adj):
-            r["p_adjusted"] = pa_
-            r["confirmatory"] = True
+        adjust_family(fam_rows, alpha=alpha)
         rows += fam_rows
         rows += [r for a, b in ctrl
                  if (r := compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label))]

@@ -17,6 +17,7 @@ from ..results import FLATNESS_COLUMNS
 from .comparisons import Quantity, Unit
 from .group_level import groupby_keep_none
 from .inference import group_test
+from .replicates import network_values
 
 __all__ = ["FLATNESS_FILE", "FLAT_COMPARED", "flatness_rows"]
 
@@ -29,9 +30,13 @@ def _none_if_nan(x):
     return None if (x is None or (isinstance(x, float) and np.isnan(x))) else x
 
 
-def flatness_rows(runs, labels, key_of, sel, conf) -> tuple[list[dict], dict[str, list[Unit]]]:
+def flatness_rows(runs, labels, key_of, sel, conf, network_of=None) -> tuple[list[dict], dict[str, list[Unit]]]:
     """Per group x quantity x source x block summaries of flatness.parquet at each run's step,
-    and the units of :data:`FLAT_COMPARED` quantities keyed by quantity."""
+    and the units of :data:`FLAT_COMPARED` quantities keyed by quantity.
+
+    Runs of one network (``network_of``) count once: their estimates are averaged first.
+    """
+    network_of = network_of or {}
     rows = []
     for run, label in zip(runs, labels):
         if run.run_id not in sel:
@@ -50,7 +55,7 @@ def flatness_rows(runs, labels, key_of, sel, conf) -> tuple[list[dict], dict[str
         return out, units
     df = pd.DataFrame(rows)
     for (label, q, s, b), sub in groupby_keep_none(df, ["group", "quantity", "source", "block"]):
-        v = sub["estimate"].to_numpy(float)
+        nets, v, _ = network_values(sub["run_id"].tolist(), sub["estimate"].to_numpy(float), network_of)
         null = 1.0 if q == "rho" else None
         g = group_test(v, confidence=conf, null=null if null is not None else 0.0)
         rec = {"group": label, "group_key": key_of[label], "quantity": q, "source": s, "block": b,
@@ -64,6 +69,6 @@ def flatness_rows(runs, labels, key_of, sel, conf) -> tuple[list[dict], dict[str
             if q in FLAT_COMPARED:
                 units.setdefault(FLAT_COMPARED[q].value, []).append(
                     Unit(label, key_of[label], s if isinstance(s, str) else None, b,
-                         dict(zip(sub["run_id"], np.log(v).tolist()))))
+                         dict(zip(nets, np.log(v).tolist()))))
         out.append(rec)
     return out, units

@@ -1,7 +1,8 @@
 """Group-level statistics: the analysed step of each run, and one row per group x source x block.
 
-Runs are the replicates of a training procedure: a group's exponent is the mean of its
-runs' slopes with a one-sample t interval over runs (:func:`~varprinciple.stats.group_test`),
+Independently trained networks are the replicates of a training procedure (re-probes of
+one network count once, :mod:`.replicates`): a group's exponent is the mean of its
+networks' slopes with a one-sample t interval over runs (:func:`~varprinciple.stats.group_test`),
 plus a random-effects meta-analysis as a sensitivity analysis. Which runs form a group is
 decided in :mod:`varprinciple.stats.grouping`.
 """
@@ -16,6 +17,7 @@ import pandas as pd
 from ..errors import InputError
 from .comparisons import CONTROL_SOURCES, Unit
 from .inference import group_test
+from .replicates import network_values
 
 __all__ = ["analysed_steps", "at_analysed_step", "group_rows", "meta_sensitivity", "groupby_keep_none"]
 
@@ -86,13 +88,45 @@ def meta_sensitivity(slopes: np.ndarray, ses: np.ndarray, confidence: float) -> 
     return out
 
 
-def group_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float) -> tuple[list[dict], list[Unit]]:
+def _where(label, src, blk) -> str:
+    return f"{label}:{src}" + (f" (block {blk})" if blk is not None else "")
+
+
+def _design_notes(sub: pd.DataFrame, label, src, blk) -> list[str]:
+    """Notes on runs pooled in one group whose designs differ (the exponent of a curved
+    relation depends on the range of the spectrum that was probed)."""
+    out = []
+    steps = sorted(set(sub["step"].tolist()))
+    if len(steps) > 1:
+        out.append(f"group {_where(label, src, blk)} pools runs analysed at different steps "
+                   f"({', '.join(map(str, steps))}); a curved relation's exponent depends on the spectrum probed.")
+    nh = sorted(set(int(x) for x in sub["n_hessian"].tolist()))
+    if len(nh) > 1:
+        out.append(f"group {_where(label, src, blk)} pools runs with different numbers of probed Hessian "
+                   f"directions ({', '.join(map(str, nh))}); a curved relation's exponent depends on the "
+                   "spectrum probed.")
+    return out
+
+
+def group_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float,
+               network_of: dict[str, str] | None = None,
+               notes: list[str] | None = None) -> tuple[list[dict], list[Unit]]:
     """One row per group x source x block of the relations at the analysed step, and the
-    slope units compared between groups."""
+    slope units compared between groups.
+
+    Runs of one network (``network_of``, :func:`varprinciple.stats.replicates.find_networks`)
+    count once: the network's slope is the mean of its runs' slopes, ``n_runs`` and ``df``
+    count networks. Notes on pooled runs whose designs differ are appended to ``notes``.
+    """
+    network_of = network_of or {}
     rows: list[dict] = []
     units: list[Unit] = []
     for (label, src, blk), sub in groupby_keep_none(at_step, ["group", "source", "block"]):
-        vals = sub["slope"].to_numpy(float)
+        run_ids = sub["run_id"].tolist()
+        slopes = sub["slope"].to_numpy(float)
+        nets, vals, ses = network_values(run_ids, slopes, network_of, sub["se_slope"].to_numpy(float))
+        icp = np.where(np.isfinite(slopes), sub["intercept"].to_numpy(float), np.nan)
+        _, icp_net, _ = network_values(run_ids, icp, network_of)
         ok = np.isfinite(vals)
         steps_here = sorted(set(sub["step"].tolist()))
         row = {"group": label, "group_key": key_of[label], "source": src, "block": blk,
@@ -105,15 +139,18 @@ def group_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float
         else:
             row.update(slope=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, se=np.nan, sd=np.nan,
                        df=np.nan, n_runs=0)
-        row.update(meta_sensitivity(vals, sub["se_slope"].to_numpy(float), confidence))
-        icp = sub["intercept"].to_numpy(float)[ok]
+        row.update(meta_sensitivity(vals, ses, confidence))
+        icp_ok = icp_net[ok]
         # the group's mean line log s^2 = mean_intercept + slope * log lambda (for drawing)
-        row["mean_intercept"] = float(np.mean(icp)) if icp.size and np.all(np.isfinite(icp)) else np.nan
+        row["mean_intercept"] = float(np.mean(icp_ok)) if icp_ok.size and np.all(np.isfinite(icp_ok)) else np.nan
         row["n_runs_total"] = int(len(sub))
+        row["n_networks"] = len(nets)
         row["mean_ratio"] = float(np.nanmean(sub["ratio"])) if sub["ratio"].notna().any() else np.nan
         row["mean_alignment_k"] = (float(np.nanmean(sub["alignment_k"])) if sub["alignment_k"].notna().any()
                                    else np.nan)
-        row["run_ids"] = sorted(sub["run_id"].tolist())
+        row["run_ids"] = sorted(run_ids)
         rows.append(row)
-        units.append(Unit(label, key_of[label], src, blk, dict(zip(sub["run_id"], vals.tolist()))))
+        units.append(Unit(label, key_of[label], src, blk, dict(zip(nets, vals.tolist()))))
+        if notes is not None:
+            notes += _design_notes(sub, label, src, blk)
     return rows, units

@@ -35,7 +35,8 @@ def new_figure(n_panels: int, *, panel_w: float = 3.6, panel_h: float = 3.0, max
     ``fixed=True`` uses fixed margins (in inches) instead of matplotlib's constrained layout,
     which is several times slower for many log-scaled panels.
     """
-    rows, cols = panel_grid(n_panels, max_cols=max_cols)
+    n_panels = max(int(n_panels), 0)
+    rows, cols = panel_grid(max(n_panels, 1), max_cols=max_cols)
     w, h = panel_w * cols + 0.6, panel_h * rows + 0.8
     fig = Figure(figsize=(w, h), layout=None if fixed else "constrained")
     if fixed:
@@ -66,11 +67,36 @@ def group_level_relations(data) -> list[dict]:
     from ..tables import group_label
 
     rels = [r for r in data.rows("relations") if str(r.get("basis", "hessian")) == "hessian"]
+    groups = data.rows("groups")
     keys = {(group_label(g.get("group"), g), g.get("source"), g.get("step"), norm_block(g.get("block")))
-            for g in data.rows("groups")}
-    if not keys:
+            for g in groups if not is_missing(g.get("step"))}
+    if not groups:
         return rels
-    return [r for r in rels if (run_group(r), r.get("source"), r.get("step"), norm_block(r.get("block"))) in keys]
+    out = [r for r in rels if (run_group(r), r.get("source"), r.get("step"), norm_block(r.get("block"))) in keys]
+    # a group whose runs were analysed at different steps (each run's last probe, e.g. runs
+    # stopped at a target loss) has step null and the list `steps`: each of its runs enters
+    # with its last relation among those steps, drawn in one panel labelled "last"
+    for g in groups:
+        if not is_missing(g.get("step")):
+            continue
+        steps = set(g.get("steps") or [])
+        src, blk = g.get("source"), norm_block(g.get("block"))
+        for rid in g.get("run_ids") or []:
+            cand = [r for r in rels if r.get("run_id") == rid and r.get("source") == src
+                    and norm_block(r.get("block")) == blk and r.get("step") in steps]
+            if cand:
+                best = max(cand, key=lambda r: r["step"])
+                out.append({**best, "step": LAST_STEP, "probe_step": best["step"]})
+    return out
+
+
+#: Panel step of a group analysed at each run's last probe step when those steps differ.
+LAST_STEP = "last"
+
+
+def group_step(g: dict) -> Any:
+    """The panel step of a group row: its step, or :data:`LAST_STEP` when it is null."""
+    return LAST_STEP if is_missing(g.get("step")) else g.get("step")
 
 
 def panel_keys(rels: list[dict]) -> list[tuple]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .._input import ReportData
 from ..format import format_estimate_ci, format_percent, is_missing
 from ..tables import group_label
-from ._plot import (MAX_PANELS, color_for, group_level_relations, new_figure, norm_block, panel_keys,
+from ._plot import (MAX_PANELS, color_for, group_level_relations, group_step, new_figure, norm_block, panel_keys,
                     panel_title, run_group)
 from .registry import FigureSpec, register_figure
 
@@ -32,7 +32,7 @@ def forest_plot(data: ReportData):
         if glab(r) not in glabels:
             glabels.append(glab(r))
     n_rows_max = max(len([r for r in rels if (r.get("source"), r.get("step"), norm_block(r.get("block"))) == k])
-                     + 2 * len(glabels) for k in shown)
+                     + 2 * len(glabels) for k in shown) if shown else 0
     fig, axs = new_figure(len(shown), panel_w=4.8, panel_h=max(2.5, 0.22 * n_rows_max + 1.0), max_cols=3)
     for ax, (src, step, block) in zip(axs, shown):
         y = 0.0
@@ -51,7 +51,7 @@ def forest_plot(data: ReportData):
                 labels.append(str(r.get("run_id")))
                 y -= 1
             grow = next((gr for gr in groups_rows if group_label(gr.get("group"), gr) == g
-                         and (gr.get("source"), gr.get("step"), norm_block(gr.get("block"))) == (src, step, block)),
+                         and (gr.get("source"), group_step(gr), norm_block(gr.get("block"))) == (src, step, block)),
                         None)
             if grow is not None and not is_missing(grow.get("slope")):
                 ax.errorbar([float(grow["slope"])], [y], xerr=_err(grow["slope"], grow.get("ci_low"),

@@ -18,7 +18,7 @@ import pandas as pd
 from .._input import ReportData
 from ..format import format_estimate_ci, format_percent, is_missing
 from ..tables import group_label
-from ._plot import (MAX_PANELS, color_for, fit_band, group_level_relations, lean_log_ticks, new_figure,
+from ._plot import (MAX_PANELS, color_for, fit_band, group_level_relations, group_step, lean_log_ticks, new_figure,
                     norm_block, panel_keys, panel_title, run_group)
 from .registry import FigureSpec, register_figure
 
@@ -142,13 +142,17 @@ def loglog_pooled(data: ReportData):
     shown = keys[:MAX_PANELS]
     fig, axs = new_figure(len(shown), panel_w=4.6, panel_h=3.6, max_cols=3, fixed=True)
     for ax, (src, step, block) in zip(axs, shown):
-        sel = d[(d["source"] == src) & (d["step"] == step) & d["_block"].map(lambda b: b == block)]
+        sel = d[(d["source"] == src) & d["_block"].map(lambda b: b == block)]
+        # each run's points at its relation's probe step (the panel step may be "last")
+        probe_step = {str(r.get("run_id")): r.get("probe_step", r.get("step")) for r in rels
+                      if (r.get("source"), r.get("step"), norm_block(r.get("block"))) == (src, step, block)}
+        sel = sel[[probe_step.get(str(rid)) == st for rid, st in zip(sel["run_id"], sel["step"])]]
         n_hidden = 0
         for g in glabels:
             color = color_for(g, glabels)
             runs = [run for run, gg in run_groups.items() if gg == g]
             grow = next((r for r in groups_rows if group_label(r.get("group"), r) == g
-                         and (r.get("source"), r.get("step"), norm_block(r.get("block"))) == (src, step, block)),
+                         and (r.get("source"), group_step(r), norm_block(r.get("block"))) == (src, step, block)),
                         None)
             label = g
             if grow is not None:

@@ -1,23 +1,12 @@
-"""Planned figures whose analyses do not exist yet (registered without a builder).
+"""Planned figures: registered without a builder until their analyses exist.
 
-The report lists them as skipped, naming the input they wait for. To implement one, write
-its builder in its own module and register a :class:`FigureSpec` with the same name (that
-replaces the planned entry); see docs/report.md.
+The report lists a planned figure as skipped, naming the input it waits for. To implement
+one, write its builder in its own module and register a :class:`FigureSpec` with the same
+name (that replaces the planned entry); see docs/report.md. The σ² vs F and loss-profile
+figures that were planned here now have builders (``variance_flatness.py``,
+``loss_profiles.py``); none is planned at present.
 """
 
 from __future__ import annotations
 
-from .registry import FigureSpec, register_figure
-
 __all__: list[str] = []
-
-register_figure(FigureSpec(
-    "variance_flatness", "Weight variance vs landscape width",
-    "Feng & Tu's inverse variance-flatness relation: σ² along each weight-trajectory PC against the "
-    "landscape width F along it, log-log, with the fitted exponent ψ.",
-    ("variance_flatness",), None))
-
-register_figure(FigureSpec(
-    "loss_profiles", "1D loss profiles",
-    "Filter-normalised 1D loss profiles around the minimum per group (wider = flatter).",
-    ("loss_profiles",), None))
