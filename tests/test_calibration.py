@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from varprinciple.stats import alignment_test, compare_groups, group_test, holm, relation_fit, tost
+from _realistic_generator import Design, draws as realistic_draws
+from varprinciple.stats import (alignment_test, compare_groups, curvature_test, group_test, holm, isotropy_test,
+                                relation_fit, tost, variance_ratio)
 
 pytestmark = pytest.mark.slow
 
@@ -96,18 +98,21 @@ def measure_per_run(name: str, n: int = N_REP) -> dict:
 def test_per_run_ci_coverage_and_type_one_error(name):
     m = measure_per_run(name)
     n = m["n"]
-    # with few directions the interval may be conservative (variance floor, n - 2 df), never liberal
+    # with few directions the interval may be conservative (variance floor, Satterthwaite df), never liberal
     assert LEVEL - 3 * mc_se(LEVEL, n) <= m["coverage"] <= 0.985, m
     assert abs(m["mean_b"] - 0.5) < 3 * m["mc_se_b"] + 0.01, m
     assert m["type1"] <= ALPHA + 3 * mc_se(ALPHA, n), m
 
 
 #: (scenario, true b, minimum power of the one-sided test at alpha); thresholds sit about 4
-#: Monte Carlo SEs (n = 400) below the measured power (docs/statistics.md lists it).
-POWER_CASES = [("gaussian", 0.05, 0.6), ("gaussian", 0.1, 0.95),
-               ("t5-correlated-scatter", 0.1, 0.5), ("t5-correlated-scatter", 0.2, 0.95),
-               ("masked-scatter", 0.1, 0.55), ("masked-scatter", 0.2, 0.95),
-               ("t5-small", 0.2, 0.35), ("t5-small", 0.3, 0.65)]
+#: Monte Carlo SEs (n = 400) below the measured power (docs/statistics.md lists it). The
+#: jackknife + HC2 interval of issue 7 (calibrated under block-correlated sampling errors and
+#: heteroscedastic outliers, where the previous one undercovered) is wider at small K: power at
+#: t5-small b = 0.3 fell from 0.73 to 0.58.
+POWER_CASES = [("gaussian", 0.05, 0.58), ("gaussian", 0.1, 0.95),
+               ("t5-correlated-scatter", 0.1, 0.4), ("t5-correlated-scatter", 0.2, 0.9),
+               ("masked-scatter", 0.1, 0.48), ("masked-scatter", 0.2, 0.9),
+               ("t5-small", 0.2, 0.25), ("t5-small", 0.3, 0.47)]
 
 
 def measure_power(name: str, effect: float, n: int = 400) -> float:
@@ -223,6 +228,80 @@ def test_alignment_is_one_and_rotation_p_uniform_for_isotropic_noise():
     assert ks.pvalue > 0.001, ks
     rej = float(np.mean(np.array(p) <= ALPHA))
     assert rej <= ALPHA + 3 * mc_se(ALPHA, n), rej
+
+
+# ======================================================================= issue 7: realistic structures
+# Draws from tests/_realistic_generator.py (its own model, not varprinciple.simulate): sampling
+# errors correlated within blocks of directions along the eigenvalue order, Student t5 tails,
+# small K, high-leverage outlier eigenvalues with a larger scatter, few directions, few random
+# directions. benchmarks/calibrate_intervals.py measures the same with 2,000 probes per cell.
+
+BASE = Design(K=100, k=20)
+REALISTIC = {
+    "blocked-t5-K30": BASE.but(K=30, tails="t5", block_corr=0.5),
+    "blocked-gauss-K10": BASE.but(K=10, block_corr=0.5),
+    "outliers-heteroscedastic": BASE.but(scatter=0.2, n_outliers=3, outlier_scatter=1.0),
+    "four-directions": BASE.but(k=4, scatter=0.2),
+}
+N_REAL = 800
+
+
+@pytest.mark.parametrize("name", list(REALISTIC))
+def test_per_run_ci_on_realistic_structures(name):
+    """Coverage in [0.95 - 3 SE, 0.985] at b = 1 and type-I <= 0.05 + 3 SE at b = 0 (SE over 800 probes:
+    0.0077 and 0.0077). Before issue 7: 0.914 / 0.898 / 0.690 / 0.981 coverage (docs/statistics.md)."""
+    d = REALISTIC[name]
+    rng = np.random.default_rng([7, list(REALISTIC).index(name)])
+    lam, X, _, _ = realistic_draws(d.but(b=1.0), N_REAL, rng)
+    fits = [relation_fit(x, lam) for x in X]
+    cover = float(np.mean([f.ci_low <= 1.0 <= f.ci_high for f in fits]))
+    lam, X, _, _ = realistic_draws(d.but(b=0.0), N_REAL, rng)
+    type1 = float(np.mean([relation_fit(x, lam).p_value < ALPHA for x in X]))
+    assert LEVEL - 3 * mc_se(LEVEL, N_REAL) <= cover <= 0.985, (cover, type1)
+    assert type1 <= ALPHA + 3 * mc_se(ALPHA, N_REAL), (cover, type1)
+
+
+RATIO_CASES = [(b, m) for b in (0.0, 1.0) for m in (3, 10)]
+N_RATIO = 500
+
+
+@pytest.mark.parametrize("b, m", RATIO_CASES)
+def test_variance_ratio_ci_with_few_random_directions(b, m):
+    """Coverage of the estimand mean_i v_i'Cv_i / (tr C / D) within the issue's band 0.93-0.97 widened
+    by 3 MC SEs (500 probes: 0.0114 at 0.93, 0.0076 at 0.97). Before: 0.996-1.000 at b = 1."""
+    d = Design(K=100, k=20, D=400, b=b, m_random=m, tails="t5", block_corr=0.3, scatter=0.3)
+    rng = np.random.default_rng([8, int(b), m])
+    lam, X, R, truth = realistic_draws(d, N_RATIO, rng)
+    cover = float(np.mean([(q := variance_ratio(x, r)).ci_low <= t <= q.ci_high for x, r, t in zip(X, R, truth)]))
+    assert 0.93 - 3 * mc_se(0.93, N_RATIO) <= cover <= 0.97 + 3 * mc_se(0.97, N_RATIO), cover
+
+
+CURVATURE_NULLS = {
+    "anisotropic-gauss": BASE.but(b=0.0, scatter=0.7),
+    "anisotropic-t5-blocked": BASE.but(b=0.0, scatter=0.7, tails="t5", block_corr=0.5),
+}
+N_CURV = 500
+
+
+@pytest.mark.parametrize("name", list(CURVATURE_NULLS))
+def test_curvature_test_keeps_its_level_where_the_isotropy_test_rejects(name):
+    """Anisotropic variances unrelated to lambda: curvature_test rejects <= 0.05 + 3 SE (0.0097 over
+    500 probes, i.e. <= 0.06 within MC error); the isotropy (rotation) test rejects far more often."""
+    rng = np.random.default_rng([9, list(CURVATURE_NULLS).index(name)])
+    lam, X, _, _ = realistic_draws(CURVATURE_NULLS[name], N_CURV, rng)
+    curv = float(np.mean([curvature_test(x, lam, resamples=199, rng=rng).p_value <= ALPHA for x in X]))
+    iso = float(np.mean([isotropy_test(x, lam, resamples=199, rng=rng).p_value <= ALPHA for x in X[:200]]))
+    assert curv <= ALPHA + 3 * mc_se(ALPHA, N_CURV), (curv, iso)
+    assert iso >= 0.08, (curv, iso)
+
+
+def test_curvature_test_power_at_b_one_with_20_directions():
+    """Power >= 0.8 at b = 1, 20 directions, anisotropic scatter 1.0, t5, K = 30, blocked (measured 1.000)."""
+    rng = np.random.default_rng(10)
+    d = BASE.but(b=1.0, scatter=1.0, K=30, tails="t5", block_corr=0.5)
+    lam, X, _, _ = realistic_draws(d, 200, rng)
+    power = float(np.mean([curvature_test(x, lam, resamples=199, rng=rng).p_value <= ALPHA for x in X]))
+    assert power >= 0.8, power
 
 
 if __name__ == "__main__":  # print the measured rates quoted in docs/statistics.md

@@ -13,7 +13,8 @@ from numpy.testing import assert_allclose
 
 from varprinciple.errors import DuplicateRunWarning, InputError, LogValidationError
 from varprinciple.io import read_logset, write_run
-from varprinciple.stats import AnalysisResult, analyze, directions_path, relation_fit, variance_ratio
+from varprinciple.stats import (AnalysisResult, analyze, curvature_test, directions_path, exclusion_reasons,
+                                relation_fit, variance_ratio)
 from varprinciple.stats.analysis import DIRECTION_COLUMNS
 
 
@@ -98,8 +99,14 @@ def test_relations_match_the_building_blocks(logset_dir, result):
     row = result.relations.query("run_id == @run.run_id and step == @blk.step and source == @blk.source").iloc[0]
     for k in ("slope", "ci_low", "ci_high", "p_value", "intercept", "se_slope", "n_directions", "n_excluded"):
         assert_allclose(row[k], getattr(fit, k), err_msg=k)
-    vr = variance_ratio(blk.values[:, H], blk.values[:, ~H], resamples=0)
-    assert_allclose(row["ratio"], vr.estimate)
+    vr = variance_ratio(blk.values[:, H], blk.values[:, ~H])
+    assert_allclose([row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"], row["ratio_df"]],
+                    [vr.estimate, vr.ci_low, vr.ci_high, vr.df])
+    inc = exclusion_reasons(blk.eigenvalue[H], residuals=blk.residual[H]) == None  # noqa: E711
+    ct = curvature_test(blk.values[:, H][:, inc], blk.eigenvalue[H][inc], resamples=0)
+    assert ct.n_directions == fit.n_directions
+    assert row["isotropy_p"] == row["alignment_p"] and 0 < row["curvature_p"] <= 1
+    assert row["curvature_p"] >= ct.p_parametric  # max(permutation p, t p)
     assert len(result.relations) == 6 * 2 * 2  # runs x steps x sources
 
 
@@ -226,12 +233,14 @@ def test_more_than_six_groups_need_compare(tmp_path):
 
 def test_resamples_zero_switches_resampling_off(logset_dir, result):
     r0 = analyze(logset_dir, resamples=0)
-    assert r0.relations["ratio_ci_low"].isna().all() and r0.relations["alignment_p"].isna().all()
-    assert result.relations["ratio_ci_low"].notna().all() and result.relations["alignment_p"].notna().all()
-    for col in ("slope", "ci_low", "ci_high", "p_value", "ratio", "alignment_k", "spearman_r"):
+    for col in ("isotropy_p", "alignment_p", "curvature_p"):
+        assert r0.relations[col].isna().all() and result.relations[col].notna().all()
+    # the slope and variance-ratio intervals are analytic: the same without resamples
+    for col in ("slope", "ci_low", "ci_high", "p_value", "ratio", "ratio_ci_low", "ratio_ci_high", "alignment_k",
+                "spearman_r"):
         assert_allclose(r0.relations[col], result.relations[col])
     d = r0.to_json_dict()
-    assert d["relations"][0]["alignment_p"] is None and d["relations"][0]["ratio_ci_low"] is None
+    assert d["relations"][0]["isotropy_p"] is None and d["relations"][0]["curvature_p"] is None
 
 
 def test_seeded_and_order_independent(logset_dir, tmp_path):
@@ -239,7 +248,7 @@ def test_seeded_and_order_independent(logset_dir, tmp_path):
     b = analyze(logset_dir, resamples=199, seed=3)
     pd.testing.assert_frame_equal(a.relations, b.relations)
     c = analyze(logset_dir, resamples=199, seed=4)
-    assert not np.allclose(a.relations["ratio_ci_low"], c.relations["ratio_ci_low"])
+    assert not np.allclose(a.relations["isotropy_p"], c.relations["isotropy_p"])
     # a subset of the runs gives the same per-run results
     ls = read_logset(logset_dir)
     ls.runs = ls.runs[::-1][:3]
@@ -248,6 +257,7 @@ def test_seeded_and_order_independent(logset_dir, tmp_path):
     assert len(merged) == len(sub.relations)
     assert_allclose(merged["ratio_ci_low"], merged["ratio_ci_low_all"])
     assert_allclose(merged["alignment_p"], merged["alignment_p_all"])
+    assert_allclose(merged["curvature_p"], merged["curvature_p_all"])
 
 
 def test_blocks_are_analysed_separately(tmp_path):

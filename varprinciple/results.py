@@ -66,7 +66,8 @@ RELATION_FIELDS = (
     "slope", "ci_low", "ci_high", "p_value", "intercept", "se_slope", "se_intercept", "cov_intercept_slope",
     "df", "scatter_var", "sampling_se", "spearman_r", "spearman_p",
     "n_directions", "n_hessian", "n_excluded", "excluded", "n_samples", "n_random",
-    "ratio", "ratio_ci_low", "ratio_ci_high", "alignment_k", "alignment_p", "alignment_n",
+    "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_df", "alignment_k", "isotropy_p", "alignment_p",
+    "alignment_n", "curvature_p",
 )
 #: Fields every ``groups`` row carries (group x source x block at the analysed step).
 GROUP_FIELDS = (

@@ -26,7 +26,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="equivalence margin for slope comparisons, in exponent units (enables TOST)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling statistics (default 0)")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, metavar="N",
-                   help=f"bootstrap replicates and Haar rotations: 0 (off) or >= 99 (default {DEFAULT_RESAMPLES})")
+                   help=f"Haar rotations (isotropy test) and permutations (curvature test): 0 (off) or >= 99 "
+                        f"(default {DEFAULT_RESAMPLES})")
     p.add_argument("--group-by", default=None, metavar="KEYS",
                    help="comma-separated run.json keys defining groups (dotted paths allowed)")
     p.add_argument("--step", type=int, default=None, help="probe step for groups (default: each run's last)")

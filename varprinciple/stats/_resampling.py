@@ -1,4 +1,4 @@
-"""Shared, data-independent resampling ingredients (bootstrap weights, Haar rotations).
+"""Shared, data-independent resampling ingredients (Haar rotations, permutations).
 
 Weights and rotations do not depend on the data, so one set per shape serves every
 probe of an analysis: each probe's test or interval is valid on its own, they are cheap
@@ -36,40 +36,26 @@ def haar_rotations(n: int, k: int, *, rng: np.random.Generator) -> np.ndarray:
 
 
 class Resampler:
-    """Caches Poisson bootstrap weights per sample count and squared Haar rotations per k."""
+    """Caches squared Haar rotations per k (isotropy test) and permutations per number of
+    directions (curvature test)."""
 
     def __init__(self, resamples: int, seed: int):
         self.resamples = int(resamples)
         self.seed = int(seed)
-        self._weights: dict[int, np.ndarray] = {}
         self._rot2: dict[int, np.ndarray] = {}
-        self._counts: dict[int, np.ndarray] = {}
+        self._perms: dict[int, np.ndarray] = {}
 
     def _rng(self, *key: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([self.seed, *key]))
 
-    def draw_weights(self, K: int) -> np.ndarray:
-        """(B, K) Poisson(1) weights for resampling draws (rows), rows with weight sum >= 2."""
-        w = self._weights.get(K)
-        if w is None:
-            rng = self._rng(1, K)
-            w = rng.poisson(1.0, size=(self.resamples, K)).astype(float)
-            bad = w.sum(axis=1) < 2
-            while bad.any():  # pragma: no cover - only for tiny K
-                w[bad] = rng.poisson(1.0, size=(int(bad.sum()), K))
-                bad = w.sum(axis=1) < 2
-            self._weights[K] = w
-        return w
-
-    def direction_counts(self, n: int, salt: int) -> np.ndarray:
-        """(B, n) multinomial counts resampling n directions with replacement."""
-        key = n * 8 + salt
-        c = self._counts.get(key)
-        if c is None:
-            rng = self._rng(2, salt, n)
-            c = rng.multinomial(n, np.full(n, 1.0 / n), size=self.resamples).astype(float)
-            self._counts[key] = c
-        return c
+    def permutations(self, n: int) -> np.ndarray:
+        """(N, n) random permutations of n items (the curvature test's reference)."""
+        p = self._perms.get(n)
+        if p is None:
+            rng = self._rng(4, n)
+            p = np.argsort(rng.random((self.resamples, n)), axis=1)
+            self._perms[n] = p
+        return p
 
     def rotation_squares(self, k: int) -> np.ndarray:
         """(N, k, k) element-wise squares of N Haar rotations (the rotation test's reference)."""

@@ -62,7 +62,8 @@ def format_summary(res) -> str:
                 row["block"] = r.block if r.block is not None else "all"
             row.update({"b": _f(r.slope), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),
                         "spearman": _f(r.spearman_r), "n_dir": r.n_directions, "excl": r.n_excluded,
-                        "K": r.n_samples, "align_k": _f(r.alignment_k), "align_p": _p(r.alignment_p)})
+                        "K": r.n_samples, "align_k": _f(r.alignment_k), "iso_p": _p(r.isotropy_p),
+                        "curv_p": _p(r.curvature_p)})
             if "ratio" in rel and rel["ratio"].notna().any():
                 row["H/rand"] = _f(r.ratio)
             rows.append(row)

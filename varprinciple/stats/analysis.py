@@ -49,10 +49,10 @@ logger = logging.getLogger(__name__)
 
 #: The results JSON's version (owned by :data:`varprinciple.results.RESULTS_SCHEMA_VERSION`).
 JSON_SCHEMA_VERSION = RESULTS_SCHEMA_VERSION
-#: Default number of resamples (bootstrap replicates of the variance ratio and Haar
-#: rotations of the alignment test); see docs/statistics.md for the timing that set it.
+#: Default number of resamples (Haar rotations of the isotropy test and permutations of the
+#: curvature test); see docs/statistics.md for the timing that set it.
 DEFAULT_RESAMPLES = 999
-#: resampling weights and rotations are held in memory: bound their number
+#: rotations and permutations are held in memory: bound their number
 MAX_RESAMPLES = 100_000
 
 

@@ -4,8 +4,8 @@ A *probe* is one run x step x source x block (:class:`varprinciple.io.NoiseBlock
 relation row (one ``relations`` row of the results, fields in
 :data:`varprinciple.results.RELATION_FIELDS`) is assembled from independent parts, one
 small function each: the exponent fit, the rank correlation, the Hessian/random variance
-ratio, the alignment statistic. A new per-probe statistic is one more ``_..._fields``
-function added to :func:`probe_relation`'s list.
+ratio, alignment_k with its isotropy test, the curvature test. A new per-probe statistic is
+one more ``_..._fields`` function added to :func:`probe_relation`'s list.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pandas as pd
 
 from ..results import DIRECTION_COLUMNS, RANDOM_REASON
 from ._resampling import Resampler
-from .alignment import _alignment_from_cov, _variance_ratio
-from .relation import ExclusionReason, _fit_core, _nan_fit, exclusion_reasons, spearman
+from .alignment import _alignment_from_cov, _ratio_interval, curvature_test
+from .relation import MIN_DIRECTIONS_CI, ExclusionReason, _fit_core, _nan_fit, exclusion_reasons, spearman
 
 __all__ = ["ProbeOptions", "ProbeData", "probe_relation", "directions_frame"]
 
@@ -89,19 +89,22 @@ def _spearman_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
 
 
 def _ratio_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
-    """Hessian/random variance ratio with its bootstrap CI (needs both bases)."""
+    """Hessian/random variance ratio with its analytic CI (needs both bases; the interval
+    needs at least 2 random directions and 3 draws)."""
     H = d.hessian
     nh, nr = int(H.sum()), int((~H).sum())
-    ratio = (np.nan, np.nan, np.nan)
+    ratio = (np.nan, np.nan, np.nan, np.nan)
     if nr > 0 and nh > 0:
         order = np.concatenate([np.flatnonzero(H), np.flatnonzero(~H)])
-        vr = _variance_ratio(d.block.values[:, order], nh, opts.resamples, opts.confidence, resampler)
-        ratio = (vr.estimate, vr.ci_low, vr.ci_high)
-    return {"ratio": ratio[0], "ratio_ci_low": ratio[1], "ratio_ci_high": ratio[2]}
+        vr = _ratio_interval(d.block.values[:, order], nh, opts.confidence)
+        ratio = (vr.estimate, vr.ci_low, vr.ci_high, vr.df)
+    return {"ratio": ratio[0], "ratio_ci_low": ratio[1], "ratio_ci_high": ratio[2], "ratio_df": ratio[3]}
 
 
 def _alignment_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
-    """alignment_k over the included Hessian directions with its rotation test."""
+    """alignment_k over the included Hessian directions with its rotation test, a test of
+    isotropy: ``isotropy_p`` (``alignment_p``, its old name, is kept with the same value for
+    JSON v1 readers)."""
     n, K = d.n_included, d.n_samples
     align = (np.nan, np.nan)
     if n >= 2:
@@ -110,11 +113,24 @@ def _alignment_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
         S = (Xc.T @ Xc) / (K - 1)
         at = _alignment_from_cov(S, d.lam[d.included], K, opts.resamples, resampler=resampler)
         align = (at.estimate, at.p_value)
-    return {"alignment_k": align[0], "alignment_p": align[1], "alignment_n": n if n >= 2 else 0}
+    return {"alignment_k": align[0], "isotropy_p": align[1], "alignment_p": align[1],
+            "alignment_n": n if n >= 2 else 0}
+
+
+def _curvature_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
+    """The test of alignment with curvature (permutation of the eigenvalues across the
+    included directions, studentized slope; null when resampling is off)."""
+    n = d.n_included
+    p = np.nan
+    if n >= MIN_DIRECTIONS_CI and opts.resamples > 0 and resampler is not None:
+        Xi = d.block.values[:, d.hessian][:, d.included]
+        p = curvature_test(Xi, d.lam[d.included], resamples=opts.resamples,
+                           _permutations=resampler.permutations(n)).p_value
+    return {"curvature_p": p}
 
 
 #: The parts of a relation row, in order (each: (ProbeData, ProbeOptions, resampler) -> dict).
-ROW_PARTS = (_fit_fields, _spearman_fields, _ratio_fields, _alignment_fields)
+ROW_PARTS = (_fit_fields, _spearman_fields, _ratio_fields, _alignment_fields, _curvature_fields)
 
 
 def probe_relation(run, group: str, blk, opts: ProbeOptions,
@@ -129,7 +145,7 @@ def probe_relation(run, group: str, blk, opts: ProbeOptions,
     blk : varprinciple.io.NoiseBlock
     opts : ProbeOptions
     resampler : Resampler or None
-        Source of bootstrap weights and rotations (None when resampling is off).
+        Source of Haar rotations and permutations (None when resampling is off).
 
     Returns
     -------

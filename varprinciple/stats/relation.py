@@ -7,13 +7,16 @@ the exponent ``b`` by ordinary least squares of ``y_i = log s_i^2`` on
 confidence interval that accounts for
 
 * the sampling error of the ``s_i^2``, which is correlated across directions because
-  every draw is projected on every direction; its covariance is estimated from the
-  draws themselves by the delta method (fourth moments, so heavy tails and masked noise
-  are handled without a Gaussian assumption), and
-* the scatter ``e_i`` of the directions around the power law, estimated by moments from
-  the residual sum of squares minus its expected sampling part.
+  every draw is projected on every direction (and, in real logs, correlated within
+  groups of neighbouring directions along the spectrum): a delete-one-draw jackknife of
+  the log variances, so heavy tails and small K are handled without a Gaussian
+  assumption, and
+* the scatter ``e_i`` of the directions around the power law, which may be larger for a
+  few high-leverage outlier eigenvalues: a leverage-adjusted (HC2) estimate from the
+  residuals,
 
-No resampling is used, so the interval is the same with ``resamples=0``. See
+with Satterthwaite degrees of freedom for the two parts. No resampling with random
+numbers is used, so the interval is the same with ``resamples=0``. See
 ``docs/statistics.md`` for the derivation and the calibration results.
 """
 
@@ -32,20 +35,27 @@ __all__ = [
     "ExclusionReason",
     "DEFAULT_FLOOR_REL",
     "DEFAULT_RESIDUAL_FACTOR",
+    "MIN_DIRECTIONS_CI",
     "exclusion_reasons",
     "RelationFit",
     "relation_fit",
     "spearman",
 ]
 
-#: Eigenvalues at or below this multiple of the block's largest eigenvalue are excluded.
-DEFAULT_FLOOR_REL = 1e-6
+#: Eigenvalues at or below this multiple of the block's largest eigenvalue are excluded: the
+#: fit spans at most four decades below lambda_max. Calibrated on realistic spectra (a bulk of
+#: small eigenvalues above a noise floor, docs/statistics.md): with 1e-6, two off-law directions
+#: at 5e-6 lambda_max pulled a true b = 1 down to 0.17.
+DEFAULT_FLOOR_REL = 1e-4
 #: Eigenvalues at or below this multiple of their residual ||Hv - lambda v|| are excluded
 #: (for a unit v there is an exact eigenvalue within ||Hv - lambda v|| of lambda, so a
 #: lambda above its residual is guaranteed to sit near a positive eigenvalue).
 DEFAULT_RESIDUAL_FACTOR = 1.0
 #: The slope variance is never estimated below this fraction of its sampling part.
 SAMPLING_FLOOR = 0.5
+#: Fewest included directions with an interval. With 3 (one residual degree of freedom) the
+#: coverage ranged 0.92-0.99 over K and noise structures (docs/statistics.md): refused.
+MIN_DIRECTIONS_CI = 4
 
 
 class ExclusionReason(StrEnum):
@@ -66,7 +76,7 @@ def exclusion_reasons(eigenvalues, *, residuals=None, floor_rel: float = DEFAULT
         Hessian eigenvalues of the probed directions.
     residuals : array_like, shape (k,), optional
         ``||H v - lambda v||`` per direction; NaN where not logged.
-    floor_rel : float, default 1e-6
+    floor_rel : float, default 1e-4
         Relative floor: ``lambda <= floor_rel * max(lambda)`` is ``"below_floor"``.
     residual_factor : float, default 1.0
         ``lambda <= residual_factor * residual`` is ``"residual"``.
@@ -100,11 +110,12 @@ class RelationFit:
     """The fitted power law ``s^2 ~ exp(intercept) * lambda^slope`` of one probe.
 
     ``slope`` is the exponent b; ``ci_low``/``ci_high`` its two-sided interval at
-    ``confidence`` (Student t with ``df = n_directions - 2``); ``p_value`` the one-sided
-    p for b > 0. ``scatter_var`` is the estimated variance tau^2 of the directions around
-    the power law (beyond sampling error); ``sampling_se`` the part of ``se_slope`` due to
-    sampling error alone. Undefined values are NaN (fewer than 3 included directions
-    give no interval, fewer than 2 no slope).
+    ``confidence`` (Student t with the Satterthwaite ``df``, not an integer in general);
+    ``p_value`` the one-sided p for b > 0. ``scatter_var`` is the estimated (average)
+    variance tau^2 of the directions around the power law (beyond sampling error);
+    ``sampling_se`` the jackknife standard error of b due to sampling error alone.
+    Undefined values are NaN (fewer than ``MIN_DIRECTIONS_CI`` = 4 included directions or
+    fewer than 3 draws give no interval, fewer than 2 directions no slope).
     """
 
     slope: float
@@ -195,13 +206,23 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
 
     Notes
     -----
-    With ``Z_kj = (x_kj - xbar_j)^2 / s_j^2 - 1`` (column-centred), the sampling
-    covariance of ``log s^2`` is estimated as ``Sigma = Z^T Z / (K (K - 1))`` (delta
-    method); ``y_j = log s_j^2 + Sigma_jj / 2`` removes the first-order bias of the log.
-    For OLS weights ``c`` (slope) the variance of b is
-    ``tau^2 c^T c + c^T Sigma c`` with the moment estimate
-    ``tau^2 = (RSS - tr(M Sigma)) / (n - 2)``, M the residual maker; the variance is
-    floored at ``SAMPLING_FLOOR * c^T Sigma c`` (``scatter_var`` reports ``max(0, tau^2)``).
+    Sampling part: with ``l_(-k),j`` the log variance of direction j without draw k
+    (closed form), ``y_j = K log s_j^2 - (K - 1) mean_k l_(-k),j`` (jackknife bias
+    correction of the log) and the jackknife covariance
+    ``Sigma_J = (K - 1)/K sum_k (l_(-k) - lbar)(l_(-k) - lbar)^T``. For the OLS weights
+    ``c`` of b, leverages ``h`` and residual maker ``M``:
+
+    * ``V1 = sum_i c_i^2 r_i^2 / (1 - h_i)`` (HC2) estimates the scatter, heteroscedastic
+      and leverage-adjusted, plus the sampling error visible in the residuals
+      (``tr(G Sigma_J)``, ``G = M diag(c^2 / (1 - h)) M``);
+    * ``V2 = c^T Sigma_J c - tr(G Sigma_J)`` is the sampling error the residuals cannot see
+      (correlated along the spectrum, e.g. within blocks of neighbouring directions);
+    * ``Var(b) = max(V1 + V2, SAMPLING_FLOOR * c^T Sigma_J c)``, t interval with the
+      Satterthwaite df of ``V1`` (Bell-McCaffrey df ``tr(G Omega)^2 / tr((G Omega)^2)``
+      under ``Omega = diag(tau_i^2 + Sigma_J,ii)``, ``tau_i^2`` the clipped HC2 scatter of
+      direction i) and ``V2`` (``2 (K - 1) / (kurtosis - 1)`` of the per-draw jackknife
+      values of b, at most K - 1).
+
     A shift common to all directions (a shared scale) cancels in the slope contrast.
 
     Examples
@@ -227,58 +248,166 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
     return _fit_core(X[:, inc], x, K, n, n_exc, confidence, excluded)
 
 
+def _loo_log_variances(Xi: np.ndarray) -> np.ndarray | None:
+    """(K, n) leave-one-draw-out log column variances (ddof = 1), or None if one is not positive."""
+    K = Xi.shape[0]
+    d = Xi - Xi.mean(axis=0)
+    sq = d * d
+    s2_loo = (sq.sum(axis=0) - K / (K - 1.0) * sq) / (K - 2.0)
+    if not np.all(s2_loo > 0):
+        return None
+    return np.log(s2_loo)
+
+
+def _jackknife_log_variances(Xi: np.ndarray):
+    """``(y, infl)``: jackknife bias-corrected log variances (n,) and the (K, n) per-draw
+    jackknife deviations with ``infl.T @ infl`` = the jackknife sampling covariance of ``y``;
+    None with fewer than 3 draws or a non-positive leave-one-out variance."""
+    K = Xi.shape[0]
+    if K < 3:
+        return None
+    s2 = Xi.var(axis=0, ddof=1)
+    Yl = _loo_log_variances(Xi)
+    if Yl is None or not np.all(s2 > 0):
+        return None
+    ybar_loo = Yl.mean(axis=0)
+    # jackknife bias correction of log s^2 (E log s^2 < log sigma^2, by an amount that depends on
+    # the kurtosis of each direction's noise)
+    y = np.log(s2) - (K - 1.0) * (ybar_loo - np.log(s2))
+    return y, np.sqrt((K - 1.0) / K) * (Yl - ybar_loo)
+
+
+def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 256,
+                nu2: float | None = None):
+    """The slope of ``y`` on each row of ``x`` (N, n) with its variance and df, vectorised.
+
+    ``infl`` (K, n) are the per-draw jackknife deviations of ``y`` (``Sigma = infl.T @ infl``).
+    Returns ``(b, var_b, df, v_samp, nu2)``, arrays of shape (N,); see :func:`relation_fit`'s
+    Notes. O(N (n^2 + K n)) after one n x n product; O(N n^2) when ``nu2`` (the df of the
+    sampling part, which needs the K per-draw values of each slope) is given.
+    """
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    N, n = x.shape
+    K = infl.shape[0]
+    Sigma = infl.T @ infl
+    dS = np.diag(Sigma)
+    out = [np.empty(N) for _ in range(5)]
+    for lo in range(0, N, chunk):
+        xs = x[lo:lo + chunk]
+        m = xs.shape[0]
+        dx = xs - xs.mean(axis=1, keepdims=True)
+        sxx = np.einsum("ij,ij->i", dx, dx)
+        c = dx / sxx[:, None]
+        b = c @ y
+        r = y[None, :] - y.mean() - b[:, None] * dx  # residuals
+        h = 1.0 / n + dx * dx / sxx[:, None]  # leverages
+        w = c * c / (1.0 - h)
+        # (1) HC2 on the residuals: the scatter (heteroscedastic, leverage-adjusted) plus the
+        #     part of the sampling error the residuals see, tr(G Sigma), G = M diag(w) M
+        v1 = np.einsum("ij,ij->i", w, r * r)
+        # residual maker M = I - q0 q0' - q1 q1', q0 = 1/sqrt(n), q1 = dx/sqrt(sxx) (per row)
+        q1 = dx / np.sqrt(sxx)[:, None]
+        s0 = Sigma.sum(axis=1) / np.sqrt(n)  # Sigma q0
+        s1 = q1 @ Sigma  # (Sigma q1)' per row
+        b00 = float(s0.sum()) / np.sqrt(n)
+        b01 = s1.sum(axis=1) / np.sqrt(n)
+        b11 = np.einsum("ij,ij->i", s1, q1)
+        q0 = 1.0 / np.sqrt(n)
+        diag_msm = (dS[None, :] - 2.0 * (q0 * s0[None, :] + q1 * s1)
+                    + q0 * q0 * b00 + 2.0 * q0 * b01[:, None] * q1 + b11[:, None] * q1 * q1)
+        tr_g_sigma = np.einsum("Ni,Ni->N", w, diag_msm)
+        # (2) the sampling error the residuals cannot see (correlated along the spectrum)
+        if nu2 is None:
+            U = infl @ c.T  # (K, m) per-draw jackknife deviations of b
+            vs = np.einsum("km,km->m", U, U)
+        else:
+            vs = np.einsum("ij,ij->i", c @ Sigma, c)
+        v2 = vs - tr_g_sigma
+        var = np.maximum(v1 + v2, SAMPLING_FLOOR * vs)
+        # Satterthwaite df. (1): Bell-McCaffrey df of G under the estimated covariance of the
+        # residual errors, Omega = diag(scatter_i + Sigma_ii), scatter_i the HC2 estimate
+        # (r_i^2 - (M Sigma M)_ii) / (1 - h_i) clipped at 0
+        om = np.maximum((r * r - diag_msm) / (1.0 - h), 0.0) + dS[None, :]
+        # G = M diag(w) M = diag(w) + F with F_ij = sum_t A_t(i) B_t(j) separable (8 terms), so
+        # tr(G Omega) and tr((G Omega)^2) need O(n) per row instead of forming n x n matrices
+        c00 = w.sum(axis=1) / n
+        c01 = np.einsum("ij,ij->i", w, q1) / n  # q0 * (q0' diag(w) q1)
+        c11 = np.einsum("ij,ij->i", w, q1 * q1)
+        one = np.ones_like(q1)
+        qw = q1 * w
+        A = np.stack([c00[:, None] / n * one, c01[:, None] * q1, c01[:, None] * one, c11[:, None] * q1,
+                      -w / n, one, -qw, q1], axis=1)  # (m, 8, n)
+        B = np.stack([one, one, q1, q1, one, -w / n, q1, -qw], axis=1)
+        f_diag = np.einsum("Nti,Nti->Ni", A, B)
+        MA = np.einsum("Nti,Nsi->Nts", A * om[:, None, :], A)
+        MB = np.einsum("Nti,Nsi->Nts", B * om[:, None, :], B)
+        tr_go = np.einsum("Ni,Ni->N", om, w + f_diag)
+        tr_go2 = np.einsum("Nts,Nts->N", MA, MB) + np.einsum("Ni,Ni->N", om * om, w * w + 2.0 * w * f_diag)
+        nu1 = tr_go * tr_go / tr_go2
+        # (2): df of a jackknife variance from K draws, 2 (K - 1) / (kurtosis - 1), <= K - 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if nu2 is None:
+                u = U - U.mean(axis=0)
+                uu = np.einsum("km,km->m", u, u)
+                kurt = np.where(uu > 0, K * np.sum(np.square(u * u), axis=0) / (uu * uu), 3.0)
+                nu2_r = np.clip(2.0 * (K - 1.0) / np.maximum(kurt - 1.0, 1e-12), 1.0, K - 1.0)
+            else:
+                nu2_r = np.full(m, float(nu2))
+            p2 = np.maximum(v2, 0.0)
+            df = np.where(v1 + p2 > 0, (v1 + p2) ** 2 / (v1 * v1 / nu1 + p2 * p2 / nu2_r), n - 2.0)
+        sl = slice(lo, lo + m)
+        out[0][sl], out[1][sl], out[2][sl], out[3][sl], out[4][sl] = b, var, df, vs, nu2_r
+    return tuple(out)
+
+
 def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confidence: float,
               excluded: dict) -> RelationFit:
     xc = Xi - Xi.mean(axis=0)
-    sq = xc * xc
-    s2 = sq.sum(axis=0) / (K - 1)
-    Z = sq / s2 - 1.0
-    Z -= Z.mean(axis=0)
-    denom = K * (K - 1.0)
-    diag_sigma = (Z * Z).sum(axis=0) / denom
-    y = np.log(s2) + 0.5 * diag_sigma
+    s2 = (xc * xc).sum(axis=0) / (K - 1)
     xbar = x.mean()
     dx = x - xbar
     sxx = float(dx @ dx)
-    if not sxx > 0:  # all included eigenvalues equal: no slope
+    if not sxx > 0 or not np.all(s2 > 0):  # all included eigenvalues equal, or a constant column: no slope
         return _nan_fit(n, n_exc, K, confidence, excluded)
+    jk = _jackknife_log_variances(Xi)
+    if jk is None:  # too few draws for the jackknife: slope without interval
+        y = np.log(s2)
+        b = float(dx @ y / sxx)
+        return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=float(y.mean() - b * xbar))
+    y, infl = jk
     c = dx / sxx
     b = float(c @ y)
     a = float(y.mean() - b * xbar)
-    # weights: (a, b) = A @ y
-    A = np.vstack([1.0 / n - xbar * c, c])
-    U = Z @ A.T  # (K, 2)
-    v_samp = (U.T @ U) / denom
-    if n < 3:
+    if n < MIN_DIRECTIONS_CI:
         return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=a)
-    resid = y - a - b * x
-    rss = float(resid @ resid)
-    # tr(M Sigma) = tr(Sigma) - q1' Sigma q1 - q2' Sigma q2 (q: orthonormal basis of [1, x])
+    _, var_b, df, vs, _ = (float(v[0]) for v in _slope_rows(y, infl, x[None, :]))
+    # the intercept's variance and its covariance with b: the same two parts (HC2 on the
+    # residuals + the sampling error they cannot see), no df needed
+    A = np.vstack([1.0 / n - xbar * c, c])  # (a, b) = A @ y
+    U = infl @ A.T
+    v_samp = U.T @ U
+    h = 1.0 / n + dx * dx / sxx
     q = np.vstack([np.full(n, 1.0 / np.sqrt(n)), dx / np.sqrt(sxx)])
-    Zq = Z @ q.T
-    tr_m_sigma = float(diag_sigma.sum() - (Zq * Zq).sum() / denom)
-    df = n - 2
-    tau2_raw = (rss - tr_m_sigma) / df  # unbiased moment estimate; may be negative
-    AAt = A @ A.T
-    # Variance floor: the slope variance may fall below its sampling part (a negative tau2
-    # estimate keeps the interval unbiased, like the classical OLS interval) but not below
-    # SAMPLING_FLOOR times it. Clipping tau2 at 0 instead makes the interval conservative
-    # (coverage up to 0.99 with few directions); see docs/statistics.md.
-    tau2_eff = max(tau2_raw, -(1.0 - SAMPLING_FLOOR) * v_samp[1, 1] / AAt[1, 1])
-    cov = tau2_eff * AAt + v_samp
-    if not (cov[0, 0] > 0 and np.linalg.det(cov) > 0):  # keep the 2x2 covariance positive definite
-        cov = max(tau2_raw, 0.0) * AAt + v_samp
-    tau2 = max(0.0, tau2_raw)
-    se_b = float(np.sqrt(cov[1, 1]))
-    se_a = float(np.sqrt(cov[0, 0]))
+    M = np.eye(n) - q.T @ q  # residual maker
+    resid = y - a - b * x
+    IM = infl @ M
+    r2 = resid * resid
+
+    def part(wv):  # HC2 term + (sampling - its share seen by the residuals)
+        return float(wv @ r2 - np.einsum("ki,i,ki->", IM, wv, IM))
+
+    va = max(part(A[0] ** 2 / (1.0 - h)) + v_samp[0, 0], SAMPLING_FLOOR * float(v_samp[0, 0]))
+    cov_ab = part(A[0] * A[1] / (1.0 - h)) + float(v_samp[0, 1])
+    lim = 0.999 * np.sqrt(va * var_b)
+    cov_ab = float(np.clip(cov_ab, -lim, lim))
+    se_b = float(np.sqrt(var_b))
+    se_a = float(np.sqrt(va))
     tq = float(sps.t.ppf(0.5 + confidence / 2, df))
-    if se_b > 0:
-        p = float(sps.t.sf(b / se_b, df))
-    else:  # pragma: no cover - impossible with positive variances
-        p = np.nan
+    p = float(sps.t.sf(b / se_b, df)) if se_b > 0 else np.nan
+    tau2 = max(0.0, float((resid @ resid - np.einsum("ki,ki->", IM, infl)) / (n - 2)))
     return RelationFit(slope=b, intercept=a, se_slope=se_b, se_intercept=se_a,
-                       cov_intercept_slope=float(cov[0, 1]), ci_low=b - tq * se_b, ci_high=b + tq * se_b,
-                       p_value=p, df=float(df), scatter_var=tau2, sampling_se=float(np.sqrt(v_samp[1, 1])),
+                       cov_intercept_slope=cov_ab, ci_low=b - tq * se_b, ci_high=b + tq * se_b,
+                       p_value=p, df=df, scatter_var=tau2, sampling_se=float(np.sqrt(vs)),
                        n_directions=n, n_excluded=n_exc, n_samples=K, confidence=confidence,
                        excluded=excluded)
 
