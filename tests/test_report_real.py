@@ -59,7 +59,7 @@ CI_KEYS = {"b": ("slope", "ci_low", "ci_high"), "A − B": ("difference", "ci_lo
            "Estimate": ("estimate", "ci_low", "ci_high"),
            "λ_max": ("lambda_max", None, None), "Tr(H)": ("hessian_trace", None, None)}
 P_KEYS = {"p (one-sided)": "p_value", "p": "p_value", "Holm p": "p_adjusted", "Spearman p": "spearman_p",
-          "align. p (one-sided)": "alignment_p", "TOST p": "tost_p"}
+          "isotropy p": "isotropy_p", "curvature p": "curvature_p", "TOST p": "tost_p"}
 INT_KEYS = {"n runs": "n_runs", "n dir.": "n_directions", "n excl.": "n_excluded", "K": "n_samples",
             "Step": "step"}
 

@@ -120,6 +120,12 @@ def _ci_header(name: str, level: float | None) -> str:
     return f"{name} [{format_percent(level)} CI]" if level is not None else f"{name} [CI]"
 
 
+def _isotropy_p(r: dict):
+    """The rotation (isotropy) test's p: ``isotropy_p``, or ``alignment_p`` in older results."""
+    v = r.get("isotropy_p")
+    return r.get("alignment_p") if v is None else v
+
+
 def _has(rows: list[dict], key: str) -> bool:
     return any(not is_missing(r.get(key)) for r in rows)
 
@@ -283,7 +289,9 @@ def relations_table(data: ReportData) -> ReportTable | None:
                                                                          format_sig), "r"))
     if _has(rows, "alignment_k"):
         cols += [Column("align. k", lambda r: format_sig(r.get("alignment_k")), "r"),
-                 Column("align. p (one-sided)", lambda r: format_p(r.get("alignment_p")), "r")]
+                 Column("isotropy p", lambda r: format_p(_isotropy_p(r)), "r")]
+    if _has(rows, "curvature_p"):
+        cols.append(Column("curvature p", lambda r: format_p(r.get("curvature_p")), "r"))
     cols += [Column("n dir.", lambda r: format_int(r.get("n_directions")), "r"),
              Column("n excl.", lambda r: format_int(r.get("n_excluded")), "r"),
              Column("K", lambda r: format_int(r.get("n_samples")), "r")]
@@ -298,9 +306,13 @@ def relations_table(data: ReportData) -> ReportTable | None:
         + (" Hess./random var.: mean noise variance along the Hessian directions over that along random "
            "directions, with its CI." if _has(rows, "ratio") else "")
         + (" align. k: alignment_k = k Σλs² / (Σλ · Σs²) inside the probed subspace (1 for isotropic noise), "
-           "over the directions in the fit, with the one-sided p of its rotation test (H1: larger alignment), "
-           "unadjusted."
-           if _has(rows, "alignment_k") else ""),
+           "over the directions in the fit. isotropy p: one-sided p of its Haar-rotation test, whose null is "
+           "noise isotropic within the probed subspace — anisotropic noise unrelated to λ rejects it too, so it "
+           "is not evidence of alignment with curvature; unadjusted."
+           if _has(rows, "alignment_k") else "")
+        + (" curvature p: one-sided p of the curvature test (null: noise variance unrelated to λ given the "
+           "probed directions; λ permuted across directions), the evidence for alignment with curvature; "
+           "unadjusted." if _has(rows, "curvature_p") else ""),
         "Each row describes one trained network; claims about a training procedure rest on the group table.",
     ]
     return ReportTable("relations", "Per-run relation between noise variance and curvature", df,
