@@ -275,8 +275,7 @@ def reprobe_run(run_dir: str | os.PathLike, *, out: str | os.PathLike, settings=
     cfg = meta.get("config") if isinstance(meta, dict) else None
     if not isinstance(cfg, dict) or "train" not in cfg:
         raise InputError(f"{run_dir}: run.json has no collect 'config'; use probe_checkpoints with your model")
-    spec = RunSpec(meta["run_id"], meta.get("group", ""), meta["method"], meta.get("seed", 0), cfg,
-                   meta.get("train_seed", 0), meta.get("probe_seed", 0), meta.get("config_hash", ""))
+    spec = RunSpec.from_meta(meta, cfg)
     if base_dir is None:
         src = meta.get("config_source")
         base_dir = str(Path(src).resolve().parent) if src else "."

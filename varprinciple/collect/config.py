@@ -189,6 +189,13 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
                                  "(docs/flatness.md)", lo=0),
         "target_check_every": ConfigKey("int", 10, "steps between the stop rule's loss checks",
                                         lo=1),
+        "seed_scheme": ConfigKey("str", "per_run", "how a run's seed becomes its random streams: "
+                                 "'per_run' hashes the whole resolved configuration (every run its own "
+                                 "initialisation); 'matched' draws the initial weights from [data] + "
+                                 "[model] + seed and the data order and dropout masks from [data] + seed, "
+                                 "so runs of different methods with one seed start from the same "
+                                 "weights and are compared paired (docs/collection.md)",
+                                 choices=("per_run", "matched")),
     },
     "probe": {
         "every": ConfigKey("int", 0, "also probe every N steps (0: only at the end of training)",

@@ -136,8 +136,7 @@ def _rebuild(run_dir: Path):
     cfg = meta.get("config") if isinstance(meta, dict) else None
     if not isinstance(cfg, dict) or "train" not in cfg:
         raise InputError(f"{run_dir}: run.json has no collect 'config'")
-    spec = RunSpec(meta["run_id"], meta.get("group", ""), meta["method"], meta.get("seed", 0), cfg,
-                   meta.get("train_seed", 0), meta.get("probe_seed", 0), meta.get("config_hash", ""))
+    spec = RunSpec.from_meta(meta, cfg)
     src = meta.get("config_source")
     base_dir = str(Path(src).resolve().parent) if src else "."
     _ds, loss, model, _g, ((X, y, _l), _t), _ = _build(spec, base_dir, "cpu")

@@ -73,7 +73,7 @@ def derive_seed(*parts: Any) -> int:
 #: [train] keys that only decide what is logged or saved; they do not enter the training seed.
 #: The stop rule's keys are among them: its loss checks draw no random numbers, so a run
 #: stopped by ``target_loss`` is an exact prefix of the same run without it.
-_UNSEEDED_TRAIN_KEYS = ("checkpoints", "log_every", "target_loss", "target_check_every")
+_UNSEEDED_TRAIN_KEYS = ("checkpoints", "log_every", "target_loss", "target_check_every", "seed_scheme")
 
 
 @dataclass(frozen=True)
@@ -88,18 +88,29 @@ class RunSpec:
     train_seed: int
     probe_seed: int
     config_hash: str
+    #: seed_scheme "matched" only: the initial weights' and the data order's seeds
+    init_seed: int | None = None
+    order_seed: int | None = None
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], config: dict) -> "RunSpec":
+        """The spec of a collected run from its ``run.json`` (re-probes, profiles)."""
+        return cls(meta["run_id"], meta.get("group", ""), meta["method"], meta.get("seed", 0), config,
+                   meta.get("train_seed", 0), meta.get("probe_seed", 0), meta.get("config_hash", ""),
+                   init_seed=meta.get("init_seed"), order_seed=meta.get("order_seed"))
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "group": self.group, "method": self.method, "seed": self.seed,
                 "train_seed": self.train_seed, "probe_seed": self.probe_seed,
-                "config_hash": self.config_hash}
+                "config_hash": self.config_hash, "init_seed": self.init_seed, "order_seed": self.order_seed}
 
 
 def _probe_seed_part(c: dict) -> dict:
     """The configuration the probe seed hashes: all of it but the stop rule's keys and the
     ``[trajectory]`` section (which draws from its own streams), so adding them moves no seed."""
     part = {k: v for k, v in c.items() if k != "trajectory"}
-    part["train"] = {k: v for k, v in c["train"].items() if k not in ("target_loss", "target_check_every")}
+    part["train"] = {k: v for k, v in c["train"].items()
+                     if k not in ("target_loss", "target_check_every", "seed_scheme")}
     return part
 
 
@@ -153,11 +164,14 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
             train_part = {k: c[k] for k in ("data", "model", "train")}
             # bookkeeping keys (what is logged or saved) do not enter the training seed
             train_part["train"] = {k: v for k, v in t.items() if k not in _UNSEEDED_TRAIN_KEYS}
+            matched = t.get("seed_scheme") == "matched"
             specs.append(RunSpec(
                 run_id=name, group=group, method=m.value, seed=int(seed), config=c,
                 train_seed=derive_seed("train", train_part),
                 probe_seed=derive_seed("probe", _probe_seed_part(c)),
-                config_hash=hashlib.sha256(_canon(c).encode()).hexdigest()[:16]))
+                config_hash=hashlib.sha256(_canon(c).encode()).hexdigest()[:16],
+                init_seed=derive_seed("init", c["data"], c["model"], int(seed)) if matched else None,
+                order_seed=derive_seed("order", c["data"], int(seed)) if matched else None))
     return specs
 
 
@@ -250,7 +264,9 @@ def _build(spec: RunSpec, base_dir: str, device: str):
                           f"regression task")
     loss = _resolve_loss(t["loss"], ds.task)
     dtype = torch.float64 if t["dtype"] == "float64" else torch.float32
-    g = torch.Generator().manual_seed(spec.train_seed)
+    # seed_scheme "matched": initial weights from init_seed, then the data order and dropout
+    # masks from order_seed (same for every method at one seed); else one stream from train_seed
+    g = torch.Generator().manual_seed(spec.train_seed if spec.init_seed is None else spec.init_seed)
     # Dropout layers exist in every model (p = 0 when training has none) so that the
     # dropout probe source and checkpoints see the same architecture for every method.
     m = Method(t["method"])
@@ -279,6 +295,8 @@ def _build(spec: RunSpec, base_dir: str, device: str):
         from .trajectory import parameter_subset
         parameter_subset(model, c["trajectory"]["params"])
     model.to(device)
+    if spec.order_seed is not None:
+        g = torch.Generator().manual_seed(spec.order_seed)
     tensors = (prepare_tensors(ds.X_train, ds.y_train, loss=loss, n_outputs=ds.n_outputs, dtype=dtype,
                                device=device, task=ds.task),
                prepare_tensors(ds.X_test, ds.y_test, loss=loss, n_outputs=ds.n_outputs, dtype=dtype,
@@ -479,6 +497,8 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         "seed": spec.seed,
         "train_seed": spec.train_seed,
         "probe_seed": spec.probe_seed,
+        "seed_scheme": t.get("seed_scheme", "per_run"),
+        **({"init_seed": spec.init_seed, "order_seed": spec.order_seed} if spec.init_seed is not None else {}),
         "dataset": ds.name,
         "model": describe_model(model),
         "arch": c["model"]["arch"],

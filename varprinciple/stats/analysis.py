@@ -39,7 +39,7 @@ from .matched import LOSS_TOLERANCE, annotate_flatness_comparisons
 from .per_probe import ProbeOptions, directions_frame, probe_relation
 from .psi_analysis import psi_analysis
 from .relation import DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR
-from .replicates import find_networks
+from .replicates import find_networks, pair_keys
 
 __all__ = ["analyze", "AnalysisResult", "Quantity", "DEFAULT_RESAMPLES", "CONTROL_SOURCES",
            "MAX_DEFAULT_GROUPS", "parse_compare", "directions_path", "check_output_path",
@@ -276,8 +276,10 @@ def analyze(
     flat_rows, flat_units = flatness_rows(runs, labels, key_of, sel, confidence, networks.network_of)
     # psi from the optional trajectory tables: group rows (quantity "psi") join the flatness
     # summaries, its comparisons (own Holm family, TOST at the equivalence margin) the others
+    pair_of = pair_keys(runs, networks.network_of)
     psi = psi_analysis(runs, labels, key_of=key_of, confidence=confidence, alpha=alpha,
-                       margin=equivalence_margin, resamples=B, seed=seed, network_of=networks.network_of)
+                       margin=equivalence_margin, resamples=B, seed=seed, network_of=networks.network_of,
+                       pair_of=pair_of)
     flat_rows = flat_rows + psi.groups
     flatness = int_or_null(pd.DataFrame(flat_rows, columns=list(FLATNESS_COLUMNS)), "step")
 
@@ -287,7 +289,7 @@ def analyze(
     units_by_q = {Quantity.SLOPE.value: slope_units}
     units_by_q.update(flat_units)
     comp_rows = comparison_rows(units_by_q, declared, conf=confidence, alpha=alpha, margin=equivalence_margin,
-                                step_label=step_label, notes=notes)
+                                step_label=step_label, notes=notes, pair_of=pair_of)
     comparisons = pd.DataFrame(comp_rows + psi.comparisons, columns=list(COMPARISON_COLUMNS))
     # the groups' training losses (and the loss-adjusted difference) beside every flatness comparison
     comparisons = annotate_flatness_comparisons(comparisons, runs, labels, sel, tolerance=LOSS_TOLERANCE,
@@ -306,7 +308,8 @@ def analyze(
         "replicates": "independently trained networks: runs with identical noise tables, the same "
                       "checkpoint_fingerprint, or the same training seed and eigenvalues are one network, "
                       "counted once (the mean over its runs); n_runs and df count networks",
-        "comparison_test": "paired t (same runs) or Welch t",
+        "comparison_test": "paired t (units share networks, or runs collected with seed_scheme "
+                           "'matched' share init and data-order seeds) or Welch t",
         "multiplicity": "Holm within each quantity's confirmatory family",
         "tost_multiplicity": "tost_p and equivalent are per comparison, NOT adjusted for multiplicity; "
                              "tost_p_adjusted and equivalent_adjusted: Holm over the TOST p-values of each "

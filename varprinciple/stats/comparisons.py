@@ -89,19 +89,30 @@ class Unit:
         return self.label if self.source is None else f"{self.label}:{self.source}"
 
 
-def compare_units(a: Unit, b: Unit, quantity: str, *, conf, alpha, margin, step) -> dict | None:
-    common = sorted(set(a.values) & set(b.values))
+def _keyed(values: dict, pair_of) -> dict:
+    """``values`` re-keyed by pairing key (:func:`.replicates.pair_keys`); unchanged if a key
+    would repeat within the unit (never pair on an ambiguous key)."""
+    if not pair_of:
+        return values
+    out = {pair_of.get(k, k): v for k, v in values.items()}
+    return out if len(out) == len(values) else values
+
+
+def compare_units(a: Unit, b: Unit, quantity: str, *, conf, alpha, margin, step, pair_of=None) -> dict | None:
+    """One comparison row, paired on the networks (or matched seeds, ``pair_of``) both share."""
+    av, bv = _keyed(a.values, pair_of), _keyed(b.values, pair_of)
+    common = sorted(set(av) & set(bv))
     note = None
     if common:
         paired = True
-        if set(a.values) != set(b.values):
+        if set(av) != set(bv):
             note = f"paired on the {len(common)} runs both units share"
-        va = np.array([a.values[r] for r in common])
-        vb = np.array([b.values[r] for r in common])
+        va = np.array([av[r] for r in common])
+        vb = np.array([bv[r] for r in common])
     else:
         paired = False
-        va = np.array(list(a.values.values()))
-        vb = np.array(list(b.values.values()))
+        va = np.array(list(av.values()))
+        vb = np.array(list(bv.values()))
     va = va[np.isfinite(va)] if not paired else va
     vb = vb[np.isfinite(vb)] if not paired else vb
     if paired:
@@ -222,7 +233,7 @@ def adjust_family(rows: list[dict], *, alpha: float) -> None:
 
 
 def comparison_rows(units_by_q: dict[str, list[Unit]], declared, *, conf, alpha, margin, step_label,
-                 notes) -> list[dict]:
+                 notes, pair_of=None) -> list[dict]:
     rows: list[dict] = []
     for q, units in units_by_q.items():
         decl = declared
@@ -235,9 +246,11 @@ def comparison_rows(units_by_q: dict[str, list[Unit]], declared, *, conf, alpha,
         fam, ctrl = family_pairs(units, decl, notes, q)
         m = margin if q == Quantity.SLOPE else None
         fam_rows = [r for a, b in fam
-                    if (r := compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label))]
+                    if (r := compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label,
+                                         pair_of=pair_of))]
         adjust_family(fam_rows, alpha=alpha)
         rows += fam_rows
         rows += [r for a, b in ctrl
-                 if (r := compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label))]
+                 if (r := compare_units(a, b, q, conf=conf, alpha=alpha, margin=m, step=step_label,
+                                         pair_of=pair_of))]
     return rows

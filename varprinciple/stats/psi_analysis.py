@@ -73,7 +73,8 @@ def _float(x):
 def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, dict] | None = None,
                  confidence: float = 0.95, alpha: float = 0.05, margin: float | None = None,
                  resamples: int = 2000, seed: int = 0, threshold: str = "width",
-                 network_of: Mapping[str, str] | None = None) -> PsiAnalysis:
+                 network_of: Mapping[str, str] | None = None,
+                 pair_of: Mapping[str, str] | None = None) -> PsiAnalysis:
     """ψ per run, per group and between groups (runs are the replicates).
 
     Parameters
@@ -93,6 +94,9 @@ def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, 
     network_of : mapping, optional
         run_id -> network id (:func:`varprinciple.stats.replicates.find_networks`): runs of
         one network count once at group level (their ψ averaged), never as replicates.
+    pair_of : mapping, optional
+        network id -> pairing key (:func:`varprinciple.stats.replicates.pair_keys`):
+        groups sharing keys (matched seeds) are compared paired.
 
     Raises
     ------
@@ -172,7 +176,8 @@ def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, 
     for a, b in itertools.combinations(sorted(units), 2):
         if len(units[a].values) < 2 or len(units[b].values) < 2:
             continue
-        row = compare_units(units[a], units[b], "psi", conf=confidence, alpha=alpha, margin=margin, step=None)
+        row = compare_units(units[a], units[b], "psi", conf=confidence, alpha=alpha, margin=margin, step=None,
+                            pair_of=pair_of)
         if row is not None:
             comparisons.append(row)
     adjust_family(comparisons, alpha=alpha)

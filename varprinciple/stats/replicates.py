@@ -13,6 +13,12 @@ one group are taken as the *same network* (re-probed, or copied) when
 The relation is closed transitively. Each network then counts once at group level: its
 value is the mean over its runs (:func:`network_values`), ``n_runs`` and the df of every
 interval over runs count networks, and a note names the merged runs.
+
+Pairing across groups (:func:`pair_keys`): two units are compared paired on the networks
+they share (one network probed with two noise sources) and, for runs collected with
+``seed_scheme = "matched"``, on runs that started from the same initial weights and saw the
+same data order (equal ``init_seed`` and ``order_seed`` in run.json): such runs of different
+methods are matched pairs, not independent samples.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EIGEN_RTOL", "Networks", "find_networks", "network_values", "training_seed"]
+__all__ = ["EIGEN_RTOL", "Networks", "find_networks", "network_values", "training_seed", "pair_keys"]
 
 #: Relative tolerance at which two runs' eigenvalues are "the same eigen table" (a re-run
 #: eigensolver on one checkpoint agrees far better; two trained networks differ far more).
@@ -191,3 +197,28 @@ def network_values(run_ids: Sequence[str], values: np.ndarray, network_of: Mappi
                 s = np.asarray(ses, float)[ii]
                 se_out[j] = float(np.sqrt(np.sum(s ** 2)) / len(ii))
     return order, out, se_out
+
+
+def pair_keys(runs: Sequence, network_of: Mapping[str, str]) -> dict[str, str]:
+    """network id -> pairing key: ``matched:<init_seed>:<order_seed>`` for networks whose runs
+    were collected with ``seed_scheme = "matched"``, else the network id itself.
+
+    Examples
+    --------
+    >>> class R:
+    ...     def __init__(self, rid, meta): self.run_id, self.meta = rid, meta
+    >>> runs = [R("gd-s0", {"seed_scheme": "matched", "init_seed": 7, "order_seed": 9}),
+    ...         R("sgd-s0", {"seed_scheme": "matched", "init_seed": 7, "order_seed": 9}), R("x", {})]
+    >>> pair_keys(runs, {"gd-s0": "gd-s0", "sgd-s0": "sgd-s0", "x": "x"})
+    {'gd-s0': 'matched:7:9', 'sgd-s0': 'matched:7:9', 'x': 'x'}
+    """
+    out: dict[str, str] = {}
+    for run in runs:
+        net = network_of.get(run.run_id, run.run_id)
+        meta = run.meta if isinstance(run.meta, Mapping) else {}
+        key = net
+        if meta.get("seed_scheme") == "matched" and meta.get("init_seed") is not None \
+                and meta.get("order_seed") is not None:
+            key = f"matched:{meta['init_seed']}:{meta['order_seed']}"
+        out.setdefault(net, key)
+    return out
