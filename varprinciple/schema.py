@@ -285,3 +285,57 @@ TRAINING = register_optional_table(TableSpec(
     ),
     "Training curves: full-batch loss and accuracy on the train and test splits per logged step.",
 ))
+
+# trajectory and loss profiles (varprinciple.collect.trajectory / .profiles; docs/flatness.md)
+
+#: Weight-trajectory PCA of a late window, one row per principal component (0 = PC1, the
+#: drift direction). PCs come from the window's first half; variance (ddof 1),
+#: variance_short (first half of the second half) and the widths (f = e: width, f = 2:
+#: width_2; null when censored) around the second half's mean weights from its second half.
+TRAJECTORY = register_optional_table(TableSpec(
+    "trajectory.parquet",
+    (
+        ColumnSpec("component", "int64", nonnegative=True),
+        ColumnSpec("variance", "float64", nonnegative=True),
+        ColumnSpec("variance_short", "float64", nonnegative=True),
+        ColumnSpec("variance_ratio", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("variance_fit", "float64", required=False, nonnegative=True),
+        ColumnSpec("width", "float64", nullable=True, nonnegative=True),
+        ColumnSpec("width_2", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("t_minus", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("t_plus", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("loss0", "float64", nonnegative=True),
+        ColumnSpec("drift", "bool"),
+        ColumnSpec("n_snapshots", "int64", nonnegative=True),
+        ColumnSpec("params", "string", required=False),
+    ),
+    "Split-half PCA of the weight trajectory: variance and landscape width per component.",
+))
+
+#: The second half's snapshots projected on the PCs (centred on the first half's mean):
+#: the time series behind trajectory.parquet's variances (block bootstrap of psi).
+TRAJECTORY_PROJECTIONS = register_optional_table(TableSpec(
+    "trajectory_projections.parquet",
+    (
+        ColumnSpec("step", "int64", nonnegative=True),
+        ColumnSpec("component", "int64", nonnegative=True),
+        ColumnSpec("value", "float64"),
+    ),
+    "Second-half weight snapshots projected on the trajectory PCs, one row per snapshot per PC.",
+))
+
+#: 1-D loss profiles L(centre + t d): kind 'pc' (d = trajectory PC `direction`, centre the
+#: second half's mean), 'random' (filter-normalised random direction), 'interpolation'
+#: (t = 0: this run, t = 1: run `other_run`); loss0 = the loss at the centre.
+LOSS_PROFILES = register_optional_table(TableSpec(
+    "loss_profiles.parquet",
+    (
+        ColumnSpec("kind", "string", allowed=("pc", "random", "interpolation")),
+        ColumnSpec("direction", "int64", nonnegative=True),
+        ColumnSpec("t", "float64"),
+        ColumnSpec("loss", "float64", finite=False, nullable=True),
+        ColumnSpec("loss0", "float64", required=False, finite=False),
+        ColumnSpec("other_run", "string", required=False, nullable=True),
+    ),
+    "1-D loss profiles along trajectory PCs, filter-normalised random directions and run-to-run lines.",
+))

@@ -1,6 +1,7 @@
 """The collection config: a TOML file validated before any training starts.
 
-A config has four sections, ``[data]``, ``[model]``, ``[train]`` and ``[probe]``; every key,
+A config has five sections, ``[data]``, ``[model]``, ``[train]``, ``[probe]`` and
+``[trajectory]`` (weight-trajectory logging, off by default); every key,
 its type, default and range is declared once in :data:`CONFIG_KEYS` (``docs/collection.md``
 lists them). Keys marked *sweep* accept a list; lists expand into a sweep, one run each
 (:func:`varprinciple.collect.run.expand_sweep`).
@@ -182,6 +183,12 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "log_every": ConfigKey("int", 50, "training-curve interval in steps", lo=1),
         "dtype": ConfigKey("str", "float32", "training dtype", choices=("float32", "float64")),
         "checkpoints": ConfigKey("bool", True, "save checkpoints/step_<n>.pt at every probe step"),
+        "target_loss": ConfigKey("float", None, "matched-loss stop rule: stop when the full-batch "
+                                 "training loss (dropout off) first reaches this value; steps/epochs "
+                                 "become the budget, runs that never reach it are reported "
+                                 "(docs/flatness.md)", lo=0),
+        "target_check_every": ConfigKey("int", 10, "steps between the stop rule's loss checks",
+                                        lo=1),
     },
     "probe": {
         "every": ConfigKey("int", 0, "also probe every N steps (0: only at the end of training)",
@@ -212,6 +219,19 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "store_vectors_max_params": ConfigKey("int", 50_000, "log eigenvectors up to this many "
                                               "parameters", lo=0),
         "memory_budget_mb": ConfigKey("int", 2048, "memory budget of the probes' chunking", lo=1),
+    },
+    "trajectory": {
+        "window": ConfigKey("int", 0, "steps trained after training stops, with weight snapshots "
+                            "(0: off; 2000 recommended; docs/flatness.md)", lo=0),
+        "every": ConfigKey("int", 10, "steps between weight snapshots", lo=1),
+        "params": ConfigKey("str_list", None, "parameter subset by named_parameters() name, e.g. "
+                            "[\"fc1.weight\"], the hidden-to-hidden matrix of a two-hidden-layer "
+                            "mlp (default: all parameters)", unique=True),
+        "n_components": ConfigKey("int", 20, "principal components of the first half measured "
+                                  "on the second half", lo=2),
+        "profile_points": ConfigKey("int", 21, "loss-profile grid points along each PC", lo=3),
+        "max_memory_mb": ConfigKey("int", 1024, "snapshots kept in memory up to this size; "
+                                   "above it an incremental PCA", lo=1),
     },
 }
 
@@ -415,6 +435,17 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(f"[probe] drop_prob: required when [train] drop_prob lists several values "
                           f"({train['drop_prob']}) and some methods train without dropout, so that their "
                           f"dropout probe does not depend on the list")
+    traj = s["trajectory"]
+    if traj["window"]:
+        half = traj["window"] // traj["every"] // 2
+        if half < 4:
+            raise ConfigError(f"[trajectory] window: needs >= 8 snapshots (window / every); got "
+                              f"{traj['window']} / {traj['every']}")
+        if traj["n_components"] >= half:
+            raise ConfigError(f"[trajectory] n_components: must be < the snapshots per half window "
+                              f"({half}); got {traj['n_components']}")
+    if traj["params"] is not None and not traj["params"]:
+        raise ConfigError("[trajectory] params: give at least one parameter name (or omit the key)")
     if not probe["sources"]:
         raise ConfigError("[probe] sources: give at least one noise source")
     if "isotropic" in probe["sources"] and probe["isotropic_of"] not in probe["sources"]:

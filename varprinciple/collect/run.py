@@ -66,7 +66,9 @@ def derive_seed(*parts: Any) -> int:
 
 
 #: [train] keys that only decide what is logged or saved; they do not enter the training seed.
-_UNSEEDED_TRAIN_KEYS = ("checkpoints", "log_every")
+#: The stop rule's keys are among them: its loss checks draw no random numbers, so a run
+#: stopped by ``target_loss`` is an exact prefix of the same run without it.
+_UNSEEDED_TRAIN_KEYS = ("checkpoints", "log_every", "target_loss", "target_check_every")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,14 @@ class RunSpec:
         return {"run_id": self.run_id, "group": self.group, "method": self.method, "seed": self.seed,
                 "train_seed": self.train_seed, "probe_seed": self.probe_seed,
                 "config_hash": self.config_hash}
+
+
+def _probe_seed_part(c: dict) -> dict:
+    """The configuration the probe seed hashes: all of it but the stop rule's keys and the
+    ``[trajectory]`` section (which draws from its own streams), so adding them moves no seed."""
+    part = {k: v for k, v in c.items() if k != "trajectory"}
+    part["train"] = {k: v for k, v in c["train"].items() if k not in ("target_loss", "target_check_every")}
+    return part
 
 
 def _num(x: float) -> str:
@@ -140,7 +150,8 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
             train_part["train"] = {k: v for k, v in t.items() if k not in _UNSEEDED_TRAIN_KEYS}
             specs.append(RunSpec(
                 run_id=name, group=group, method=m.value, seed=int(seed), config=c,
-                train_seed=derive_seed("train", train_part), probe_seed=derive_seed("probe", c),
+                train_seed=derive_seed("train", train_part),
+                probe_seed=derive_seed("probe", _probe_seed_part(c)),
                 config_hash=hashlib.sha256(_canon(c).encode()).hexdigest()[:16]))
     return specs
 
@@ -302,6 +313,30 @@ def _concat(frames: list) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def _with_probe_losses(probe_info: list[dict], curves: pd.DataFrame) -> list[int]:
+    """Add each probe's full-batch training loss (its training-curve row) to ``probe_info``."""
+    by_step = dict(zip(curves["step"].tolist(), curves["train_loss"].tolist()))
+    for pi in probe_info:
+        pi["train_loss"] = by_step.get(pi["step"])
+    return [pi["step"] for pi in probe_info]
+
+
+def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, tables: dict):
+    """The ``[trajectory]`` window after training (docs/flatness.md); its tables into ``tables``."""
+    if not traj or not traj["window"]:
+        return None
+    from .trajectory import collect_trajectory
+    res = collect_trajectory(model, loss, X, y, method=t["method"], lr=t["lr"], batch_size=t["batch_size"],
+                             generator=g, window=traj["window"], every=traj["every"], params=traj["params"],
+                             n_components=traj["n_components"], profile_points=traj["profile_points"],
+                             max_memory_mb=traj["max_memory_mb"], momentum=t["momentum"],
+                             weight_decay=t["weight_decay"], start_step=start_step, progress=progress)
+    tables.update(res.tables())
+    return {"window": traj["window"], "every": traj["every"], "params": traj["params"],
+            "start_step": start_step, "n_components": traj["n_components"],
+            "n_snapshots_second_half": int(res.pcs["n_snapshots"].iloc[0])}
+
+
 def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str = "cpu",
             progress: bool = False, extra_meta: Mapping[str, Any] | None = None) -> Path:
     """Train and probe one run; write it to ``out/<run_id>`` (via a hidden staging directory).
@@ -358,10 +393,13 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
                    batch_size=t["batch_size"], generator=g, labels=lab,
                    X_test=Xt if ds.n_test else None, y_test=yt, labels_test=labt,
                    momentum=t["momentum"], weight_decay=t["weight_decay"], log_every=t["log_every"],
-                   probe_steps=probe_at, on_probe=on_probe, progress=progress)
+                   probe_steps=probe_at, on_probe=on_probe, progress=progress,
+                   target_loss=t["target_loss"], target_check_every=t["target_check_every"])
     _save_state(model, stage / "model.pt")
     last = result.curves.iloc[-1]
     tables = {TRAINING_FILE: result.curves}
+    probe_at = _with_probe_losses(probe_info, result.curves)  # the steps actually probed
+    traj = _trajectory(model, loss, X, y, g, t, c["trajectory"], result.steps, progress, tables)
     for name, frames in (("exact_variance.parquet", exact), ("flatness.parquet", flat)):
         f = _concat(frames)
         if f is not None:
@@ -397,6 +435,9 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         "probe_sources": list(p["sources"]),
         "probe_steps": probe_at,
         "probes": probe_info,
+        "target": result.target_info(),
+        "trained_steps": result.steps,
+        "trajectory": traj,
         "data_split": ds.split_info(),
         "final": {"train_loss": float(last["train_loss"]), "train_accuracy": float(last["train_accuracy"]),
                   "test_loss": float(last["test_loss"]), "test_accuracy": float(last["test_accuracy"])},

@@ -10,7 +10,7 @@ from PyTorch's global generator, which :func:`train` seeds from ``generator`` in
 a given seed and leaves the caller's global state untouched.
 
 Training curves (full-batch loss and accuracy on the train and test splits, dropout
-off) are recorded every ``log_every`` steps and at the last step; they are written as the
+off) are recorded every ``log_every`` steps, at every probe step and at the last step; they are written as the
 optional table ``training.parquet`` (:data:`varprinciple.schema.OPTIONAL_TABLES`).
 """
 
@@ -46,6 +46,18 @@ class TrainResult:
     steps: int
     wall_s: float
     final_train_loss: float
+    target_loss: float | None = None
+    target_reached: bool | None = None
+    stop_step: int | None = None
+    loss_at_stop: float | None = None
+
+    def target_info(self) -> dict | None:
+        """The matched-loss stop record for run.json (None when no target was set)."""
+        if self.target_loss is None:
+            return None
+        return {"loss": self.target_loss, "reached": bool(self.target_reached),
+                "stop_step": self.stop_step, "loss_at_stop": self.loss_at_stop,
+                "final_train_loss": self.final_train_loss, "steps_trained": self.steps}
 
     def to_frame(self) -> pd.DataFrame:
         return self.curves.copy()
@@ -96,7 +108,8 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
           labels_test: torch.Tensor | None = None, momentum: float = 0.0,
           weight_decay: float = 0.0, log_every: int = 50, probe_steps: Iterable[int] = (),
           on_probe: Callable[[int, nn.Module], None] | None = None,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, target_loss: float | None = None,
+          target_check_every: int = 10) -> TrainResult:
     """Train ``model`` in place.
 
     Parameters
@@ -123,6 +136,13 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         update (step ``steps`` is after the last update).
     progress : bool
         Show a tqdm bar.
+    target_loss : float, optional
+        Matched-loss stop rule (docs/flatness.md): the full-batch training loss (dropout
+        off) is checked before the update of every ``target_check_every``-th step and at
+        the last step; training stops at the first checked step where it is
+        ``<= target_loss``. That step becomes the last one: ``on_probe`` is called there
+        (also when it is not in ``probe_steps``) and later probe steps are skipped.
+    target_check_every : int, default 10
 
     Returns
     -------
@@ -145,6 +165,14 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     ...             generator=g, log_every=50)
     >>> list(res.curves["step"]), res.final_train_loss < 1e-3
     ([0, 50, 100], True)
+
+    With a target loss the run stops at the first checked step below it:
+
+    >>> _ = torch.nn.init.zeros_(model.weight), torch.nn.init.zeros_(model.bias)
+    >>> res = train(model, "mse", X, y, method="gd", lr=0.1, steps=500, batch_size=None,
+    ...             generator=g, target_loss=0.01, target_check_every=5)
+    >>> res.target_reached, res.stop_step, res.loss_at_stop <= 0.01, int(res.curves["step"].iloc[-1])
+    (True, 25, True, 25)
     """
     method = Method(method)
     loss = Loss(loss)
@@ -153,7 +181,13 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         if batch_size is None or not 1 <= batch_size < n:
             raise InputError(f"`batch_size` must be in [1, {n}) for method {method.value!r} "
                              f"(n = {n} training samples); got {batch_size}")
+    if target_loss is not None and not (math.isfinite(target_loss) and target_loss >= 0):
+        raise InputError(f"`target_loss` must be a finite number >= 0; got {target_loss}")
+    if isinstance(target_check_every, bool) or not isinstance(target_check_every, int) \
+            or target_check_every < 1:
+        raise InputError(f"`target_check_every` must be an integer >= 1; got {target_check_every!r}")
     probe_set = {int(s) for s in probe_steps}
+    stop_step, loss_at_stop = None, None
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     rows = []
     t0 = time.perf_counter()
@@ -167,8 +201,11 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(mask_seed)
         for step in range(steps + 1):
-            if step % log_every == 0 or step == steps:
-                tr = evaluate(model, loss, X, y, labels)
+            check = target_loss is not None and (step % target_check_every == 0 or step == steps)
+            tr_now = evaluate(model, loss, X, y, labels) if check else None
+            stop = tr_now is not None and tr_now[0] <= target_loss
+            if step % log_every == 0 or step == steps or step in probe_set or stop:
+                tr = tr_now if tr_now is not None else evaluate(model, loss, X, y, labels)
                 te = (evaluate(model, loss, X_test, y_test, labels_test) if X_test is not None
                       else (math.nan, math.nan))
                 rows.append((step, tr[0], tr[1], te[0], te[1], time.perf_counter() - t0))
@@ -177,9 +214,14 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
                                      f"lower the learning rate (lr = {lr})")
                 if bar is None:
                     logger.debug("step %d: train loss %.4g, test loss %.4g", step, tr[0], te[0])
-            if step in probe_set and on_probe is not None:
+            if (step in probe_set or stop) and on_probe is not None:
                 model.eval()
                 on_probe(step, model)
+            if stop:
+                stop_step, loss_at_stop = step, float(tr_now[0])
+                logger.info("target loss %.4g reached at step %d (train loss %.4g)", target_loss, step,
+                            tr_now[0])
+                break
             if step == steps:
                 break
             if method.minibatch:
@@ -204,6 +246,13 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
                                          "test_accuracy", "elapsed_s"])
     curves["step"] = curves["step"].astype("int64")
     wall = time.perf_counter() - t0
-    logger.info("trained %s for %d steps in %.1f s: train loss %.4g", method.value, steps, wall,
+    trained = steps if stop_step is None else stop_step
+    logger.info("trained %s for %d steps in %.1f s: train loss %.4g", method.value, trained, wall,
                 curves["train_loss"].iloc[-1])
-    return TrainResult(curves, steps, wall, float(curves["train_loss"].iloc[-1]))
+    if target_loss is not None and stop_step is None:
+        logger.warning("target loss %.4g NOT reached within %d steps (train loss %.4g): the run is "
+                       "not at the matched loss", target_loss, steps, curves["train_loss"].iloc[-1])
+    return TrainResult(curves, trained, wall, float(curves["train_loss"].iloc[-1]),
+                       target_loss=None if target_loss is None else float(target_loss),
+                       target_reached=None if target_loss is None else stop_step is not None,
+                       stop_step=stop_step, loss_at_stop=loss_at_stop)
