@@ -105,7 +105,13 @@ def claims_forest(rows: Sequence[ClaimRow], path: Path, *, dpi: int = 110) -> Pa
             ax.set_yticks(range(len(sub)))
             ax.set_yticklabels([f"{r.experiment}: {r.unit}"[:60] for r in sub])
             ax.set_ylim(len(sub) - 0.5, -0.5)
-            ax.set_title(f"{r0.claim} [{r0.quantity}; claimed {_null(r0)}]", fontsize=8, loc="left")
+            ax.set_title(f"{r0.claim_id}: {r0.quantity} (claimed {_null(r0)})", fontsize=8, loc="left")
+        from matplotlib.lines import Line2D
+        handles = [Line2D([], [], color=c, marker="o", lw=1.5, label=v) for v, c in _VERDICT_COLOR.items()
+                   if v != "not evaluated" and any(r.verdict == v for r in rows)]
+        if handles:
+            axs[0, 0].legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.12), ncol=len(handles),
+                             fontsize=7, frameon=False)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=dpi, metadata={"Software": None})
