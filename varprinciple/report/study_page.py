@@ -171,14 +171,17 @@ def build_study_page(out: Path, m, rows: Sequence[ClaimRow], results: Mapping[st
     exp_pages, exp_errors = {}, {}
     for name in results:
         json_path = out / "results" / f"{name}.json"
+        kw = dict(formats="md,html,csv", dpi=dpi, title=f"{m.title}: {name}",
+                  command=statement.get("command") or f"varprinciple report {json_path}")
         try:
-            res = build_report(json_path, out / "experiments" / name, formats="md,html,csv", dpi=dpi,
-                               title=f"{m.title}: {name}",
-                               command=statement.get("command") or f"varprinciple report {json_path}")
-            exp_pages[name] = res.html
-        except Exception as exc:  # a per-experiment report must not lose the study page
-            logger.warning("report of %s failed: %s", name, exc)
-            exp_errors[name] = f"{type(exc).__name__}: {exc}"
+            exp_pages[name] = build_report(json_path, out / "experiments" / name, **kw).html
+        except Exception as exc:  # a figure must not lose the tables: retry without figures
+            logger.warning("report of %s failed (%s); writing it without figures", name, exc)
+            exp_errors[name] = f"figures not drawn: {type(exc).__name__}: {exc}"
+            try:
+                exp_pages[name] = build_report(json_path, out / "experiments" / name, figures=False, **kw).html
+            except Exception as exc2:
+                exp_errors[name] = f"report failed: {type(exc2).__name__}: {exc2}"
     forest = claims_forest(rows, out / "figures" / "claims_forest.png", dpi=dpi)
     items = _design_items(m, statement, design, quick)
     command = statement.get("command") or f"varprinciple study --study {m.path}" + (" --quick" if quick else "")
@@ -208,8 +211,7 @@ def build_study_page(out: Path, m, rows: Sequence[ClaimRow], results: Mapping[st
         h.append(f"<li><strong>{e(x.name)}</strong> ({e(x.role)}): {e(x.description)} — "
                  f"{exp_t.get('runs', '?')} runs, collected in {exp_t.get('collect_s', float('nan')):.0f} s"
                  + (f' — <a href="{e(rel)}">full report</a>' if rel else "")
-                 + (f" — <em>its report failed ({e(exp_errors[x.name])}); the results JSON is "
-                    f"results/{e(x.name)}.json</em>" if x.name in exp_errors else "") + "</li>")
+                 + (f" — <em>{e(exp_errors[x.name])}</em>" if x.name in exp_errors else "") + "</li>")
     h.append("</ul>")
     h.append(f'<h2 id="reproduce">Reproduce</h2><pre id="vp-command">{e(command)}</pre>')
     h.append("</body></html>")
@@ -228,8 +230,7 @@ def build_study_page(out: Path, m, rows: Sequence[ClaimRow], results: Mapping[st
             link = exp_pages.get(x.name)
             md.append(f"- **{x.name}** ({x.role}): {x.description}"
                       + (f" — [full report]({link.relative_to(out).with_suffix('.md').as_posix()})" if link else "")
-                      + (f" — *its report failed ({exp_errors[x.name]}); see results/{x.name}.json*"
-                         if x.name in exp_errors else ""))
+                      + (f" — *{exp_errors[x.name]}*" if x.name in exp_errors else ""))
     md += ["", "## Reproduce", "", "```", command, "```", ""]
     atomic_write_bytes(out / "report.md", "\n".join(md).encode("utf-8"))
     return html_path
