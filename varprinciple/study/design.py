@@ -69,8 +69,8 @@ def tost_power(n: int, sd: float, margin: float, *, alpha: float = 0.05, true_di
     Examples
     --------
     >>> p, se = tost_power(6, 0.15, 0.3, rng=np.random.default_rng(0))
-    >>> 0.9 < p < 1.0 and se < 0.01
-    True
+    >>> round(p, 2), se < 0.001
+    (0.88, True)
     """
     _iv(n, sd, alpha, kind)
     if not margin > 0:
