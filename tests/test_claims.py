@@ -85,12 +85,14 @@ def test_holm_matches_statsmodels():
 def test_comparison_sign_flipped_when_sides_swapped():
     comp = {"quantity": "log_lambda_max", "group_a": {"label": "gd-lr0.1", "source": None},
             "group_b": {"label": "dropout-lr0.1-drop0.1", "source": None}, "difference": 0.7, "ci_low": 0.5,
-            "ci_high": 0.9, "se": 0.1, "df": 10.0, "p_value": 1e-5, "n_a": 6, "n_b": 6, "paired": False}
+            "ci_high": 0.9, "se": 0.1, "df": 10.0, "p_value": 1e-5, "n_a": 6, "n_b": 6, "paired": False,
+            "loss_note": "training losses differ by 25 %"}
     spec = ClaimSpec("flat", "flatness", "dropout flatter", "log lambda_max", "comparisons", "less",
                      select={"quantity": "log_lambda_max", "methods_a": ["dropout"], "methods_b": ["gd"]})
     row = claims_table({"e": _res(comparisons=[comp])}, [spec])[0]
     assert row.estimate == pytest.approx(-0.7) and (row.ci_low, row.ci_high) == pytest.approx((-0.9, -0.5))
     assert row.verdict == "supported" and row.unit == "dropout-lr0.1-drop0.1 − gd-lr0.1" and row.n_runs == 12
+    assert row.note == "training losses differ by 25 %"  # the matched-loss note travels with the row
 
 
 def test_paired_source_tost_and_scale_half_lr():

@@ -331,8 +331,10 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
                 est, se = (None if est is None else est * f), (None if se is None else se * f)
                 lo, hi = (None if lo is None else lo * f), (None if hi is None else hi * f)
                 unit += f" (×lr/2 = {f:g})"
+        # matched-loss annotations of flatness comparisons (stats.matched) and the analysis' own notes
+        notes = [str(row[k]) for k in ("loss_note", "note") if row.get(k)]
         out.append({"experiment": name, "unit": unit, "estimate": est, "se": se, "df": df, "ci_low": lo,
-                    "ci_high": hi, "n_runs": n})
+                    "ci_high": hi, "n_runs": n, "note": "; ".join(notes) or None})
     return out
 
 
@@ -446,7 +448,7 @@ def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *,
         ph = adjusted.get(i)
         v = verdict_of(s.kind, null=s.null, p_holm=ph, ci_low=r["ci_low"], ci_high=r["ci_high"], alpha=alpha,
                        margin=s.margin)
-        note = None if v is not Verdict.NOT_EVALUATED else "no standard error (fewer than 2 runs?)"
+        note = r["note"] if v is not Verdict.NOT_EVALUATED else "no standard error (fewer than 2 runs?)"
         out.append(ClaimRow(s.id, s.family, s.text, s.quantity, r["experiment"], r["unit"], s.kind.value, s.null,
                             s.margin, r["estimate"], r["ci_low"], r["ci_high"], r["se"], r["df"], r["n_runs"],
                             r["p"], ph, v.value, _verdict_text(v, s.margin), note))
