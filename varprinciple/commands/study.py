@@ -14,7 +14,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Collect the built-in default study (varprinciple/collect/default_study.toml: a digits "
                     "MLP trained by GD, SGD and dropout, 5 seeds each, probed with SGD, dropout and "
                     "isotropic noise), then run `varprinciple test` on it. Writes DIR/logs (the log set) "
-                    "and DIR/results.json (+ results.directions.parquet). Re-running resumes.")
+                    "and DIR/results.json (+ results.directions.parquet). Re-running resumes. With --study "
+                    "MANIFEST: a study manifest instead (docs/study.md), e.g. the replication study "
+                    "studies/replication.toml.")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default ./study; with --study: reports/<name>[-quick])")
     p.add_argument("--study", default=None, metavar="MANIFEST",
@@ -31,7 +33,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="runs in parallel (default: min(2, CPU count))")
     p.add_argument("--device", default="cpu", metavar="D", help="torch device (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the statistics' resampling (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the statistics' resampling (default 0; with --study: the manifest's [study] seed)")
     p.set_defaults(func=handler)
     return p
 
