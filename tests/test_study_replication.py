@@ -52,6 +52,12 @@ def test_quick_study_end_to_end(tmp_path):
     st = json.loads((out / "study.json").read_text())
     assert st["quick"] is True and st["wall_s"] > 0 and st["peak_rss_mb"] > 0
     assert set(st["experiments"]) == {e.name for e in m.experiments}
+    # the log sets' manifest: every file with its size and hash (committed instead of large logs)
+    lm = json.loads((out / "logs_manifest.json").read_text())
+    some = lm["files"][0]
+    import hashlib
+    assert hashlib.sha256((out / "logs" / some["path"]).read_bytes()).hexdigest() == some["sha256"]
+    assert lm["total_bytes"] == sum(f["bytes"] for f in lm["files"]) > 0
     # re-running resumes: no run is collected again
     again = run_manifest(m, out, quick=True, workers=1, report=False, experiments=["linear_control"])
     assert again.results["linear_control"]["provenance"]["n_runs"] == 3

@@ -9,6 +9,7 @@
     OUT/claims.json, claims.csv   the claims table (unrounded)
     OUT/design.json               power table and MDE of the declared design
     OUT/study.json                design statement: manifest, seeds, machine, wall time, peak memory
+    OUT/logs_manifest.json        every log file's path, size and SHA-256 (commit this when the logs are large)
     OUT/report.md, report.html    the study page: findings first (claims + forest plot)
 """
 
@@ -60,6 +61,20 @@ def study_design(m: StudyManifest) -> DesignResult | None:
     return design_summary(sd=float(p["sd"]), n=int(p["runs_per_arm"]), margins=margins, alpha=m.alpha,
                           target_power=float(p.get("target_power", 0.8)), kind=str(p.get("kind", "welch")),
                           seed=m.seed)
+
+
+def logs_manifest(logs: Path) -> dict:
+    """Path (relative to ``logs``), size and SHA-256 of every file of the log sets, and their total size."""
+    import hashlib
+    files = []
+    for f in sorted(p for p in Path(logs).rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(logs).parts)):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        files.append({"path": f.relative_to(logs).as_posix(), "bytes": f.stat().st_size, "sha256": h.hexdigest()})
+    return {"root": "logs", "total_bytes": sum(x["bytes"] for x in files), "files": files}
 
 
 def _peak_rss_mb() -> float:
@@ -137,6 +152,7 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
         "alpha": m.alpha, "confidence": m.confidence, "resamples": resamples,
     }
     write_json(out / "study.json", statement)
+    write_json(out / "logs_manifest.json", logs_manifest(out / "logs"))
     page = None
     if report:
         from ..report.study_page import build_study_page
