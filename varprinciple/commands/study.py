@@ -14,20 +14,65 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Collect the built-in default study (varprinciple/collect/default_study.toml: a digits "
                     "MLP trained by GD, SGD and dropout, 5 seeds each, probed with SGD, dropout and "
                     "isotropic noise), then run `varprinciple test` on it. Writes DIR/logs (the log set) "
-                    "and DIR/results.json (+ results.directions.parquet). Re-running resumes.")
-    p.add_argument("--out", default="study", metavar="DIR", help="output directory (default ./study)")
+                    "and DIR/results.json (+ results.directions.parquet). Re-running resumes. With --study "
+                    "MANIFEST: a study manifest instead (docs/study.md), e.g. the replication study "
+                    "studies/replication.toml.")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default ./study; with --study: reports/<name>[-quick])")
+    p.add_argument("--study", default=None, metavar="MANIFEST",
+                   help="run a study manifest (e.g. studies/replication.toml): collect every experiment, test "
+                        "it, write the claims table and the report (docs/study.md)")
+    p.add_argument("--quick", action="store_true",
+                   help="with --study: the manifest's quick configs (a pipeline check of a few minutes)")
+    p.add_argument("--design", action="store_true",
+                   help="with --study: print the declared design's power and minimum detectable effect, run nothing")
+    p.add_argument("--experiment", action="append", default=None, metavar="NAME",
+                   help="with --study: only this experiment (repeatable)")
     p.add_argument("--config", default=None, metavar="CONFIG",
                    help="use this config instead of the built-in default study")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="runs in parallel (default: min(2, CPU count))")
     p.add_argument("--device", default="cpu", metavar="D", help="torch device (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the statistics' resampling (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the statistics' resampling (default 0; with --study: the manifest's [study] seed)")
     p.set_defaults(func=handler)
     return p
 
 
+def _manifest_handler(args: argparse.Namespace) -> int:
+    from ..study.manifest import load_manifest
+    from ..study.runner import run_manifest, study_design
+
+    m = load_manifest(args.study)
+    if args.design:
+        d = study_design(m)
+        print(d.summary() if d is not None else f"{m.path}: no [power] section")
+        return 0
+    command = (f"varprinciple study --study {args.study}" + (" --quick" if args.quick else "")
+               + (f" --out {args.out}" if args.out else "")
+               + "".join(f" --experiment {x}" for x in args.experiment or []))
+    res = run_manifest(m, args.out, quick=args.quick, workers=args.workers, device=args.device,
+                       experiments=args.experiment, command=command)
+    if res.design is not None:
+        print(res.design.summary())
+    from ..report.study_page import claims_markdown
+    print(claims_markdown(res.claims, confidence=m.confidence))
+    print(f"study {m.name}{' (quick)' if args.quick else ''}: {res.wall_s:.1f} s")
+    print(f"  claims: {res.out / 'claims.csv'}")
+    if res.page is not None:
+        print(f"  report: {res.page}")
+    return 0
+
+
 def handler(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    if args.study is not None:
+        return _manifest_handler(args)
+    if args.quick or args.design or args.experiment:
+        raise ConfigError("--quick, --design and --experiment need --study MANIFEST")
     from ..collect.study import run_study
+
+    args.out = args.out or "study"
 
     res = run_study(args.out, config=args.config, workers=args.workers, device=args.device,
                     seed=args.seed)

@@ -173,6 +173,39 @@ def _analysis_notes(data: ReportData) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def _design_statement(data: ReportData) -> dict[str, str]:
+    """What a reader needs to judge the design, from the results alone: replicates, what was
+    randomised, margins, multiplicity and exclusions (machine and wall time live with the
+    collection; ``varprinciple study --study`` adds them on its study page)."""
+    res, st = data.results, data.settings or {}
+    groups: dict[str, int] = {}
+    for g in res.get("groups") or []:
+        if isinstance(g, dict):
+            lab = str(g.get("group_label") or g.get("group"))
+            groups[lab] = max(groups.get(lab, 0), int(g.get("n_runs") or 0))
+    runs = {str(r.get("run_id")) for r in res.get("relations") or [] if isinstance(r, dict)}
+    excluded: dict[str, int] = {}
+    for r in res.get("relations") or []:
+        for k, v in ((r.get("excluded") or {}) if isinstance(r, dict) else {}).items():
+            excluded[k] = excluded.get(k, 0) + int(v or 0)
+    margin = st.get("equivalence_margin")
+    out = {
+        "Replicates": (f"{len(runs)} runs in {len(groups)} groups ("
+                       + ", ".join(f"{k}: {v}" for k, v in groups.items()) + "); runs (seeds) are the replicates"
+                       if groups else f"{len(runs)} runs"),
+        "Randomised": "per run: initialisation, minibatch order, dropout masks (training seed), noise draws and "
+                      f"random directions (probe seed); the statistics' resampling: seed {st.get('seed')}, "
+                      f"{st.get('resamples')} resamples",
+        "Analysed step": "each run's last probe step" if st.get("step") is None else str(st.get("step")),
+        "Equivalence margin": "none declared (no TOST)" if margin is None else f"±{margin:g} (exponent units)",
+        "Multiplicity": str(st.get("multiplicity", "Holm within each quantity's confirmatory family")),
+        "Exclusions": (f"{len(res.get('skipped') or [])} runs left out; directions excluded from the fits: "
+                       + (", ".join(f"{k} {v}" for k, v in sorted(excluded.items()) if v) or "none")
+                       + (f"; {len(res.get('identical'))} sets of identical runs" if res.get("identical") else "")),
+    }
+    return out
+
+
 def _default_command(location: str, out_dir: Path, formats: tuple[ReportFormat, ...]) -> str:
     fmts = ",".join(f.value for f in formats)
     return (f"python -c \"from varprinciple.report import build_report; "
@@ -277,6 +310,7 @@ def build_report(results: Any, out_dir: str | os.PathLike, *, formats: str | Ite
         settings=data.settings,
         provenance=data.results.get("provenance") or {},
         notes=_analysis_notes(data),
+        design=_design_statement(data),
     )
     if ReportFormat.MD in fmts:
         p = out / "report.md"

@@ -1,0 +1,146 @@
+"""The claims table (report/claims.py): verdict rules on synthetic results JSONs with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from varprinciple.errors import InputError
+from varprinciple.report.claims import (ClaimSpec, Verdict, claims_frame, claims_table, holm_adjust,
+                                        label_fields, verdict_of)
+
+
+def _group(label, source, est, se, n=6, method=None):
+    df = n - 1
+    h = sps.t.ppf(0.975, df) * se
+    row = {"group_label": label, "group": {"group": label}, "source": source, "slope": est, "se": se, "df": df,
+           "ci_low": est - h, "ci_high": est + h, "n_runs": n, "block": None}
+    return row
+
+
+def _res(groups=(), comparisons=(), flatness=(), relations=()):
+    return {"schema_version": 1, "relations": list(relations), "groups": list(groups),
+            "comparisons": list(comparisons), "flatness": list(flatness)}
+
+
+def _spec(**kw):
+    base = dict(id="b_sgd", family="b", text="SGD b > 0", quantity="b", table="groups", kind="greater",
+                select={"source": "sgd"})
+    base.update(kw)
+    return ClaimSpec(**base)
+
+
+@pytest.mark.parametrize("est,se,verdict", [
+    (1.0, 0.05, Verdict.SUPPORTED),         # far above 0
+    (-0.8, 0.05, Verdict.NOT_SUPPORTED),    # CI entirely below the null
+    (0.05, 0.5, Verdict.INCONCLUSIVE),      # wide CI straddling 0
+])
+def test_directional_verdicts_reachable(est, se, verdict):
+    rows = claims_table({"e": _res([_group("sgd-lr0.1-bs32", "sgd", est, se)])}, [_spec()])
+    assert len(rows) == 1 and rows[0].verdict == verdict.value
+    # the one-sided p is the t test's
+    assert rows[0].p_value == pytest.approx(sps.t.sf(est / se, 5), rel=1e-9)
+
+
+@pytest.mark.parametrize("est,se,verdict", [
+    (0.02, 0.03, Verdict.EQUIVALENT),       # narrow CI inside ±0.3
+    (0.9, 0.05, Verdict.NOT_SUPPORTED),     # CI entirely beyond +0.3
+    (0.1, 0.4, Verdict.INCONCLUSIVE),       # CI wider than the band
+])
+def test_equivalence_verdicts_reachable(est, se, verdict):
+    spec = _spec(kind="equivalent", margin=0.3, null=0.0, select={"source": "isotropic"})
+    rows = claims_table({"e": _res([_group("gd-lr0.1", "isotropic", est, se)])}, [spec])
+    assert rows[0].verdict == verdict.value
+    if verdict is Verdict.EQUIVALENT:
+        assert rows[0].verdict_text == "equivalent within ±0.3"
+
+
+def test_inconclusive_when_ci_wide_even_if_estimate_large():
+    # estimate 0.5 > 0 but n = 2 runs: a t interval with 1 df is wide -> inconclusive, not supported
+    rows = claims_table({"e": _res([_group("sgd", "sgd", 0.5, 0.4, n=2)])}, [_spec()])
+    assert rows[0].verdict == Verdict.INCONCLUSIVE.value and rows[0].ci_low < 0
+
+
+def test_holm_within_family_not_across():
+    g = [_group(f"sgd-lr0.1-bs{b}", "sgd", 0.2, 0.1) for b in (16, 32, 64)]
+    res = {"e": _res(g + [_group("dropout-lr0.1-drop0.1", "dropout", 0.2, 0.1)])}
+    one = _spec(select={"source": "sgd"})
+    other = _spec(id="b_drop", family="other", select={"source": "dropout"})
+    rows = claims_table(res, [one, other])
+    p = rows[0].p_value
+    assert [r.p_holm for r in rows[:3]] == pytest.approx([min(1, 3 * p)] * 3)
+    assert rows[3].p_holm == pytest.approx(rows[3].p_value)  # alone in its family
+
+
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+    p = np.random.default_rng(1).uniform(0, 0.2, 7)
+    assert holm_adjust(p) == pytest.approx(multipletests(p, method="holm")[1])
+    assert math.isnan(holm_adjust([np.nan, 0.01])[0])
+
+
+def test_comparison_sign_flipped_when_sides_swapped():
+    comp = {"quantity": "log_lambda_max", "group_a": {"label": "gd-lr0.1", "source": None},
+            "group_b": {"label": "dropout-lr0.1-drop0.1", "source": None}, "difference": 0.7, "ci_low": 0.5,
+            "ci_high": 0.9, "se": 0.1, "df": 10.0, "p_value": 1e-5, "n_a": 6, "n_b": 6, "paired": False,
+            "loss_note": "training losses differ by 25 %"}
+    spec = ClaimSpec("flat", "flatness", "dropout flatter", "log lambda_max", "comparisons", "less",
+                     select={"quantity": "log_lambda_max", "methods_a": ["dropout"], "methods_b": ["gd"]})
+    row = claims_table({"e": _res(comparisons=[comp])}, [spec])[0]
+    assert row.estimate == pytest.approx(-0.7) and (row.ci_low, row.ci_high) == pytest.approx((-0.9, -0.5))
+    assert row.verdict == "supported" and row.unit == "dropout-lr0.1-drop0.1 − gd-lr0.1" and row.n_runs == 12
+    assert row.note == "training losses differ by 25 %"  # the matched-loss note travels with the row
+
+
+def test_paired_source_tost_and_scale_half_lr():
+    comp = {"quantity": "slope", "group_a": {"label": "dropout-lr0.1-drop0.1", "source": "sgd"},
+            "group_b": {"label": "dropout-lr0.1-drop0.1", "source": "dropout"}, "difference": -0.02,
+            "ci_low": -0.1, "ci_high": 0.06, "se": 0.03, "df": 5.0, "n_a": 6, "n_b": 6, "paired": True}
+    sim = ClaimSpec("sim", "sim", "similar b", "b diff", "comparisons", "equivalent", margin=0.3,
+                    select={"quantity": "slope", "same_group": True, "source_a": "dropout", "source_b": "sgd"})
+    eos = ClaimSpec("eos", "ctl", "EoS", "ratio", "flatness", "equivalent", null=1.0, margin=0.1,
+                    select={"quantity": "lambda_max"}, scale="half_lr")
+    flat = {"group_label": "gd-lr0.4", "quantity": "lambda_max", "source": None, "estimate": 5.0, "ci_low": 4.9,
+            "ci_high": 5.1, "n_runs": 3, "block": None}
+    rows = claims_table({"e": _res(comparisons=[comp], flatness=[flat])}, [sim, eos])
+    assert rows[0].estimate == pytest.approx(0.02) and rows[0].n_runs == 6 and rows[0].verdict == "equivalent"
+    assert rows[1].estimate == pytest.approx(1.0) and rows[1].ci_high == pytest.approx(1.02)
+    assert rows[1].verdict == "equivalent"
+
+
+def test_not_evaluated_with_pending_reason():
+    spec = _spec(select={"quantity": "psi"}, table="flatness", pending="psi not in the results yet")
+    rows = claims_table({"e": _res()}, [spec])
+    assert rows[0].verdict == "not evaluated" and rows[0].note == "psi not in the results yet"
+    assert claims_frame(rows).shape[0] == 1
+
+
+def test_verdict_of_rules_directly():
+    assert verdict_of("less", null=0, p_holm=0.01, ci_low=-1, ci_high=-0.2, alpha=0.05) is Verdict.SUPPORTED
+    assert verdict_of("less", null=0, p_holm=0.99, ci_low=0.1, ci_high=1, alpha=0.05) is Verdict.NOT_SUPPORTED
+    assert verdict_of("greater", null=0, p_holm=None, ci_low=None, ci_high=None, alpha=0.05) is Verdict.NOT_EVALUATED
+
+
+def test_label_fields():
+    assert label_fields("dropout-lr0.1-drop0.3") == {"method": "dropout", "lr": 0.1, "batch_size": None,
+                                                      "drop_prob": 0.3}
+
+
+def test_bad_specs_raise():
+    with pytest.raises(InputError, match="`table` must be one of"):
+        _spec(table="nope")
+    with pytest.raises(InputError, match="`kind` must be one of"):
+        _spec(kind="bigger")
+    with pytest.raises(InputError, match="needs `margin`"):
+        _spec(kind="equivalent")
+    with pytest.raises(InputError, match="unknown `select` key 'sauce'"):
+        _spec(select={"sauce": "sgd"})
+    with pytest.raises(InputError, match="`scale` must be"):
+        _spec(scale="lr")
+    with pytest.raises(InputError, match="`alpha` must be in"):
+        claims_table({}, [_spec()], alpha=0.7)
+    with pytest.raises(InputError, match="`confidence` must be in"):
+        claims_table({}, [_spec()], confidence=1.5)

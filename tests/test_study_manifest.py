@@ -1,0 +1,124 @@
+"""Study manifests (study/manifest.py) and the design numbers (study/design.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from varprinciple.errors import ConfigError, InputError
+from varprinciple.study import load_manifest
+from varprinciple.study.design import design_summary, tost_power, welch_mde
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT / "studies" / "replication.toml"
+
+
+def test_replication_manifest_is_valid_and_its_configs_expand():
+    pytest.importorskip("torch")
+    from varprinciple.collect.config import load_config
+    from varprinciple.collect.run import expand_sweep
+    m = load_manifest(MANIFEST)
+    assert {e.name for e in m.experiments} >= {"digits_mlp", "mnist1d_mlp", "digits_cnn", "linear_control", "eos_mse"}
+    assert m.margins["slope"] == 0.3 and m.margin_why["slope"].strip()
+    for e in m.experiments:
+        for quick in (False, True):
+            specs = [s for c in e.config_paths(quick) for s in expand_sweep(load_config(c))]
+            seeds = {}
+            for s in specs:
+                seeds.setdefault(s.group, set()).add(s.seed)
+            # seeds matched across arms: every group of an experiment has the same seed list
+            assert len({frozenset(v) for v in seeds.values()}) == 1, (e.name, quick, seeds)
+            if not quick and e.role == "main":
+                assert all(len(v) == m.power["runs_per_arm"] for v in seeds.values())
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "m.toml"
+    p.write_text(text)
+    (tmp_path / "c.toml").write_text("[train]\nsteps = 2\n")
+    return p
+
+
+GOOD = """
+[study]
+name = "t"
+[margins]
+slope = 0.3
+slope_why = "because"
+[[experiment]]
+name = "a"
+configs = ["c.toml"]
+[[claim]]
+id = "x"
+family = "f"
+text = "t"
+quantity = "b"
+table = "groups"
+kind = "equivalent"
+margin = "slope"
+"""
+
+
+def test_manifest_minimal(tmp_path):
+    m = load_manifest(_write(tmp_path, GOOD))
+    assert m.claims[0].margin == 0.3 and m.experiments[0].quick == m.experiments[0].configs
+
+
+@pytest.mark.parametrize("old,new,match", [
+    ('slope_why = "because"', 'slope_why = " "', "every margin needs its justification"),
+    ('name = "t"', 'name = "t"\nbogus = 1', r"\[study\] bogus: unknown key"),
+    ('configs = ["c.toml"]', 'configs = ["missing.toml"]', "config .*missing.toml not found"),
+    ('margin = "slope"', 'margin = "nope"', "margin 'nope' is not a \\[margins\\] name"),
+    ('kind = "equivalent"', 'kind = "sideways"', "`kind` must be one of"),
+    ('[study]\nname = "t"', '[study]\ntitle = "t"', r"\[study\] name: required"),
+    ('slope = 0.3', 'slope = -1', r"\[margins\] slope: must be > 0"),
+])
+def test_manifest_errors(tmp_path, old, new, match):
+    with pytest.raises(ConfigError, match=match):
+        load_manifest(_write(tmp_path, GOOD.replace(old, new)))
+
+
+def test_manifest_missing_file(tmp_path):
+    with pytest.raises(InputError, match="study manifest not found"):
+        load_manifest(tmp_path / "none.toml")
+
+
+def test_mde_matches_statsmodels():
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+    for n in (4, 6, 10):
+        d = TTestIndPower().solve_power(effect_size=None, nobs1=n, alpha=0.05, power=0.8, ratio=1.0)
+        assert welch_mde(n, 0.15) == pytest.approx(d * 0.15, rel=1e-3)
+        d1 = TTestPower().solve_power(effect_size=None, nobs=n, alpha=0.05, power=0.8)
+        assert welch_mde(n, 0.15, kind="paired") == pytest.approx(d1 * 0.15, rel=1e-3)
+
+
+def test_tost_power_matches_brute_force_simulation():
+    # oracle: simulate raw per-run values and run scipy's one-sided t tests (TOST) on them
+    rng = np.random.default_rng(3)
+    n, sd, margin, reps = 5, 0.15, 0.3, 4000
+    a = rng.normal(0.0, sd, (reps, n))
+    b = rng.normal(0.05, sd, (reps, n))
+    lo = sps.ttest_ind(a + margin, b, axis=1, alternative="greater").pvalue
+    hi = sps.ttest_ind(a - margin, b, axis=1, alternative="less").pvalue
+    brute = float(np.mean(np.maximum(lo, hi) < 0.05))
+    p, se = tost_power(n, sd, margin, true_difference=-0.05, rng=np.random.default_rng(4))
+    tol = 4 * np.sqrt(brute * (1 - brute) / reps + se ** 2)
+    assert abs(p - brute) < tol
+
+
+def test_design_summary_and_errors():
+    d = design_summary(sd=0.15, n=6, margins={"slope": 0.3}, grid=(5, 6))
+    assert d.table["tost_power_0.3"].is_monotonic_increasing and "minimum detectable difference" in d.summary()
+    with pytest.raises(InputError, match="`n` must be an integer >= 2"):
+        welch_mde(1, 0.1)
+    with pytest.raises(InputError, match="`sd` must be > 0"):
+        welch_mde(5, 0)
+    with pytest.raises(InputError, match="`alpha` must be in"):
+        tost_power(5, 0.1, 0.3, alpha=0.6)
+    with pytest.raises(InputError, match="`kind` must be 'welch' or 'paired'"):
+        welch_mde(5, 0.1, kind="x")
+    with pytest.raises(InputError, match="`margin` must be > 0"):
+        tost_power(5, 0.1, 0)

@@ -1,0 +1,160 @@
+"""Run a study manifest: collect every experiment, test it, build the claims table and the report.
+
+``varprinciple study --study studies/replication.toml [--quick] [--out reports/replication]``
+= :func:`run_manifest`. Output folder::
+
+    OUT/logs/<experiment>/        log sets (resumable: re-running skips finished runs)
+    OUT/results/<experiment>.json results (+ .directions.parquet) of `varprinciple test`
+    OUT/experiments/<experiment>/ the per-experiment report (tables, figures, report.html)
+    OUT/claims.json, claims.csv   the claims table (unrounded)
+    OUT/design.json               power table and MDE of the declared design
+    OUT/study.json                design statement: manifest, seeds, machine, wall time, peak memory
+    OUT/logs_manifest.json        every log file's path, size and SHA-256 (commit this when the logs are large)
+    OUT/report.md, report.html    the study page: findings first (claims + forest plot)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..io import write_json
+from ..report.claims import ClaimRow, claims_frame, claims_table
+from .design import DesignResult, design_summary
+from .manifest import StudyManifest, load_manifest
+
+__all__ = ["ManifestResult", "run_manifest", "study_design"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ManifestResult:
+    """What :func:`run_manifest` wrote and the claims it found."""
+
+    out: Path
+    claims: tuple[ClaimRow, ...]
+    results: dict
+    design: DesignResult | None
+    wall_s: float
+    page: Path | None
+
+    def to_frame(self):
+        return claims_frame(self.claims)
+
+
+def study_design(m: StudyManifest) -> DesignResult | None:
+    """The declared design's power table (None without a [power] section)."""
+    p = m.power
+    if not p or "sd" not in p or "runs_per_arm" not in p:
+        return None
+    margins = {k: v for k, v in m.margins.items() if k == "slope"} or dict(m.margins)
+    # half the declared margin beside it: what a tighter margin would cost
+    margins.update({f"{k}/2": v / 2 for k, v in list(margins.items())})
+    return design_summary(sd=float(p["sd"]), n=int(p["runs_per_arm"]), margins=margins, alpha=m.alpha,
+                          target_power=float(p.get("target_power", 0.8)), kind=str(p.get("kind", "welch")),
+                          seed=m.seed)
+
+
+def logs_manifest(logs: Path) -> dict:
+    """Path (relative to ``logs``), size and SHA-256 of every file of the log sets, and their total size."""
+    import hashlib
+    files = []
+    for f in sorted(p for p in Path(logs).rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(logs).parts)):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        files.append({"path": f.relative_to(logs).as_posix(), "bytes": f.stat().st_size, "sha256": h.hexdigest()})
+    return {"root": "logs", "total_bytes": sum(x["bytes"] for x in files), "files": files}
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024.0  # Linux: KiB
+
+
+def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.PathLike | None = None, *,
+                 quick: bool = False, workers: int | None = None, device: str = "cpu",
+                 experiments: list[str] | None = None, report: bool = True, command: str | None = None,
+                 progress: bool | None = None) -> ManifestResult:
+    """Collect, test and report every experiment of a study manifest.
+
+    Parameters
+    ----------
+    manifest : path or StudyManifest
+    out : path, optional
+        Default ``reports/<name>`` (``reports/<name>-quick`` with ``quick``).
+    quick : bool
+        Use each experiment's quick configs and ``quick_resamples``.
+    workers : int, optional
+        Default: the manifest's ``workers``.
+    experiments : list of str, optional
+        Only these experiments (default: all).
+    report : bool
+        Write the per-experiment reports and the study page.
+    """
+    from ..collect.config import load_config
+    from ..collect.run import collect
+    from ..stats import analyze
+
+    t0 = time.perf_counter()
+    m = manifest if isinstance(manifest, StudyManifest) else load_manifest(manifest)
+    out = Path(out) if out is not None else Path("reports") / (m.name + ("-quick" if quick else ""))
+    workers = workers or m.workers
+    exps = [m.experiment(n) for n in experiments] if experiments else list(m.experiments)
+    resamples = m.quick_resamples if quick else m.resamples
+    results: dict[str, dict] = {}
+    timing: dict[str, dict] = {}
+    for e in exps:
+        logs = out / "logs" / e.name
+        te = time.perf_counter()
+        n_runs = 0
+        for cfg_path in e.config_paths(quick):
+            res = collect(load_config(cfg_path), logs, workers=workers, device=device, progress=progress)
+            n_runs += len(res.run_ids)
+        tc = time.perf_counter() - te
+        analysis = analyze(logs, seed=m.seed, resamples=resamples, confidence=m.confidence, alpha=m.alpha,
+                           equivalence_margin=e.equivalence_margin, progress=progress)
+        json_path = out / "results" / f"{e.name}.json"
+        analysis.write(json_path)
+        results[e.name] = json.loads(json_path.read_text(encoding="utf-8"))
+        timing[e.name] = {"runs": n_runs, "collect_s": tc, "analysis_s": time.perf_counter() - te - tc}
+        logger.info("%s: %d runs, collected in %.1f s", e.name, n_runs, tc)
+    rows = claims_table(results, m.claims, alpha=m.alpha, confidence=m.confidence)
+    frame = claims_frame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "claims.json", {"alpha": m.alpha, "confidence": m.confidence,
+                                     "claims": [r.to_dict() for r in rows]})
+    frame.to_csv(out / "claims.csv", index=False)
+    design = study_design(m)
+    if design is not None:
+        write_json(out / "design.json", {"summary": design.summary(), "n": design.n, "sd": design.sd,
+                                         "mde": design.mde, "kind": design.kind,
+                                         "table": json.loads(design.table.to_json(orient="records"))})
+    wall = time.perf_counter() - t0
+    statement = {
+        "study": m.name, "manifest": str(m.path), "quick": quick, "command": command,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "device": device, "workers": workers, "torch_threads_per_run": 1},
+        "wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "experiments": timing,
+        "margins": dict(m.margins), "margin_why": dict(m.margin_why), "power": dict(m.power),
+        "alpha": m.alpha, "confidence": m.confidence, "resamples": resamples,
+    }
+    write_json(out / "study.json", statement)
+    write_json(out / "logs_manifest.json", logs_manifest(out / "logs"))
+    page = None
+    if report:
+        from ..report.study_page import build_study_page
+        page = build_study_page(out, m, rows, results, statement, design=design, quick=quick)
+    return ManifestResult(out, tuple(rows), results, design, wall, page)
