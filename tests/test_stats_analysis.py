@@ -179,7 +179,7 @@ def test_default_family_and_controls(result):
 
 def test_flatness_summary_and_comparisons(result):
     f = result.flatness
-    assert set(f["quantity"]) == {"lambda_max", "hessian_trace", "rho"}
+    assert set(f["quantity"]) == {"lambda_max", "hessian_trace", "rho", "curvature_alignment"}
     rho = f.query("quantity == 'rho'").iloc[0]
     assert rho["null"] == 1.0 and rho["p_value"] < 0.01 and rho["source"] == "sgd"
     lm = result.comparisons.query("quantity == 'log_lambda_max'")
@@ -459,3 +459,18 @@ def test_holm_adjusted_tost_controls_the_familywise_false_equivalence():
     se = math.sqrt(0.05 * 0.95 / R)
     assert any_adj / R <= 0.05 + 3 * se, any_adj / R
     assert any_raw / R > 0.10, any_raw / R
+
+
+def test_group_curvature_alignment_rows_detect_alignment_and_not_the_isotropic_control():
+    from varprinciple.simulate import simulate_logset
+    logset, _ = simulate_logset(methods={"sgd": 1.0}, runs_per_method=5, sources=("sgd", "isotropic"),
+                                n_directions=12, n_samples=100, rng=np.random.default_rng(11))
+    res = analyze(logset, resamples=0)
+    ca = res.flatness[res.flatness["quantity"] == "curvature_alignment"].set_index("source")
+    assert set(ca.index) == {"sgd", "isotropic"}
+    assert ca.loc["sgd", "estimate"] > 0.5 and ca.loc["sgd", "p_value"] < 0.01
+    assert ca.loc["sgd", "ci_low"] <= ca.loc["sgd", "estimate"] <= ca.loc["sgd", "ci_high"]
+    assert abs(ca.loc["isotropic", "estimate"]) < 0.4 and ca.loc["isotropic", "n_runs"] == 5
+    # the estimate is the mean of the runs' Spearman r at the analysed step
+    rel = res.relations[res.relations["source"] == "sgd"]
+    assert np.isclose(ca.loc["sgd", "estimate"], rel["spearman_r"].mean())

@@ -56,6 +56,7 @@ QUANTITY_LABELS = {
     "tr_c": "Tr(C)",
     "log_lambda_max": "log λ_max",
     "log_hessian_trace": "log Tr(H)",
+    "curvature_alignment": "mean Spearman r(λ, s²)",
 }
 #: Flatness quantities shown as columns of the groups table, in this order.
 GROUP_FLATNESS_COLUMNS = ("lambda_max", "hessian_trace", "psi")

@@ -33,7 +33,7 @@ from ..results import (COMPARISON_COLUMNS, DIRECTION_COLUMNS, FLATNESS_COLUMNS, 
 from ._resampling import Resampler
 from .comparisons import CONTROL_SOURCES, MAX_DEFAULT_GROUPS, Quantity, comparison_rows, parse_compare
 from .flatness import flatness_rows
-from .group_level import analysed_steps, at_analysed_step, group_rows
+from .group_level import analysed_steps, at_analysed_step, curvature_alignment_rows, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
 from .matched import LOSS_TOLERANCE, annotate_flatness_comparisons
 from .per_probe import ProbeOptions, directions_frame, probe_relation
@@ -268,8 +268,8 @@ def analyze(
     notes += networks.notes()
     for ids, why in networks.merged:
         logger.warning("runs %s are one network (%s); counted once", ", ".join(ids), why)
-    grp_rows, slope_units = group_rows(at_analysed_step(relations, sel), key_of, confidence,
-                                       networks.network_of, notes)
+    at_step = at_analysed_step(relations, sel)
+    grp_rows, slope_units = group_rows(at_step, key_of, confidence, networks.network_of, notes)
     groups = int_or_null(pd.DataFrame(grp_rows), "step")
 
     # ---- flatness
@@ -280,7 +280,9 @@ def analyze(
     psi = psi_analysis(runs, labels, key_of=key_of, confidence=confidence, alpha=alpha,
                        margin=equivalence_margin, resamples=B, seed=seed, network_of=networks.network_of,
                        pair_of=pair_of)
-    flat_rows = flat_rows + psi.groups
+    # mean Spearman r(lambda, s^2) over networks: alignment with curvature at group level
+    flat_rows = flat_rows + psi.groups + curvature_alignment_rows(at_step, key_of, confidence,
+                                                                  networks.network_of)
     flatness = int_or_null(pd.DataFrame(flat_rows, columns=list(FLATNESS_COLUMNS)), "step")
 
     # ---- comparisons

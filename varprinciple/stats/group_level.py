@@ -19,7 +19,11 @@ from .comparisons import CONTROL_SOURCES, Unit
 from .inference import group_test
 from .replicates import network_values
 
-__all__ = ["analysed_steps", "at_analysed_step", "group_rows", "meta_sensitivity", "groupby_keep_none"]
+__all__ = ["analysed_steps", "at_analysed_step", "group_rows", "meta_sensitivity", "groupby_keep_none",
+           "curvature_alignment_rows", "CURVATURE_ALIGNMENT"]
+
+#: Quantity name of the group-level curvature-alignment rows (in the flatness table).
+CURVATURE_ALIGNMENT = "curvature_alignment"
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +158,35 @@ def group_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float
         if notes is not None:
             notes += _design_notes(sub, label, src, blk)
     return rows, units
+
+
+def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float,
+                             network_of: dict[str, str] | None = None) -> list[dict]:
+    """Group-level alignment of noise variance with curvature: one row per group x source x block.
+
+    Estimand: the mean, over independently trained networks of the procedure, of the
+    Spearman rank correlation between λ_i and the noise variance s_i² along the logged
+    Hessian directions (0 when variance is unrelated to curvature given the directions,
+    whatever the noise's anisotropy). Estimate, CI and one-sided p (H1: mean > 0) by the
+    one-sample t over networks (re-probes of one network averaged first), as for b.
+    Rank-based, so it uses every direction (non-positive eigenvalues too) and no power law.
+    Each run's own test of the same null is its ``curvature_p`` (λ permuted across directions).
+    Rows are in the flatness table's format, quantity :data:`CURVATURE_ALIGNMENT`.
+    """
+    network_of = network_of or {}
+    rows: list[dict] = []
+    if at_step.empty or "spearman_r" not in at_step:
+        return rows
+    for (label, src, blk), sub in groupby_keep_none(at_step, ["group", "source", "block"]):
+        _nets, vals, _ = network_values(sub["run_id"].tolist(), sub["spearman_r"].to_numpy(float), network_of)
+        vals = vals[np.isfinite(vals)]
+        if vals.size < 2:
+            continue
+        g = group_test(vals, confidence=confidence)
+        steps_here = sorted(set(sub["step"].tolist()))
+        rows.append({"group": label, "group_key": key_of[label], "quantity": CURVATURE_ALIGNMENT, "source": src,
+                     "block": blk, "step": steps_here[0] if len(steps_here) == 1 else None,
+                     "estimate": g.estimate, "ci_low": g.ci_low, "ci_high": g.ci_high, "p_value": g.p_value,
+                     "null": 0.0, "log_mean": np.nan, "log_ci_low": np.nan, "log_ci_high": np.nan,
+                     "n_runs": g.n_runs})
+    return rows

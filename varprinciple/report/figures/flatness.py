@@ -71,20 +71,23 @@ def flatness_plot(data: ReportData):
         ax.set_title(f"{quantity_label(q)}" + (f" · step {step}" if step is not None else ""), fontsize=9)
         if q == "rho":
             ax.axhline(1.0, color="0.5", ls="--", lw=0.9)
+        elif q == "curvature_alignment":
+            ax.axhline(0.0, color="0.5", ls="--", lw=0.9)
         ax.tick_params(axis="y", labelsize=7)
         cmp_lines = _comparison_lines(data, q, step)
         if cmp_lines:
             ax.set_xlabel("\n".join(cmp_lines), fontsize=6, color="0.25")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, frameon=False, title="source", title_fontsize=6)
-    fig.suptitle(f"Flatness per group (mean over runs, {format_percent(conf) if conf else ''} CI)", fontsize=9)
+    fig.suptitle(f"Flatness and alignment per group (mean over runs, {format_percent(conf) if conf else ''} CI)", fontsize=9)
     return fig
 
 
 register_figure(FigureSpec(
     "flatness", "Flatness comparison",
     "Group summaries of the flatness probes: top Hessian eigenvalue λ_max, trace Tr(H), and where present "
-    "ψ and the alignment ratio ρ = D·Tr(HC)/(Tr(H)·Tr(C)) (dashed: 1, isotropic noise), with CIs; the "
+    "ψ and the alignment ratio ρ = D·Tr(HC)/(Tr(H)·Tr(C)) (dashed: 1, isotropic noise), and the group-level "
+    "curvature alignment, the mean Spearman r(λ, s²) over runs (dashed: 0, variance unrelated to λ), with CIs; the "
     "panel text quotes the between-group comparisons of the results (differences of logs for λ_max and "
     "Tr(H)).",
     ("flatness",), flatness_plot))
