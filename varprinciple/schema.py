@@ -384,6 +384,7 @@ TRAJECTORY = register_optional_table(TableSpec(
         ColumnSpec("params", "string", required=False),
     ),
     "Split-half PCA of the weight trajectory: variance and landscape width per component.",
+    unique_key=("params", "component"),
 ))
 
 #: The second half's snapshots projected on the PCs (centred on the first half's mean):
@@ -396,6 +397,7 @@ TRAJECTORY_PROJECTIONS = register_optional_table(TableSpec(
         ColumnSpec("value", "float64"),
     ),
     "Second-half weight snapshots projected on the trajectory PCs, one row per snapshot per PC.",
+    unique_key=("step", "component"),
 ))
 
 #: 1-D loss profiles L(centre + t d): kind 'pc' (d = trajectory PC `direction`, centre the
@@ -412,4 +414,5 @@ LOSS_PROFILES = register_optional_table(TableSpec(
         ColumnSpec("other_run", "string", required=False, nullable=True),
     ),
     "1-D loss profiles along trajectory PCs, filter-normalised random directions and run-to-run lines.",
+    unique_key=("kind", "other_run", "direction", "t"),
 ))
