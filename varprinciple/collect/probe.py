@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
@@ -30,6 +30,8 @@ from ._model import ProbedModel, resolve_dtype
 from .curvature import HessianOperator, top_eigenpairs
 from .flatness import flatness_frame, hutchinson_trace, noise_alignment
 from .losses import Loss, parse_loss
+from .dropout_exact import dropout_pair_moments
+from .flatness import pair_alignment
 from .noise import DropoutSites, NoiseDraws, dropout_noise, isotropic_noise, random_directions, sgd_noise
 
 __all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe"]
@@ -81,7 +83,12 @@ class ProbeSettings:
     eig_tol : float
         eigsh tolerance (raised to 100 eps of the dtype).
     exact_variance : bool
-        Log the exact projected SGD variance from per-sample gradients.
+        Log the exact projected SGD variance from per-sample gradients and the dropout
+        source's exact variance, trace and Tr(HC), estimated without bias from two masks
+        per sample (:mod:`.dropout_exact`; about two per-sample-gradient passes).
+    dropout_samples : int or None
+        Sampled dropout draws ``K`` (None: ``n_samples``). With ``exact_variance`` the
+        exact moments no longer come from the draws, so a smaller ``K`` is a cheaper choice.
     hutchinson_probes : int
         Rademacher probes for the deflated Hutchinson estimate of Tr(H) (>= 2).
     tr_hc_samples : int
@@ -112,6 +119,7 @@ class ProbeSettings:
     dtype: str = "float64"
     eig_tol: float = 1e-10
     exact_variance: bool = True
+    dropout_samples: int | None = None
     hutchinson_probes: int = 64
     tr_hc_samples: int = 64
     store_vectors_max_params: int = 50_000
@@ -165,9 +173,21 @@ class ProbeSettings:
             raise ConfigError(f"`eig_tol` must be in (0, 1); got {self.eig_tol!r}.")
         if not isinstance(self.exact_variance, bool):
             raise ConfigError(f"`exact_variance` must be true or false; got {self.exact_variance!r}.")
+        if self.dropout_samples is not None and (not _is_int(self.dropout_samples) or self.dropout_samples < 2):
+            raise ConfigError(f"`dropout_samples` must be an integer >= 2 or unset; got {self.dropout_samples!r}.")
         if self.tr_hc_samples and not 3 <= self.tr_hc_samples <= self.n_samples:
             raise ConfigError(f"`tr_hc_samples` must be 0 or in [3, n_samples={self.n_samples}]; "
                               f"got {self.tr_hc_samples}.")
+        if ("dropout" in self.sources and not self.exact_variance and self.tr_hc_samples
+                and self.tr_hc_samples > self.n_dropout):
+            raise ConfigError(f"`tr_hc_samples` ({self.tr_hc_samples}) must be <= `dropout_samples` "
+                              f"({self.n_dropout}) when `exact_variance` is false (Tr(HC) then uses "
+                              "full dropout draws).")
+
+    @property
+    def n_dropout(self) -> int:
+        """Sampled dropout draws: ``dropout_samples``, else ``n_samples``."""
+        return self.n_samples if self.dropout_samples is None else int(self.dropout_samples)
 
     def to_dict(self) -> dict:
         """Plain-JSON form (for run.json)."""
@@ -378,9 +398,19 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
                                        memory_budget_mb=settings.memory_budget_mb,
                                        exact_variance=settings.exact_variance)
             elif src == "dropout":
-                draws[src] = dropout_noise(sites, V, gradient=op.gradient, n_samples=settings.n_samples,
-                                           generator=generator, n_full=n_full,
-                                           memory_budget_mb=settings.memory_budget_mb)
+                pairs = None
+                if settings.exact_variance:  # exact moments from two masks per sample
+                    pairs = dropout_pair_moments(sites, V, generator=generator, n_groups=settings.tr_hc_samples,
+                                                 memory_budget_mb=settings.memory_budget_mb)
+                nd = dropout_noise(sites, V, gradient=op.gradient, n_samples=settings.n_dropout,
+                                   generator=generator, n_full=0 if pairs is not None else n_full,
+                                   memory_budget_mb=settings.memory_budget_mb,
+                                   trace_samples=4 if pairs is not None else 32)
+                if pairs is not None:
+                    nd = replace(nd, trace=pairs.trace, exact_variance=pairs.variance,
+                                 extra={**nd.extra, "pairs": pairs, "pair_chunk": pairs.chunk,
+                                        "pair_seconds": pairs.seconds})
+                draws[src] = nd
             else:
                 draws[src] = isotropic_noise(D, V, trace=draws[settings.isotropic_of].trace,
                                              n_samples=settings.n_samples, generator=generator,
@@ -392,11 +422,18 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         t0 = time.perf_counter()
         trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=generator,
                                eigenvalues=eig.eigenvalues, eigenvectors=eig.eigenvectors)
-        aligns = [noise_alignment(op, draws[s].full, source=s, trace_h=trh)
-                  for s in settings.sources if n_full >= 3]
+        aligns = []
+        for s in settings.sources:
+            pairs = draws[s].extra.get("pairs")
+            if pairs is not None and pairs.W is not None:
+                aligns.append(pair_alignment(op, pairs, source=s, trace_h=trh))
+            elif pairs is None and n_full >= 3:
+                aligns.append(noise_alignment(op, draws[s].full, source=s, trace_h=trh))
         exact_tr = {s: d.trace for s, d in draws.items() if d.trace_exact}
+        exact_se = {s: d.extra["pairs"].trace_se for s, d in draws.items() if d.extra.get("pairs") is not None}
+        exact_tr.update({s: draws[s].trace for s in exact_se})
         flat = flatness_frame(step=step, lambda_max=float(eig.eigenvalues[0]), trace_h=trh,
-                              alignments=aligns, exact_traces=exact_tr)
+                              alignments=aligns, exact_traces=exact_tr, exact_trace_se=exact_se)
         timings["flatness"] = time.perf_counter() - t0
         stages.done()
     finally:
@@ -413,7 +450,7 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
             "gradient_norm": float(op.gradient.norm()),
             "n_hvp_eigensolver": int(eig.extra.get("n_hvp_solver", 0)),
             "traces": {s: d.trace for s, d in draws.items()},
-            "noise_extra": {s: {k2: v for k2, v in d.extra.items() if k2 != "subsets"}
+            "noise_extra": {s: {k2: v for k2, v in d.extra.items() if k2 not in ("subsets", "pairs")}
                             for s, d in draws.items()}}
     logger.info("probe step %d: lambda_max=%.4g, %d HVPs, %.2fs", step, eig.eigenvalues[0], op.n_hvp,
                 timings["total"])
