@@ -87,6 +87,13 @@ class ProbedModel:
         """An uninitialised stand-in with the output shape for ``n`` samples (for checks)."""
         return out.new_empty((n, *out.shape[1:]))
 
+    def subset(self, start: int, stop: int) -> "ProbedModel":
+        """A shallow view of the same model on samples ``start:stop`` (data chunking)."""
+        sub = copy.copy(self)
+        sub.X, sub.y = self.X[start:stop], self.y[start:stop]
+        sub.n = int(sub.X.shape[0])
+        return sub
+
     # ------------------------------------------------------------------ functional calls
     def forward(self, params: dict, X: torch.Tensor) -> torch.Tensor:
         return functional_call(self.module, {**params, **self.consts}, (X,))

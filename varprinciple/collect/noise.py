@@ -46,6 +46,7 @@ __all__ = [
     "sgd_subsets",
     "sgd_noise",
     "dropout_noise",
+    "dropout_data_chunk",
     "dropout_gradients",
     "dropout_cut_tangents",
     "dropout_projections",
@@ -605,6 +606,11 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
     pm = sites.pm
     D, n, K = pm.n_params, pm.n, int(n_samples)
     act = pm.activation_numel()
+    nc = dropout_data_chunk(sites, memory_budget_mb)
+    if nc < n:
+        return _dropout_noise_by_data(sites, directions, gradient=gradient, n_samples=K, generator=generator,
+                                      n_full=n_full, memory_budget_mb=memory_budget_mb, method=method,
+                                      trace_samples=trace_samples, chunk=nc, t0=t0)
     per = _BYTES * (3 * D + n * (6 * act + 2 * sites.unit_numel))
     c = max(1, min(K, _chunk_for(memory_budget_mb, per)))
     # cache-sized chunks: the per-draw work is dominated by elementwise passes over the masked
@@ -667,6 +673,53 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
                        "mean_norm_exact": float((s1 / Ke).norm())})
 
 
+def dropout_data_chunk(sites: DropoutSites, memory_budget_mb: float) -> int:
+    """Samples per data chunk so that one dropout draw on the chunk fits ``memory_budget_mb``
+    (``n`` when a draw on the whole batch fits)."""
+    pm = sites.pm
+    per_sample = _BYTES * (6 * pm.activation_numel() + 2 * sites.unit_numel)
+    room = memory_budget_mb * 2**20 - _BYTES * 3 * pm.n_params
+    return int(max(1, min(pm.n, room // per_sample)))
+
+
+def _dropout_noise_by_data(sites: DropoutSites, directions: torch.Tensor, *, gradient: torch.Tensor,
+                           n_samples: int, generator: torch.Generator, n_full: int, memory_budget_mb: float,
+                           method: str, trace_samples: int, chunk: int, t0: float) -> NoiseDraws:
+    """:func:`dropout_noise` summed over data chunks: R_drop = sum_c (n_c/n) R_drop,c with masks
+    independent across samples, so each draw's projections (and full vectors) are the weighted
+    sums of the chunks' (each chunk draws its own masks for all K draws). The trace is the
+    centred sample trace of the first max(n_full, trace_samples, 2) draws, kept as full vectors."""
+    pm = sites.pm
+    D, n, K = pm.n_params, pm.n, int(n_samples)
+    V = directions.to(pm.dtype)
+    keep = min(K, max(n_full, trace_samples, 2))
+    vals = torch.zeros(K, V.shape[1], dtype=torch.float64, device=pm.device)
+    full = torch.zeros(keep, D, dtype=pm.dtype, device=pm.device)
+    zero = torch.zeros(D, dtype=pm.dtype, device=pm.device)
+    fast = []
+    try:
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            sites.pm = pm.subset(s, e)
+            nd = dropout_noise(sites, V, gradient=zero, n_samples=K, generator=generator, n_full=keep,
+                               memory_budget_mb=memory_budget_mb, method=method, trace_samples=trace_samples)
+            w = (e - s) / n
+            vals += w * torch.from_numpy(nd.values).to(pm.device)
+            full += w * nd.full
+            fast.append(nd.extra["fast_path"])
+    finally:
+        sites.pm = pm
+    vals -= (gradient @ V).double()
+    full -= gradient
+    xc = (full - full.mean(0)).double()
+    trace = float((xc * xc).sum() / (keep - 1))
+    return NoiseDraws("dropout", vals.cpu().numpy(), full[:n_full].detach(), trace, False, None,
+                      time.perf_counter() - t0,
+                      {"chunk": 1, "data_chunk": chunk, "drop_probs": sites.drop_probs,
+                       "sites": [x[0] for x in sites.sites], "n_exact": keep, "fast_path": all(fast),
+                       "mean_norm_exact": float(full.mean(0).norm())})
+
+
 # ============================================================================ isotropic
 
 
@@ -693,7 +746,8 @@ def isotropic_noise(D: int, directions: torch.Tensor, *, trace: float, n_samples
     done = 0
     while done < n_samples:
         k = min(c, n_samples - done)
-        Z = torch.randn(k, D, generator=generator, dtype=torch.float64) * sigma
+        # one call per row: the stream (hence every draw) does not depend on the chunk size
+        Z = torch.stack([torch.randn(D, generator=generator, dtype=torch.float64) for _ in range(k)]) * sigma
         Z = Z.to(device=directions.device, dtype=directions.dtype)
         vals.append(project(Z, directions).double().cpu())
         if done < n_full:

@@ -27,7 +27,8 @@ from torch import nn
 from .. import schema
 from ..errors import ConfigError, InputError
 from ._model import ProbedModel, resolve_dtype
-from .curvature import HessianOperator, top_eigenpairs
+from .curvature import HessianOperator, hessian_chunk, hessian_graph_bytes, top_eigenpairs
+from .dropout_exact import pair_chunk
 from .flatness import flatness_frame, hutchinson_trace, noise_alignment
 from .losses import Loss, parse_loss
 from .dropout_exact import dropout_pair_moments
@@ -312,6 +313,39 @@ class _Stages:
             self.bar.close()
 
 
+def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites) -> dict:
+    """Memory plan and cost estimate, made before any expensive stage: chunk sizes under the
+    budget and the expected seconds per stage from one timed HVP and one timed per-sample chunk."""
+    from .noise import dropout_data_chunk
+    n, D, k = pm.n, pm.n_params, settings.top_k
+    budget = settings.memory_budget_mb
+    t = time.perf_counter()
+    op.matvec(torch.zeros(D, dtype=pm.dtype, device=pm.device))
+    op.n_hvp -= 1
+    t_hvp = time.perf_counter() - t
+    n_eig = 2 * max(2 * k + 1, 20) + 2 * k  # typical eigsh products + residuals
+    j = settings.tr_hc_samples
+    n_src = sum(s != "isotropic" for s in settings.sources) + ("isotropic" in settings.sources)
+    n_flat = settings.hutchinson_probes + (j * n_src if j else 0)
+    plan = {
+        "memory_budget_mb": budget,
+        "hessian": "graph kept" if op.chunk is None else f"data chunks of {op.chunk}",
+        "hessian_graph_mb": round(hessian_graph_bytes(pm) / 2**20, 1),
+        "hessian_chunk": op.chunk,
+        "seconds_per_hvp": t_hvp,
+        "hvp_estimate": {"hessian": n_eig, "flatness": n_flat},
+        "seconds_estimate": {"hessian": t_hvp * n_eig, "flatness": t_hvp * n_flat},
+    }
+    if sites is not None:
+        plan["dropout_data_chunk"] = dropout_data_chunk(sites, budget)
+        plan["dropout_pair_chunk"] = pair_chunk(pm, budget)
+    plan["summary"] = (f"n={n}, D={D}, budget {budget} MB, HVPs: {plan['hessian']} "
+                       f"(full graph ~{plan['hessian_graph_mb']} MB), ~{t_hvp * 1e3:.1f} ms/HVP; estimated "
+                       f"Hessian {t_hvp * n_eig:.1f} s ({n_eig} HVPs), flatness {t_hvp * n_flat:.1f} s "
+                       f"({n_flat} HVPs)")
+    return plan
+
+
 def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, *,
           settings: ProbeSettings, step: int, generator: torch.Generator,
           v0: np.ndarray | None = None, progress: bool = False) -> ProbeResult:
@@ -377,13 +411,20 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         if settings.top_k > D:
             raise ConfigError(f"`top_k` ({settings.top_k}) exceeds the number of parameters ({D}).")
         stages.start("hessian")
-        op = HessianOperator(pm)
+        hchunk = hessian_chunk(pm, settings.memory_budget_mb)
+        op = HessianOperator(pm, chunk=hchunk)
+        plan = _plan(pm, op, settings, sites)
+        logger.info("probe step %d plan: %s", step, plan["summary"])
         eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator)
         timings["hessian"] = time.perf_counter() - t0
         stages.done()
         k, m = eig.k, settings.n_random
         Vh = torch.from_numpy(np.ascontiguousarray(eig.eigenvectors)).to(pm.dtype).to(pm.device)
         R = random_directions(D, m, generator=generator, dtype=pm.dtype).to(pm.device)
+        # one independent stream per stage (always all four, in this order): a stage's draws do not
+        # depend on which other sources run nor on how much randomness their chunking consumed
+        gens = {name: torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+                for name in ("sgd", "dropout", "isotropic", "flatness")}
         V = torch.cat([Vh, R], dim=1)
         n_full = min(settings.tr_hc_samples, settings.n_samples)
         draws: dict[str, NoiseDraws] = {}
@@ -394,16 +435,16 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
             t0 = time.perf_counter()
             if src == "sgd":
                 draws[src] = sgd_noise(pm, V, gradient=op.gradient, batch_size=settings.batch_size,
-                                       n_samples=settings.n_samples, generator=generator, n_full=n_full,
+                                       n_samples=settings.n_samples, generator=gens["sgd"], n_full=n_full,
                                        memory_budget_mb=settings.memory_budget_mb,
                                        exact_variance=settings.exact_variance)
             elif src == "dropout":
                 pairs = None
                 if settings.exact_variance:  # exact moments from two masks per sample
-                    pairs = dropout_pair_moments(sites, V, generator=generator, n_groups=settings.tr_hc_samples,
+                    pairs = dropout_pair_moments(sites, V, generator=gens["dropout"], n_groups=settings.tr_hc_samples,
                                                  memory_budget_mb=settings.memory_budget_mb)
                 nd = dropout_noise(sites, V, gradient=op.gradient, n_samples=settings.n_dropout,
-                                   generator=generator, n_full=0 if pairs is not None else n_full,
+                                   generator=gens["dropout"], n_full=0 if pairs is not None else n_full,
                                    memory_budget_mb=settings.memory_budget_mb,
                                    trace_samples=4 if pairs is not None else 32)
                 if pairs is not None:
@@ -413,14 +454,14 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
                 draws[src] = nd
             else:
                 draws[src] = isotropic_noise(D, V, trace=draws[settings.isotropic_of].trace,
-                                             n_samples=settings.n_samples, generator=generator,
+                                             n_samples=settings.n_samples, generator=gens["isotropic"],
                                              n_full=n_full, memory_budget_mb=settings.memory_budget_mb,
                                              of=settings.isotropic_of)
             timings[src] = time.perf_counter() - t0
             stages.done()
         stages.start("flatness")
         t0 = time.perf_counter()
-        trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=generator,
+        trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=gens["flatness"],
                                eigenvalues=eig.eigenvalues, eigenvectors=eig.eigenvectors)
         aligns = []
         for s in settings.sources:
@@ -446,7 +487,9 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
                 if draws[s].exact_variance is not None]
     ev_df = pd.concat(ev_parts, ignore_index=True) if ev_parts else None
     timings["total"] = time.perf_counter() - t_all
-    info = {"n_params": D, "n_train": pm.n, "loss_value": op.loss_value,
+    info = {"n_params": D, "n_train": pm.n, "loss_value": op.loss_value, "plan": plan,
+            "dropout_sites": ([{"name": x[0], "drop_prob": x[2], "where": x[3]} for x in sites.sites]
+                              if sites is not None else []),
             "gradient_norm": float(op.gradient.norm()),
             "n_hvp_eigensolver": int(eig.extra.get("n_hvp_solver", 0)),
             "traces": {s: d.trace for s, d in draws.items()},
