@@ -371,6 +371,22 @@ class DropoutSites:
             else:
                 self._handles.append(mod.register_forward_pre_hook(self._in_hook(i)))
         self.shapes = self._record_shapes()
+        self._check_functional(mods)
+
+    def _check_functional(self, mods) -> None:
+        """Refuse (one line, naming the call) when the model applies dropout in train mode that
+        is not one of the sites: functional dropout (e.g. attention dropout via
+        ``scaled_dot_product_attention(dropout_p=...)`` or ``F.dropout``) or an ``nn.Dropout``
+        left out by ``dropout_layers`` would otherwise be silently missing from the source."""
+        from ._model import random_calls
+        ok = frozenset(id(mod) for _, mod, _, where in self.sites if where == "output" and type(mod) is nn.Dropout)
+        pm = self.pm
+        found = random_calls(pm.module, lambda: pm.forward(pm.params, pm.X[:2]), train=True, allowed=ok)
+        if found:
+            more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+            raise ConfigError(f"dropout source: the model applies dropout in train mode that the probe cannot "
+                              f"include: {found[0]}{more}; set it to 0 (e.g. the attention's dropout) or name "
+                              f"it in `dropout_layers`, or remove 'dropout' from `sources`.")
 
     def _site_value(self, i, t):
         if i == self.cut:

@@ -14,6 +14,7 @@ noise; centred traces); see :mod:`.curvature`, :mod:`.noise`, :mod:`.flatness` a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import schema
 from ..errors import ConfigError, InputError
@@ -96,8 +98,14 @@ class ProbeSettings:
         Full noise draws per source for the matrix-free Tr(HC) and rho (0 = skip; else 3..K).
     store_vectors_max_params : int
         Eigenvectors are logged only when the model has at most this many parameters.
+    frozen_batchnorm : bool
+        Allow BatchNorm layers (with running statistics): the probe runs the model in eval
+        mode, so they normalise with their frozen running statistics. Off: refused.
     memory_budget_mb : int
-        Working-memory budget for chunking per-sample gradients and dropout draws.
+        Working-memory budget of the probe: when the full batch's HVP graph does not fit half
+        of it, HVPs are summed over data chunks; per-sample gradients, the two-mask dropout
+        pass and dropout draws are chunked over samples (and draws) to fit it. The inputs
+        themselves are held in memory outside the budget.
 
     Examples
     --------
@@ -121,6 +129,7 @@ class ProbeSettings:
     eig_tol: float = 1e-10
     exact_variance: bool = True
     dropout_samples: int | None = None
+    frozen_batchnorm: bool = False
     hutchinson_probes: int = 64
     tr_hc_samples: int = 64
     store_vectors_max_params: int = 50_000
@@ -172,6 +181,8 @@ class ProbeSettings:
         resolve_dtype(self.dtype)
         if not _is_num(self.eig_tol) or not 0 < self.eig_tol < 1:
             raise ConfigError(f"`eig_tol` must be in (0, 1); got {self.eig_tol!r}.")
+        if not isinstance(self.frozen_batchnorm, bool):
+            raise ConfigError(f"`frozen_batchnorm` must be true or false; got {self.frozen_batchnorm!r}.")
         if not isinstance(self.exact_variance, bool):
             raise ConfigError(f"`exact_variance` must be true or false; got {self.exact_variance!r}.")
         if self.dropout_samples is not None and (not _is_int(self.dropout_samples) or self.dropout_samples < 2):
@@ -363,8 +374,12 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         No BatchNorm (refused with :class:`ConfigError`). Its ``nn.Dropout`` modules are
         off for the Hessian and SGD noise and define the dropout source (unless
         ``settings.dropout_layers`` is given).
-    loss : Loss or str
-        ``"mse"`` (``(1/2n) sum ||f(x)-y||^2``) or ``"cross_entropy"``.
+    loss : Loss, str or callable
+        ``"mse"`` (``(1/2n) sum ||f(x)-y||^2`` -- not ``nn.MSELoss``, which averages over the
+        outputs too and has no 1/2: its H is ``2/m`` times ours for ``m`` outputs),
+        ``"cross_entropy"``, or a callable ``loss(output, target)`` returning per-sample losses
+        ``(n,)`` (the training loss is their mean; it receives the raw output, e.g. a dict).
+        Built-in losses take a dict output's ``"logits"`` entry.
     X, y : torch.Tensor
         Full training set (``y`` integer labels for cross-entropy).
     settings : ProbeSettings
@@ -399,9 +414,12 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     stage_names = ["hessian"] + list(settings.sources) + ["flatness"]
     stages = _Stages(stage_names, progress, step)
     sites = None
+    stack = contextlib.ExitStack()
     try:
         t0 = time.perf_counter()
-        pm = ProbedModel(model, loss, X, y, dtype=resolve_dtype(settings.dtype))
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))  # double-differentiable attention (HVPs)
+        pm = ProbedModel(model, loss, X, y, dtype=resolve_dtype(settings.dtype),
+                         frozen_batchnorm=settings.frozen_batchnorm)
         if "sgd" in settings.sources and not settings.batch_size < pm.n:
             raise ConfigError(f"`batch_size` ({settings.batch_size}) must be smaller than the number of "
                               f"training samples n={pm.n}.")
@@ -479,6 +497,7 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         stages.done()
     finally:
         stages.close()
+        stack.close()
         if sites is not None:
             sites.remove()
     eigen_df = eig.to_frame(step=step, store_vectors=D <= settings.store_vectors_max_params)
