@@ -223,12 +223,16 @@ def random_calls(module: nn.Module, call, *, train: bool, allowed: frozenset[int
         hs.append(m.register_forward_pre_hook(push))
         hs.append(m.register_forward_hook(pop))
     was = module.training
+    saved = {k: b.clone() for k, b in module.named_buffers()}  # train mode may update BatchNorm statistics
     module.train(train)
     try:
         with torch.no_grad(), _Spy():
             call()
     finally:
         module.train(was)
+        with torch.no_grad():
+            for k, b in module.named_buffers():
+                b.copy_(saved[k])
         for h in hs:
             h.remove()
     return list(dict.fromkeys(found))
