@@ -182,7 +182,7 @@ def bench_dropout_exact(args):
     """Dropout's exact moments (two masks per sample) against K sequential backward passes."""
     X, y = digits()
     K, d, J = args.draws, 30, 64
-    for widths in [(64, 50, 50, 10), (64, 300, 300, 10)]:
+    for widths in [(64, 50, 50, 10), (64, 300, 300, 10)][:1 if args.quick else 2]:
         for label, drop_after in [("1 site (last hidden layer)", (-1,)), ("2 sites (both hidden layers)", (0, 1))]:
             net = train(mlp(widths, drop_after=drop_after), X, y, 200, 0.3)
             pmd = ProbedModel(net, Loss.CROSS_ENTROPY, X, y, dtype=torch.float64)
