@@ -28,7 +28,7 @@ from torch.func import grad, vmap
 from varprinciple.collect._model import ProbedModel
 from varprinciple.collect.curvature import HessianOperator
 from varprinciple.collect.losses import Loss
-from varprinciple.collect.dropout_exact import dropout_pair_moments
+from varprinciple.collect.noise.dropout_exact import dropout_pair_moments
 from varprinciple.collect.noise import DropoutSites, dropout_noise, random_directions, sgd_noise
 from varprinciple.collect.probe import ProbeSettings, probe
 

@@ -12,7 +12,7 @@ from torch import nn  # noqa: E402
 
 from varprinciple.collect._model import ProbedModel  # noqa: E402
 from varprinciple.collect.curvature import HessianOperator, dense_hessian  # noqa: E402
-from varprinciple.collect.dropout_exact import dropout_pair_moments  # noqa: E402
+from varprinciple.collect.noise.dropout_exact import dropout_pair_moments  # noqa: E402
 from varprinciple.collect.flatness import TraceEstimate, pair_alignment  # noqa: E402
 from varprinciple.collect.losses import Loss  # noqa: E402
 from varprinciple.collect.noise import DropoutSites, dropout_gradients, dropout_noise, random_directions  # noqa: E402

@@ -161,7 +161,7 @@ def noise_alignment(op: HessianOperator, full: torch.Tensor, *, source: str,
 def pair_alignment(op: HessianOperator, moments, *, source: str, trace_h: TraceEstimate) -> NoiseAlignment:
     """Tr(HC), Tr(C) and rho from dropout's two-mask per-sample differences (no full draws).
 
-    ``moments`` is a :class:`~varprinciple.collect.dropout_exact.DropoutPairMoments` with
+    ``moments`` is a :class:`~varprinciple.collect.noise.dropout_exact.DropoutPairMoments` with
     ``J`` signed group sums :math:`w_j`: :math:`\\widehat{\\mathrm{Tr}}(HC) = \\sum_j
     w_j^\\top H w_j / (2n^2)` (``J`` HVPs), Tr(C) its per-sample estimate. SEs from the ``J``
     independent group terms; rho's SE from the delete-one-group jackknife of the ratio

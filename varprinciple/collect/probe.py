@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -30,12 +30,9 @@ from .. import schema
 from ..errors import ConfigError, InputError
 from ._model import ProbedModel, resolve_dtype
 from .curvature import HessianOperator, hessian_chunk, hessian_graph_bytes, top_eigenpairs
-from .dropout_exact import pair_chunk
-from .flatness import flatness_frame, hutchinson_trace, noise_alignment
+from .flatness import flatness_frame, hutchinson_trace
 from .losses import Loss, parse_loss
-from .dropout_exact import dropout_pair_moments
-from .flatness import pair_alignment
-from .noise import DropoutSites, NoiseDraws, dropout_noise, isotropic_noise, random_directions, sgd_noise
+from .noise import NoiseDraws, SourceContext, get_source, pair_chunk, random_directions, source_names
 
 __all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe"]
 
@@ -88,7 +85,7 @@ class ProbeSettings:
     exact_variance : bool
         Log the exact projected SGD variance from per-sample gradients and the dropout
         source's exact variance, trace and Tr(HC), estimated without bias from two masks
-        per sample (:mod:`.dropout_exact`; about two per-sample-gradient passes).
+        per sample (:mod:`.noise.dropout_exact`; about two per-sample-gradient passes).
     dropout_samples : int or None
         Sampled dropout draws ``K`` (None: ``n_samples``). With ``exact_variance`` the
         exact moments no longer come from the draws, so a smaller ``K`` is a cheaper choice.
@@ -153,7 +150,7 @@ class ProbeSettings:
         src = self.sources
         if isinstance(src, str) or not isinstance(src, (tuple, list)):
             raise ConfigError(f"`sources` must be a list of source names; got {src!r}.")
-        allowed = [s.value for s in NoiseSource]
+        allowed = source_names()
         for s in src:
             if s not in allowed:
                 raise ConfigError(f"`sources` entry {s!r} is not one of {allowed}.")
@@ -327,7 +324,7 @@ class _Stages:
 def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites) -> dict:
     """Memory plan and cost estimate, made before any expensive stage: chunk sizes under the
     budget and the expected seconds per stage from one timed HVP and one timed per-sample chunk."""
-    from .noise import dropout_data_chunk
+    from .noise import dropout_data_chunk  # noqa: PLC0415
     n, D, k = pm.n, pm.n_params, settings.top_k
     budget = settings.memory_budget_mb
     t = time.perf_counter()
@@ -413,7 +410,7 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     timings: dict[str, float] = {}
     stage_names = ["hessian"] + list(settings.sources) + ["flatness"]
     stages = _Stages(stage_names, progress, step)
-    sites = None
+    srcs: dict = {}
     stack = contextlib.ExitStack()
     try:
         t0 = time.perf_counter()
@@ -423,8 +420,10 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         if "sgd" in settings.sources and not settings.batch_size < pm.n:
             raise ConfigError(f"`batch_size` ({settings.batch_size}) must be smaller than the number of "
                               f"training samples n={pm.n}.")
-        if "dropout" in settings.sources:
-            sites = DropoutSites(pm, drop_prob=settings.drop_prob, layers=settings.dropout_layers)
+        for name in settings.sources:  # each source validates and sets up before any expensive stage
+            srcs[name] = get_source(name)
+            srcs[name].prepare(pm, settings)
+        sites = getattr(srcs.get("dropout"), "sites", None)
         D = pm.n_params
         if settings.top_k > D:
             raise ConfigError(f"`top_k` ({settings.top_k}) exceeds the number of parameters ({D}).")
@@ -442,52 +441,24 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         # one independent stream per stage (always all four, in this order): a stage's draws do not
         # depend on which other sources run nor on how much randomness their chunking consumed
         gens = {name: torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-                for name in ("sgd", "dropout", "isotropic", "flatness")}
+                for name in [*source_names(), "flatness"]}
         V = torch.cat([Vh, R], dim=1)
         n_full = min(settings.tr_hc_samples, settings.n_samples)
         draws: dict[str, NoiseDraws] = {}
-        order = [s for s in settings.sources if s != "isotropic"] + \
-                (["isotropic"] if "isotropic" in settings.sources else [])
+        order = sorted(settings.sources, key=lambda name: srcs[name].after_others)  # stable
         for src in order:
             stages.start(src)
             t0 = time.perf_counter()
-            if src == "sgd":
-                draws[src] = sgd_noise(pm, V, gradient=op.gradient, batch_size=settings.batch_size,
-                                       n_samples=settings.n_samples, generator=gens["sgd"], n_full=n_full,
-                                       memory_budget_mb=settings.memory_budget_mb,
-                                       exact_variance=settings.exact_variance)
-            elif src == "dropout":
-                pairs = None
-                if settings.exact_variance:  # exact moments from two masks per sample
-                    pairs = dropout_pair_moments(sites, V, generator=gens["dropout"], n_groups=settings.tr_hc_samples,
-                                                 memory_budget_mb=settings.memory_budget_mb)
-                nd = dropout_noise(sites, V, gradient=op.gradient, n_samples=settings.n_dropout,
-                                   generator=gens["dropout"], n_full=0 if pairs is not None else n_full,
-                                   memory_budget_mb=settings.memory_budget_mb,
-                                   trace_samples=4 if pairs is not None else 32)
-                if pairs is not None:
-                    nd = replace(nd, trace=pairs.trace, exact_variance=pairs.variance,
-                                 extra={**nd.extra, "pairs": pairs, "pair_chunk": pairs.chunk,
-                                        "pair_seconds": pairs.seconds})
-                draws[src] = nd
-            else:
-                draws[src] = isotropic_noise(D, V, trace=draws[settings.isotropic_of].trace,
-                                             n_samples=settings.n_samples, generator=gens["isotropic"],
-                                             n_full=n_full, memory_budget_mb=settings.memory_budget_mb,
-                                             of=settings.isotropic_of)
+            ctx = SourceContext(pm=pm, op=op, directions=V, settings=settings, generator=gens[src], n_full=n_full,
+                                draws=draws)
+            draws[src] = srcs[src].sample(ctx)
             timings[src] = time.perf_counter() - t0
             stages.done()
         stages.start("flatness")
         t0 = time.perf_counter()
         trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=gens["flatness"],
                                eigenvalues=eig.eigenvalues, eigenvectors=eig.eigenvectors)
-        aligns = []
-        for s in settings.sources:
-            pairs = draws[s].extra.get("pairs")
-            if pairs is not None and pairs.W is not None:
-                aligns.append(pair_alignment(op, pairs, source=s, trace_h=trh))
-            elif pairs is None and n_full >= 3:
-                aligns.append(noise_alignment(op, draws[s].full, source=s, trace_h=trh))
+        aligns = [a for a in (srcs[s].alignment(op, draws[s], trh) for s in settings.sources) if a is not None]
         exact_tr = {s: d.trace for s, d in draws.items() if d.trace_exact}
         exact_se = {s: d.extra["pairs"].trace_se for s, d in draws.items() if d.extra.get("pairs") is not None}
         exact_tr.update({s: draws[s].trace for s in exact_se})
@@ -498,8 +469,8 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     finally:
         stages.close()
         stack.close()
-        if sites is not None:
-            sites.remove()
+        for src in srcs.values():
+            src.close()
     eigen_df = eig.to_frame(step=step, store_vectors=D <= settings.store_vectors_max_params)
     noise_df = pd.concat([_noise_frame(step, draws[s], k, m) for s in settings.sources], ignore_index=True)
     ev_parts = [_exact_frame(step, draws[s], k, m) for s in settings.sources
@@ -507,8 +478,7 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     ev_df = pd.concat(ev_parts, ignore_index=True) if ev_parts else None
     timings["total"] = time.perf_counter() - t_all
     info = {"n_params": D, "n_train": pm.n, "loss_value": op.loss_value, "plan": plan,
-            "dropout_sites": ([{"name": x[0], "drop_prob": x[2], "where": x[3]} for x in sites.sites]
-                              if sites is not None else []),
+            "dropout_sites": srcs["dropout"].info()["dropout_sites"] if "dropout" in srcs else [],
             "gradient_norm": float(op.gradient.norm()),
             "n_hvp_eigensolver": int(eig.extra.get("n_hvp_solver", 0)),
             "traces": {s: d.trace for s, d in draws.items()},

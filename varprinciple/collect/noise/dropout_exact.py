@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.func import grad, vmap
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = ["DropoutPairMoments", "dropout_pair_moments", "pair_chunk"]
 
@@ -127,7 +127,7 @@ def dropout_pair_moments(sites, directions: torch.Tensor, *, generator: torch.Ge
     if not isinstance(n_groups, int) or n_groups < 0:
         raise ConfigError(f"`n_groups` must be an integer >= 0; got {n_groups!r}.")
     pm = sites.pm
-    n, D = pm.n, pm.n_params
+    n = pm.n
     V = directions.to(pm.dtype)
     Vp = list(V.split(pm.numels))
     J = min(n_groups, n) if n_groups else 2
