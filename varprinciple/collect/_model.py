@@ -112,7 +112,13 @@ class ProbedModel:
             self.y = check_targets(loss, self.forward_nograd_shape(o, self.X.shape[0]), y.to(dev)).detach()
         self.n = int(self.X.shape[0])
         self.theta = self.flatten(self.params)
-        rnd = random_calls(m, lambda: self.forward(self.params, self.X[:2]), train=False)
+        try:
+            rnd = random_calls(m, lambda: self.forward(self.params, self.X[:2]), train=False)
+        except (ConfigError, InputError):
+            raise
+        except Exception as exc:  # an op the dispatch-mode scan cannot trace: skip the check, say so
+            logger.warning("could not scan the model for randomness in eval mode (%s)", exc)
+            rnd = []
         if rnd:
             raise ConfigError(f"the model draws random numbers in eval mode ({rnd[0]}); probes need a "
                               "deterministic function of the parameters (dropout must follow `self.training`).")
