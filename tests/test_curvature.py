@@ -219,7 +219,7 @@ def test_input_errors():
     X, y = _data()
     with pytest.raises(InputError, match="`model` must be a torch.nn.Module; got str"):
         hessian_operator("net", "mse", X, y)
-    with pytest.raises(ConfigError, match="`loss` must be one of 'mse', 'cross_entropy'; got 'l1'"):
+    with pytest.raises(ConfigError, match=r"`loss` must be one of 'mse', 'cross_entropy' or a callable loss\(output, target\) returning per-sample losses; got 'l1'"):
         hessian_operator(_mlp(0), "l1", X, y)
     with pytest.raises(ConfigError, match="`dtype` must be one of"):
         hessian_operator(_mlp(0), "mse", X, y, dtype="float16")

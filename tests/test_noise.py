@@ -348,8 +348,10 @@ def test_dropout_noise_methods_agree_and_trace():
     np.testing.assert_allclose(project(a.full, V).numpy(), a.values[:8], atol=1e-14)
     xi = a.full
     assert a.trace > 0 and a.extra["n_exact"] == 40
+    one_draw = 8 * (3 * pm.n_params + pm.n * (6 * pm.activation_numel() + 2 * sites.unit_numel)) / 2**20
     c = dropout_noise(sites, V, generator=torch.Generator().manual_seed(1), method="fast", trace_samples=8,
-                      memory_budget_mb=1e-3, **kw)  # chunks of one draw: exact first 8, fast after
+                      memory_budget_mb=1.01 * one_draw, **kw)  # chunks of one draw: exact first 8, fast after
+    assert c.extra["chunk"] == 1 and "data_chunk" not in c.extra
     assert c.extra["n_exact"] == 8 and c.extra["fast_path"]
     auto = dropout_noise(sites, V, generator=torch.Generator().manual_seed(1), method="auto", **kw)
     assert auto.extra["fast_path"] == sites.fast_path_pays(3)

@@ -55,13 +55,17 @@ def test_probe_tables_are_schema_valid_and_match_dense(tmp_path):
     assert one["basis"].tolist() == ["hessian"] * k + ["random"] * m
     assert one["direction"].tolist() == [0, 1, 2, 3, 0, 1, 2]
     ev = res.exact_variance
-    assert sorted(ev["source"].unique()) == ["isotropic", "sgd"] and len(ev) == 2 * (k + m)
+    assert sorted(ev["source"].unique()) == ["dropout", "isotropic", "sgd"] and len(ev) == 3 * (k + m)
     f = res.flatness.set_index(["quantity", res.flatness["source"].fillna("")])["estimate"]
     assert f[("lambda_max", "")] == pytest.approx(w[0], rel=1e-9)
     assert abs(f[("hessian_trace", "")] - np.trace(H)) < 5 * res.flatness.query("quantity == 'hessian_trace'")[
         "se"].iloc[0] + 1e-9
     assert {("rho", s) for s in ("sgd", "dropout", "isotropic")} <= set(f.index)
     assert f[("tr_c_exact", "sgd")] == pytest.approx(res.info["traces"]["sgd"])
+    # dropout: exact moments from two masks per sample (estimated, with an SE)
+    assert f[("tr_c_exact", "dropout")] == pytest.approx(res.info["traces"]["dropout"])
+    assert f[("tr_c", "dropout")] == pytest.approx(res.info["traces"]["dropout"])
+    assert res.flatness.query("quantity == 'tr_c_exact' and source == 'dropout'")["se"].iloc[0] > 0
     np.testing.assert_allclose(res.top_vector, np.asarray(res.eigen["vector"].iloc[0], dtype=np.float64),
                                atol=1e-6)
     assert res.n_hvp >= res.info["n_hvp_eigensolver"] + k + 8 + 3 * 10
@@ -237,3 +241,23 @@ def test_isotropic_control_group_exponent_ci_contains_zero(tmp_path):
     g = out.groups.set_index("source")
     assert g.loc["isotropic", "ci_low"] <= 0 <= g.loc["isotropic", "ci_high"], g
     assert g.loc["sgd", "slope"] > g.loc["isotropic", "slope"]
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("tr_hc", [0, 4])
+@pytest.mark.parametrize("sources", [("sgd",), ("dropout",), ("sgd", "isotropic"), ("dropout", "isotropic"),
+                                     ("sgd", "dropout"), ("sgd", "dropout", "isotropic")])
+def test_every_source_and_flatness_combination_writes(tmp_path, sources, tr_hc, exact):
+    iso_of = "dropout" if sources == ("dropout", "isotropic") else "sgd"
+    s = ProbeSettings(top_k=2, n_samples=8, batch_size=4, n_random=1, hutchinson_probes=2, tr_hc_samples=tr_hc,
+                      sources=sources, exact_variance=exact, isotropic_of=iso_of, dropout_samples=5)
+    X, y = _data(n=12)
+    res = probe(_net(), "cross_entropy", X, y, settings=s, step=0, generator=torch.Generator().manual_seed(0))
+    run = io.write_run(tmp_path / "r", {"run_id": "r", "method": "gd"}, eigen=res.eigen, noise=res.noise,
+                       tables=res.tables())
+    log = io.read_run(run)
+    assert {b.source for b in log.blocks} == set(sources)
+    f = log.optional_table("flatness.parquet")
+    assert ({"rho"} <= set(f["quantity"])) == (tr_hc > 0)
+    if "dropout" in sources:
+        assert (res.noise.source == "dropout").sum() == 5 * 3  # dropout_samples draws x 3 directions

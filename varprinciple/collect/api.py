@@ -41,6 +41,8 @@ __all__ = ["probe_model", "probe_checkpoints", "load_checkpoint", "reprobe_run"]
 logger = logging.getLogger(__name__)
 
 _RESERVED = ("schema_version", "run_id", "method")
+_LOSS_NOTE = {"mse": "(1/2n) sum_i ||f(x_i) - y_i||^2 (not nn.MSELoss: its H is 2/m times this for m outputs)",
+              "cross_entropy": "mean negative log-likelihood of integer labels"}
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -128,8 +130,11 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
     model : nn.Module
         The architecture; each checkpoint is loaded into a copy of it (a ``None`` path
         probes the model's current parameters).
-    loss : Loss or str
-        ``"mse"`` ((1/2n) sum ||f - y||^2) or ``"cross_entropy"`` (mean NLL of integer labels).
+    loss : Loss, str or callable
+        ``"mse"`` ((1/2n) sum ||f - y||^2 -- *not* ``nn.MSELoss``, a mean over outputs too
+        without the 1/2, whose Hessian is 2/m times this one for m outputs), ``"cross_entropy"``
+        (mean NLL of integer labels), or a callable ``loss(output, target)`` returning per-sample
+        losses ``(n,)`` (see ``docs/user-models.md``).
     X, y : Tensor or ndarray
         The training data the Hessian and the noise refer to.
     checkpoints : mapping step -> path or None
@@ -177,6 +182,7 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
     settings = settings if settings is not None else ProbeSettings()
     eig, noise, exact, flat, info = [], [], [], [], []
     v0 = None
+    sites = None
     work = copy.deepcopy(model)
     for step in sorted(int(s) for s in checkpoints):
         path = checkpoints[step]
@@ -189,6 +195,7 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
             res = probe(work, loss, X, y, settings=settings, step=step, generator=gen, v0=v0,
                         progress=progress)
         v0 = res.top_vector
+        sites = res.info.get("dropout_sites", sites)
         eig.append(res.eigen)
         noise.append(res.noise)
         exact.append(res.exact_variance)
@@ -199,9 +206,11 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
     sd = _settings_dict(settings)
     run_meta = {
         "schema_version": schema.SCHEMA_VERSION, "run_id": run_id, "method": method, "seed": int(seed),
-        "loss": loss.value, "n_params": n_params, "model": type(model).__name__, "n_train": int(len(X)),
+        "loss": loss.value, "loss_normalisation": _LOSS_NOTE.get(loss.value, "custom: mean of per-sample losses"),
+        "n_params": n_params, "model": type(model).__name__, "n_train": int(len(X)),
         "probe_batch_size": sd.get("batch_size"), "probe_drop_prob": sd.get("drop_prob"),
         "probe_steps": sorted(int(s) for s in checkpoints), "probe_settings": sd, "probes": info,
+        "dropout_sites": sites or [],
         "versions": package_versions(), "git_revision": git_revision(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -218,14 +218,21 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "dtype": ConfigKey("str", "float64", "probe dtype", choices=("float32", "float64")),
         "eig_tol": ConfigKey("float", 1e-10, "eigsh tolerance", lo=0, hi=1, lo_open=True, hi_open=True),
         "exact_variance": ConfigKey("bool", True, "log the exact SGD variance from per-sample "
-                                    "gradients"),
+                                    "gradients and dropout's exact moments from two masks per sample"),
         "hutchinson_probes": ConfigKey("int", 64, "Rademacher probes of the deflated Hutchinson "
                                        "estimate of Tr(H)", lo=2),
         "tr_hc_samples": ConfigKey("int", 64, "full noise draws per source for rho = D Tr(HC)/(Tr(H) "
                                    "Tr(C)) (0: off; else 3..n_samples)", lo=0),
         "store_vectors_max_params": ConfigKey("int", 50_000, "log eigenvectors up to this many "
                                               "parameters", lo=0),
-        "memory_budget_mb": ConfigKey("int", 2048, "memory budget of the probes' chunking", lo=1),
+        "memory_budget_mb": ConfigKey("int", 2048, "working-memory budget of a probe: HVPs, per-sample "
+                                      "gradients and dropout draws are chunked over data to fit it", lo=1),
+        "dropout_samples": ConfigKey("int", None, "sampled dropout draws K (default: n_samples); with "
+                                     "exact_variance the exact moments do not need them, so fewer suffice",
+                                     lo=2),
+        "at_start": ConfigKey("bool", False, "also probe step 0 (the initialisation, before training)"),
+        "frozen_batchnorm": ConfigKey("bool", False, "allow BatchNorm layers, probed in eval mode with "
+                                      "their running statistics frozen"),
     },
     "trajectory": {
         "window": ConfigKey("int", 0, "steps trained after training stops, with weight snapshots "

@@ -28,7 +28,8 @@ import torch
 from ..errors import ConfigError
 from .curvature import HessianOperator
 
-__all__ = ["TraceEstimate", "NoiseAlignment", "hutchinson_trace", "noise_alignment", "flatness_frame"]
+__all__ = ["TraceEstimate", "NoiseAlignment", "hutchinson_trace", "noise_alignment", "pair_alignment",
+           "flatness_frame"]
 
 
 @dataclass(frozen=True)
@@ -157,14 +158,46 @@ def noise_alignment(op: HessianOperator, full: torch.Tensor, *, source: str,
                           float(rho), float(abs(rho) * rel), K, op.n_hvp - hvp0)
 
 
+def pair_alignment(op: HessianOperator, moments, *, source: str, trace_h: TraceEstimate) -> NoiseAlignment:
+    """Tr(HC), Tr(C) and rho from dropout's two-mask per-sample differences (no full draws).
+
+    ``moments`` is a :class:`~varprinciple.collect.noise.dropout_exact.DropoutPairMoments` with
+    ``J`` signed group sums :math:`w_j`: :math:`\\widehat{\\mathrm{Tr}}(HC) = \\sum_j
+    w_j^\\top H w_j / (2n^2)` (``J`` HVPs), Tr(C) its per-sample estimate. SEs from the ``J``
+    independent group terms; rho's SE from the delete-one-group jackknife of the ratio
+    Tr(HC)/Tr(C), combined with the SE of Tr(H) as relative errors.
+    ``n_samples`` of the result is ``J``.
+    """
+    W = moments.W
+    if W is None or W.shape[1] < 2:
+        raise ConfigError("`tr_hc_samples` must be >= 2 groups for the dropout pair estimator.")
+    J = W.shape[1]
+    hvp0 = op.n_hvp
+    HW = op.matmat(W.to(op.pm.dtype))
+    h = ((W * HW).sum(0).double() / (2.0 * moments.n ** 2)).cpu().numpy()
+    c = np.asarray(moments.group_trace, dtype=np.float64)
+    tr_hc, tr_c = float(h.sum()), float(c.sum())
+    se_hc = float(np.sqrt(J * h.var(ddof=1)))
+    ratio = tr_hc / tr_c if tr_c > 0 else float("nan")
+    rho = op.n_params * ratio / trace_h.estimate if trace_h.estimate != 0 else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio_loo = (tr_hc - h) / (tr_c - c)
+    rel = np.sqrt((_jackknife_se(ratio_loo) / ratio) ** 2 + (trace_h.se / trace_h.estimate) ** 2) \
+        if np.isfinite(rho) and ratio != 0 else float("nan")
+    return NoiseAlignment(source, tr_hc, se_hc, tr_c, float(moments.trace_se), float(rho),
+                          float(abs(rho) * rel), J, op.n_hvp - hvp0)
+
+
 def flatness_frame(*, step: int, lambda_max: float, trace_h: TraceEstimate,
                    alignments: list[NoiseAlignment],
-                   exact_traces: dict[str, float] | None = None) -> pd.DataFrame:
+                   exact_traces: dict[str, float] | None = None,
+                   exact_trace_se: dict[str, float] | None = None) -> pd.DataFrame:
     """Rows of the optional ``flatness.parquet`` table (schema.FLATNESS).
 
     quantity: ``lambda_max`` (se null), ``hessian_trace``, and per source ``tr_hc``,
     ``tr_c`` (centred sample trace of the draws used for rho), ``rho``; plus
-    ``tr_c_exact`` (se null) where the source's trace is known exactly (sgd, isotropic).
+    ``tr_c_exact`` where the source's trace is known exactly (sgd, isotropic: se null) or
+    estimated without bias from exact per-sample moments (dropout: se from ``exact_trace_se``).
     """
     rows = [{"quantity": "lambda_max", "source": None, "estimate": lambda_max, "se": None},
             {"quantity": "hessian_trace", "source": None, "estimate": trace_h.estimate, "se": trace_h.se}]
@@ -173,10 +206,11 @@ def flatness_frame(*, step: int, lambda_max: float, trace_h: TraceEstimate,
                  {"quantity": "tr_c", "source": a.source, "estimate": a.tr_c, "se": a.tr_c_se},
                  {"quantity": "rho", "source": a.source, "estimate": a.rho, "se": a.rho_se}]
     for src, tr in (exact_traces or {}).items():
-        rows.append({"quantity": "tr_c_exact", "source": src, "estimate": tr, "se": None})
+        rows.append({"quantity": "tr_c_exact", "source": src, "estimate": tr,
+                     "se": (exact_trace_se or {}).get(src)})
     df = pd.DataFrame(rows)
     df.insert(0, "step", np.int64(step))
     df["step"] = df["step"].astype(np.int64)
-    df["source"] = df["source"].astype(object)
+    df["source"] = df["source"].astype("string")  # typed even when every entry is null
     df["se"] = df["se"].astype(np.float64)
     return df

@@ -6,17 +6,31 @@
 
 Both are means over samples of a per-sample loss, so per-sample gradients :math:`g_i`
 satisfy :math:`\\nabla R_S = \\frac1n \\sum_i g_i`.
+
+**Not** ``nn.MSELoss``: that is a mean over samples *and* output coordinates without the 1/2,
+so for ``m`` outputs ``nn.MSELoss`` = (2/m) x this MSE, and its Hessian is (2/m) x ours
+(ours is half of ``nn.MSELoss``'s times ``m``). Pass a custom loss to probe another normalisation.
+
+* a **custom loss**: any callable ``loss(output, target) -> per-sample losses (n,)`` (e.g.
+  ``nn.CrossEntropyLoss(reduction="none", label_smoothing=0.1)``, ``nn.HuberLoss(reduction="none")``
+  followed by a mean over the output dimension); the training loss is their mean. The callable
+  receives the model's raw output (a tensor, or a dict such as ``{"logits": ...}``) and the
+  targets as given.
+
+Models may return a dict: the built-in losses use its ``"logits"`` entry (or its only entry).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
 
 from ..errors import ConfigError, InputError
 
-__all__ = ["Loss", "parse_loss", "per_sample_loss", "mean_loss", "check_targets"]
+__all__ = ["Loss", "CustomLoss", "parse_loss", "per_sample_loss", "mean_loss", "check_targets", "select_output"]
 
 
 class Loss(StrEnum):
@@ -33,19 +47,61 @@ class Loss(StrEnum):
     CROSS_ENTROPY = "cross_entropy"
 
 
-def parse_loss(loss: Loss | str) -> Loss:
-    """Return ``loss`` as a :class:`Loss`; raise :class:`ConfigError` if unknown.
+@dataclass(frozen=True)
+class CustomLoss:
+    """A user's per-sample loss ``fn(output, target) -> (n,)``; the training loss is the mean.
+
+    ``value`` is a label for run.json (the callable's name).
+
+    Examples
+    --------
+    >>> import torch
+    >>> cl = parse_loss(torch.nn.CrossEntropyLoss(reduction="none", label_smoothing=0.1))
+    >>> cl.value
+    'CrossEntropyLoss'
+    """
+
+    fn: Callable
+    value: str = "custom"
+
+
+def parse_loss(loss: Loss | str | Callable) -> Loss | CustomLoss:
+    """Return ``loss`` as a :class:`Loss` (or a :class:`CustomLoss` for a callable); raise
+    :class:`ConfigError` if unknown.
 
     Examples
     --------
     >>> parse_loss("cross_entropy")
     <Loss.CROSS_ENTROPY: 'cross_entropy'>
     """
+    if isinstance(loss, CustomLoss):
+        return loss
+    if callable(loss) and not isinstance(loss, str):
+        name = getattr(loss, "__name__", None) or type(loss).__name__
+        return CustomLoss(loss, str(name))
     try:
         return Loss(loss)
     except ValueError:
         allowed = ", ".join(repr(x.value) for x in Loss)
-        raise ConfigError(f"`loss` must be one of {allowed}; got {loss!r}.") from None
+        raise ConfigError(f"`loss` must be one of {allowed} or a callable loss(output, target) returning "
+                          f"per-sample losses; got {loss!r}.") from None
+
+
+def select_output(loss: Loss | CustomLoss, out):
+    """The tensor a built-in loss uses from a model output: the output itself, or a dict's
+    ``"logits"`` entry (or its only tensor entry). Custom losses get ``out`` unchanged."""
+    if isinstance(loss, CustomLoss) or isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        if "logits" in out:
+            return out["logits"]
+        tensors = [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+        if len(tensors) == 1:
+            return out[tensors[0]]
+        raise ConfigError(f"the model returns a dict with keys {list(out)} and no 'logits'; pass a custom "
+                          "loss(output, target) that picks the entry.")
+    raise ConfigError(f"the model returns a {type(out).__name__}; the built-in losses need a tensor or a "
+                      "dict with 'logits' (pass a custom loss(output, target) otherwise).")
 
 
 def check_targets(loss: Loss, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -54,7 +110,11 @@ def check_targets(loss: Loss, out: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     For MSE, ``y`` is reshaped to the output's shape when the number of elements
     agrees (so ``(n,)`` targets work with an ``(n, 1)`` output) and cast to its dtype.
     For cross-entropy, ``y`` must hold integer labels in ``[0, n_classes)``.
+    Custom losses get ``y`` unchanged (``out`` is then only used for its number of rows).
     """
+    if isinstance(loss, CustomLoss):
+        return y
+    out = select_output(loss, out)
     n = out.shape[0]
     if y.shape[0] != n:
         raise InputError(f"`y` has {y.shape[0]} rows but `X` has {n}.")
@@ -86,6 +146,9 @@ def per_sample_loss(loss: Loss, out: torch.Tensor, y: torch.Tensor) -> torch.Ten
     >>> per_sample_loss(Loss.MSE, torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]]))
     tensor([2.5000])
     """
+    if isinstance(loss, CustomLoss):
+        return loss.fn(out, y)
+    out = select_output(loss, out)
     if loss is Loss.MSE:
         d = out - (y if y.shape == out.shape else y.reshape(out.shape))
         return 0.5 * (d * d).reshape(d.shape[0], -1).sum(1)

@@ -14,6 +14,7 @@ noise; centred traces); see :mod:`.curvature`, :mod:`.noise`, :mod:`.flatness` a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,14 +24,15 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import schema
 from ..errors import ConfigError, InputError
 from ._model import ProbedModel, resolve_dtype
-from .curvature import HessianOperator, top_eigenpairs
-from .flatness import flatness_frame, hutchinson_trace, noise_alignment
+from .curvature import HessianOperator, hessian_chunk, hessian_graph_bytes, top_eigenpairs
+from .flatness import flatness_frame, hutchinson_trace
 from .losses import Loss, parse_loss
-from .noise import DropoutSites, NoiseDraws, dropout_noise, isotropic_noise, random_directions, sgd_noise
+from .noise import NoiseDraws, SourceContext, get_source, pair_chunk, random_directions, source_names
 
 __all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe"]
 
@@ -81,15 +83,26 @@ class ProbeSettings:
     eig_tol : float
         eigsh tolerance (raised to 100 eps of the dtype).
     exact_variance : bool
-        Log the exact projected SGD variance from per-sample gradients.
+        Log the exact projected SGD variance from per-sample gradients and the dropout
+        source's exact variance, trace and Tr(HC), estimated without bias from two masks
+        per sample (:mod:`.noise.dropout_exact`; about two per-sample-gradient passes).
+    dropout_samples : int or None
+        Sampled dropout draws ``K`` (None: ``n_samples``). With ``exact_variance`` the
+        exact moments no longer come from the draws, so a smaller ``K`` is a cheaper choice.
     hutchinson_probes : int
         Rademacher probes for the deflated Hutchinson estimate of Tr(H) (>= 2).
     tr_hc_samples : int
         Full noise draws per source for the matrix-free Tr(HC) and rho (0 = skip; else 3..K).
     store_vectors_max_params : int
         Eigenvectors are logged only when the model has at most this many parameters.
+    frozen_batchnorm : bool
+        Allow BatchNorm layers (with running statistics): the probe runs the model in eval
+        mode, so they normalise with their frozen running statistics. Off: refused.
     memory_budget_mb : int
-        Working-memory budget for chunking per-sample gradients and dropout draws.
+        Working-memory budget of the probe: when the full batch's HVP graph does not fit half
+        of it, HVPs are summed over data chunks; per-sample gradients, the two-mask dropout
+        pass and dropout draws are chunked over samples (and draws) to fit it. The inputs
+        themselves are held in memory outside the budget.
 
     Examples
     --------
@@ -112,6 +125,8 @@ class ProbeSettings:
     dtype: str = "float64"
     eig_tol: float = 1e-10
     exact_variance: bool = True
+    dropout_samples: int | None = None
+    frozen_batchnorm: bool = False
     hutchinson_probes: int = 64
     tr_hc_samples: int = 64
     store_vectors_max_params: int = 50_000
@@ -135,7 +150,7 @@ class ProbeSettings:
         src = self.sources
         if isinstance(src, str) or not isinstance(src, (tuple, list)):
             raise ConfigError(f"`sources` must be a list of source names; got {src!r}.")
-        allowed = [s.value for s in NoiseSource]
+        allowed = source_names()
         for s in src:
             if s not in allowed:
                 raise ConfigError(f"`sources` entry {s!r} is not one of {allowed}.")
@@ -163,11 +178,25 @@ class ProbeSettings:
         resolve_dtype(self.dtype)
         if not _is_num(self.eig_tol) or not 0 < self.eig_tol < 1:
             raise ConfigError(f"`eig_tol` must be in (0, 1); got {self.eig_tol!r}.")
+        if not isinstance(self.frozen_batchnorm, bool):
+            raise ConfigError(f"`frozen_batchnorm` must be true or false; got {self.frozen_batchnorm!r}.")
         if not isinstance(self.exact_variance, bool):
             raise ConfigError(f"`exact_variance` must be true or false; got {self.exact_variance!r}.")
+        if self.dropout_samples is not None and (not _is_int(self.dropout_samples) or self.dropout_samples < 2):
+            raise ConfigError(f"`dropout_samples` must be an integer >= 2 or unset; got {self.dropout_samples!r}.")
         if self.tr_hc_samples and not 3 <= self.tr_hc_samples <= self.n_samples:
             raise ConfigError(f"`tr_hc_samples` must be 0 or in [3, n_samples={self.n_samples}]; "
                               f"got {self.tr_hc_samples}.")
+        if ("dropout" in self.sources and not self.exact_variance and self.tr_hc_samples
+                and self.tr_hc_samples > self.n_dropout):
+            raise ConfigError(f"`tr_hc_samples` ({self.tr_hc_samples}) must be <= `dropout_samples` "
+                              f"({self.n_dropout}) when `exact_variance` is false (Tr(HC) then uses "
+                              "full dropout draws).")
+
+    @property
+    def n_dropout(self) -> int:
+        """Sampled dropout draws: ``dropout_samples``, else ``n_samples``."""
+        return self.n_samples if self.dropout_samples is None else int(self.dropout_samples)
 
     def to_dict(self) -> dict:
         """Plain-JSON form (for run.json)."""
@@ -292,6 +321,39 @@ class _Stages:
             self.bar.close()
 
 
+def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites) -> dict:
+    """Memory plan and cost estimate, made before any expensive stage: chunk sizes under the
+    budget and the expected seconds per stage from one timed HVP and one timed per-sample chunk."""
+    from .noise import dropout_data_chunk  # noqa: PLC0415
+    n, D, k = pm.n, pm.n_params, settings.top_k
+    budget = settings.memory_budget_mb
+    t = time.perf_counter()
+    op.matvec(torch.zeros(D, dtype=pm.dtype, device=pm.device))
+    op.n_hvp -= 1
+    t_hvp = time.perf_counter() - t
+    n_eig = 2 * max(2 * k + 1, 20) + 2 * k  # typical eigsh products + residuals
+    j = settings.tr_hc_samples
+    n_src = sum(s != "isotropic" for s in settings.sources) + ("isotropic" in settings.sources)
+    n_flat = settings.hutchinson_probes + (j * n_src if j else 0)
+    plan = {
+        "memory_budget_mb": budget,
+        "hessian": "graph kept" if op.chunk is None else f"data chunks of {op.chunk}",
+        "hessian_graph_mb": round(hessian_graph_bytes(pm) / 2**20, 1),
+        "hessian_chunk": op.chunk,
+        "seconds_per_hvp": t_hvp,
+        "hvp_estimate": {"hessian": n_eig, "flatness": n_flat},
+        "seconds_estimate": {"hessian": t_hvp * n_eig, "flatness": t_hvp * n_flat},
+    }
+    if sites is not None:
+        plan["dropout_data_chunk"] = dropout_data_chunk(sites, budget)
+        plan["dropout_pair_chunk"] = pair_chunk(pm, budget)
+    plan["summary"] = (f"n={n}, D={D}, budget {budget} MB, HVPs: {plan['hessian']} "
+                       f"(full graph ~{plan['hessian_graph_mb']} MB), ~{t_hvp * 1e3:.1f} ms/HVP; estimated "
+                       f"Hessian {t_hvp * n_eig:.1f} s ({n_eig} HVPs), flatness {t_hvp * n_flat:.1f} s "
+                       f"({n_flat} HVPs)")
+    return plan
+
+
 def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, *,
           settings: ProbeSettings, step: int, generator: torch.Generator,
           v0: np.ndarray | None = None, progress: bool = False) -> ProbeResult:
@@ -309,8 +371,12 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         No BatchNorm (refused with :class:`ConfigError`). Its ``nn.Dropout`` modules are
         off for the Hessian and SGD noise and define the dropout source (unless
         ``settings.dropout_layers`` is given).
-    loss : Loss or str
-        ``"mse"`` (``(1/2n) sum ||f(x)-y||^2``) or ``"cross_entropy"``.
+    loss : Loss, str or callable
+        ``"mse"`` (``(1/2n) sum ||f(x)-y||^2`` -- not ``nn.MSELoss``, which averages over the
+        outputs too and has no 1/2: its H is ``2/m`` times ours for ``m`` outputs),
+        ``"cross_entropy"``, or a callable ``loss(output, target)`` returning per-sample losses
+        ``(n,)`` (the training loss is their mean; it receives the raw output, e.g. a dict).
+        Built-in losses take a dict output's ``"logits"`` entry.
     X, y : torch.Tensor
         Full training set (``y`` integer labels for cross-entropy).
     settings : ProbeSettings
@@ -344,76 +410,79 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     timings: dict[str, float] = {}
     stage_names = ["hessian"] + list(settings.sources) + ["flatness"]
     stages = _Stages(stage_names, progress, step)
-    sites = None
+    srcs: dict = {}
+    stack = contextlib.ExitStack()
     try:
         t0 = time.perf_counter()
-        pm = ProbedModel(model, loss, X, y, dtype=resolve_dtype(settings.dtype))
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))  # double-differentiable attention (HVPs)
+        pm = ProbedModel(model, loss, X, y, dtype=resolve_dtype(settings.dtype),
+                         frozen_batchnorm=settings.frozen_batchnorm)
         if "sgd" in settings.sources and not settings.batch_size < pm.n:
             raise ConfigError(f"`batch_size` ({settings.batch_size}) must be smaller than the number of "
                               f"training samples n={pm.n}.")
-        if "dropout" in settings.sources:
-            sites = DropoutSites(pm, drop_prob=settings.drop_prob, layers=settings.dropout_layers)
+        for name in settings.sources:  # each source validates and sets up before any expensive stage
+            srcs[name] = get_source(name)
+            srcs[name].prepare(pm, settings)
+        sites = getattr(srcs.get("dropout"), "sites", None)
         D = pm.n_params
         if settings.top_k > D:
             raise ConfigError(f"`top_k` ({settings.top_k}) exceeds the number of parameters ({D}).")
         stages.start("hessian")
-        op = HessianOperator(pm)
+        hchunk = hessian_chunk(pm, settings.memory_budget_mb)
+        op = HessianOperator(pm, chunk=hchunk)
+        plan = _plan(pm, op, settings, sites)
+        logger.info("probe step %d plan: %s", step, plan["summary"])
         eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator)
         timings["hessian"] = time.perf_counter() - t0
         stages.done()
         k, m = eig.k, settings.n_random
         Vh = torch.from_numpy(np.ascontiguousarray(eig.eigenvectors)).to(pm.dtype).to(pm.device)
         R = random_directions(D, m, generator=generator, dtype=pm.dtype).to(pm.device)
+        # one independent stream per stage (always all four, in this order): a stage's draws do not
+        # depend on which other sources run nor on how much randomness their chunking consumed
+        gens = {name: torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+                for name in [*source_names(), "flatness"]}
         V = torch.cat([Vh, R], dim=1)
         n_full = min(settings.tr_hc_samples, settings.n_samples)
         draws: dict[str, NoiseDraws] = {}
-        order = [s for s in settings.sources if s != "isotropic"] + \
-                (["isotropic"] if "isotropic" in settings.sources else [])
+        order = sorted(settings.sources, key=lambda name: srcs[name].after_others)  # stable
         for src in order:
             stages.start(src)
             t0 = time.perf_counter()
-            if src == "sgd":
-                draws[src] = sgd_noise(pm, V, gradient=op.gradient, batch_size=settings.batch_size,
-                                       n_samples=settings.n_samples, generator=generator, n_full=n_full,
-                                       memory_budget_mb=settings.memory_budget_mb,
-                                       exact_variance=settings.exact_variance)
-            elif src == "dropout":
-                draws[src] = dropout_noise(sites, V, gradient=op.gradient, n_samples=settings.n_samples,
-                                           generator=generator, n_full=n_full,
-                                           memory_budget_mb=settings.memory_budget_mb)
-            else:
-                draws[src] = isotropic_noise(D, V, trace=draws[settings.isotropic_of].trace,
-                                             n_samples=settings.n_samples, generator=generator,
-                                             n_full=n_full, memory_budget_mb=settings.memory_budget_mb,
-                                             of=settings.isotropic_of)
+            ctx = SourceContext(pm=pm, op=op, directions=V, settings=settings, generator=gens[src], n_full=n_full,
+                                draws=draws)
+            draws[src] = srcs[src].sample(ctx)
             timings[src] = time.perf_counter() - t0
             stages.done()
         stages.start("flatness")
         t0 = time.perf_counter()
-        trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=generator,
+        trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=gens["flatness"],
                                eigenvalues=eig.eigenvalues, eigenvectors=eig.eigenvectors)
-        aligns = [noise_alignment(op, draws[s].full, source=s, trace_h=trh)
-                  for s in settings.sources if n_full >= 3]
+        aligns = [a for a in (srcs[s].alignment(op, draws[s], trh) for s in settings.sources) if a is not None]
         exact_tr = {s: d.trace for s, d in draws.items() if d.trace_exact}
+        exact_se = {s: d.extra["pairs"].trace_se for s, d in draws.items() if d.extra.get("pairs") is not None}
+        exact_tr.update({s: draws[s].trace for s in exact_se})
         flat = flatness_frame(step=step, lambda_max=float(eig.eigenvalues[0]), trace_h=trh,
-                              alignments=aligns, exact_traces=exact_tr)
+                              alignments=aligns, exact_traces=exact_tr, exact_trace_se=exact_se)
         timings["flatness"] = time.perf_counter() - t0
         stages.done()
     finally:
         stages.close()
-        if sites is not None:
-            sites.remove()
+        stack.close()
+        for src in srcs.values():
+            src.close()
     eigen_df = eig.to_frame(step=step, store_vectors=D <= settings.store_vectors_max_params)
     noise_df = pd.concat([_noise_frame(step, draws[s], k, m) for s in settings.sources], ignore_index=True)
     ev_parts = [_exact_frame(step, draws[s], k, m) for s in settings.sources
                 if draws[s].exact_variance is not None]
     ev_df = pd.concat(ev_parts, ignore_index=True) if ev_parts else None
     timings["total"] = time.perf_counter() - t_all
-    info = {"n_params": D, "n_train": pm.n, "loss_value": op.loss_value,
+    info = {"n_params": D, "n_train": pm.n, "loss_value": op.loss_value, "plan": plan,
+            "dropout_sites": srcs["dropout"].info()["dropout_sites"] if "dropout" in srcs else [],
             "gradient_norm": float(op.gradient.norm()),
             "n_hvp_eigensolver": int(eig.extra.get("n_hvp_solver", 0)),
             "traces": {s: d.trace for s, d in draws.items()},
-            "noise_extra": {s: {k2: v for k2, v in d.extra.items() if k2 != "subsets"}
+            "noise_extra": {s: {k2: v for k2, v in d.extra.items() if k2 not in ("subsets", "pairs")}
                             for s, d in draws.items()}}
     logger.info("probe step %d: lambda_max=%.4g, %d HVPs, %.2fs", step, eig.eigenvalues[0], op.n_hvp,
                 timings["total"])

@@ -323,7 +323,8 @@ def probe_settings(p: Mapping[str, Any], dropout_modules: list[str]):
         isotropic_of=p["isotropic_of"], dtype=p["dtype"], eig_tol=p["eig_tol"],
         exact_variance=p["exact_variance"], hutchinson_probes=p["hutchinson_probes"],
         tr_hc_samples=p["tr_hc_samples"], store_vectors_max_params=p["store_vectors_max_params"],
-        memory_budget_mb=p["memory_budget_mb"])
+        memory_budget_mb=p["memory_budget_mb"], dropout_samples=p.get("dropout_samples"),
+        frozen_batchnorm=bool(p.get("frozen_batchnorm", False)))
 
 
 def _save_state(model, path: Path) -> None:
@@ -444,7 +445,7 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
     t, p = c["train"], c["probe"]
     ds, loss, model, g, ((X, y, lab), (Xt, yt, labt)), drop_names = _build(spec, base_dir, device)
     steps = _steps_of(t, ds.n_train)
-    probe_at = _probe_steps(p["every"], steps)
+    probe_at = ([0] if p.get("at_start") else []) + _probe_steps(p["every"], steps)
     settings = probe_settings(p, drop_names if "dropout" in p["sources"] else [])
     eig, noise, exact, flat, probe_info = [], [], [], [], []
     state = {"v0": None, "probe_s": 0.0}

@@ -1,312 +1,24 @@
-"""Noise sources of the probes: SGD minibatch noise, dropout mask noise, isotropic control.
-
-Definitions (DESIGN.md, binding):
-
-* **sgd** — a sample is :math:`\\xi = \\nabla R_B(\\theta) - \\nabla R_S(\\theta)` with
-  :math:`B` drawn uniformly *without replacement* (``B < n``); the ``K`` draws are
-  independent subsets. Exactly, along a unit direction ``v``:
-  :math:`v^\\top C_B v = \\frac{n-B}{B(n-1)} \\cdot \\frac1n \\sum_i (v^\\top(g_i - g))^2`.
-* **dropout** — :math:`\\xi = \\nabla R_{drop}(\\theta, \\eta_k) - \\nabla R_S(\\theta)` on the
-  full batch, masks iid per sample and per unit as ``nn.Dropout`` in train mode (keep with
-  probability ``1 - drop_prob``, kept units scaled by ``1 / (1 - drop_prob)``). Its mean
-  is :math:`\\nabla R_1 \\neq 0`, so all its second moments are centred (ddof = 1).
-* **isotropic** — :math:`\\xi \\sim N(0, \\frac{\\mathrm{tr}\\, C}{D} I_D)`, full
-  ``D``-dimensional vectors with the trace of the source they control for.
-
-Every source's full noise vectors go through the one projection :func:`project`
-(``xi @ V``). The SGD fast path gets the same projections without forming each
-``D``-vector: per-sample directional derivatives ``P = G V`` (``n x d``) are computed in
-chunks sized by a memory budget (``torch.func.vmap(grad)``, or forward-mode JVPs when even a
-small chunk of per-sample gradients would not fit), then a draw is the mean of ``P`` over
-its subset minus the full mean.
-"""
+"""Dropout mask noise: sites with externally drawn masks, batched and cut-site draws, data chunks."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import grad, jvp, vmap
 
-from ..errors import ConfigError
-from ._model import ProbedModel
+from ...errors import ConfigError
+from .._model import ProbedModel
+from ._common import _BYTES, _CACHE_BYTES, NoiseDraws, chunk_for as _chunk_for, project
 
-__all__ = [
-    "NoiseDraws",
-    "PerSampleProjections",
-    "DropoutSites",
-    "project",
-    "random_directions",
-    "per_sample_projections",
-    "sgd_subsets",
-    "sgd_noise",
-    "dropout_noise",
-    "dropout_gradients",
-    "dropout_cut_tangents",
-    "dropout_projections",
-    "isotropic_noise",
-    "sgd_variance_factor",
-]
+__all__ = ["DropoutSites", "dropout_gradients", "dropout_cut_tangents", "dropout_projections", "dropout_noise",
+           "dropout_data_chunk"]
 
 logger = logging.getLogger(__name__)
-
-_BYTES = 8
-_CACHE_BYTES = 12 * 2**20
-
-
-def project(noise: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """Project noise vectors ``(K, D)`` on directions ``(D, d)``: the ``(K, d)`` matrix ``noise @ V``.
-
-    The single projection used for every source whose full vectors exist.
-
-    Examples
-    --------
-    >>> import torch
-    >>> project(torch.tensor([[1.0, 2.0]]), torch.eye(2))
-    tensor([[1., 2.]])
-    """
-    return noise @ directions.to(noise.dtype)
-
-
-def random_directions(D: int, m: int, *, generator: torch.Generator,
-                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """``m`` independent uniformly random unit directions in R^D, as columns ``(D, m)``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> R = random_directions(5, 3, generator=torch.Generator().manual_seed(0))
-    >>> torch.allclose(R.norm(dim=0), torch.ones(3, dtype=torch.float64))
-    True
-    """
-    R = torch.randn(D, m, generator=generator, dtype=torch.float64)
-    return (R / R.norm(dim=0, keepdim=True)).to(dtype)
-
-
-def sgd_variance_factor(n: int, B: int) -> float:
-    """Finite-population factor :math:`(n-B)/(B(n-1))` of the without-replacement batch mean."""
-    return (n - B) / (B * (n - 1))
-
-
-@dataclass(frozen=True)
-class NoiseDraws:
-    """``K`` draws of one noise source, projected on ``d`` directions.
-
-    Attributes
-    ----------
-    source : str
-    values : ndarray, ``(K, d)``
-        Projections (Hessian directions first, by rank, then random ones).
-    full : torch.Tensor, ``(K_full, D)``
-        The first ``K_full`` draws as full vectors (for matrix-free Tr(HC)).
-    trace : float
-        Trace of the source covariance: exact for sgd (per-sample gradients) and isotropic
-        (by construction), the centred (ddof=1) sample trace for dropout.
-    trace_exact : bool
-    exact_variance : ndarray or None, ``(d,)``
-        Exact variance along each direction, when known (sgd, isotropic).
-    """
-
-    source: str
-    values: np.ndarray
-    full: torch.Tensor
-    trace: float
-    trace_exact: bool
-    exact_variance: np.ndarray | None = None
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.values.shape[0])
-
-
-# ============================================================================ per-sample
-
-
-@dataclass(frozen=True)
-class PerSampleProjections:
-    """Per-sample gradient projections ``P[i, j] = v_j^T g_i`` and exact moments.
-
-    ``centred_sq_sum`` is :math:`\\sum_i \\lVert g_i - g \\rVert^2` (None on the JVP path,
-    which never forms ``g_i``); ``method`` is the path used.
-    """
-
-    P: torch.Tensor
-    centred_sq_sum: float | None
-    method: str
-    chunk: int
-    gradients: torch.Tensor | None = None
-
-
-def _chunk_for(budget_mb: float, per_item_bytes: float) -> int:
-    return max(1, int(budget_mb * 2**20 // max(per_item_bytes, 1)))
-
-
-def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tensor,
-                           memory_budget_mb: float = 2048, method: str = "auto",
-                           chunk: int | None = None, keep: bool = False) -> PerSampleProjections:
-    """Directional derivatives ``P = G V`` of the per-sample losses, chunked by memory.
-
-    ``method``: ``"vmap"`` (``vmap(grad)`` per chunk of samples, ``G_c V`` and the exact
-    :math:`\\sum_i\\lVert g_i - g\\rVert^2` on the fly), ``"jvp"`` (forward-mode JVP of the
-    per-sample loss vector along each direction: never forms a per-sample gradient; no
-    trace), ``"loop"`` (one backward pass per sample; the oracle), or ``"auto"`` (vmap unless
-    fewer than 8 per-sample gradients fit the budget, then jvp). ``gradient`` is the
-    full-batch gradient :math:`g`. With ``keep=True`` the vmap path also returns the centred
-    ``n x D`` per-sample gradients :math:`g_i - g` when they take at most a quarter of the
-    budget (else None).
-    """
-    D, n = pm.n_params, pm.n
-    V = directions.to(pm.dtype)
-    act = pm.activation_numel()
-    per = _BYTES * (2 * D + 4 * act)
-    fit = _chunk_for(memory_budget_mb, per)
-    if method == "auto":
-        method = "vmap" if fit >= 8 or fit >= n else "jvp"
-    if method == "vmap":
-        c = chunk or min(n, fit)
-        f = vmap(grad(pm.one_sample_loss), in_dims=(None, 0, 0))
-        Vp = list(V.split(pm.numels))
-        gp = list(gradient.split(pm.numels))
-        Ps, sq, Gs = [], [], []
-        keep = keep and n * D * _BYTES <= memory_budget_mb * 2**20 / 4
-        for s in range(0, n, c):
-            Gd = f(pm.params, pm.X[s:s + c], pm.y[s:s + c])
-            m = Gd[pm.names[0]].shape[0]
-            # per parameter block (no n x D concatenation): P += G_p V_p, then centre G_p in
-            # place and accumulate ||g_i - g||^2 per sample (row reductions and an exactly
-            # rounded final sum: the trace does not depend on the number of torch threads)
-            blocks = [Gd[name].contiguous().reshape(m, -1) for name in pm.names]  # own memory
-            Ps.append(sum(G @ v for G, v in zip(blocks, Vp)))
-            rows = torch.zeros(m, dtype=torch.float64, device=pm.device)
-            for G, g in zip(blocks, gp):
-                G.sub_(g)
-                rows += torch.linalg.vector_norm(G, dim=1).square()  # no temporary, ~10x (G*G).sum(1)
-            sq.append(rows)
-            if keep:
-                Gs.append(torch.cat(blocks, dim=1))
-            del Gd, blocks
-        ss = math.fsum(torch.cat(sq).cpu().tolist())
-        return PerSampleProjections(torch.cat(Ps), ss, "vmap", c, torch.cat(Gs) if keep else None)
-    if method == "loop":
-        Ps, sq = [], []
-        leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
-        for i in range(n):
-            with torch.enable_grad():
-                li = pm.one_sample_loss(leaves, pm.X[i], pm.y[i])
-                gi = torch.autograd.grad(li, list(leaves.values()), allow_unused=True, materialize_grads=True)
-            g = torch.cat([t.reshape(-1) for t in gi])
-            Ps.append(g @ V)
-            sq.append(float(((g - gradient) ** 2).sum()))
-        return PerSampleProjections(torch.stack(Ps), math.fsum(sq), "loop", 1)
-    if method == "jvp":
-        d = V.shape[1]
-        per_dir_sample = _BYTES * (3 * act + 1)
-        c = chunk or max(1, min(n, _chunk_for(memory_budget_mb, per_dir_sample * max(d, 1))))
-        tangents = pm.unflatten(V.T.contiguous())  # leading dim d
-
-        def losses_along(t, Xc, yc):
-            return jvp(lambda p: pm.sample_losses(p, Xc, yc), (pm.params,), (t,))[1]
-
-        f = vmap(losses_along, in_dims=(0, None, None))
-        Ps = [f(tangents, pm.X[s:s + c], pm.y[s:s + c]).T for s in range(0, n, c)]
-        return PerSampleProjections(torch.cat(Ps), None, "jvp", c)
-    raise ConfigError(f"`method` must be one of 'auto', 'vmap', 'jvp', 'loop'; got {method!r}.")
-
-
-def sgd_subsets(n: int, B: int, K: int, *, generator: torch.Generator) -> torch.Tensor:
-    """``K`` independent uniform subsets of size ``B`` of ``range(n)``, without replacement
-    within a subset; an int64 ``(K, B)`` tensor.
-
-    Examples
-    --------
-    >>> import torch
-    >>> S = sgd_subsets(10, 3, 4, generator=torch.Generator().manual_seed(0))
-    >>> S.shape, all(len(set(r.tolist())) == 3 for r in S)
-    (torch.Size([4, 3]), True)
-    """
-    out = []
-    step = max(1, int(2**24 // max(n, 1)))
-    for s in range(0, K, step):
-        k = min(step, K - s)
-        # the indices of the B largest of n iid uniforms form a uniform B-subset; topk is
-        # O(n log B) per draw instead of a full argsort
-        out.append(torch.rand(k, n, generator=generator).topk(B, dim=1, sorted=False).indices)
-    return torch.cat(out) if out else torch.empty(0, B, dtype=torch.long)
-
-
-def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tensor, batch_size: int,
-              n_samples: int, generator: torch.Generator, n_full: int = 0,
-              memory_budget_mb: float = 2048, method: str = "auto",
-              exact_variance: bool = True) -> NoiseDraws:
-    """``n_samples`` SGD noise draws :math:`\\nabla R_B - \\nabla R_S` projected on ``directions``.
-
-    Projections come from per-sample projections (one per-sample-gradient pass), so ``K``
-    draws cost a gather. The first ``n_full`` draws are also formed as full vectors (one
-    backward pass on their batch each) for matrix-free Tr(HC); their projections equal the
-    corresponding rows of ``values``. The trace of C_B is exact on every path (the JVP path
-    gets it from one per-sample backward pass at a time).
-    """
-    t0 = time.perf_counter()
-    n, B = pm.n, int(batch_size)
-    if not 1 <= B < n:
-        raise ConfigError(f"`batch_size` must be in [1, n) with n={n} training samples; got {batch_size}.")
-    ps = per_sample_projections(pm, directions, gradient=gradient, memory_budget_mb=memory_budget_mb,
-                                method=method, keep=n_full > 0)
-    P = ps.P.detach().double()
-    Pbar = P.mean(0)
-    idx = sgd_subsets(n, B, n_samples, generator=generator)
-    vals = (P[idx].mean(1) - Pbar).cpu().numpy()
-    fac = sgd_variance_factor(n, B)
-    ev = None
-    if exact_variance:
-        ev = (fac * ((P - Pbar) ** 2).mean(0)).cpu().numpy()
-    if ps.gradients is not None:  # centred per-sample gradients kept: a draw is a gather-mean
-        full = ps.gradients[idx[:n_full]].mean(1)
-    else:  # one backward pass per draw on its batch
-        full = _sgd_full(pm, idx[:n_full], gradient)
-    # exact trace of C_B; the JVP path never forms g_i, so its sum comes from one backward
-    # pass per sample (memory D; it does not depend on tr_hc_samples)
-    ss = ps.centred_sq_sum if ps.centred_sq_sum is not None else _centred_sq_sum(pm, gradient)
-    trace, exact = fac * ss / n, True
-    return NoiseDraws("sgd", vals, full, float(trace), exact, ev, time.perf_counter() - t0,
-                      {"method": ps.method, "chunk": ps.chunk, "batch_size": B, "subsets": idx})
-
-
-def _sgd_full(pm: ProbedModel, idx: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
-    leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
-    rows = []
-    for r in idx:
-        with torch.enable_grad():
-            lb = pm.batch_loss(leaves, pm.X[r], pm.y[r])
-            gb = torch.autograd.grad(lb, list(leaves.values()), allow_unused=True, materialize_grads=True)
-        rows.append(torch.cat([t.reshape(-1) for t in gb]) - gradient)
-    if not rows:
-        return gradient.new_zeros((0, pm.n_params))
-    return torch.stack(rows)
-
-
-def _centred_sq_sum(pm: ProbedModel, gradient: torch.Tensor) -> float:
-    """:math:`\\sum_i \\lVert g_i - g \\rVert^2`, one per-sample backward pass at a time (memory D)."""
-    leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
-    sq = []
-    for i in range(pm.n):
-        with torch.enable_grad():
-            li = pm.one_sample_loss(leaves, pm.X[i], pm.y[i])
-            gi = torch.autograd.grad(li, list(leaves.values()), allow_unused=True, materialize_grads=True)
-        rows = [torch.linalg.vector_norm(t.reshape(-1) - g).square()
-                for t, g in zip(gi, gradient.split(pm.numels))]
-        sq.append(float(sum(rows)))
-    return math.fsum(sq)
-
-
-# ============================================================================ dropout
 
 
 class DropoutSites:
@@ -370,6 +82,22 @@ class DropoutSites:
             else:
                 self._handles.append(mod.register_forward_pre_hook(self._in_hook(i)))
         self.shapes = self._record_shapes()
+        self._check_functional(mods)
+
+    def _check_functional(self, mods) -> None:
+        """Refuse (one line, naming the call) when the model applies dropout in train mode that
+        is not one of the sites: functional dropout (e.g. attention dropout via
+        ``scaled_dot_product_attention(dropout_p=...)`` or ``F.dropout``) or an ``nn.Dropout``
+        left out by ``dropout_layers`` would otherwise be silently missing from the source."""
+        from .._model import random_calls
+        ok = frozenset(id(mod) for _, mod, _, where in self.sites if where == "output" and type(mod) is nn.Dropout)
+        pm = self.pm
+        found = random_calls(pm.module, lambda: pm.forward(pm.params, pm.X[:2]), train=True, allowed=ok)
+        if found:
+            more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+            raise ConfigError(f"dropout source: the model applies dropout in train mode that the probe cannot "
+                              f"include: {found[0]}{more}; set it to 0 (e.g. the attention's dropout) or name "
+                              f"it in `dropout_layers`, or remove 'dropout' from `sources`.")
 
     def _site_value(self, i, t):
         if i == self.cut:
@@ -605,6 +333,11 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
     pm = sites.pm
     D, n, K = pm.n_params, pm.n, int(n_samples)
     act = pm.activation_numel()
+    nc = dropout_data_chunk(sites, memory_budget_mb)
+    if nc < n:
+        return _dropout_noise_by_data(sites, directions, gradient=gradient, n_samples=K, generator=generator,
+                                      n_full=n_full, memory_budget_mb=memory_budget_mb, method=method,
+                                      trace_samples=trace_samples, chunk=nc, t0=t0)
     per = _BYTES * (3 * D + n * (6 * act + 2 * sites.unit_numel))
     c = max(1, min(K, _chunk_for(memory_budget_mb, per)))
     # cache-sized chunks: the per-draw work is dominated by elementwise passes over the masked
@@ -667,39 +400,48 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
                        "mean_norm_exact": float((s1 / Ke).norm())})
 
 
-# ============================================================================ isotropic
+def dropout_data_chunk(sites: DropoutSites, memory_budget_mb: float) -> int:
+    """Samples per data chunk so that one dropout draw on the chunk fits ``memory_budget_mb``
+    (``n`` when a draw on the whole batch fits)."""
+    pm = sites.pm
+    per_sample = _BYTES * (6 * pm.activation_numel() + 2 * sites.unit_numel)
+    room = memory_budget_mb * 2**20 - _BYTES * 3 * pm.n_params
+    return int(max(1, min(pm.n, room // per_sample)))
 
 
-def isotropic_noise(D: int, directions: torch.Tensor, *, trace: float, n_samples: int,
-                    generator: torch.Generator, n_full: int = 0, memory_budget_mb: float = 2048,
-                    of: str = "sgd") -> NoiseDraws:
-    """Isotropic control: ``n_samples`` vectors :math:`\\xi\\sim N(0, (\\mathrm{tr}\\,C/D) I_D)`
-    through :func:`project`. Its exact variance along a unit direction is ``trace / D``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> V = torch.eye(50, dtype=torch.float64)[:, :2]
-    >>> nd = isotropic_noise(50, V, trace=50.0, n_samples=4000, generator=torch.Generator().manual_seed(0))
-    >>> nd.exact_variance, bool(abs(nd.values.var(0, ddof=1) - 1).max() < 0.1)
-    (array([1., 1.]), True)
-    """
-    t0 = time.perf_counter()
-    if not np.isfinite(trace) or trace <= 0:
-        raise ConfigError(f"isotropic control needs a positive finite trace of C ({of}); got {trace}.")
-    sigma = float(np.sqrt(trace / D))
-    c = max(1, min(n_samples, _chunk_for(memory_budget_mb, _BYTES * 2 * D)))
-    vals, fulls = [], []
-    done = 0
-    while done < n_samples:
-        k = min(c, n_samples - done)
-        Z = torch.randn(k, D, generator=generator, dtype=torch.float64) * sigma
-        Z = Z.to(device=directions.device, dtype=directions.dtype)
-        vals.append(project(Z, directions).double().cpu())
-        if done < n_full:
-            fulls.append(Z[: n_full - done])
-        done += k
-    full = torch.cat(fulls) if fulls else directions.new_zeros((0, D))
-    ev = np.full(directions.shape[1], trace / D) * (directions.double().norm(dim=0).cpu().numpy() ** 2)
-    return NoiseDraws("isotropic", torch.cat(vals).numpy(), full, float(trace), True, ev,
-                      time.perf_counter() - t0, {"of": of, "sigma2": trace / D})
+def _dropout_noise_by_data(sites: DropoutSites, directions: torch.Tensor, *, gradient: torch.Tensor,
+                           n_samples: int, generator: torch.Generator, n_full: int, memory_budget_mb: float,
+                           method: str, trace_samples: int, chunk: int, t0: float) -> NoiseDraws:
+    """:func:`dropout_noise` summed over data chunks: R_drop = sum_c (n_c/n) R_drop,c with masks
+    independent across samples, so each draw's projections (and full vectors) are the weighted
+    sums of the chunks' (each chunk draws its own masks for all K draws). The trace is the
+    centred sample trace of the first max(n_full, trace_samples, 2) draws, kept as full vectors."""
+    pm = sites.pm
+    D, n, K = pm.n_params, pm.n, int(n_samples)
+    V = directions.to(pm.dtype)
+    keep = min(K, max(n_full, trace_samples, 2))
+    vals = torch.zeros(K, V.shape[1], dtype=torch.float64, device=pm.device)
+    full = torch.zeros(keep, D, dtype=pm.dtype, device=pm.device)
+    zero = torch.zeros(D, dtype=pm.dtype, device=pm.device)
+    fast = []
+    try:
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            sites.pm = pm.subset(s, e)
+            nd = dropout_noise(sites, V, gradient=zero, n_samples=K, generator=generator, n_full=keep,
+                               memory_budget_mb=memory_budget_mb, method=method, trace_samples=trace_samples)
+            w = (e - s) / n
+            vals += w * torch.from_numpy(nd.values).to(pm.device)
+            full += w * nd.full
+            fast.append(nd.extra["fast_path"])
+    finally:
+        sites.pm = pm
+    vals -= (gradient @ V).double()
+    full -= gradient
+    xc = (full - full.mean(0)).double()
+    trace = float((xc * xc).sum() / (keep - 1))
+    return NoiseDraws("dropout", vals.cpu().numpy(), full[:n_full].detach(), trace, False, None,
+                      time.perf_counter() - t0,
+                      {"chunk": 1, "data_chunk": chunk, "drop_probs": sites.drop_probs,
+                       "sites": [x[0] for x in sites.sites], "n_exact": keep, "fast_path": all(fast),
+                       "mean_norm_exact": float(full.mean(0).norm())})
