@@ -320,7 +320,9 @@ EXACT_VARIANCE = register_optional_table(TableSpec(
         ColumnSpec("variance", "float64", nonnegative=True),
         ColumnSpec("block", "string", required=False),
     ),
-    "Exact noise variance along each probed direction (no sampling error).",
+    "Noise variance along each probed direction from its exact formula: SGD's from the per-sample "
+    "gradients (exact), dropout's unbiased two-masks-per-sample estimate (sampling error far below "
+    "the K draws').",
     unique_key=("step", "source", "block", "basis", "direction"),
 ))
 

@@ -469,8 +469,11 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         used = res.info["noise_extra"].get("dropout", {}).get("sites")
         if used is not None:
             state["dropout_sites"] = list(used)
+        if res.info.get("dropout_sites") is not None:
+            state["dropout_sites_detected"] = res.info["dropout_sites"]
         probe_info.append({"step": step, "n_hvp": int(res.n_hvp),
-                           "timings": {k: float(v) for k, v in dict(res.timings).items()}})
+                           "timings": {k: float(v) for k, v in dict(res.timings).items()},
+                           **({"plan": res.info["plan"]} if res.info.get("plan") is not None else {})})
         state["probe_s"] += time.perf_counter() - t_probe
         logger.info("%s: probed step %d (%d HVPs)", spec.run_id, step, res.n_hvp)
 
@@ -520,6 +523,8 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         "probe_drop_prob": p["drop_prob"] if "dropout" in p["sources"] else None,
         # the sites the dropout probe actually used (not just the configured names)
         "probe_dropout_layers": state.get("dropout_sites", drop_names) if "dropout" in p["sources"] else None,
+        # every random op the model applies in train mode, as detected by the probe (API runs alike)
+        "dropout_sites": state.get("dropout_sites_detected"),
         "probe_sources": list(p["sources"]),
         "probe_steps": probe_at,
         "probes": probe_info,
