@@ -190,7 +190,9 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
             load_checkpoint(work, path)
         pseed = derive_seed(int(seed), step)
         gen = torch.Generator().manual_seed(pseed)
-        with torch.random.fork_rng(devices=[]):
+        # torch.manual_seed also reseeds CUDA: fork (and so restore) the data's device too
+        devs = [X.device.index or 0] if isinstance(X, torch.Tensor) and X.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devs):
             torch.manual_seed(derive_seed(pseed, "global"))
             res = probe(work, loss, X, y, settings=settings, step=step, generator=gen, v0=v0,
                         progress=progress)
