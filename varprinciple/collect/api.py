@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -279,14 +278,8 @@ def reprobe_run(run_dir: str | os.PathLike, *, out: str | os.PathLike, settings=
     from .run import RunSpec, _build, probe_settings
 
     run_dir = Path(run_dir)
-    try:
-        meta = json.loads((run_dir / schema.RUN_JSON).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{run_dir}: cannot read run.json ({exc})") from None
-    cfg = meta.get("config") if isinstance(meta, dict) else None
-    if not isinstance(cfg, dict) or "train" not in cfg:
-        raise InputError(f"{run_dir}: run.json has no collect 'config'; use probe_checkpoints with your model")
-    spec = RunSpec.from_meta(meta, cfg)
+    spec, meta = RunSpec.from_run_dir(run_dir, missing_hint="; use probe_checkpoints with your model")
+    cfg = spec.config
     if base_dir is None:
         src = meta.get("config_source")
         base_dir = str(Path(src).resolve().parent) if src else "."

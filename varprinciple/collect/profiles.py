@@ -129,14 +129,8 @@ def interpolation_profile(model: nn.Module, loss, X, y, state_a: dict, state_b: 
 
 def _rebuild(run_dir: Path):
     from .run import RunSpec, _build
-    try:
-        meta = json.loads((run_dir / schema.RUN_JSON).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{run_dir}: cannot read run.json ({exc})") from None
-    cfg = meta.get("config") if isinstance(meta, dict) else None
-    if not isinstance(cfg, dict) or "train" not in cfg:
-        raise InputError(f"{run_dir}: run.json has no collect 'config'")
-    spec = RunSpec.from_meta(meta, cfg)
+    spec, meta = RunSpec.from_run_dir(run_dir)
+    cfg = spec.config
     src = meta.get("config_source")
     base_dir = str(Path(src).resolve().parent) if src else "."
     _ds, loss, model, _g, ((X, y, _l), _t), _ = _build(spec, base_dir, "cpu")

@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 
 from .. import schema
-from ..errors import ConfigError, VarPrincipleError
+from ..errors import ConfigError, InputError, VarPrincipleError
 from .config import CollectConfig, LossName, Method
 
 __all__ = ["RunSpec", "CollectResult", "expand_sweep", "collect", "run_one", "derive_seed",
@@ -98,6 +98,20 @@ class RunSpec:
         return cls(meta["run_id"], meta.get("group", ""), meta["method"], meta.get("seed", 0), config,
                    meta.get("train_seed", 0), meta.get("probe_seed", 0), meta.get("config_hash", ""),
                    init_seed=meta.get("init_seed"), order_seed=meta.get("order_seed"))
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | os.PathLike, *, missing_hint: str = "") -> tuple["RunSpec", dict]:
+        """The spec and run.json of a run collected by ``collect`` (one-line InputError if the
+        directory has no readable run.json with a collect config; ``missing_hint`` is appended)."""
+        run_dir = Path(run_dir)
+        try:
+            meta = json.loads((run_dir / schema.RUN_JSON).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{run_dir}: cannot read run.json ({exc})") from None
+        cfg = meta.get("config") if isinstance(meta, dict) else None
+        if not isinstance(cfg, dict) or "train" not in cfg:
+            raise InputError(f"{run_dir}: run.json has no collect 'config'{missing_hint}")
+        return cls.from_meta(meta, cfg), meta
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "group": self.group, "method": self.method, "seed": self.seed,

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..results import FLATNESS_COLUMNS
 from .comparisons import Quantity, Unit
 from .group_level import groupby_keep_none
 from .inference import group_test
