@@ -317,3 +317,9 @@ def test_progress_bars_do_not_change_results(tmp_path, capsys):
     assert "runs" in capsys.readouterr().err  # the tqdm bar over runs
     for rid in bars.ran:
         assert_same_tables(tmp_path / "a" / rid, tmp_path / "b" / rid)
+
+
+def test_reprobe_threads_must_be_a_positive_integer(collected, tmp_path):
+    d, _cfg, _res = collected
+    with pytest.raises(VarPrincipleError, match="`threads` must be an integer >= 1; got 0"):
+        reprobe_run(d / "logs" / "gd-lr0.1-seed0", out=tmp_path / "x", threads=0)

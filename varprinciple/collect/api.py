@@ -263,12 +263,15 @@ def probe_model(model: nn.Module, loss: Loss | str, X, y, *, out: str | os.PathL
 
 def reprobe_run(run_dir: str | os.PathLike, *, out: str | os.PathLike, settings=None,
                 steps: list[int] | None = None, run_id: str | None = None, base_dir: str | None = None,
-                overwrite: bool = False, progress: bool = False) -> Path:
+                overwrite: bool = False, progress: bool = False, threads: int | None = None) -> Path:
     """Re-probe the saved checkpoints of a collected run (e.g. with other probe settings).
 
     Rebuilds the data and model from the run's ``run.json`` (its resolved ``config``), loads
     ``checkpoints/step_<n>.pt`` (``weights_only=True``) for each of ``steps`` (default: all
-    saved) and writes a new run at ``out``.
+    saved) and writes a new run at ``out``. Probes run with ``threads`` torch threads
+    (default: the run's recorded ``torch_threads``): floating-point reductions split across
+    threads round differently, so with the run's own settings and thread count the re-probe
+    reproduces its tables bit for bit on the same machine.
 
     Raises
     ------
@@ -298,7 +301,17 @@ def reprobe_run(run_dir: str | os.PathLike, *, out: str | os.PathLike, settings=
     keep = {k: meta[k] for k in ("group", "dataset", "arch", "lr", "batch_size", "drop_prob", "keep_prob",
                                  "steps", "data_split", "config") if k in meta}
     keep["reprobed_from"] = str(run_dir)
-    return probe_checkpoints(model, loss, X, y, {s: avail[s] for s in steps}, out=out,
-                             run_id=run_id or meta["run_id"], method=meta["method"], settings=settings,
-                             seed=meta.get("probe_seed", 0), meta=keep, overwrite=overwrite,
-                             progress=progress)
+    if threads is None:
+        threads = meta.get("torch_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"`threads` must be an integer >= 1; got {threads!r}.")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return probe_checkpoints(model, loss, X, y, {s: avail[s] for s in steps}, out=out,
+                                 run_id=run_id or meta["run_id"], method=meta["method"], settings=settings,
+                                 seed=meta.get("probe_seed", 0), meta=keep, overwrite=overwrite,
+                                 progress=progress)
+    finally:
+        torch.set_num_threads(old_threads)
