@@ -388,9 +388,8 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     v_samp = U.T @ U
     h = 1.0 / n + dx * dx / sxx
     q = np.vstack([np.full(n, 1.0 / np.sqrt(n)), dx / np.sqrt(sxx)])
-    M = np.eye(n) - q.T @ q  # residual maker
     resid = y - a - b * x
-    IM = infl @ M
+    IM = infl - (infl @ q.T) @ q  # infl @ M, M = I - q'q the residual maker (rank-2 update: no n x n GEMM)
     r2 = resid * resid
 
     def part(wv):  # HC2 term + (sampling - its share seen by the residuals)
