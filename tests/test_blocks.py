@@ -63,6 +63,8 @@ def test_block_eigenpairs_equal_dense_eigh_of_the_hessian_sub_block(blocks):
         k = min(3, len(idx))  # "2.bias" has 3 parameters: k = 3 = D_b, the dense path
         rows = res.eigen[res.eigen["block"] == name].sort_values("rank")
         np.testing.assert_allclose(rows["eigenvalue"], w[::-1][:k], rtol=1e-8, atol=1e-12)
+        # Cauchy interlacing: the i-th eigenvalue of a principal sub-block is <= the i-th of H
+        assert (rows["eigenvalue"].to_numpy() <= np.linalg.eigvalsh(H)[::-1][:k] + 1e-12).all()
         assert (rows["residual"] < 1e-8).all()
         V = _vectors(res.eigen, name)
         outside = np.setdiff1d(np.arange(H.shape[0]), idx)
