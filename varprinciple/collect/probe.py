@@ -375,7 +375,7 @@ class _Stages:
             self.bar.close()
 
 
-def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites) -> dict:
+def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites, pblocks=None) -> dict:
     """Memory plan and cost estimate, made before any expensive stage: chunk sizes under the
     budget and the expected seconds per stage from one timed HVP and one timed per-sample chunk."""
     from .noise import dropout_data_chunk  # noqa: PLC0415
@@ -398,6 +398,10 @@ def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites) 
         "hvp_estimate": {"hessian": n_eig, "flatness": n_flat},
         "seconds_estimate": {"hessian": t_hvp * n_eig, "flatness": t_hvp * n_flat},
     }
+    if pblocks:  # each block's eigensolve: about one whole-network eigensolve (full HVPs)
+        n_blk = sum(2 * max(2 * min(k, b.size) + 1, 20) + 2 * min(k, b.size) for b in pblocks)
+        plan["hvp_estimate"]["blocks"] = n_blk
+        plan["seconds_estimate"]["blocks"] = t_hvp * n_blk
     if sites is not None:
         plan["dropout_data_chunk"] = dropout_data_chunk(sites, budget)
         plan["dropout_pair_chunk"] = pair_chunk(pm, budget)
@@ -486,7 +490,7 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         stages.start("hessian")
         hchunk = hessian_chunk(pm, settings.memory_budget_mb)
         op = HessianOperator(pm, chunk=hchunk)
-        plan = _plan(pm, op, settings, sites)
+        plan = _plan(pm, op, settings, sites, pblocks)
         logger.info("probe step %d plan: %s", step, plan["summary"])
         eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator)
         timings["hessian"] = time.perf_counter() - t0
