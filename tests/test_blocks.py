@@ -249,3 +249,16 @@ def test_collect_test_and_report_give_per_layer_b(tmp_path):
     for name in ("loglog_runs", "loglog_pooled"):  # one panel per block, the whole network's too
         png = tmp_path / "out" / "figures" / f"{name}.png"
         assert png.exists() and png.stat().st_size > 0, name
+
+
+def test_blocks_with_data_chunked_hvps_equal_the_graph_kept_path():
+    X, y = _data()
+    kw = dict(SET, blocks="layers")
+    big = probe(_net(), "cross_entropy", X, y, settings=ProbeSettings(**kw), step=0,
+                generator=torch.Generator().manual_seed(4))
+    small = probe(_net(), "cross_entropy", X, y, settings=ProbeSettings(**kw, memory_budget_mb=0.02), step=0,
+                  generator=torch.Generator().manual_seed(4))
+    assert small.info["plan"]["hessian_chunk"] is not None and big.info["plan"]["hessian_chunk"] is None
+    np.testing.assert_allclose(small.eigen["eigenvalue"], big.eigen["eigenvalue"], rtol=1e-9)
+    ev_s, ev_b = small.exact_variance, big.exact_variance
+    np.testing.assert_allclose(ev_s["variance"], ev_b["variance"], rtol=1e-6)

@@ -236,8 +236,9 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
                                       "their running statistics frozen"),
         "blocks": ConfigKey("str_list", None, "per-layer probes: \"layers\" (one block per module with "
                             "parameters, weight and bias together) or a list of named_parameters() or module "
-                            "names, e.g. [\"fc1.weight\", \"fc2\"]; per block the top-k eigenpairs of its "
-                            "Hessian block H_bb and the noise projected on them, rows with the block column "
+                            "names, e.g. [\"fc1.weight\", \"out\"] (mlp layers are fc0, fc1, ..., out); per "
+                            "block the top-k eigenpairs of its Hessian block H_bb and the noise projected on "
+                            "them, rows with the block column "
                             "(docs/probes.md; default: off)", unique=True, scalar_choices=("layers",)),
     },
     "trajectory": {

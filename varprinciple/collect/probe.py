@@ -560,7 +560,8 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
             "dropout_sites": srcs["dropout"].info()["dropout_sites"] if "dropout" in srcs else [],
             "gradient_norm": float(op.gradient.norm()),
             **({"blocks": [{"name": b.name, "params": list(b.params), "n_params": b.size, "top_k": be.k,
-                            "method": be.method, "n_hvp": be.n_hvp} for b, be in beigs]} if pblocks is not None else {}),
+                            "method": be.method, "n_hvp": be.n_hvp} for b, be in beigs]}
+               if pblocks is not None else {}),
             "n_hvp_eigensolver": int(eig.extra.get("n_hvp_solver", 0)),
             "traces": {s: d.trace for s, d in draws.items()},
             "noise_extra": {s: {k2: v for k2, v in d.extra.items() if k2 not in ("subsets", "pairs")}
