@@ -230,6 +230,7 @@ def test_collect_test_and_report_give_per_layer_b(tmp_path):
     collect(load_config(p), tmp_path / "logs")
     run = io.read_run(tmp_path / "logs" / "gd-lr0.1-seed0")
     assert {b.block for b in run.blocks} == {None, "fc0", "out"}
+    assert [b["name"] for b in run.meta["probes"][-1]["blocks"]] == ["fc0", "out"]  # run.json provenance
     a = analyze(tmp_path / "logs", resamples=0)
     rel = a.relations
     keys = set(zip(rel["run_id"], rel["source"], [None if pd.isna(b) else b for b in rel["block"]]))

@@ -483,7 +483,8 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
             state["dropout_sites_detected"] = res.info["dropout_sites"]
         probe_info.append({"step": step, "n_hvp": int(res.n_hvp),
                            "timings": {k: float(v) for k, v in dict(res.timings).items()},
-                           **({"plan": res.info["plan"]} if res.info.get("plan") is not None else {})})
+                           **({"plan": res.info["plan"]} if res.info.get("plan") is not None else {}),
+                           **({"blocks": res.info["blocks"]} if "blocks" in res.info else {})})
         state["probe_s"] += time.perf_counter() - t_probe
         logger.info("%s: probed step %d (%d HVPs)", spec.run_id, step, res.n_hvp)
 
