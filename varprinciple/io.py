@@ -457,7 +457,10 @@ def _block_codes(table: pa.Table) -> tuple[np.ndarray, list[str | None]]:
     if "block" not in table.column_names:
         return np.zeros(table.num_rows, dtype=np.int64), [None]
     enc = table.column("block").combine_chunks().dictionary_encode()
-    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary.to_pylist()
+    names = enc.dictionary.to_pylist()
+    # a null block (whole-network rows beside per-block rows) is the code after the named ones
+    codes = enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, names + [None]
 
 
 def _eigen_lookup(eig: pa.Table, path: str, rid: str | None):

@@ -106,7 +106,7 @@ class ConfigKey:
     ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``int_list`` or ``str_list``.
     ``default`` None means unset (the key's documented fallback applies). ``lo``/``hi``
     bound numbers (``lo_open``/``hi_open``: strict). ``sweep``: a list of values expands
-    into a sweep.
+    into a sweep. ``scalar_choices``: strings a list key also accepts in place of a list.
     """
 
     kind: str
@@ -119,6 +119,7 @@ class ConfigKey:
     hi_open: bool = False
     sweep: bool = False
     unique: bool = False
+    scalar_choices: tuple[str, ...] | None = None
 
 
 def _c(enum: type[StrEnum]) -> tuple[str, ...]:
@@ -233,6 +234,12 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "at_start": ConfigKey("bool", False, "also probe step 0 (the initialisation, before training)"),
         "frozen_batchnorm": ConfigKey("bool", False, "allow BatchNorm layers, probed in eval mode with "
                                       "their running statistics frozen"),
+        "blocks": ConfigKey("str_list", None, "per-layer probes: \"layers\" (one block per module with "
+                            "parameters, weight and bias together) or a list of named_parameters() or module "
+                            "names, e.g. [\"fc1.weight\", \"out\"] (mlp layers are fc0, fc1, ..., out); per "
+                            "block the top-k eigenpairs of its Hessian block H_bb and the noise projected on "
+                            "them, rows with the block column "
+                            "(docs/probes.md; default: off)", unique=True, scalar_choices=("layers",)),
     },
     "trajectory": {
         "window": ConfigKey("int", 0, "steps trained after training stops, with weight snapshots "
@@ -329,6 +336,11 @@ def _fmt_num(x: float) -> str:
 def _check_value(section: str, key: str, spec: ConfigKey, v: Any) -> Any:
     where = f"[{section}] {key}"
     if spec.kind.endswith("_list"):
+        if spec.scalar_choices and isinstance(v, str):
+            if v not in spec.scalar_choices:
+                raise ConfigError(f"{where}: must be a list or one of {', '.join(map(repr, spec.scalar_choices))}; "
+                                  f"got {_fmt(v)}")
+            return v
         if not isinstance(v, list):
             raise ConfigError(f"{where}: must be a list; got {_fmt(v)}")
         out = [_check_scalar(f"{where}[{i}]", spec, x) for i, x in enumerate(v)]
@@ -462,6 +474,8 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
         if traj["n_components"] >= half:
             raise ConfigError(f"[trajectory] n_components: must be < the snapshots per half window "
                               f"({half}); got {traj['n_components']}")
+    if probe["blocks"] is not None and not probe["blocks"]:
+        raise ConfigError("[probe] blocks: give at least one block name, or \"layers\" (or omit the key)")
     if traj["params"] is not None and not traj["params"]:
         raise ConfigError("[trajectory] params: give at least one parameter name (or omit the key)")
     if not probe["sources"]:
@@ -522,6 +536,8 @@ def config_reference() -> str:
                 if spec.hi is not None:
                     parts.append(f"{'<' if spec.hi_open else '<='} {_fmt_num(spec.hi)}")
                 allowed = " and ".join(parts) or "any"
+                if spec.scalar_choices:
+                    allowed = " or ".join(f"`\"{c}\"`" for c in spec.scalar_choices) + " or a list"
             default = "unset" if spec.default is None else f"`{_fmt(spec.default)}`".replace("'", '"')
             lines.append(f"| `{k}` | {spec.kind.replace('_list', ' list')} | {default} | {allowed} | "
                          f"{'yes' if spec.sweep else ''} | {spec.doc} |")

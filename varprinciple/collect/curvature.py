@@ -46,6 +46,7 @@ __all__ = [
     "DENSE_MAX_PARAMS",
     "hessian_graph_bytes",
     "hessian_chunk",
+    "BlockHessianOperator",
 ]
 
 logger = logging.getLogger(__name__)
@@ -410,3 +411,58 @@ def dense_hessian(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.
         raise ConfigError(f"dense_hessian refuses {pm.n_params} parameters (> max_params={max_params}); "
                           "use the matrix-free HessianOperator.")
     return _dense_from_operator(HessianOperator(pm))
+
+
+class BlockHessianOperator:
+    """The block-diagonal Hessian :math:`H_{bb}` of a parameter block: the rows and columns
+    ``index`` of the full-batch Hessian ``op`` (cross-block curvature is left out).
+
+    A product pads :math:`v_b` with zeros to R^D, takes one HVP of ``op`` and keeps the block's
+    rows: :math:`H_{bb} v_b = (H\\,[v_b; 0])_b`. It has the interface :func:`top_eigenpairs`
+    uses (``n_params``, ``pm``, ``matvec``, ``matmat``, ``as_linear_operator``); ``n_hvp``
+    is ``op``'s counter (each block product is one HVP of the full model).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> X = torch.tensor([[1.0, 1.0], [0.0, 2.0]]); y = torch.zeros(2, 1)
+    >>> op = hessian_operator(nn.Linear(2, 1, bias=False), "mse", X, y)  # H = [[.5, .5], [.5, 2.5]]
+    >>> BlockHessianOperator(op, np.array([1])).matvec(torch.ones(1, dtype=torch.float64))
+    tensor([2.5000], dtype=torch.float64)
+    """
+
+    def __init__(self, op: HessianOperator, index: np.ndarray):
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= op.n_params or np.unique(idx).size != idx.size:
+            raise InputError(f"`index` must be distinct coordinates in [0, {op.n_params}); got {idx.size} "
+                             f"entries in [{idx.min() if idx.size else '-'}, {idx.max() if idx.size else '-'}].")
+        self.op = op
+        self.pm = op.pm
+        self.n_params = int(idx.size)
+        self._idx = torch.as_tensor(idx, device=op.pm.device)
+
+    @property
+    def n_hvp(self) -> int:
+        return self.op.n_hvp
+
+    @n_hvp.setter
+    def n_hvp(self, value: int) -> None:
+        self.op.n_hvp = value
+
+    def _pad(self, V: torch.Tensor) -> torch.Tensor:
+        V = V.to(dtype=self.pm.dtype, device=self.pm.device)
+        out = V.new_zeros((self.op.n_params, *V.shape[1:]))
+        out[self._idx] = V
+        return out
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """:math:`H_{bb} v` (``v`` of shape ``(D_b,)``): one HVP of the full model."""
+        return self.op.matvec(self._pad(v))[self._idx]
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """:math:`H_{bb} V` for ``V`` of shape ``(D_b, c)``."""
+        return self.op.matmat(self._pad(V))[self._idx]
+
+    as_linear_operator = HessianOperator.as_linear_operator
+

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
@@ -29,7 +29,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .. import schema
 from ..errors import ConfigError, InputError
 from ._model import ProbedModel, resolve_dtype
-from .curvature import HessianOperator, hessian_chunk, hessian_graph_bytes, top_eigenpairs
+from .blocks import LAYERS, ParameterBlock, block_random_directions, embed, resolve_blocks
+from .curvature import (BlockHessianOperator, EigenResult, HessianOperator, hessian_chunk, hessian_graph_bytes,
+                        top_eigenpairs)
 from .flatness import flatness_frame, hutchinson_trace
 from .losses import Loss, parse_loss
 from .noise import NoiseDraws, SourceContext, get_source, pair_chunk, random_directions, source_names
@@ -103,6 +105,12 @@ class ProbeSettings:
         of it, HVPs are summed over data chunks; per-sample gradients, the two-mask dropout
         pass and dropout draws are chunked over samples (and draws) to fit it. The inputs
         themselves are held in memory outside the budget.
+    blocks : "layers", tuple of str or None
+        Per-layer probes (:mod:`.blocks`): ``"layers"`` (one block per module with parameters,
+        weight and bias together) or names of parameters (``named_parameters()``) or modules.
+        Per block, the top ``min(top_k, D_b)`` eigenpairs of the block-diagonal Hessian H_bb and
+        ``n_random`` random unit directions supported on the block; every source's draws are
+        projected on them too, rows tagged with the ``block`` column. None (default): off.
 
     Examples
     --------
@@ -131,6 +139,7 @@ class ProbeSettings:
     tr_hc_samples: int = 64
     store_vectors_max_params: int = 50_000
     memory_budget_mb: int = 2048
+    blocks: str | tuple[str, ...] | None = None
 
     def __post_init__(self):
         def need_int(name, lo):
@@ -187,6 +196,19 @@ class ProbeSettings:
         if self.tr_hc_samples and not 3 <= self.tr_hc_samples <= self.n_samples:
             raise ConfigError(f"`tr_hc_samples` must be 0 or in [3, n_samples={self.n_samples}]; "
                               f"got {self.tr_hc_samples}.")
+        if self.blocks is not None:
+            b = self.blocks
+            if isinstance(b, str):
+                if b != LAYERS:
+                    raise ConfigError(f"`blocks` must be \"layers\", a list of parameter/module names or None; "
+                                      f"got {b!r}.")
+            elif not isinstance(b, (tuple, list)) or not b or not all(isinstance(x, str) and x for x in b):
+                raise ConfigError(f"`blocks` must be \"layers\" or a non-empty list of parameter/module names; "
+                                  f"got {b!r}.")
+            elif len(set(b)) != len(b):
+                raise ConfigError(f"`blocks` has duplicates: {list(b)}.")
+            else:
+                object.__setattr__(self, "blocks", tuple(b))
         if ("dropout" in self.sources and not self.exact_variance and self.tr_hc_samples
                 and self.tr_hc_samples > self.n_dropout):
             raise ConfigError(f"`tr_hc_samples` ({self.tr_hc_samples}) must be <= `dropout_samples` "
@@ -204,6 +226,10 @@ class ProbeSettings:
         d["sources"] = list(self.sources)
         if self.dropout_layers is not None:
             d["dropout_layers"] = list(self.dropout_layers)
+        if isinstance(self.blocks, tuple):
+            d["blocks"] = list(self.blocks)
+        if self.blocks is None:
+            del d["blocks"]  # run.json of a probe without blocks is as before
         return d
 
 
@@ -280,6 +306,34 @@ def _exact_frame(step: int, draws: NoiseDraws, k: int, m: int) -> pd.DataFrame:
     })
 
 
+def _block_directions(op: HessianOperator, pblocks: list[ParameterBlock], V: torch.Tensor, layout: list,
+                      settings: ProbeSettings, generator: torch.Generator):
+    """Per block: top ``min(top_k, D_b)`` eigenpairs of H_bb (eigenvectors embedded in R^D) and
+    ``n_random`` random unit directions on the block, appended to the directions ``V``."""
+    D, m = op.n_params, settings.n_random
+    cols, beigs = [V], []
+    start = V.shape[1]
+    for b in pblocks:
+        be = top_eigenpairs(BlockHessianOperator(op, b.index), k=min(settings.top_k, b.size), tol=settings.eig_tol,
+                            generator=generator)
+        Vb = embed(torch.from_numpy(np.ascontiguousarray(be.eigenvectors)).to(op.pm.dtype), b.index, D)
+        be = EigenResult(eigenvalues=be.eigenvalues, eigenvectors=Vb.cpu().numpy(), residuals=be.residuals,
+                         n_hvp=be.n_hvp, method=be.method, seconds=be.seconds, extra=be.extra)
+        Rb = block_random_directions(b.index, D, m, generator=generator, dtype=op.pm.dtype)
+        cols += [Vb.to(op.pm.device), Rb.to(op.pm.device)]
+        layout = [*layout, (b.name, be.k, m, start)]
+        start += be.k + m
+        beigs.append((b, be))
+    return torch.cat(cols, dim=1), layout, beigs
+
+
+def _split(draws: NoiseDraws, layout: list):
+    """``(block, k_b, m, draws restricted to the block's columns)`` for each entry of ``layout``."""
+    for name, kb, mb, c0 in layout:
+        ev = None if draws.exact_variance is None else draws.exact_variance[c0:c0 + kb + mb]
+        yield name, kb, mb, replace(draws, values=draws.values[:, c0:c0 + kb + mb], exact_variance=ev)
+
+
 def _probe_iv(model, loss, X, y, settings, step, generator, v0):
     if not isinstance(settings, ProbeSettings):
         raise InputError(f"`settings` must be a ProbeSettings; got {type(settings).__name__}.")
@@ -321,7 +375,7 @@ class _Stages:
             self.bar.close()
 
 
-def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites) -> dict:
+def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites, pblocks=None) -> dict:
     """Memory plan and cost estimate, made before any expensive stage: chunk sizes under the
     budget and the expected seconds per stage from one timed HVP and one timed per-sample chunk."""
     from .noise import dropout_data_chunk  # noqa: PLC0415
@@ -344,6 +398,10 @@ def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites) 
         "hvp_estimate": {"hessian": n_eig, "flatness": n_flat},
         "seconds_estimate": {"hessian": t_hvp * n_eig, "flatness": t_hvp * n_flat},
     }
+    if pblocks:  # each block's eigensolve: about one whole-network eigensolve (full HVPs)
+        n_blk = sum(2 * max(2 * min(k, b.size) + 1, 20) + 2 * min(k, b.size) for b in pblocks)
+        plan["hvp_estimate"]["blocks"] = n_blk
+        plan["seconds_estimate"]["blocks"] = t_hvp * n_blk
     if sites is not None:
         plan["dropout_data_chunk"] = dropout_data_chunk(sites, budget)
         plan["dropout_pair_chunk"] = pair_chunk(pm, budget)
@@ -408,7 +466,8 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     loss = _probe_iv(model, loss, X, y, settings, step, generator, v0)
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
-    stage_names = ["hessian"] + list(settings.sources) + ["flatness"]
+    stage_names = ["hessian"] + (["blocks"] if settings.blocks is not None else []) + list(settings.sources) + [
+        "flatness"]
     stages = _Stages(stage_names, progress, step)
     srcs: dict = {}
     stack = contextlib.ExitStack()
@@ -427,10 +486,11 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         D = pm.n_params
         if settings.top_k > D:
             raise ConfigError(f"`top_k` ({settings.top_k}) exceeds the number of parameters ({D}).")
+        pblocks = None if settings.blocks is None else resolve_blocks(settings.blocks, pm.names, pm.numels)
         stages.start("hessian")
         hchunk = hessian_chunk(pm, settings.memory_budget_mb)
         op = HessianOperator(pm, chunk=hchunk)
-        plan = _plan(pm, op, settings, sites)
+        plan = _plan(pm, op, settings, sites, pblocks)
         logger.info("probe step %d plan: %s", step, plan["summary"])
         eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator)
         timings["hessian"] = time.perf_counter() - t0
@@ -443,6 +503,15 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         gens = {name: torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
                 for name in [*source_names(), "flatness"]}
         V = torch.cat([Vh, R], dim=1)
+        layout = [(None, k, m, 0)]  # (block, Hessian directions, random directions, first column of V)
+        beigs: list[tuple[ParameterBlock, EigenResult]] = []
+        if pblocks is not None:  # after every draw of the whole-network probe: its streams are unchanged
+            stages.start("blocks")
+            t0 = time.perf_counter()
+            gb = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            V, layout, beigs = _block_directions(op, pblocks, V, layout, settings, gb)
+            timings["blocks"] = time.perf_counter() - t0
+            stages.done()
         n_full = min(settings.tr_hc_samples, settings.n_samples)
         draws: dict[str, NoiseDraws] = {}
         order = sorted(settings.sources, key=lambda name: srcs[name].after_others)  # stable
@@ -471,15 +540,28 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         stack.close()
         for src in srcs.values():
             src.close()
-    eigen_df = eig.to_frame(step=step, store_vectors=D <= settings.store_vectors_max_params)
-    noise_df = pd.concat([_noise_frame(step, draws[s], k, m) for s in settings.sources], ignore_index=True)
-    ev_parts = [_exact_frame(step, draws[s], k, m) for s in settings.sources
-                if draws[s].exact_variance is not None]
+    store = D <= settings.store_vectors_max_params
+    eigen_df = eig.to_frame(step=step, store_vectors=store)
+    if pblocks is None:
+        noise_df = pd.concat([_noise_frame(step, draws[s], k, m) for s in settings.sources], ignore_index=True)
+        ev_parts = [_exact_frame(step, draws[s], k, m) for s in settings.sources
+                    if draws[s].exact_variance is not None]
+    else:
+        eigen_df = pd.concat([eigen_df.assign(block=None)] + [
+            be.to_frame(step=step, store_vectors=store).assign(block=b.name) for b, be in beigs], ignore_index=True)
+        noise_df = pd.concat([_noise_frame(step, part, kb, mb).assign(block=name)
+                              for s in settings.sources for name, kb, mb, part in _split(draws[s], layout)],
+                             ignore_index=True)
+        ev_parts = [_exact_frame(step, part, kb, mb).assign(block=name) for s in settings.sources
+                    if draws[s].exact_variance is not None for name, kb, mb, part in _split(draws[s], layout)]
     ev_df = pd.concat(ev_parts, ignore_index=True) if ev_parts else None
     timings["total"] = time.perf_counter() - t_all
     info = {"n_params": D, "n_train": pm.n, "loss_value": op.loss_value, "plan": plan,
             "dropout_sites": srcs["dropout"].info()["dropout_sites"] if "dropout" in srcs else [],
             "gradient_norm": float(op.gradient.norm()),
+            **({"blocks": [{"name": b.name, "params": list(b.params), "n_params": b.size, "top_k": be.k,
+                            "method": be.method, "n_hvp": be.n_hvp} for b, be in beigs]}
+               if pblocks is not None else {}),
             "n_hvp_eigensolver": int(eig.extra.get("n_hvp_solver", 0)),
             "traces": {s: d.trace for s, d in draws.items()},
             "noise_extra": {s: {k2: v for k2, v in d.extra.items() if k2 not in ("subsets", "pairs")}

@@ -123,6 +123,8 @@ def _probe_seed_part(c: dict) -> dict:
     """The configuration the probe seed hashes: all of it but the stop rule's keys and the
     ``[trajectory]`` section (which draws from its own streams), so adding them moves no seed."""
     part = {k: v for k, v in c.items() if k != "trajectory"}
+    # per-layer blocks draw from their own stream after the whole-network probe's draws
+    part["probe"] = {k: v for k, v in c["probe"].items() if k != "blocks"}
     part["train"] = {k: v for k, v in c["train"].items()
                      if k not in ("target_loss", "target_check_every", "seed_scheme")}
     return part
@@ -308,6 +310,13 @@ def _build(spec: RunSpec, base_dir: str, device: str):
     if (c.get("trajectory") or {}).get("params"):  # unknown names fail here, before any training
         from .trajectory import parameter_subset
         parameter_subset(model, c["trajectory"]["params"])
+    if p.get("blocks") is not None:  # unknown block names fail here, before any training
+        from .blocks import resolve_blocks
+        named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
+        try:
+            resolve_blocks(p["blocks"], [n for n, _ in named], [q.numel() for _, q in named])
+        except ConfigError as exc:
+            raise ConfigError(f"[probe] blocks: {str(exc).removeprefix('`blocks`: ')}") from None
     model.to(device)
     if spec.order_seed is not None:
         g = torch.Generator().manual_seed(spec.order_seed)
@@ -338,7 +347,8 @@ def probe_settings(p: Mapping[str, Any], dropout_modules: list[str]):
         exact_variance=p["exact_variance"], hutchinson_probes=p["hutchinson_probes"],
         tr_hc_samples=p["tr_hc_samples"], store_vectors_max_params=p["store_vectors_max_params"],
         memory_budget_mb=p["memory_budget_mb"], dropout_samples=p.get("dropout_samples"),
-        frozen_batchnorm=bool(p.get("frozen_batchnorm", False)))
+        frozen_batchnorm=bool(p.get("frozen_batchnorm", False)),
+        blocks=p.get("blocks") if isinstance(p.get("blocks"), (str, type(None))) else tuple(p["blocks"]))
 
 
 def _save_state(model, path: Path) -> None:
@@ -487,7 +497,8 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
             state["dropout_sites_detected"] = res.info["dropout_sites"]
         probe_info.append({"step": step, "n_hvp": int(res.n_hvp),
                            "timings": {k: float(v) for k, v in dict(res.timings).items()},
-                           **({"plan": res.info["plan"]} if res.info.get("plan") is not None else {})})
+                           **({"plan": res.info["plan"]} if res.info.get("plan") is not None else {}),
+                           **({"blocks": res.info["blocks"]} if "blocks" in res.info else {})})
         state["probe_s"] += time.perf_counter() - t_probe
         logger.info("%s: probed step %d (%d HVPs)", spec.run_id, step, res.n_hvp)
 

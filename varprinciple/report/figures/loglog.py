@@ -31,7 +31,8 @@ def _norm(v: Any) -> Any:
 
 def _key_frame(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    df["_block"] = [None if is_missing(b) else str(b) for b in df["block"]]
+    # object dtype: a string column would turn the whole network's None into NaN (!= None)
+    df["_block"] = pd.Series([None if is_missing(b) else str(b) for b in df["block"]], index=df.index, dtype=object)
     df["_basis"] = df["basis"].astype(str)
     return df
 
