@@ -149,7 +149,8 @@ def noise_alignment(op: HessianOperator, full: torch.Tensor, *, source: str,
     hxm = (HXs_np[None, :] - HXi_np) / (K - 1)
     q_loo = ((q.sum() - q) - (K - 1) * (xm * hxm).sum(1)) / (K - 2)
     s_loo = ((s.sum() - s) - (K - 1) * (xm * xm).sum(1)) / (K - 2)
-    ratio_loo = q_loo / s_loo
+    with np.errstate(divide="ignore", invalid="ignore"):  # a leave-one-out Tr(C) of 0: SE undefined (NaN)
+        ratio_loo = np.where(s_loo > 0, q_loo / s_loo, np.nan)
     ratio = tr_hc / tr_c if tr_c > 0 else float("nan")
     rho = D * ratio / trace_h.estimate if trace_h.estimate != 0 else float("nan")
     rel = np.sqrt((_jackknife_se(ratio_loo) / ratio) ** 2 + (trace_h.se / trace_h.estimate) ** 2) \
