@@ -323,3 +323,23 @@ def test_reprobe_threads_must_be_a_positive_integer(collected, tmp_path):
     d, _cfg, _res = collected
     with pytest.raises(VarPrincipleError, match="`threads` must be an integer >= 1; got 0"):
         reprobe_run(d / "logs" / "gd-lr0.1-seed0", out=tmp_path / "x", threads=0)
+
+
+def test_a_run_from_an_older_version_with_the_same_settings_is_kept(tmp_path):
+    """Keys a newer varprinciple added, at their defaults, do not make an old run 'different'."""
+    logs = tmp_path / "logs"
+    collect(tiny(tmp_path, methods='["gd"]', steps=10), logs)
+    rj = logs / "gd-lr0.1-seed0" / "run.json"
+    meta = json.loads(rj.read_text())
+    # as an older version wrote it: without [probe] blocks and [train] seed_scheme, another hash
+    del meta["config"]["probe"]["blocks"], meta["config"]["train"]["seed_scheme"]
+    meta["config_hash"] = "0123456789abcdef"
+    rj.write_text(json.dumps(meta))
+    again = collect(tiny(tmp_path, methods='["gd"]', steps=10), logs)
+    assert again.ran == () and again.skipped == ("gd-lr0.1-seed0",)
+    # a key the old run lacks but the new config sets away from its default: a different run
+    p = tmp_path / "matched.toml"
+    p.write_text(TINY.format(methods='["gd"]', seeds="[0]", steps=10, lr=0.1).replace(
+        "log_every = 10", 'log_every = 10\nseed_scheme = "matched"'))
+    with pytest.raises(ConfigError, match="different configuration"):
+        collect(load_config(p), logs)

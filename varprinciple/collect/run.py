@@ -610,6 +610,31 @@ def _finished_hash(run_dir: Path) -> str | None:
     return str(meta.get("config_hash", "")) if isinstance(meta, dict) else None
 
 
+def _same_but_newer_defaults(run_dir: Path, config: Mapping[str, Any]) -> bool:
+    """True if the finished run's recorded ``config`` equals ``config`` except for keys (or
+    sections) it does not record that ``config`` holds at their declared defaults: the run
+    was collected by an older varprinciple, before those keys existed, with the same
+    settings (so resuming an old log set after an upgrade does not redo it)."""
+    from .config import CONFIG_KEYS
+    try:
+        old = json.loads((run_dir / schema.RUN_JSON).read_text()).get("config")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+    if not isinstance(old, dict) or set(old) - set(config):
+        return False
+    for sec, new_sec in config.items():
+        old_sec = old.get(sec, {})
+        if not isinstance(old_sec, dict) or not isinstance(new_sec, dict) or set(old_sec) - set(new_sec):
+            return False
+        for key, value in new_sec.items():
+            if key in old_sec:
+                if _canon(old_sec[key]) != _canon(value):
+                    return False
+            elif key not in CONFIG_KEYS.get(sec, {}) or _canon(CONFIG_KEYS[sec][key].default) != _canon(value):
+                return False
+    return True
+
+
 def _worker_init(threads: int, level: int) -> None:
     import torch
     torch.set_num_threads(threads)
@@ -752,7 +777,7 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
         h = _finished_hash(out / s.run_id)
         if h is None:
             todo.append(s)
-        elif h == s.config_hash:
+        elif h == s.config_hash or _same_but_newer_defaults(out / s.run_id, s.config):
             skipped.append(s.run_id)
         else:
             raise ConfigError(f"{out / s.run_id}: a finished run of this name was made with a different "
