@@ -61,6 +61,10 @@ def test_quick_study_end_to_end(tmp_path):
     # re-running resumes: no run is collected again
     again = run_manifest(m, out, quick=True, workers=1, report=False, experiments=["linear_control"])
     assert again.results["linear_control"]["provenance"]["n_runs"] == 3
+    # the statement keeps the collection's own wall time and memory, and records the re-analysis
+    st2 = json.loads((out / "study.json").read_text())
+    assert st2["wall_s"] == st["wall_s"] and st2["peak_rss_mb"] == st["peak_rss_mb"]
+    assert st2["reanalysed"]["wall_s"] > 0 and st2["created"] == st["created"]
 
 
 def test_study_design_cli_prints_the_minimum_detectable_effect(capsys):

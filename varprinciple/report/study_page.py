@@ -144,6 +144,10 @@ def _design_items(m, statement: Mapping, design, quick: bool) -> list[tuple[str,
                              f"{mach.get('workers')} workers x 1 torch thread"))
     items.append(("Wall time", f"{statement.get('wall_s', float('nan')):.0f} s (collection + tests)"))
     items.append(("Peak memory", f"{statement.get('peak_rss_mb', float('nan')):.0f} MB (largest process RSS)"))
+    re = statement.get("reanalysed")
+    if re:
+        items.append(("Re-analysed", f"{re.get('created')}: every run was already collected; tests, claims and "
+                                      f"report redone in {re.get('wall_s', float('nan')):.0f} s"))
     return items
 
 

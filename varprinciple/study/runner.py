@@ -77,6 +77,15 @@ def logs_manifest(logs: Path) -> dict:
     return {"root": "logs", "total_bytes": sum(x["bytes"] for x in files), "files": files}
 
 
+def _previous_statement(path: Path) -> dict | None:
+    """An earlier run's study.json in the output folder (None if absent or unreadable)."""
+    try:
+        prev = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return prev if isinstance(prev, dict) else None
+
+
 def _peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -115,6 +124,8 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
     resamples = m.quick_resamples if quick else m.resamples
     results: dict[str, dict] = {}
     timing: dict[str, dict] = {}
+    n_ran = 0
+    previous = _previous_statement(out / "study.json")
     for e in exps:
         logs = out / "logs" / e.name
         te = time.perf_counter()
@@ -122,6 +133,7 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
         for cfg_path in e.config_paths(quick):
             res = collect(load_config(cfg_path), logs, workers=workers, device=device, progress=progress)
             n_runs += len(res.run_ids)
+            n_ran += len(res.ran)
         tc = time.perf_counter() - te
         analysis = analyze(logs, seed=m.seed, resamples=resamples, confidence=m.confidence, alpha=m.alpha,
                            equivalence_margin=e.equivalence_margin, progress=progress)
@@ -151,6 +163,18 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
         "margins": dict(m.margins), "margin_why": dict(m.margin_why), "power": dict(m.power),
         "alpha": m.alpha, "confidence": m.confidence, "resamples": resamples,
     }
+    if n_ran == 0 and previous is not None and previous.get("quick") == quick:
+        # every run was already collected: the collection's own wall time and memory are the
+        # earlier statement's; this invocation only re-analysed (recorded beside them)
+        statement["reanalysed"] = {"created": statement["created"], "wall_s": wall,
+                                   "peak_rss_mb": statement["peak_rss_mb"]}
+        for k in ("created", "wall_s", "peak_rss_mb", "machine"):
+            if k in previous:
+                statement[k] = previous[k]
+        for name, t in timing.items():
+            old_t = (previous.get("experiments") or {}).get(name) or {}
+            if "collect_s" in old_t:
+                t["collect_s"] = old_t["collect_s"]
     write_json(out / "study.json", statement)
     write_json(out / "logs_manifest.json", logs_manifest(out / "logs"))
     page = None
