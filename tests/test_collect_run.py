@@ -343,3 +343,24 @@ def test_a_run_from_an_older_version_with_the_same_settings_is_kept(tmp_path):
         "log_every = 10", 'log_every = 10\nseed_scheme = "matched"'))
     with pytest.raises(ConfigError, match="different configuration"):
         collect(load_config(p), logs)
+
+
+def test_a_reprobe_of_a_checkpoint_counts_as_the_same_network(collected, tmp_path):
+    """collect and reprobe_run write the probed network's fingerprint; test counts it once."""
+    from varprinciple.stats import analyze
+    d, _cfg, _res = collected
+    run_dir = d / "logs" / "gd-lr0.1-seed0"
+    fp = json.loads((run_dir / "run.json").read_text())["checkpoint_fingerprint"]
+    assert set(fp) == {"10", "20"} and len(set(fp.values())) == 2
+    logs = tmp_path / "logs"
+    shutil.copytree(run_dir, logs / "gd-lr0.1-seed0")
+    # fresh noise (another K): only the fingerprint says it is the same network
+    from varprinciple.collect.run import probe_settings
+    p = dict(json.loads((run_dir / "run.json").read_text())["config"]["probe"], n_samples=15)
+    reprobe_run(run_dir, out=logs / "again", run_id="gd-again", settings=probe_settings(p, ["drop0"]))
+    again = json.loads((logs / "again" / "run.json").read_text())
+    assert again["checkpoint_fingerprint"] == fp
+    res = analyze(logs, resamples=0)
+    g = res.groups[res.groups["source"] == "sgd"].iloc[0]
+    assert g["n_runs"] == 1 and g["n_runs_total"] == 2
+    assert any("one network" in n for n in res.notes)

@@ -77,4 +77,4 @@ class VarPrincipleWarning(UserWarning):
 
 
 class DuplicateRunWarning(VarPrincipleWarning):
-    """Two runs have identical noise tables and would be counted as replicates."""
+    """Two runs have identical noise tables (copies of one probe; counted once as one network)."""

@@ -646,8 +646,8 @@ def read_logset(root: str | os.PathLike, *, skip_invalid: bool = False) -> LogSe
         fp.setdefault(r.fingerprint, []).append(r.run_id)
     identical = [tuple(ids) for ids in fp.values() if len(ids) > 1]
     for ids in identical:
-        warnings.warn(f"runs {', '.join(ids)} have identical noise tables; they would be counted as "
-                      f"independent replicates", DuplicateRunWarning, stacklevel=2)
+        warnings.warn(f"runs {', '.join(ids)} have identical noise tables (copies of one probe); "
+                      f"varprinciple test counts them as one network", DuplicateRunWarning, stacklevel=2)
     return LogSet(root, good, skipped, identical)
 
 

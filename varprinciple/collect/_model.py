@@ -9,6 +9,7 @@ trainable parameters as one flat vector ``theta`` of length ``D`` together with
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 
 import torch
@@ -34,6 +35,33 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     elif dtype in _DTYPES:
         return _DTYPES[dtype]
     raise ConfigError(f"`dtype` must be one of {sorted(_DTYPES)}; got {dtype!r}.")
+
+
+def state_fingerprint(model: nn.Module) -> str:
+    """A hash of a model's state (every parameter and buffer: name, dtype, shape, bytes).
+
+    Written to run.json as ``checkpoint_fingerprint`` (per probe step), so that two runs
+    probing the same trained network (a re-probe of a checkpoint, a copy) are recognised
+    by ``varprinciple test`` and counted once.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> a = nn.Linear(2, 1); b = nn.Linear(2, 1); b.load_state_dict(a.state_dict())
+    >>> state_fingerprint(a) == state_fingerprint(b)
+    True
+    >>> with torch.no_grad():
+    ...     b.bias += 1e-7
+    >>> state_fingerprint(a) == state_fingerprint(b)
+    False
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def check_probe_model(model: nn.Module, *, frozen_batchnorm: bool = False) -> None:

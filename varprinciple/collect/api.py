@@ -32,6 +32,7 @@ from torch import nn
 from .. import schema
 from ..errors import InputError
 from ..io import write_run
+from ._model import state_fingerprint
 from .losses import Loss, parse_loss
 from .run import derive_seed, git_revision, package_versions
 
@@ -182,11 +183,13 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
     eig, noise, exact, flat, info = [], [], [], [], []
     v0 = None
     sites = None
+    fingerprints = {}
     work = copy.deepcopy(model)
     for step in sorted(int(s) for s in checkpoints):
         path = checkpoints[step]
         if path is not None:
             load_checkpoint(work, path)
+        fingerprints[str(step)] = state_fingerprint(work)
         pseed = derive_seed(int(seed), step)
         gen = torch.Generator().manual_seed(pseed)
         # torch.manual_seed also reseeds CUDA: fork (and so restore) the data's device too
@@ -211,7 +214,7 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
         "n_params": n_params, "model": type(model).__name__, "n_train": int(len(X)),
         "probe_batch_size": sd.get("batch_size"), "probe_drop_prob": sd.get("drop_prob"),
         "probe_steps": sorted(int(s) for s in checkpoints), "probe_settings": sd, "probes": info,
-        "dropout_sites": sites or [],
+        "dropout_sites": sites or [], "checkpoint_fingerprint": fingerprints,
         "versions": package_versions(), "git_revision": git_revision(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -454,6 +454,7 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
     """
     import torch
 
+    from ._model import state_fingerprint
     from .models import describe_model, n_params
     from .probe import probe
     from .train import TRAINING_FILE, train
@@ -477,6 +478,7 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
 
     def on_probe(step: int, mdl) -> None:
         t_probe = time.perf_counter()
+        state.setdefault("fingerprints", {})[str(step)] = state_fingerprint(mdl)
         if t["checkpoints"]:
             _save_state(mdl, stage / "checkpoints" / f"step_{step}.pt")
         pseed = derive_seed(spec.probe_seed, step)
@@ -550,6 +552,8 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         "probe_dropout_layers": state.get("dropout_sites", drop_names) if "dropout" in p["sources"] else None,
         # every random op the model applies in train mode, as detected by the probe (API runs alike)
         "dropout_sites": state.get("dropout_sites_detected"),
+        # hash of the probed network per step: re-probes of its checkpoints count once in `test`
+        "checkpoint_fingerprint": state.get("fingerprints", {}),
         "probe_sources": list(p["sources"]),
         "probe_steps": probe_at,
         "probes": probe_info,
