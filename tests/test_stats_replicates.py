@@ -202,3 +202,10 @@ if __name__ == "__main__":
         se = math.sqrt(c * (1 - c) / a.replicates)
         print(f"{nn} networks x {rp} probes, tau 0.2, k 10, K 50: coverage {c:.3f} (MC SE {se:.3f}); "
               f"naive (re-probes as runs) {nv:.3f}; {a.replicates} replicates")
+
+
+def test_fingerprints_must_agree_at_every_common_step():
+    from varprinciple.stats.replicates import _same_checkpoint
+    assert _same_checkpoint({"20": "x"}, {"10": "w", "20": "x"})          # a re-probe of the last checkpoint
+    assert not _same_checkpoint({"0": "i", "20": "x"}, {"0": "i", "20": "y"})  # one init, trained apart
+    assert not _same_checkpoint({"0": "i"}, {"20": "i"}) and _same_checkpoint("a", "a")

@@ -5,7 +5,7 @@ one group are taken as the *same network* (re-probed, or copied) when
 
 1. their noise tables are identical (:attr:`varprinciple.io.LogSet.identical`: a copy), or
 2. their ``run.json`` carry the same ``checkpoint_fingerprint`` (a string; or an object
-   mapping probe step to a string, equal at some common step), or
+   mapping probe step to a string, equal at every step both record), or
 3. they share ``method`` and a training seed (``train_seed``, else ``seed``) and their
    eigenvalues agree to :data:`EIGEN_RTOL` at every (step, block, rank) both probed (at
    least one): the same network re-probed with fresh noise draws.
@@ -95,7 +95,10 @@ def _same_checkpoint(a, b) -> bool:
     if isinstance(a, str) and isinstance(b, str):
         return a == b
     if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return any(str(a[k]) == str(b[k]) for k in a.keys() & b.keys())
+        common = a.keys() & b.keys()
+        # every common step must agree: runs from one initialisation (matched seeds, step 0)
+        # that trained apart are different networks at their later steps
+        return bool(common) and all(str(a[k]) == str(b[k]) for k in common)
     return False
 
 
