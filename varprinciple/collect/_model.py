@@ -48,7 +48,7 @@ def state_fingerprint(model: nn.Module) -> str:
     --------
     >>> import torch
     >>> from torch import nn
-    >>> a = nn.Linear(2, 1); b = nn.Linear(2, 1); b.load_state_dict(a.state_dict())
+    >>> a = nn.Linear(2, 1); b = nn.Linear(2, 1); _ = b.load_state_dict(a.state_dict())
     >>> state_fingerprint(a) == state_fingerprint(b)
     True
     >>> with torch.no_grad():
