@@ -56,7 +56,7 @@ class PageContext:
     design: Mapping[str, str] | None = None
 
 
-_CSS = """
+PAGE_CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em auto;max-width:1150px;
 color:#222;line-height:1.4;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
@@ -108,7 +108,7 @@ def html_page(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequence
     e = html.escape
     first_t, rest_t, first_f, rest_f = _split(tables, figures)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{e(ctx.title)}</title>", f"<style>{_CSS}</style>", "</head><body>",
+           f"<title>{e(ctx.title)}</title>", f"<style>{PAGE_CSS}</style>", "</head><body>",
            f"<h1>{e(ctx.title)}</h1>",
            f'<p>Input: <code id="vp-input">{e(ctx.location)}</code><br>Created: {e(ctx.created)}</p>',
            '<h2 id="findings">Findings</h2>']

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..io import atomic_write_bytes
 from .claims import ClaimRow
 from .format import format_estimate_ci, format_p, format_sig
+from .pages import PAGE_CSS
 
 __all__ = ["build_study_page", "claims_forest", "claims_markdown"]
 
@@ -151,18 +152,8 @@ def _design_items(m, statement: Mapping, design, quick: bool) -> list[tuple[str,
     return items
 
 
-_CSS = """
-body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em auto;max-width:1150px;
-color:#222;line-height:1.4;padding:0 1em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-div.vp-wrap{overflow-x:auto;max-width:100%}table.vp-table{border-collapse:collapse;margin:1em 0 .3em;font-size:.84em}
-table.vp-table caption{text-align:left;font-weight:bold;padding-bottom:.3em}
-table.vp-table thead th{border-top:2px solid #222;border-bottom:1px solid #222;padding:.3em .5em;position:sticky;top:0;
-background:#fff}table.vp-table td{padding:.2em .5em;vertical-align:top}td.num,th.num{text-align:right;white-space:nowrap;
-font-variant-numeric:tabular-nums}td.txt,th.txt{text-align:left}figure img{max-width:100%}
-dl.kv{display:grid;grid-template-columns:max-content auto;gap:.2em 1em;font-size:.85em}dl.kv dt{font-weight:bold}
-dl.kv dd{margin:0}.banner{background:#fff4ce;border:1px solid #9a6700;padding:.5em;margin:1em 0}
-pre{background:#f4f4f4;padding:.6em;overflow-x:auto;font-size:.85em;white-space:pre-wrap}
-"""
+#: The single report's stylesheet (pages.py) plus the study page's quick-variant banner.
+_CSS = PAGE_CSS + ".banner{background:#fff4ce;border:1px solid #9a6700;padding:.5em;margin:1em 0}\n"
 
 
 def build_study_page(out: Path, m, rows: Sequence[ClaimRow], results: Mapping[str, Mapping],
