@@ -22,7 +22,7 @@ from varprinciple.collect.trajectory import collect_trajectory
 from varprinciple.stats.psi import psi_from_tables
 
 
-def run(two_layer: bool, n: int, seed: int = 0) -> str:
+def run(two_layer: bool, n: int, seed: int = 0, sampler: str = "epochs") -> str:
     g = torch.Generator().manual_seed(seed)
     d = 10
     X = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.3, 2.0, d, dtype=torch.float64)
@@ -32,17 +32,19 @@ def run(two_layer: bool, n: int, seed: int = 0) -> str:
     model = (nn.Sequential(nn.Linear(d, 10, bias=False), nn.Linear(10, 1, bias=False)) if two_layer
              else nn.Linear(d, 1, bias=False)).double()
     t0 = time.perf_counter()
-    train(model, "mse", X, y, method="sgd", lr=0.05, steps=5000, batch_size=4, generator=g)
+    train(model, "mse", X, y, method="sgd", lr=0.05, steps=5000, batch_size=4, generator=g, sampler=sampler)
     res = collect_trajectory(model, "mse", X, y, method="sgd", lr=0.05, batch_size=4, generator=g, window=20_000,
-                             every=10, n_components=20 if two_layer else 9, profile_points=3)
+                             every=10, n_components=20 if two_layer else 9, profile_points=3,
+                             sampler=sampler)
     p = psi_from_tables(res.pcs, res.projections, resamples=1000, rng=np.random.default_rng(seed))
     ratio = float(np.median(res.pcs["variance_ratio"].iloc[1:]))
-    return (f"{'two' if two_layer else 'one'}-layer n={n}: psi {p.psi:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}], "
+    return (f"{sampler}: {'two' if two_layer else 'one'}-layer n={n}: psi {p.psi:.2f} [{p.ci_low:.2f}, {p.ci_high:.2f}], "
             f"p {p.p_value:.3f}, n_eff_min {p.n_eff_min:.0f}, median variance_ratio {ratio:.2f} "
             f"({time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    for two, n in ((False, 200), (False, 4000), (True, 200)):
-        print(run(two, n))
+    for sampler in ("epochs", "independent"):
+        for two, n in ((False, 200), (False, 4000), (True, 200)):
+            print(run(two, n, sampler=sampler), flush=True)

@@ -197,6 +197,11 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
                                  "so runs of different methods with one seed start from the same "
                                  "weights and are compared paired (docs/collection.md)",
                                  choices=("per_run", "matched")),
+        "sampler": ConfigKey("str", "epochs", "minibatch draws of sgd methods: 'epochs' (random "
+                             "reshuffling: a fresh permutation per epoch, batches without overlap) or "
+                             "'independent' (every step a new uniform B-subset, independent across "
+                             "steps: the SGD model of the theory; docs/flatness.md)",
+                             choices=("epochs", "independent")),
     },
     "probe": {
         "every": ConfigKey("int", 0, "also probe every N steps (0: only at the end of training)",
@@ -257,6 +262,13 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
                                      "the final weights (loss_profiles.parquet; 0: none)", lo=0),
         "profile_radius": ConfigKey("float", 1.0, "random profiles span t in [-radius, radius] "
                                     "(filter-normalised units)", lo=0, lo_open=True),
+        "dynamics": ConfigKey("str", "train", "what moves the weights in the window: 'train' (the run's "
+                              "own method) or 'random_walk' (the control: isotropic Gaussian steps, no "
+                              "gradient; docs/flatness.md)", choices=("train", "random_walk")),
+        "walk_sd": ConfigKey("float", None, "random_walk: per-coordinate step sd (default: the SGD noise "
+                             "of one update, lr * sqrt(Tr(C_B) / D) at the window's start, B the [train] "
+                             "batch_size or, for full-batch methods, the [probe] batch_size)", lo=0,
+                             lo_open=True),
     },
 }
 

@@ -126,7 +126,8 @@ def _probe_seed_part(c: dict) -> dict:
     # per-layer blocks draw from their own stream after the whole-network probe's draws
     part["probe"] = {k: v for k, v in c["probe"].items() if k != "blocks"}
     part["train"] = {k: v for k, v in c["train"].items()
-                     if k not in ("target_loss", "target_check_every", "seed_scheme")}
+                     if k not in ("target_loss", "target_check_every", "seed_scheme")
+                     and not (k == "sampler" and v == "epochs")}
     return part
 
 
@@ -180,6 +181,8 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
             train_part = {k: c[k] for k in ("data", "model", "train")}
             # bookkeeping keys (what is logged or saved) do not enter the training seed
             train_part["train"] = {k: v for k, v in t.items() if k not in _UNSEEDED_TRAIN_KEYS}
+            if train_part["train"].get("sampler") == "epochs":  # the default moves no seed of older runs
+                del train_part["train"]["sampler"]
             matched = t.get("seed_scheme") == "matched"
             specs.append(RunSpec(
                 run_id=name, group=group, method=m.value, seed=int(seed), config=c,
@@ -416,7 +419,7 @@ def _with_probe_losses(probe_info: list[dict], curves: pd.DataFrame) -> list[int
 
 
 def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, tables: dict, *,
-                profile_seed: int):
+                profile_seed: int, probe_batch: int | None = None):
     """Random loss profiles around the final weights, then the ``[trajectory]`` window after
     training (docs/flatness.md); their tables into ``tables``."""
     if not traj:
@@ -431,15 +434,21 @@ def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, 
         tables["loss_profiles.parquet"] = prof
     if not traj["window"]:
         return None
-    from .trajectory import collect_trajectory
+    from .trajectory import collect_trajectory, matched_walk_sd
+    dynamics, walk_sd = traj.get("dynamics", "train"), traj.get("walk_sd")
+    if dynamics == "random_walk" and walk_sd is None:
+        walk_sd = matched_walk_sd(model, loss, X, y, lr=t["lr"], batch_size=t["batch_size"] or probe_batch)
+        logger.info("random-walk control: step sd %.3g (SGD noise of one update)", walk_sd)
     res = collect_trajectory(model, loss, X, y, method=t["method"], lr=t["lr"], batch_size=t["batch_size"],
                              generator=g, window=traj["window"], every=traj["every"], params=traj["params"],
                              n_components=traj["n_components"], profile_points=traj["profile_points"],
                              max_memory_mb=traj["max_memory_mb"], momentum=t["momentum"],
-                             weight_decay=t["weight_decay"], start_step=start_step, progress=progress)
+                             weight_decay=t["weight_decay"], start_step=start_step, progress=progress,
+                             sampler=t.get("sampler", "epochs"), dynamics=dynamics, walk_sd=walk_sd)
     for name, frame in res.tables().items():
         tables[name] = _concat([tables.get(name), frame])
     return {"window": traj["window"], "every": traj["every"], "params": traj["params"],
+            "dynamics": dynamics, **({"walk_sd": walk_sd} if dynamics == "random_walk" else {}),
             "start_step": start_step, "n_components": traj["n_components"],
             "n_snapshots_second_half": int(res.pcs["n_snapshots"].iloc[0])}
 
@@ -509,13 +518,14 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
                    X_test=Xt if ds.n_test else None, y_test=yt, labels_test=labt,
                    momentum=t["momentum"], weight_decay=t["weight_decay"], log_every=t["log_every"],
                    probe_steps=probe_at, on_probe=on_probe, progress=progress,
-                   target_loss=t["target_loss"], target_check_every=t["target_check_every"])
+                   target_loss=t["target_loss"], target_check_every=t["target_check_every"],
+                   sampler=t.get("sampler", "epochs"))
     _save_state(model, stage / "model.pt")
     last = result.curves.iloc[-1]
     tables = {TRAINING_FILE: result.curves}
     probe_at = _with_probe_losses(probe_info, result.curves)  # the steps actually probed
     traj = _trajectory(model, loss, X, y, g, t, c["trajectory"], result.steps, progress, tables,
-                       profile_seed=derive_seed(spec.probe_seed, "profiles"))
+                       profile_seed=derive_seed(spec.probe_seed, "profiles"), probe_batch=p["batch_size"])
     for name, frames in (("exact_variance.parquet", exact), ("flatness.parquet", flat)):
         f = _concat(frames)
         if f is not None:
@@ -543,9 +553,12 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
         "epochs": t["epochs"],
         "momentum": t["momentum"],
         "weight_decay": t["weight_decay"],
+        "sampler": t.get("sampler", "epochs"),
         "hyperparameters": {"lr": t["lr"], "batch_size": t["batch_size"], "drop_prob": t["drop_prob"],
                             "steps": steps, "momentum": t["momentum"],
-                            "weight_decay": t["weight_decay"]},
+                            "weight_decay": t["weight_decay"],
+                            # a non-default sampler is a different training procedure (its own group)
+                            **({"sampler": t["sampler"]} if t.get("sampler", "epochs") != "epochs" else {})},
         "probe_batch_size": p["batch_size"],
         "probe_drop_prob": p["drop_prob"] if "dropout" in p["sources"] else None,
         # the sites the dropout probe actually used (not just the configured names)

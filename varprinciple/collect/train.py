@@ -31,11 +31,13 @@ from ..errors import InputError
 from .config import Method
 from .losses import Loss, mean_loss, per_sample_loss
 
-__all__ = ["TrainResult", "train", "prepare_tensors", "evaluate", "TRAINING_FILE"]
+__all__ = ["TrainResult", "train", "prepare_tensors", "evaluate", "TRAINING_FILE", "SAMPLERS"]
 
 logger = logging.getLogger(__name__)
 
 TRAINING_FILE = "training.parquet"
+#: minibatch samplers of :func:`train` (the ``[train] sampler`` key)
+SAMPLERS = ("epochs", "independent")
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
           weight_decay: float = 0.0, log_every: int = 50, probe_steps: Iterable[int] = (),
           on_probe: Callable[[int, nn.Module], None] | None = None,
           progress: bool = False, target_loss: float | None = None,
-          target_check_every: int = 10) -> TrainResult:
+          target_check_every: int = 10, sampler: str = "epochs") -> TrainResult:
     """Train ``model`` in place.
 
     Parameters
@@ -143,6 +145,13 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         ``<= target_loss``. That step becomes the last one: ``on_probe`` is called there
         (also when it is not in ``probe_steps``) and later probe steps are skipped.
     target_check_every : int, default 10
+    sampler : {"epochs", "independent"}, default "epochs"
+        How minibatch methods draw their batches: ``epochs`` walks through a fresh random
+        permutation of the data, ``floor(n/B)`` batches per epoch (random reshuffling: the
+        noise of one epoch's steps sums to zero); ``independent`` draws every batch as a new
+        uniform subset of size B without replacement, independently across steps (the SGD
+        model of DESIGN.md, C_B exactly, with no cancellation between steps; what the
+        theory of SGD as a stochastic process assumes, docs/flatness.md).
 
     Returns
     -------
@@ -177,6 +186,8 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     method = Method(method)
     loss = Loss(loss)
     n = len(X)
+    if sampler not in SAMPLERS:
+        raise InputError(f"`sampler` must be one of {list(SAMPLERS)}; got {sampler!r}")
     if method.minibatch:
         if batch_size is None or not 1 <= batch_size < n:
             raise InputError(f"`batch_size` must be in [1, {n}) for method {method.value!r} "
@@ -224,7 +235,10 @@ def train(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
                 break
             if step == steps:
                 break
-            if method.minibatch:
+            if method.minibatch and sampler == "independent":
+                idx = torch.randperm(n, generator=generator, device="cpu")[:batch_size].to(X.device)
+                Xb, yb = X[idx], y[idx]
+            elif method.minibatch:
                 if pos + batch_size > n:
                     perm, pos = torch.randperm(n, generator=generator, device="cpu").to(X.device), 0
                 idx = perm[pos:pos + batch_size]

@@ -10,7 +10,11 @@ docs/flatness.md; in short:
   (threshold factors e and 2, around the second half's mean weights) are measured on the
   second half (:func:`analyse_trajectory`, numpy only, usable on any trajectory);
 * PC1 (``component`` 0) is flagged as drift; ``variance_short`` is σ_i² over half the
-  measuring window.
+  measuring window;
+* the random-walk control (``dynamics="random_walk"``) replaces the training steps of the
+  window by isotropic Gaussian steps with no gradient, by default of the size of the SGD
+  noise of the run's batch size (:func:`matched_walk_sd`): the same analysis then shows what
+  pure diffusion from the same weights produces (σ_i² ∝ i^(-2), ψ read against it).
 
 Snapshots are kept in memory while they fit ``max_memory_mb``; otherwise the first half
 feeds an incremental PCA (:class:`sklearn.decomposition.IncrementalPCA`) and the second half
@@ -30,14 +34,17 @@ import pandas as pd
 from ..errors import ConfigError
 
 __all__ = ["TrajectoryResult", "SnapshotPCA", "landscape_width", "analyse_trajectory",
-           "collect_trajectory", "parameter_subset", "THRESHOLDS", "TRAJECTORY_FILE",
-           "PROJECTIONS_FILE", "PROFILES_FILE"]
+           "collect_trajectory", "parameter_subset", "matched_walk_sd", "DYNAMICS", "THRESHOLDS",
+           "TRAJECTORY_FILE", "PROJECTIONS_FILE", "PROFILES_FILE"]
 
 logger = logging.getLogger(__name__)
 
 TRAJECTORY_FILE = "trajectory.parquet"
 PROJECTIONS_FILE = "trajectory_projections.parquet"
 PROFILES_FILE = "loss_profiles.parquet"
+
+#: What moves the weights in the window: the run's own training steps, or the random-walk control.
+DYNAMICS = ("train", "random_walk")
 
 #: Threshold factors f of the widths: column ``width`` (f = e, Feng & Tu) and ``width_2``.
 THRESHOLDS = {"width": math.e, "width_2": 2.0}
@@ -318,11 +325,16 @@ def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size:
                        generator, window: int, every: int = 10, params: Sequence[str] | None = None,
                        n_components: int = 20, profile_points: int = 21, max_memory_mb: int = 1024,
                        momentum: float = 0.0, weight_decay: float = 0.0, start_step: int = 0,
-                       progress: bool = False) -> TrajectoryResult:
+                       progress: bool = False, sampler: str = "epochs", dynamics: str = "train",
+                       walk_sd: float | None = None) -> TrajectoryResult:
     """Train ``window`` more steps, snapshot the subset every ``every`` steps, analyse.
 
     ``model`` is trained in place (pass a copy to keep the end-of-training weights).
     Steps in the tables count from the end of training proper (``start_step``).
+    ``sampler`` is :func:`~varprinciple.collect.train.train`'s. With
+    ``dynamics="random_walk"`` the window's steps are ``theta += walk_sd * N(0, I)`` over all
+    trainable parameters, with no gradient (the random-walk control; ``walk_sd`` required,
+    e.g. from :func:`matched_walk_sd`); ``method``, ``lr`` and ``batch_size`` are then unused.
 
     Examples
     --------
@@ -351,10 +363,68 @@ def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size:
     def snap(step: int, mdl) -> None:
         pca.add(torch.cat([p.detach().reshape(-1) for _, p in subset]).double().cpu().numpy())
 
-    train(model, loss, X, y, method=method, lr=lr, steps=window, batch_size=batch_size,
-          generator=generator, momentum=momentum, weight_decay=weight_decay, log_every=max(window, 1),
-          probe_steps=snap_steps, on_probe=snap, progress=progress)
+    if dynamics == "random_walk":
+        if walk_sd is None or not (math.isfinite(walk_sd) and walk_sd > 0):
+            raise ConfigError(f"[trajectory] walk_sd: the random walk needs a step sd > 0; got {walk_sd!r}")
+        _random_walk(model, window, snap_steps, snap, walk_sd, generator)
+    elif dynamics == "train":
+        train(model, loss, X, y, method=method, lr=lr, steps=window, batch_size=batch_size,
+              generator=generator, momentum=momentum, weight_decay=weight_decay, log_every=max(window, 1),
+              probe_steps=snap_steps, on_probe=snap, progress=progress, sampler=sampler)
+    else:
+        raise ConfigError(f"[trajectory] dynamics: must be one of {list(DYNAMICS)}; got {dynamics!r}")
     label = "all" if params is None else ",".join(params)
     steps2 = [start_step + s for s in snap_steps[n_first:]]
     return analyse_trajectory(pca, _subset_loss_fn(model, subset, loss, X, y), steps=steps2,
                               profile_points=profile_points, params=label)
+
+
+def _random_walk(model, window: int, snap_steps: Sequence[int], snap, sd: float, generator) -> None:
+    """``window`` isotropic Gaussian steps of per-coordinate sd ``sd`` on every trainable
+    parameter, ``snap(step, model)`` at ``snap_steps`` (before that step's move)."""
+    import torch
+    params = [p for p in model.parameters() if p.requires_grad]
+    at = set(snap_steps)
+    for step in range(window + 1):
+        if step in at:
+            snap(step, model)
+        if step == window:
+            break
+        with torch.no_grad():
+            for p in params:
+                z = torch.randn(p.shape, generator=generator, dtype=torch.float64, device="cpu")
+                p.add_(z.to(device=p.device, dtype=p.dtype), alpha=sd)
+
+
+def matched_walk_sd(model, loss, X, y, *, lr: float, batch_size: int) -> float:
+    """Per-coordinate sd of a random walk whose steps carry the SGD noise of one update.
+
+    One SGD update is ``-lr * (g + xi)`` with ``E[xi xi^T] = C_B`` (B drawn without
+    replacement, DESIGN.md); the walk keeps the noise, drops the gradient and makes it
+    isotropic with the same total variance: ``sd = lr * sqrt(Tr(C_B) / D)`` at the current
+    weights, ``Tr(C_B) = (n - B)/(B (n - 1)) * (1/n) * sum_i ||g_i - g||^2`` computed exactly
+    from per-sample gradients (float64).
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    >>> y = X @ torch.ones(3, 1, dtype=torch.float64) + torch.randn(50, 1, generator=g, dtype=torch.float64)
+    >>> model = torch.nn.Linear(3, 1).double()
+    >>> matched_walk_sd(model, "mse", X, y, lr=0.1, batch_size=10) > 0
+    True
+    """
+    import torch
+
+    from ._model import ProbedModel
+    from .losses import Loss
+    from .noise.sgd import _centred_sq_sum, sgd_variance_factor
+    pm = ProbedModel(model, Loss(loss) if isinstance(loss, str) else loss, X, y, dtype=torch.float64)
+    leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
+    with torch.enable_grad():
+        grads = torch.autograd.grad(pm.batch_loss(leaves, pm.X, pm.y), list(leaves.values()),
+                                    allow_unused=True, materialize_grads=True)
+    gradient = torch.cat([t.reshape(-1) for t in grads]).detach()
+    trace = sgd_variance_factor(pm.n, batch_size) * _centred_sq_sum(pm, gradient) / pm.n
+    return float(lr * math.sqrt(trace / pm.n_params))

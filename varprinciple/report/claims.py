@@ -91,7 +91,9 @@ class ClaimSpec:
         Filters on the rows: ``source``, ``quantity``, ``block``, ``methods`` (training
         methods of the group); for comparisons ``source_a``, ``source_b``, ``methods_a``,
         ``methods_b`` (a row matching with a and b swapped is read with its sign flipped) and
-        ``same_group`` (both sides the same group, i.e. paired source comparisons).
+        ``same_group`` (both sides the same group, i.e. paired source comparisons); ``block``
+        reads the per-block rows of that block (``"*"``: of every block, one row each);
+        without it only whole-network rows are read.
     scale : str, optional
         ``half_lr``: multiply estimate and CI by lr/2 (lr parsed from the group label), the
         Edge-of-Stability ratio λ_max·η/2.
@@ -274,7 +276,7 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
         if not isinstance(row, Mapping):
             continue
         if "block" in sel:
-            if row.get("block") != sel["block"]:
+            if row.get("block") is None or (sel["block"] != "*" and row.get("block") != sel["block"]):
                 continue
         elif row.get("block") is not None:
             continue  # whole-network rows unless a block is selected
@@ -319,6 +321,8 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
             if not _in(_method(lab, methods), sel.get("methods")) or not _in(row.get("source"), sel.get("source")):
                 continue
             unit = lab if row.get("source") is None else f"{lab}:{row.get('source')}"
+            if row.get("block") is not None:
+                unit += f" [{row['block']}]"
             est = _num(row.get(CLAIM_TABLES[spec.table]))
             n = row.get("n_runs") if isinstance(row.get("n_runs"), int) else None
             est, se, df, lo, hi = _stat(est, _num(row.get("se")), _num(row.get("df")), _num(row.get("ci_low")),
