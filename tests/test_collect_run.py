@@ -364,3 +364,25 @@ def test_a_reprobe_of_a_checkpoint_counts_as_the_same_network(collected, tmp_pat
     g = res.groups[res.groups["source"] == "sgd"].iloc[0]
     assert g["n_runs"] == 1 and g["n_runs_total"] == 2
     assert any("one network" in n for n in res.notes)
+
+
+def test_independent_sampler_and_random_walk_control_end_to_end(tmp_path):
+    from varprinciple.collect.run import expand_sweep
+    base = TINY.format(methods='["sgd"]', seeds="[0]", steps=20, lr=0.1)
+    plain = tmp_path / "plain.toml"
+    plain.write_text(base)
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text(base.replace("log_every = 10", 'log_every = 10\nsampler = "epochs"'))
+    walk = tmp_path / "walk.toml"
+    walk.write_text(base.replace("log_every = 10", 'log_every = 10\nsampler = "independent"')
+                    + '\n[trajectory]\nwindow = 40\nevery = 2\nn_components = 3\nprofile_points = 3\n'
+                      'dynamics = "random_walk"\n')
+    s_plain, s_explicit, s_walk = (expand_sweep(load_config(p))[0] for p in (plain, explicit, walk))
+    # the default sampler moves no seed (older log sets keep theirs); another sampler is another run
+    assert (s_plain.train_seed, s_plain.probe_seed) == (s_explicit.train_seed, s_explicit.probe_seed)
+    assert s_walk.train_seed != s_plain.train_seed
+    collect(load_config(walk), tmp_path / "logs")
+    meta = json.loads((tmp_path / "logs" / s_walk.run_id / "run.json").read_text())
+    assert meta["sampler"] == "independent" and meta["hyperparameters"]["sampler"] == "independent"
+    assert meta["trajectory"]["dynamics"] == "random_walk" and meta["trajectory"]["walk_sd"] > 0
+    assert len(pd.read_parquet(tmp_path / "logs" / s_walk.run_id / "trajectory.parquet")) == 3

@@ -52,6 +52,7 @@ def test_quick_study_end_to_end(tmp_path):
     st = json.loads((out / "study.json").read_text())
     assert st["quick"] is True and st["wall_s"] > 0 and st["peak_rss_mb"] > 0
     assert set(st["experiments"]) == {e.name for e in m.experiments}
+    assert st["runs_reused"] == 0 and st["runs_collected"] == sum(t["runs"] for t in st["experiments"].values())
     # the log sets' manifest: every file with its size and hash (committed instead of large logs)
     lm = json.loads((out / "logs_manifest.json").read_text())
     some = lm["files"][0]

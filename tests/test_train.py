@@ -97,3 +97,42 @@ def test_training_errors(digits):
         train(model, "cross_entropy", X, y, method="sgd", lr=0.1, steps=1, batch_size=200, generator=g)
     with pytest.raises(InputError, match=r"training diverged at step \d+ \(train loss (nan|inf)\); lower the learning rate \(lr = 1e\+30\)"):
         train(model, "cross_entropy", X, y, method="gd", lr=1e30, steps=5, batch_size=None, generator=g, log_every=1)
+
+
+def _batch_ids(model, X, y, g, *, steps, batch_size, sampler):
+    rows = []
+    h = model.register_forward_pre_hook(lambda _m, inp: rows.append(inp[0].detach().clone()))
+    train(model, "cross_entropy", X, y, method="sgd", lr=0.0, steps=steps, batch_size=batch_size, generator=g,
+          log_every=10 * steps, sampler=sampler)
+    h.remove()
+    batches = [r for r in rows if r.shape[0] == batch_size]
+    return [[int(torch.nonzero((X == row).all(dim=(1, 2)))[0]) for row in b] for b in batches]
+
+
+def test_independent_sampler_draws_uniform_subsets_independently_across_steps(digits):
+    # oracle: B of n without replacement per step, independently: P(i in batch) = B/n and
+    # P(i in batch t and batch t+1) = (B/n)^2 (the epochs sampler never repeats a sample
+    # within an epoch, so consecutive batches of one epoch never share one)
+    model, g, (X, y, _), _ = setup(digits)
+    X, y = X[:10], y[:10]
+    steps, B, n = 3000, 3, 10
+    ids = _batch_ids(model, X, y, g, steps=steps, batch_size=B, sampler="independent")
+    assert len(ids) == steps and all(len(set(b)) == B for b in ids)
+    counts = torch.bincount(torch.tensor([i for b in ids for i in b]), minlength=n).double()
+    p = B / n
+    sd = math.sqrt(steps * p * (1 - p))
+    assert (counts - steps * p).abs().max() < 4.5 * sd
+    shared = sum(len(set(a) & set(b)) for a, b in zip(ids[:-1], ids[1:])) / (steps - 1)
+    assert abs(shared - n * p * p) < 0.1  # expected 0.9 shared samples per consecutive pair (sd ~0.02)
+    epochs = _batch_ids(model, X, y, g, steps=6, batch_size=B, sampler="epochs")
+    assert all(not set(a) & set(b) for a, b in zip(epochs[:2], epochs[1:3]))
+
+
+def test_sampler_errors_and_config(digits):
+    model, g, (X, y, _), _ = setup(digits)
+    with pytest.raises(InputError, match=r"`sampler` must be one of \['epochs', 'independent'\]; got 'bootstrap'"):
+        train(model, "cross_entropy", X, y, method="sgd", lr=0.1, steps=1, batch_size=8, generator=g,
+              sampler="bootstrap")
+    from varprinciple.collect.config import CONFIG_KEYS
+    from varprinciple.collect.train import SAMPLERS
+    assert CONFIG_KEYS["train"]["sampler"].choices == SAMPLERS

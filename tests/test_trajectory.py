@@ -119,3 +119,53 @@ def test_collect_trajectory_streams_when_snapshots_exceed_memory():
     # variances agree, the widths along the leading PCs too (the last PC mixes the most)
     np.testing.assert_allclose(inc["variance"], exact["variance"], rtol=0.05)
     np.testing.assert_allclose(inc["width"][:2], exact["width"][:2], rtol=0.05)
+
+
+def test_matched_walk_sd_equals_the_sgd_noise_trace_by_brute_force():
+    import torch
+
+    from varprinciple.collect.trajectory import matched_walk_sd
+
+    g = torch.Generator().manual_seed(3)
+    n, B, lr = 30, 7, 0.05
+    X = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    y = X @ torch.ones(4, 1, dtype=torch.float64) + 0.5 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    model = torch.nn.Linear(4, 1).double()
+    # brute force: Tr C_B = E ||g_B - g||^2 over every B-subset would be C(30, 7); use the
+    # closed form of the per-sample gradients of 0.5 * (w.x + b - y)^2 instead
+    w, b = model.weight.detach()[0], model.bias.detach()[0]
+    r = X @ w + b - y[:, 0]
+    G = torch.cat([X * r[:, None], r[:, None]], dim=1)  # per-sample gradients (n, D)
+    ss = ((G - G.mean(0)) ** 2).sum()
+    trace = (n - B) / (B * (n - 1)) * ss / n
+    expected = lr * math.sqrt(float(trace) / 5)
+    assert math.isclose(matched_walk_sd(model, "mse", X, y, lr=lr, batch_size=B), expected, rel_tol=1e-10)
+
+
+def test_random_walk_window_is_a_random_walk():
+    import torch
+
+    from varprinciple.collect.trajectory import collect_trajectory
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 40, generator=g, dtype=torch.float64)
+    y = torch.randn(64, 1, generator=g, dtype=torch.float64)
+    model = torch.nn.Linear(40, 1, bias=False).double()
+    w0 = model.weight.detach().clone()
+    res = collect_trajectory(model, "mse", X, y, method="sgd", lr=0.1, batch_size=8, generator=g, window=800,
+                             every=1, n_components=6, profile_points=3, dynamics="random_walk", walk_sd=0.01)
+    # 800 steps of sd 0.01 per coordinate: displacement ~ 0.01 * sqrt(800) per coordinate
+    moved = float((model.weight.detach() - w0).std())
+    assert 0.7 * 0.01 * math.sqrt(800) < moved < 1.3 * 0.01 * math.sqrt(800)
+    # PCA variances of a walk fall as i^-2 (Antognini & Sohl-Dickstein; first-half PCA), and
+    # the walk diffuses: the second half's variance is about twice its first half's
+    v = res.pcs["variance_fit"].to_numpy()
+    slope = np.polyfit(np.log(np.arange(1, len(v) + 1)), np.log(v), 1)[0]
+    assert -2.6 < slope < -1.4, slope
+    assert 1.4 < float(res.pcs["variance_ratio"].median()) < 3.0
+    with pytest.raises(ConfigError, match=r"\[trajectory\] walk_sd: the random walk needs a step sd > 0; got None"):
+        collect_trajectory(model, "mse", X, y, method="sgd", lr=0.1, batch_size=8, generator=g, window=40,
+                           every=1, n_components=3, dynamics="random_walk")
+    with pytest.raises(ConfigError, match=r"\[trajectory\] dynamics: must be one of \['train', 'random_walk'\]; got 'levy'"):
+        collect_trajectory(model, "mse", X, y, method="sgd", lr=0.1, batch_size=8, generator=g, window=40,
+                           every=1, n_components=3, dynamics="levy")

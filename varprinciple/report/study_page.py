@@ -143,7 +143,11 @@ def _design_items(m, statement: Mapping, design, quick: bool) -> list[tuple[str,
     mach = statement.get("machine", {})
     items.append(("Machine", f"{mach.get('platform')}, {mach.get('cpu_count')} CPUs, device {mach.get('device')}, "
                              f"{mach.get('workers')} workers x 1 torch thread"))
-    items.append(("Wall time", f"{statement.get('wall_s', float('nan')):.0f} s (collection + tests)"))
+    wall = f"{statement.get('wall_s', float('nan')):.0f} s (collection + tests)"
+    if statement.get("runs_reused"):
+        wall += (f"; a resumed invocation: it trained {statement.get('runs_collected')} runs and reused "
+                 f"{statement['runs_reused']} finished ones, whose time is not included")
+    items.append(("Wall time", wall))
     items.append(("Peak memory", f"{statement.get('peak_rss_mb', float('nan')):.0f} MB (largest process RSS)"))
     re = statement.get("reanalysed")
     if re:

@@ -162,6 +162,9 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
         "wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "experiments": timing,
         "margins": dict(m.margins), "margin_why": dict(m.margin_why), "power": dict(m.power),
         "alpha": m.alpha, "confidence": m.confidence, "resamples": resamples,
+        # runs trained by this invocation vs finished runs it found and kept (a resumed study's
+        # wall time covers only the former)
+        "runs_collected": n_ran, "runs_reused": sum(t["runs"] for t in timing.values()) - n_ran,
     }
     if n_ran == 0 and previous is not None and previous.get("quick") == quick:
         # every run was already collected: the collection's own wall time and memory are the
