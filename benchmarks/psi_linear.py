@@ -3,10 +3,11 @@
     OMP_NUM_THREADS=1 python benchmarks/psi_linear.py
 
 Inputs x in R^10 with feature scales 0.3..2.0 (Hessian eigenvalues ~0.09..4), a linear
-teacher plus N(0, 0.5^2) label noise; SGD with lr 0.05, B = 4 (the toolkit's shuffled
-epochs), 5,000 steps of training then a 20,000-step window snapshotted every 10 steps
+teacher plus N(0, 0.5^2) label noise; SGD with lr 0.05, B = 4, under both samplers (shuffled
+epochs, then independent batches), 5,000 steps of training then a 20,000-step window snapshotted every 10 steps
 (varprinciple.collect.trajectory). Prints psi [95% CI], p, n_eff_min and the median
-variance_ratio (about 1: stationary; about 2: diffusing). docs/flatness.md records the output.
+variance_ratio (about 1: stationary; about 2: diffusing). docs/flatness.md discusses the output;
+tests/test_psi_linear.py asserts the known answer.
 """
 
 from __future__ import annotations
