@@ -37,7 +37,8 @@ from varprinciple.stats import relation_fit  # noqa: E402
 
 def design(n_bulk: int = 8, n_out: int = 2, tau_bulk: float = 0.3, tau_out: float = 0.9, K: int = 200,
            below: float = 2.0):
-    """Eigenvalues (bulk logspace(1, 0, n_bulk), outliers at 10^-below * 0.8^j), scatter, K."""
+    """Eigenvalues (bulk logspace(1, 0, n_bulk), outliers at 10^-below * 0.8^j; a negative
+    ``below`` puts them above the bulk), log-scatter per direction, K."""
     lam = np.r_[np.logspace(1, 0, n_bulk), 10.0 ** -below * 0.8 ** np.arange(n_out)]
     tau = np.r_[np.full(n_bulk, tau_bulk), np.full(n_out, tau_out)]
     return lam, tau, K
@@ -52,11 +53,15 @@ DESIGNS = {
     "2 outliers (1.5), 8 bulk (0.3), K = 200": design(tau_out=1.5),
     "2 outliers (0.3), 8 bulk (0.3), K = 200 (homoscedastic)": design(tau_out=0.3),
     "2 outliers (0.9), 8 bulk without scatter, K = 200": design(tau_bulk=0.0),
-    "2 outliers (0.9) two decades below, 8 bulk (0.3), K = 200": design(below=1.0),
+    "2 outliers (0.9) at λ = 0.1, 0.08 (one decade below the bulk), 8 bulk (0.3), K = 200": design(below=1.0),
     "2 outliers (0.9), 8 bulk (0.3), K = 50": design(K=50),
     "2 outliers (0.9), 8 bulk (0.3), K = 20": design(K=20),
     "2 outliers (0.9), 4 bulk (0.3), K = 200": design(n_bulk=4),
     "2 outliers (0.9), 18 bulk (0.3), K = 200": design(n_bulk=18),
+    "2 outliers (1.0) two decades ABOVE the bulk (λ = 1000, 800), 18 bulk (0.2), K = 100":
+        design(n_bulk=18, tau_bulk=0.2, tau_out=1.0, K=100, below=-3.0),
+    "3 outliers (1.0) two decades above, 17 bulk (0.2), K = 100":
+        design(n_bulk=17, n_out=3, tau_bulk=0.2, tau_out=1.0, K=100, below=-3.0),
 }
 
 
