@@ -218,10 +218,12 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
     * ``V2 = c^T Sigma_J c - tr(G Sigma_J)`` is the sampling error the residuals cannot see
       (correlated along the spectrum, e.g. within blocks of neighbouring directions);
     * ``Var(b) = max(V1 + V2, SAMPLING_FLOOR * c^T Sigma_J c)``, t interval with the
-      Satterthwaite df of ``V1`` (Bell-McCaffrey df ``tr(G Omega)^2 / tr((G Omega)^2)``
-      under ``Omega = diag(tau_i^2 + Sigma_J,ii)``, ``tau_i^2`` the clipped HC2 scatter of
-      direction i) and ``V2`` (``2 (K - 1) / (kurtosis - 1)`` of the per-draw jackknife
-      values of b, at most K - 1).
+      Satterthwaite df of ``V1`` (Bell-McCaffrey df ``tr(G Omega)^2 / tr((G Omega)^2)``,
+      the smaller of those under ``Omega = diag(tau_i^2 + Sigma_J,ii)``, ``tau_i^2`` the
+      clipped HC2 scatter of direction i, and under the design-based
+      ``Omega = diag(tau^2 / (1 - h_i) + Sigma_J,ii)``, ``tau^2`` the pooled scatter) and
+      ``V2`` (``2 (K - 1) / (kurtosis - 1)`` of the per-draw jackknife values of b, at most
+      K - 1).
 
     A shift common to all directions (a shared scale) cancels in the slope contrast.
 
@@ -348,17 +350,19 @@ def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 
             vs = np.einsum("ij,ij->i", c @ Sigma, c)
         v2 = vs - tr_g_sigma
         var = np.maximum(v1 + v2, SAMPLING_FLOOR * vs)
-        # Satterthwaite df. (1): Bell-McCaffrey df of G, the smaller of two working covariances
-        # of the residual errors: the residual-based Omega = diag(scatter_i + Sigma_ii), scatter_i
-        # the HC2 estimate (r_i^2 - (M Sigma M)_ii) / (1 - h_i) clipped at 0, and the homoscedastic
-        # Omega = diag(tau2 + Sigma_ii), tau2 the pooled scatter (rr - tr(M Sigma)) / (n - 2) clipped
-        # at 0. Each alone is liberal somewhere: the residual-based df are large exactly when the
-        # few high-leverage residuals are small by chance (SE small and df large together); the
-        # homoscedastic df are too large when high-leverage directions scatter more than the bulk.
+        # Satterthwaite df. (1): Bell-McCaffrey df of G, the smaller of those under two working
+        # covariances of the residual errors: the residual-based Omega = diag(scatter_i + Sigma_ii),
+        # scatter_i the HC2 estimate (r_i^2 - (M Sigma M)_ii) / (1 - h_i) clipped at 0, and the
+        # design-based Omega = diag(tau2 / (1 - h_i) + Sigma_ii), tau2 the pooled scatter
+        # (rr - tr(M Sigma)) / (n - 2) clipped at 0, inflated by 1 / (1 - h_i) as HC3's per-direction
+        # estimates are on average. The residual-based df are large exactly when the few
+        # high-leverage residuals are small by chance (SE small and df large together); the
+        # design-based ones do not depend on the residuals' pattern and are small when a few
+        # directions carry the leverage, where heteroscedasticity hurts most.
         om = np.maximum((r * r - diag_msm) / (1.0 - h), 0.0) + dS[None, :]
         tr_m_sigma = float(dS.sum()) - b00 - b11
         tau2 = np.maximum((np.einsum("ij,ij->i", r, r) - tr_m_sigma) / (n - 2.0), 0.0) if n > 2 else np.zeros(m)
-        om_h = tau2[:, None] + dS[None, :]
+        om_h = tau2[:, None] / (1.0 - h) + dS[None, :]
         nu1 = np.fmin(_bm_df(w, q1, n, om), _bm_df(w, q1, n, om_h))
         # (2): df of a jackknife variance from K draws, 2 (K - 1) / (kurtosis - 1), <= K - 1
         with np.errstate(divide="ignore", invalid="ignore"):
