@@ -279,12 +279,13 @@ def _jackknife_log_variances(Xi: np.ndarray):
     return y, np.sqrt((K - 1.0) / K) * (Yl - ybar_loo)
 
 
-def _bm_df(w: np.ndarray, q1: np.ndarray, n: int, om: np.ndarray) -> np.ndarray:
-    """Bell-McCaffrey df ``tr(G Omega)^2 / tr((G Omega)^2)`` per row, ``G = M diag(w) M``.
+def _bm_df(w: np.ndarray, q1: np.ndarray, n: int, *oms: np.ndarray) -> list[np.ndarray]:
+    """Bell-McCaffrey df ``tr(G Omega)^2 / tr((G Omega)^2)`` per row, ``G = M diag(w) M``, for
+    each diagonal working covariance in ``oms``.
 
-    ``w``, ``q1``, ``om`` (m, n): weights, unit-norm centred regressor and the diagonal of
-    Omega per row. G = diag(w) + F with F_ij = sum_t A_t(i) B_t(j) separable (8 terms), so
-    the traces need O(n) per row instead of n x n matrices.
+    ``w``, ``q1`` and each ``om`` are (m, n): weights, unit-norm centred regressor and the
+    diagonal of Omega per row. G = diag(w) + F with F_ij = sum_t A_t(i) B_t(j) separable (8
+    terms), so the traces need O(n) per row instead of n x n matrices.
     """
     c00 = w.sum(axis=1) / n
     c01 = np.einsum("ij,ij->i", w, q1) / n  # q0 * (q0' diag(w) q1)
@@ -295,12 +296,15 @@ def _bm_df(w: np.ndarray, q1: np.ndarray, n: int, om: np.ndarray) -> np.ndarray:
                   -w / n, one, -qw, q1], axis=1)  # (m, 8, n)
     B = np.stack([one, one, q1, q1, one, -w / n, q1, -qw], axis=1)
     f_diag = np.einsum("Nti,Nti->Ni", A, B)
-    MA = np.einsum("Nti,Nsi->Nts", A * om[:, None, :], A)
-    MB = np.einsum("Nti,Nsi->Nts", B * om[:, None, :], B)
-    tr_go = np.einsum("Ni,Ni->N", om, w + f_diag)
-    tr_go2 = np.einsum("Nts,Nts->N", MA, MB) + np.einsum("Ni,Ni->N", om * om, w * w + 2.0 * w * f_diag)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return tr_go * tr_go / tr_go2
+    out = []
+    for om in oms:
+        MA = np.einsum("Nti,Nsi->Nts", A * om[:, None, :], A)
+        MB = np.einsum("Nti,Nsi->Nts", B * om[:, None, :], B)
+        tr_go = np.einsum("Ni,Ni->N", om, w + f_diag)
+        tr_go2 = np.einsum("Nts,Nts->N", MA, MB) + np.einsum("Ni,Ni->N", om * om, w * w + 2.0 * w * f_diag)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.append(tr_go * tr_go / tr_go2)
+    return out
 
 
 def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 256,
@@ -363,7 +367,7 @@ def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 
         tr_m_sigma = float(dS.sum()) - b00 - b11
         tau2 = np.maximum((np.einsum("ij,ij->i", r, r) - tr_m_sigma) / (n - 2.0), 0.0) if n > 2 else np.zeros(m)
         om_h = tau2[:, None] / (1.0 - h) + dS[None, :]
-        nu1 = np.fmin(_bm_df(w, q1, n, om), _bm_df(w, q1, n, om_h))
+        nu1 = np.fmin(*_bm_df(w, q1, n, om, om_h))
         # (2): df of a jackknife variance from K draws, 2 (K - 1) / (kurtosis - 1), <= K - 1
         with np.errstate(divide="ignore", invalid="ignore"):
             if nu2 is None:
