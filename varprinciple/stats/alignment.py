@@ -424,7 +424,7 @@ def _ratio_interval(X: np.ndarray, nh: int, confidence: float) -> VarianceRatio:
     v_d = var_dir / (m * mr * mr)
     V = v_s + v_d
     df = float(V * V / (v_s * v_s / nu_s + v_d * v_d / nu_d)) if V > 0 else np.nan
-    # ... at most (m - 1) V / V_d: the basis part's df count in proportion to its share of the
+    # capped at (m - 1) V / V_d: the basis part's df count in proportion to its share of the
     # variance, not its square as in Satterthwaite. With m = 3 directions the spread of the
     # skewed u'Cu is positively correlated with their mean, and Satterthwaite's df (median 3-4
     # at m = 3 where the basis part dominates) undercovered (0.915-0.93).
