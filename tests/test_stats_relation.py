@@ -22,7 +22,8 @@ def draws(rng, lam, b=1.0, K=200, corr=0.0):
 
 def brute_force(X, lam, confidence=0.95):
     """The estimator written out with explicit loops and matrices (no shortcuts): jackknife
-    sampling covariance, HC2 scatter, Satterthwaite df."""
+    sampling covariance, HC2 scatter, Satterthwaite df (Bell-McCaffrey df of the scatter part:
+    the smaller of those under the residual-based and the design-based working covariance)."""
     K, n = X.shape
     x = np.log(lam)
     s2 = X.var(axis=0, ddof=1)
@@ -46,8 +47,15 @@ def brute_force(X, lam, confidence=0.95):
         v2 = samp[j, j] - np.trace(G @ Sigma)
         var.append((max(v1 + v2, 0.5 * samp[j, j]), v1, v2, G))
     vb, v1, v2, G = var[1]
+    def bell_mccaffrey(Omega):
+        return np.trace(G @ Omega) ** 2 / np.trace(G @ Omega @ G @ Omega)
+
+    # residual-based (HC2 scatter per direction) and design-based (pooled scatter / (1 - h_i))
+    # working covariances
     Omega = np.diag(np.maximum((r**2 - np.diag(M @ Sigma @ M)) / (1 - h), 0) + np.diag(Sigma))
-    nu1 = np.trace(G @ Omega) ** 2 / np.trace(G @ Omega @ G @ Omega)
+    tau2_pooled = max((r @ r - np.trace(M @ Sigma)) / (n - 2), 0.0)
+    Omega_design = np.diag([tau2_pooled / (1 - h[i]) + Sigma[i, i] for i in range(n)])
+    nu1 = min(bell_mccaffrey(Omega), bell_mccaffrey(Omega_design))
     u = (loo - lbar) @ A[1]
     kurt = K * np.sum((u - u.mean()) ** 4) / np.sum((u - u.mean()) ** 2) ** 2
     nu2 = min(max(2 * (K - 1) / (kurt - 1), 1), K - 1)
@@ -62,12 +70,18 @@ def brute_force(X, lam, confidence=0.95):
                 sampling_se=np.sqrt(samp[1, 1]))
 
 
-@pytest.mark.parametrize("spectrum", ["geometric", "harmonic"])  # symmetric / skewed in log lambda
+SPECTRA = {"geometric": np.geomspace(20, 0.1, 15),  # symmetric in log lambda
+           "harmonic": 8.0 / np.arange(1, 16),  # skewed
+           "two-outliers": np.r_[np.logspace(1, 0, 13), 1e-2, 8e-3]}  # two high-leverage directions
+
+
+# the min of the two Bell-McCaffrey df binds on either side across these cases
+@pytest.mark.parametrize("spectrum", list(SPECTRA))
 @pytest.mark.parametrize("corr", [0.0, 0.5])
 @pytest.mark.parametrize("scatter", [0.0, 0.4])
 def test_relation_fit_matches_brute_force(corr, scatter, spectrum):
     rng = np.random.default_rng(3)
-    lam = np.geomspace(20, 0.1, 15) if spectrum == "geometric" else 8.0 / np.arange(1, 16)
+    lam = SPECTRA[spectrum]
     X = draws(rng, lam, b=0.7, K=120, corr=corr) * np.exp(rng.normal(0, scatter, 15) / 2)
     fit = relation_fit(X, lam, confidence=0.9)
     ref = brute_force(X, lam, confidence=0.9)

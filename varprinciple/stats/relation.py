@@ -218,10 +218,12 @@ def relation_fit(values, eigenvalues, *, residuals=None, confidence: float = 0.9
     * ``V2 = c^T Sigma_J c - tr(G Sigma_J)`` is the sampling error the residuals cannot see
       (correlated along the spectrum, e.g. within blocks of neighbouring directions);
     * ``Var(b) = max(V1 + V2, SAMPLING_FLOOR * c^T Sigma_J c)``, t interval with the
-      Satterthwaite df of ``V1`` (Bell-McCaffrey df ``tr(G Omega)^2 / tr((G Omega)^2)``
-      under ``Omega = diag(tau_i^2 + Sigma_J,ii)``, ``tau_i^2`` the clipped HC2 scatter of
-      direction i) and ``V2`` (``2 (K - 1) / (kurtosis - 1)`` of the per-draw jackknife
-      values of b, at most K - 1).
+      Satterthwaite df of ``V1`` (Bell-McCaffrey df ``tr(G Omega)^2 / tr((G Omega)^2)``,
+      the smaller of those under ``Omega = diag(tau_i^2 + Sigma_J,ii)``, ``tau_i^2`` the
+      clipped HC2 scatter of direction i, and under the design-based
+      ``Omega = diag(tau^2 / (1 - h_i) + Sigma_J,ii)``, ``tau^2`` the pooled scatter) and
+      ``V2`` (``2 (K - 1) / (kurtosis - 1)`` of the per-draw jackknife values of b, at most
+      K - 1).
 
     A shift common to all directions (a shared scale) cancels in the slope contrast.
 
@@ -277,6 +279,34 @@ def _jackknife_log_variances(Xi: np.ndarray):
     return y, np.sqrt((K - 1.0) / K) * (Yl - ybar_loo)
 
 
+def _bm_df(w: np.ndarray, q1: np.ndarray, n: int, *oms: np.ndarray) -> list[np.ndarray]:
+    """Bell-McCaffrey df ``tr(G Omega)^2 / tr((G Omega)^2)`` per row, ``G = M diag(w) M``, for
+    each diagonal working covariance in ``oms``.
+
+    ``w``, ``q1`` and each ``om`` are (m, n): weights, unit-norm centred regressor and the
+    diagonal of Omega per row. G = diag(w) + F with F_ij = sum_t A_t(i) B_t(j) separable (8
+    terms), so the traces need O(n) per row instead of n x n matrices.
+    """
+    c00 = w.sum(axis=1) / n
+    c01 = np.einsum("ij,ij->i", w, q1) / n  # q0 * (q0' diag(w) q1)
+    c11 = np.einsum("ij,ij->i", w, q1 * q1)
+    one = np.ones_like(q1)
+    qw = q1 * w
+    A = np.stack([c00[:, None] / n * one, c01[:, None] * q1, c01[:, None] * one, c11[:, None] * q1,
+                  -w / n, one, -qw, q1], axis=1)  # (m, 8, n)
+    B = np.stack([one, one, q1, q1, one, -w / n, q1, -qw], axis=1)
+    f_diag = np.einsum("Nti,Nti->Ni", A, B)
+    out = []
+    for om in oms:
+        MA = np.einsum("Nti,Nsi->Nts", A * om[:, None, :], A)
+        MB = np.einsum("Nti,Nsi->Nts", B * om[:, None, :], B)
+        tr_go = np.einsum("Ni,Ni->N", om, w + f_diag)
+        tr_go2 = np.einsum("Nts,Nts->N", MA, MB) + np.einsum("Ni,Ni->N", om * om, w * w + 2.0 * w * f_diag)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.append(tr_go * tr_go / tr_go2)
+    return out
+
+
 def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 256,
                 nu2: float | None = None):
     """The slope of ``y`` on each row of ``x`` (N, n) with its variance and df, vectorised.
@@ -324,26 +354,20 @@ def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 
             vs = np.einsum("ij,ij->i", c @ Sigma, c)
         v2 = vs - tr_g_sigma
         var = np.maximum(v1 + v2, SAMPLING_FLOOR * vs)
-        # Satterthwaite df. (1): Bell-McCaffrey df of G under the estimated covariance of the
-        # residual errors, Omega = diag(scatter_i + Sigma_ii), scatter_i the HC2 estimate
-        # (r_i^2 - (M Sigma M)_ii) / (1 - h_i) clipped at 0
+        # Satterthwaite df. (1): Bell-McCaffrey df of G, the smaller of those under two working
+        # covariances of the residual errors: the residual-based Omega = diag(scatter_i + Sigma_ii),
+        # scatter_i the HC2 estimate (r_i^2 - (M Sigma M)_ii) / (1 - h_i) clipped at 0, and the
+        # design-based Omega = diag(tau2 / (1 - h_i) + Sigma_ii), tau2 the pooled scatter
+        # (rr - tr(M Sigma)) / (n - 2) clipped at 0, inflated by 1 / (1 - h_i) as HC3's per-direction
+        # estimates are on average. The residual-based df are large exactly when the few
+        # high-leverage residuals are small by chance (SE small and df large together); the
+        # design-based ones do not depend on the residuals' pattern and are small when a few
+        # directions carry the leverage, where heteroscedasticity hurts most.
         om = np.maximum((r * r - diag_msm) / (1.0 - h), 0.0) + dS[None, :]
-        # G = M diag(w) M = diag(w) + F with F_ij = sum_t A_t(i) B_t(j) separable (8 terms), so
-        # tr(G Omega) and tr((G Omega)^2) need O(n) per row instead of forming n x n matrices
-        c00 = w.sum(axis=1) / n
-        c01 = np.einsum("ij,ij->i", w, q1) / n  # q0 * (q0' diag(w) q1)
-        c11 = np.einsum("ij,ij->i", w, q1 * q1)
-        one = np.ones_like(q1)
-        qw = q1 * w
-        A = np.stack([c00[:, None] / n * one, c01[:, None] * q1, c01[:, None] * one, c11[:, None] * q1,
-                      -w / n, one, -qw, q1], axis=1)  # (m, 8, n)
-        B = np.stack([one, one, q1, q1, one, -w / n, q1, -qw], axis=1)
-        f_diag = np.einsum("Nti,Nti->Ni", A, B)
-        MA = np.einsum("Nti,Nsi->Nts", A * om[:, None, :], A)
-        MB = np.einsum("Nti,Nsi->Nts", B * om[:, None, :], B)
-        tr_go = np.einsum("Ni,Ni->N", om, w + f_diag)
-        tr_go2 = np.einsum("Nts,Nts->N", MA, MB) + np.einsum("Ni,Ni->N", om * om, w * w + 2.0 * w * f_diag)
-        nu1 = tr_go * tr_go / tr_go2
+        tr_m_sigma = float(dS.sum()) - b00 - b11
+        tau2 = np.maximum((np.einsum("ij,ij->i", r, r) - tr_m_sigma) / (n - 2.0), 0.0) if n > 2 else np.zeros(m)
+        om_h = tau2[:, None] / (1.0 - h) + dS[None, :]
+        nu1 = np.fmin(*_bm_df(w, q1, n, om, om_h))
         # (2): df of a jackknife variance from K draws, 2 (K - 1) / (kurtosis - 1), <= K - 1
         with np.errstate(divide="ignore", invalid="ignore"):
             if nu2 is None:
