@@ -225,3 +225,18 @@ def test_interval_is_invariant_to_the_noise_scale_and_the_listing_order():
     c = relation_fit(X[:, idx], lam[idx])
     for f in (b, c):
         assert_allclose([f.slope, f.ci_low, f.ci_high, f.df], [a.slope, a.ci_low, a.ci_high, a.df], rtol=1e-9)
+
+
+def test_numerically_equal_eigenvalues_give_no_slope():
+    # an MSE output layer's Hessian block is I_outputs (x) feature covariance: its top
+    # eigenvalue repeats, and eigsh returns copies that differ by round-off only
+    rng = np.random.default_rng(0)
+    lam = 1.247398 * (1 + 1e-15 * np.arange(4))
+    x = rng.normal(size=(200, 4)) * np.sqrt([1.0, 1.3, 0.8, 1.1])
+    fit = relation_fit(x, lam)
+    assert np.isnan(fit.slope) and np.isnan(fit.ci_low) and fit.n_directions == 4
+    # two distinct levels (multiplicities 3 and 2) are enough for a slope
+    lam2 = np.r_[np.full(3, 2.0) * (1 + 1e-15 * np.arange(3)), np.full(2, 0.5)]
+    x2 = rng.normal(size=(400, 5)) * np.sqrt(lam2)
+    fit2 = relation_fit(x2, lam2)
+    assert 0.7 < fit2.slope < 1.3 and fit2.ci_low < 1 < fit2.ci_high

@@ -304,8 +304,13 @@ def analyze(
         "compare": [f"{a} vs {b}" for a, b in declared] if declared else None, "skip_invalid": skip_invalid,
         "floor_rel": floor_rel, "residual_factor": residual_factor,
         "control_sources": list(CONTROL_SOURCES), "max_default_groups": MAX_DEFAULT_GROUPS,
-        "slope_ci": "OLS on log-log; delta-method sampling covariance + moment estimate of direction "
-                    "scatter; Student t with n_directions - 2 df",
+        "slope_ci": "OLS of jackknife bias-corrected log variances on log eigenvalues; sampling "
+                    "covariance by the delete-one-draw jackknife + HC2 leverage-adjusted direction "
+                    "scatter; Student t with Bell-McCaffrey/Satterthwaite df (the smaller of the df under "
+                    "a residual-based and a design-based working covariance); no interval below 4 "
+                    "directions (docs/statistics.md)",
+        "ratio_ci": "Hessian/random variance ratio: delete-one-draw jackknife + between-random-direction "
+                    "variance, Satterthwaite df capped at (m - 1) SE^2 / V_d; Hessian directions fixed",
         "group_ci": "one-sample t over runs",
         "replicates": "independently trained networks: runs with identical noise tables, the same "
                       "checkpoint_fingerprint, or the same training seed and eigenvalues are one network, "

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_FLOOR_REL",
     "DEFAULT_RESIDUAL_FACTOR",
     "MIN_DIRECTIONS_CI",
+    "EQUAL_LOG_EIGENVALUES",
     "exclusion_reasons",
     "RelationFit",
     "relation_fit",
@@ -51,6 +52,11 @@ DEFAULT_FLOOR_REL = 1e-4
 #: (for a unit v there is an exact eigenvalue within ||Hv - lambda v|| of lambda, so a
 #: lambda above its residual is guaranteed to sit near a positive eigenvalue).
 DEFAULT_RESIDUAL_FACTOR = 1.0
+#: Log eigenvalues closer than this are one eigenvalue: with every included direction in one
+#: (numerically) degenerate eigenspace -- e.g. the output layer of an MSE network, whose Hessian
+#: block is I_outputs (x) the feature covariance -- there is no spread to fit a slope on (eigsh's
+#: 1e-10 tolerance and round-off otherwise leave differences of ~1e-15 that give slopes ~1e15).
+EQUAL_LOG_EIGENVALUES = 1e-8
 #: The slope variance is never estimated below this fraction of its sampling part.
 SAMPLING_FLOOR = 0.5
 #: Fewest included directions with an interval. With 3 (one residual degree of freedom) the
@@ -391,7 +397,8 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     xbar = x.mean()
     dx = x - xbar
     sxx = float(dx @ dx)
-    if not sxx > 0 or not np.all(s2 > 0):  # all included eigenvalues equal, or a constant column: no slope
+    if not np.ptp(x) > EQUAL_LOG_EIGENVALUES or not np.all(s2 > 0):
+        # all included eigenvalues (numerically) equal, or a constant column: no slope
         return _nan_fit(n, n_exc, K, confidence, excluded)
     jk = _jackknife_log_variances(Xi)
     if jk is None:  # too few draws for the jackknife: slope without interval
