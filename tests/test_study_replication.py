@@ -66,6 +66,7 @@ def test_quick_study_end_to_end(tmp_path):
     st2 = json.loads((out / "study.json").read_text())
     assert st2["wall_s"] == st["wall_s"] and st2["peak_rss_mb"] == st["peak_rss_mb"]
     assert st2["reanalysed"]["wall_s"] > 0 and st2["created"] == st["created"]
+    assert (st2["runs_collected"], st2["runs_reused"]) == (st["runs_collected"], 0)
 
 
 def test_study_design_cli_prints_the_minimum_detectable_effect(capsys):

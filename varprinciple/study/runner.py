@@ -171,7 +171,7 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
         # earlier statement's; this invocation only re-analysed (recorded beside them)
         statement["reanalysed"] = {"created": statement["created"], "wall_s": wall,
                                    "peak_rss_mb": statement["peak_rss_mb"]}
-        for k in ("created", "wall_s", "peak_rss_mb", "machine"):
+        for k in ("created", "wall_s", "peak_rss_mb", "machine", "runs_collected", "runs_reused"):
             if k in previous:
                 statement[k] = previous[k]
         for name, t in timing.items():
