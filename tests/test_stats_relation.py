@@ -240,3 +240,12 @@ def test_numerically_equal_eigenvalues_give_no_slope():
     x2 = rng.normal(size=(400, 5)) * np.sqrt(lam2)
     fit2 = relation_fit(x2, lam2)
     assert 0.7 < fit2.slope < 1.3 and fit2.ci_low < 1 < fit2.ci_high
+    # one direction alone at its level (leverage 1): it fixes the slope, its scatter cannot be
+    # estimated, so the slope has no interval (and the curvature test no p)
+    lam3 = np.r_[np.full(3, 2.0) * (1 + 1e-15 * np.arange(3)), 0.5]
+    x3 = rng.normal(size=(400, 4)) * np.sqrt(lam3)
+    with np.errstate(all="raise"):
+        fit3 = relation_fit(x3, lam3)
+        from varprinciple.stats import curvature_test
+        ct = curvature_test(x3, lam3, resamples=9)
+    assert np.isfinite(fit3.slope) and np.isnan(fit3.ci_low) and np.isnan(ct.p_value)

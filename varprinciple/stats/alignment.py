@@ -248,12 +248,12 @@ def curvature_test(values, eigenvalues, *, resamples: int = 999, rng: np.random.
     0.002
     """
     X, lam, B = _curvature_iv(values, eigenvalues, resamples)
-    from .relation import MIN_DIRECTIONS_CI, _jackknife_log_variances
+    from .relation import MIN_DIRECTIONS_CI, _jackknife_log_variances, _slope_design_ok
 
     K, n = X.shape
     x = np.log(lam)
     jk = _jackknife_log_variances(X) if n >= MIN_DIRECTIONS_CI else None
-    if jk is None or np.ptp(x) == 0:
+    if jk is None or not _slope_design_ok(x):
         return CurvatureTest(estimate=np.nan, statistic=np.nan, df=np.nan, p_value=np.nan, p_permutation=np.nan,
                              p_parametric=np.nan, n_directions=n, n_samples=K, resamples=B)
     y, infl = jk

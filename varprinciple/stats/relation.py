@@ -57,6 +57,20 @@ DEFAULT_RESIDUAL_FACTOR = 1.0
 #: block is I_outputs (x) the feature covariance -- there is no spread to fit a slope on (eigsh's
 #: 1e-10 tolerance and round-off otherwise leave differences of ~1e-15 that give slopes ~1e15).
 EQUAL_LOG_EIGENVALUES = 1e-8
+#: A direction with leverage above this determines the slope alone (e.g. one eigenvalue level
+#: beside a repeated one): its residual is zero and its scatter cannot be estimated, so the
+#: slope gets no interval.
+MAX_LEVERAGE = 1.0 - 1e-9
+
+
+def _slope_design_ok(x: np.ndarray) -> bool:
+    """True if the log eigenvalues ``x`` spread (not all numerically equal) and no direction
+    has leverage 1 (the slope's interval then exists)."""
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    if not np.ptp(x) > EQUAL_LOG_EIGENVALUES or not sxx > 0:
+        return False
+    return float(np.max(1.0 / x.size + dx * dx / sxx)) < MAX_LEVERAGE
 #: The slope variance is never estimated below this fraction of its sampling part.
 SAMPLING_FLOOR = 0.5
 #: Fewest included directions with an interval. With 3 (one residual degree of freedom) the
@@ -409,7 +423,7 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     c = dx / sxx
     b = float(c @ y)
     a = float(y.mean() - b * xbar)
-    if n < MIN_DIRECTIONS_CI:
+    if n < MIN_DIRECTIONS_CI or not _slope_design_ok(x):
         return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=a)
     _, var_b, df, vs, _ = (float(v[0]) for v in _slope_rows(y, infl, x[None, :]))
     # the intercept's variance and its covariance with b: the same two parts (HC2 on the
