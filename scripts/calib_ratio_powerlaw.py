@@ -19,10 +19,7 @@ Usage (one core)::
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +27,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from _calib_common import module_at, rate  # noqa: E402
 from varprinciple.stats import variance_ratio  # noqa: E402
 
 D, H, K = 200, 20, 100
@@ -48,26 +47,8 @@ def draws(alpha: float, m: int, n: int, rng: np.random.Generator, tails: str = "
         yield y[:, :H], y @ U, truth
 
 
-def rate(x) -> str:
-    x = np.asarray(x, dtype=float)
-    r = float(x.mean())
-    return f"{r:.3f} ± {np.sqrt(r * (1 - r) / x.size):.3f}"
-
-
 def load_before(rev: str):
-    tmp = Path(tempfile.mkdtemp())
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:varprinciple/stats/alignment.py"],
-                         check=True, capture_output=True, text=True).stdout
-    src = src.replace("from ..errors", "from varprinciple.errors").replace(
-        "from ._resampling", "from varprinciple.stats._resampling").replace(
-        "from .relation", "from varprinciple.stats.relation")
-    path = tmp / "before_alignment.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("before_alignment", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod.variance_ratio
+    return module_at(rev, "varprinciple/stats/alignment.py", "before_alignment").variance_ratio
 
 
 CELLS = [(alpha, m, "gauss") for alpha in (1.0, 0.5, 1.5) for m in (3, 5, 10, 30)] + [(1.0, 3, "t5"), (1.0, 5, "t5")]

@@ -20,10 +20,7 @@ Usage (one core)::
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from _calib_common import module_at, rate  # noqa: E402
 from varprinciple.stats import relation_fit  # noqa: E402
 
 
@@ -71,23 +70,8 @@ def draws(lam, tau, b, K, n, rng):
     return rng.standard_normal((n, K, lam.size)) * np.sqrt(s2)[:, None, :]
 
 
-def rate(x) -> str:
-    x = np.asarray(x, dtype=float)
-    r = float(x.mean())
-    return f"{r:.3f} ± {np.sqrt(r * (1 - r) / x.size):.3f}"
-
-
 def load_before(rev: str):
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:varprinciple/stats/relation.py"],
-                         check=True, capture_output=True, text=True).stdout
-    src = src.replace("from ..errors", "from varprinciple.errors")
-    path = Path(tempfile.mkdtemp()) / "before_relation.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("before_relation", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod.relation_fit
+    return module_at(rev, "varprinciple/stats/relation.py", "before_relation").relation_fit
 
 
 def measure(fit, lam, tau, K, n, seed):
