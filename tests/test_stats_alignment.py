@@ -216,3 +216,13 @@ def test_curvature_argument_errors(call, match):
 def test_argument_errors(call, match):
     with pytest.raises(InputError, match=match):
         call()
+
+
+def test_variance_ratio_needs_three_random_directions_for_an_interval():
+    from varprinciple.stats import variance_ratio
+    from varprinciple.stats.alignment import MIN_RANDOM_CI
+    rng = np.random.default_rng(0)
+    H = rng.normal(size=(50, 5)) * 2.0
+    two = variance_ratio(H, rng.normal(size=(50, 2)))
+    three = variance_ratio(H, rng.normal(size=(50, MIN_RANDOM_CI)))
+    assert np.isfinite(two.estimate) and np.isnan(two.ci_low) and np.isfinite(three.ci_low)

@@ -157,7 +157,9 @@ def test_spearman_uses_every_direction_and_handles_constants():
     (dict(values=np.ones((5, 2)), eigenvalues=[1.0]), "`eigenvalues` must have one entry"),
     (dict(values=np.ones((1, 2)), eigenvalues=[1.0, 2.0]), "at least 2 samples"),
     (dict(values=np.full((3, 2), np.nan), eigenvalues=[1.0, 2.0]), "`values` must be finite"),
-    (dict(values=np.ones((3, 2)), eigenvalues=[1.0, np.nan]), "`eigenvalues` must not be NaN"),
+    (dict(values=np.ones((3, 2)), eigenvalues=[1.0, np.nan]), "`eigenvalues` must be finite; got NaN or Inf"),
+    (dict(values=np.ones((3, 2)), eigenvalues=[1.0, np.inf]), "`eigenvalues` must be finite; got NaN or Inf"),
+    (dict(values=np.full((3, 2), 1e160), eigenvalues=[1.0, 2.0]), r"`values` too large \(max \|x\| = 1e\+160 > 1e150\)"),
     (dict(values=np.ones((3, 2)), eigenvalues=[1.0, 2.0], residuals=[1.0]), "`residuals` must have"),
     (dict(values=np.ones((3, 2)), eigenvalues=[1.0, 2.0], confidence=1.5), r"`confidence` must be in \(0, 1\)"),
     (dict(values=np.ones((3, 2)), eigenvalues=[1.0, 2.0], floor_rel=2.0), "`floor_rel` must be in"),
@@ -249,3 +251,25 @@ def test_numerically_equal_eigenvalues_give_no_slope():
         from varprinciple.stats import curvature_test
         ct = curvature_test(x3, lam3, resamples=9)
     assert np.isfinite(fit3.slope) and np.isnan(fit3.ci_low) and np.isnan(ct.p_value)
+
+
+def test_near_degenerate_designs_give_clean_results():
+    # independent review: one eigenvalue level beside a nearly repeated one (jitter 3e-3 ->
+    # 1 - h ~ 1.5e-5) broke the Bell-McCaffrey traces (negative df, NaN or 1e146 intervals), and
+    # curvature_test then reported its smallest p on white noise
+    from varprinciple.stats import curvature_test
+    rng = np.random.default_rng(1)
+    lam = np.r_[2.0 * (1 + 3e-3 * np.arange(3)), 0.5]
+    with np.errstate(all="raise"):
+        for _ in range(20):
+            x = rng.normal(size=(100, 4))  # b = 0
+            fit = relation_fit(x, lam)
+            ct = curvature_test(x, lam, resamples=49, rng=rng)
+            assert np.isfinite(fit.slope) and np.isnan(fit.ci_low) and np.isnan(ct.p_value)
+    # a constant (non-zero) column is constant whatever its value: no slope, no test
+    x = rng.normal(size=(100, 6)) * np.sqrt(np.geomspace(4, 0.1, 6))
+    for c in (0.0, 0.7, 3.0):
+        xc = x.copy()
+        xc[:, 2] = c
+        assert np.isnan(relation_fit(xc, np.geomspace(4, 0.1, 6)).slope)
+        assert np.isnan(curvature_test(xc, np.geomspace(4, 0.1, 6), resamples=9).p_value)

@@ -57,10 +57,22 @@ DEFAULT_RESIDUAL_FACTOR = 1.0
 #: block is I_outputs (x) the feature covariance -- there is no spread to fit a slope on (eigsh's
 #: 1e-10 tolerance and round-off otherwise leave differences of ~1e-15 that give slopes ~1e15).
 EQUAL_LOG_EIGENVALUES = 1e-8
-#: A direction with leverage above this determines the slope alone (e.g. one eigenvalue level
-#: beside a repeated one): its residual is zero and its scatter cannot be estimated, so the
-#: slope gets no interval.
-MAX_LEVERAGE = 1.0 - 1e-9
+#: A direction with leverage above this (nearly) determines the slope alone (e.g. one eigenvalue
+#: level beside a repeated one): its residual is (nearly) zero and its scatter cannot be
+#: estimated, and the separable Bell-McCaffrey traces lose their precision as 1 - h -> 0
+#: (relative error ~1 at 1 - h ~ 1e-8, fine at 1e-4: independent review); the slope then gets no
+#: interval.
+MAX_LEVERAGE = 1.0 - 1e-3
+#: A column whose standard deviation is below this multiple of its mean's magnitude is constant
+#: (round-off variance of a constant column is ~1e-32 of its square, not noise).
+CONSTANT_REL = 1e-12
+
+
+def _constant_columns(X: np.ndarray) -> np.ndarray:
+    """Columns of ``X`` (K, n) that are constant up to round-off."""
+    s2 = X.var(axis=0, ddof=1)
+    m = np.abs(X.mean(axis=0))
+    return ~(s2 > (CONSTANT_REL * m) ** 2) | ~(s2 > 0)
 
 
 def _slope_design_ok(x: np.ndarray) -> bool:
@@ -185,8 +197,11 @@ def _relation_fit_iv(values, eigenvalues, residuals, confidence, floor_rel, resi
         raise InputError(f"`values` must hold at least 2 samples (rows); got {X.shape[0]}.")
     if not np.all(np.isfinite(X)):
         raise InputError("`values` must be finite; got NaN or Inf.")
-    if np.any(np.isnan(lam)):
-        raise InputError("`eigenvalues` must not be NaN.")
+    if not np.all(np.isfinite(lam)):
+        raise InputError("`eigenvalues` must be finite; got NaN or Inf.")
+    if X.size and float(np.max(np.abs(X))) > 1e150:
+        raise InputError(f"`values` too large (max |x| = {float(np.max(np.abs(X))):.3g} > 1e150): their "
+                         f"squares overflow; rescale them (b does not depend on a common scale).")
     res = None
     if residuals is not None:
         res = np.asarray(residuals, dtype=float).ravel()
@@ -411,7 +426,7 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     xbar = x.mean()
     dx = x - xbar
     sxx = float(dx @ dx)
-    if not np.ptp(x) > EQUAL_LOG_EIGENVALUES or not np.all(s2 > 0):
+    if not np.ptp(x) > EQUAL_LOG_EIGENVALUES or _constant_columns(Xi).any():
         # all included eigenvalues (numerically) equal, or a constant column: no slope
         return _nan_fit(n, n_exc, K, confidence, excluded)
     jk = _jackknife_log_variances(Xi)
