@@ -66,6 +66,11 @@ MAX_LEVERAGE = 1.0 - 1e-3
 #: A column whose standard deviation is below this multiple of its mean's magnitude is constant
 #: (round-off variance of a constant column is ~1e-32 of its square, not noise).
 CONSTANT_REL = 1e-12
+#: The slope variance is never estimated below this fraction of its sampling part.
+SAMPLING_FLOOR = 0.5
+#: Fewest included directions with an interval. With 3 (one residual degree of freedom) the
+#: coverage ranged 0.92-0.99 over K and noise structures (docs/statistics.md): refused.
+MIN_DIRECTIONS_CI = 4
 
 
 def _constant_columns(X: np.ndarray) -> np.ndarray:
@@ -77,17 +82,12 @@ def _constant_columns(X: np.ndarray) -> np.ndarray:
 
 def _slope_design_ok(x: np.ndarray) -> bool:
     """True if the log eigenvalues ``x`` spread (not all numerically equal) and no direction
-    has leverage 1 (the slope's interval then exists)."""
+    has leverage above ``MAX_LEVERAGE`` (the slope's interval then exists)."""
     dx = x - x.mean()
     sxx = float(dx @ dx)
     if not np.ptp(x) > EQUAL_LOG_EIGENVALUES or not sxx > 0:
         return False
     return float(np.max(1.0 / x.size + dx * dx / sxx)) < MAX_LEVERAGE
-#: The slope variance is never estimated below this fraction of its sampling part.
-SAMPLING_FLOOR = 0.5
-#: Fewest included directions with an interval. With 3 (one residual degree of freedom) the
-#: coverage ranged 0.92-0.99 over K and noise structures (docs/statistics.md): refused.
-MIN_DIRECTIONS_CI = 4
 
 
 class ExclusionReason(StrEnum):
