@@ -140,6 +140,9 @@ def test_matched_walk_sd_equals_the_sgd_noise_trace_by_brute_force():
     trace = (n - B) / (B * (n - 1)) * ss / n
     expected = lr * math.sqrt(float(trace) / 5)
     assert math.isclose(matched_walk_sd(model, "mse", X, y, lr=lr, batch_size=B), expected, rel_tol=1e-10)
+    with pytest.raises(ConfigError, match=r"\[trajectory\] walk_sd: the default matches the SGD noise of batch "
+                                          r"size 30, which must be in \[1, 30\)"):
+        matched_walk_sd(model, "mse", X, y, lr=lr, batch_size=n)
 
 
 def test_random_walk_window_is_a_random_walk():

@@ -421,6 +421,9 @@ def matched_walk_sd(model, loss, X, y, *, lr: float, batch_size: int) -> float:
     from .losses import Loss
     from .noise.sgd import _centred_sq_sum, sgd_variance_factor
     pm = ProbedModel(model, Loss(loss) if isinstance(loss, str) else loss, X, y, dtype=torch.float64)
+    if not 1 <= batch_size < pm.n:
+        raise ConfigError(f"[trajectory] walk_sd: the default matches the SGD noise of batch size "
+                          f"{batch_size}, which must be in [1, {pm.n}) (the training samples); set walk_sd")
     leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
     with torch.enable_grad():
         grads = torch.autograd.grad(pm.batch_loss(leaves, pm.X, pm.y), list(leaves.values()),
