@@ -386,3 +386,12 @@ def test_independent_sampler_and_random_walk_control_end_to_end(tmp_path):
     assert meta["sampler"] == "independent" and meta["hyperparameters"]["sampler"] == "independent"
     assert meta["trajectory"]["dynamics"] == "random_walk" and meta["trajectory"]["walk_sd"] > 0
     assert len(pd.read_parquet(tmp_path / "logs" / s_walk.run_id / "trajectory.parquet")) == 3
+    # the walk's default step needs B < n: refused before any training
+    bad = tmp_path / "bad.toml"
+    bad.write_text(walk.read_text().replace('method = ["sgd"]', 'method = ["gd"]')
+                   .replace("batch_size = 8", "batch_size = 60")
+                   .replace("[probe]", '[probe]\nsources = ["dropout"]'))
+    with pytest.raises(ConfigError,
+                       match=r"\[trajectory\] walk_sd: the default matches the SGD noise of batch size 60"):
+        collect(load_config(bad), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").glob("*/run.json"))

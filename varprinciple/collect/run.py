@@ -278,6 +278,12 @@ def _build(spec: RunSpec, base_dir: str, device: str):
     if "sgd" in p["sources"] and p["batch_size"] >= ds.n_train:
         raise ConfigError(f"[probe] batch_size: must be < the number of training samples "
                           f"({ds.n_train}); got {p['batch_size']}")
+    traj = c.get("trajectory") or {}
+    if (traj.get("window") and traj.get("dynamics") == "random_walk" and traj.get("walk_sd") is None
+            and (t["batch_size"] or p["batch_size"]) >= ds.n_train):
+        raise ConfigError(f"[trajectory] walk_sd: the default matches the SGD noise of batch size "
+                          f"{t['batch_size'] or p['batch_size']}, which must be < the number of training "
+                          f"samples ({ds.n_train}); set walk_sd")
     if ds.task == "regression" and t["loss"] == LossName.CROSS_ENTROPY:
         raise ConfigError(f"[train] loss: 'cross_entropy' needs class labels; the data are a "
                           f"regression task")
