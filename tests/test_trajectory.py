@@ -169,6 +169,9 @@ def test_random_walk_window_is_a_random_walk():
     with pytest.raises(ConfigError, match=r"\[trajectory\] walk_sd: the random walk needs a step sd > 0; got None"):
         collect_trajectory(model, "mse", X, y, method="sgd", lr=0.1, batch_size=8, generator=g, window=40,
                            every=1, n_components=3, dynamics="random_walk")
+    from varprinciple.collect.config import CONFIG_KEYS
+    from varprinciple.collect.trajectory import DYNAMICS
+    assert CONFIG_KEYS["trajectory"]["dynamics"].choices == DYNAMICS  # config.py cannot import torch's side
     with pytest.raises(ConfigError,
                        match=r"\[trajectory\] dynamics: must be one of \['train', 'random_walk'\]; got 'levy'"):
         collect_trajectory(model, "mse", X, y, method="sgd", lr=0.1, batch_size=8, generator=g, window=40,

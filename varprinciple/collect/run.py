@@ -74,6 +74,21 @@ def derive_seed(*parts: Any) -> int:
 #: The stop rule's keys are among them: its loss checks draw no random numbers, so a run
 #: stopped by ``target_loss`` is an exact prefix of the same run without it.
 _UNSEEDED_TRAIN_KEYS = ("checkpoints", "log_every", "target_loss", "target_check_every", "seed_scheme")
+#: [train] keys added after log sets existed, at the value that reproduces the older behaviour:
+#: at that value they enter no seed, so older runs keep their seeds (and resume).
+_SEED_NEUTRAL_TRAIN = {"sampler": "epochs"}
+
+
+def _seeded_train(train: Mapping[str, Any], unseeded: tuple[str, ...]) -> dict:
+    """The [train] keys a seed hashes: all but ``unseeded`` and the seed-neutral defaults."""
+    return {k: v for k, v in train.items()
+            if k not in unseeded and not (k in _SEED_NEUTRAL_TRAIN and _SEED_NEUTRAL_TRAIN[k] == v)}
+
+
+def _walk_batch(t: Mapping[str, Any], p: Mapping[str, Any]) -> int:
+    """The batch size whose SGD noise sets the random-walk control's default step: the run's
+    [train] batch_size, or the [probe] batch_size for full-batch methods."""
+    return t["batch_size"] or p["batch_size"]
 
 
 @dataclass(frozen=True)
@@ -125,9 +140,7 @@ def _probe_seed_part(c: dict) -> dict:
     part = {k: v for k, v in c.items() if k != "trajectory"}
     # per-layer blocks draw from their own stream after the whole-network probe's draws
     part["probe"] = {k: v for k, v in c["probe"].items() if k != "blocks"}
-    part["train"] = {k: v for k, v in c["train"].items()
-                     if k not in ("target_loss", "target_check_every", "seed_scheme")
-                     and not (k == "sampler" and v == "epochs")}
+    part["train"] = _seeded_train(c["train"], ("target_loss", "target_check_every", "seed_scheme"))
     return part
 
 
@@ -180,9 +193,7 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
             seen.add(name)
             train_part = {k: c[k] for k in ("data", "model", "train")}
             # bookkeeping keys (what is logged or saved) do not enter the training seed
-            train_part["train"] = {k: v for k, v in t.items() if k not in _UNSEEDED_TRAIN_KEYS}
-            if train_part["train"].get("sampler") == "epochs":  # the default moves no seed of older runs
-                del train_part["train"]["sampler"]
+            train_part["train"] = _seeded_train(t, _UNSEEDED_TRAIN_KEYS)
             matched = t.get("seed_scheme") == "matched"
             specs.append(RunSpec(
                 run_id=name, group=group, method=m.value, seed=int(seed), config=c,
@@ -280,9 +291,9 @@ def _build(spec: RunSpec, base_dir: str, device: str):
                           f"({ds.n_train}); got {p['batch_size']}")
     traj = c.get("trajectory") or {}
     if (traj.get("window") and traj.get("dynamics") == "random_walk" and traj.get("walk_sd") is None
-            and (t["batch_size"] or p["batch_size"]) >= ds.n_train):
+            and _walk_batch(t, p) >= ds.n_train):
         raise ConfigError(f"[trajectory] walk_sd: the default matches the SGD noise of batch size "
-                          f"{t['batch_size'] or p['batch_size']}, which must be < the number of training "
+                          f"{_walk_batch(t, p)}, which must be < the number of training "
                           f"samples ({ds.n_train}); set walk_sd")
     if ds.task == "regression" and t["loss"] == LossName.CROSS_ENTROPY:
         raise ConfigError(f"[train] loss: 'cross_entropy' needs class labels; the data are a "
@@ -425,7 +436,7 @@ def _with_probe_losses(probe_info: list[dict], curves: pd.DataFrame) -> list[int
 
 
 def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, tables: dict, *,
-                profile_seed: int, probe_batch: int | None = None):
+                profile_seed: int, walk_batch: int | None = None):
     """Random loss profiles around the final weights, then the ``[trajectory]`` window after
     training (docs/flatness.md); their tables into ``tables``."""
     if not traj:
@@ -443,7 +454,7 @@ def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, 
     from .trajectory import collect_trajectory, matched_walk_sd
     dynamics, walk_sd = traj.get("dynamics", "train"), traj.get("walk_sd")
     if dynamics == "random_walk" and walk_sd is None:
-        walk_sd = matched_walk_sd(model, loss, X, y, lr=t["lr"], batch_size=t["batch_size"] or probe_batch)
+        walk_sd = matched_walk_sd(model, loss, X, y, lr=t["lr"], batch_size=walk_batch)
         logger.info("random-walk control: step sd %.3g (SGD noise of one update)", walk_sd)
     res = collect_trajectory(model, loss, X, y, method=t["method"], lr=t["lr"], batch_size=t["batch_size"],
                              generator=g, window=traj["window"], every=traj["every"], params=traj["params"],
@@ -531,7 +542,7 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
     tables = {TRAINING_FILE: result.curves}
     probe_at = _with_probe_losses(probe_info, result.curves)  # the steps actually probed
     traj = _trajectory(model, loss, X, y, g, t, c["trajectory"], result.steps, progress, tables,
-                       profile_seed=derive_seed(spec.probe_seed, "profiles"), probe_batch=p["batch_size"])
+                       profile_seed=derive_seed(spec.probe_seed, "profiles"), walk_batch=_walk_batch(t, p))
     for name, frames in (("exact_variance.parquet", exact), ("flatness.parquet", flat)):
         f = _concat(frames)
         if f is not None:

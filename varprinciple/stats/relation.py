@@ -73,9 +73,10 @@ SAMPLING_FLOOR = 0.5
 MIN_DIRECTIONS_CI = 4
 
 
-def _constant_columns(X: np.ndarray) -> np.ndarray:
-    """Columns of ``X`` (K, n) that are constant up to round-off."""
-    s2 = X.var(axis=0, ddof=1)
+def _constant_columns(X: np.ndarray, s2: np.ndarray | None = None) -> np.ndarray:
+    """Columns of ``X`` (K, n) that are constant up to round-off (``s2``: their variances,
+    ddof 1, when already known)."""
+    s2 = X.var(axis=0, ddof=1) if s2 is None else s2
     m = np.abs(X.mean(axis=0))
     return ~(s2 > (CONSTANT_REL * m) ** 2) | ~(s2 > 0)
 
@@ -421,12 +422,11 @@ def _slope_rows(y: np.ndarray, infl: np.ndarray, x: np.ndarray, *, chunk: int = 
 
 def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confidence: float,
               excluded: dict) -> RelationFit:
-    xc = Xi - Xi.mean(axis=0)
-    s2 = (xc * xc).sum(axis=0) / (K - 1)
+    s2 = Xi.var(axis=0, ddof=1)
     xbar = x.mean()
     dx = x - xbar
     sxx = float(dx @ dx)
-    if not np.ptp(x) > EQUAL_LOG_EIGENVALUES or _constant_columns(Xi).any():
+    if not np.ptp(x) > EQUAL_LOG_EIGENVALUES or _constant_columns(Xi, s2).any():
         # all included eigenvalues (numerically) equal, or a constant column: no slope
         return _nan_fit(n, n_exc, K, confidence, excluded)
     jk = _jackknife_log_variances(Xi)
