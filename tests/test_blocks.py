@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from _tiny_config import tiny_toml  # noqa: E402
 from varprinciple import io  # noqa: E402
 from varprinciple.collect.blocks import block_random_directions, resolve_blocks  # noqa: E402
 from varprinciple.collect.config import load_config, validate_config  # noqa: E402
@@ -182,38 +183,11 @@ def test_block_settings_and_names_are_validated_up_front():
     assert R[[0, 3, 4]].abs().max() == 0 and torch.allclose(R.norm(dim=0), torch.ones(4, dtype=R.dtype))
 
 
-TINY = """
-[data]
-name = "digits"
-n_train = 60
-n_test = 20
-
-[model]
-widths = [4]
-
-[train]
-method = ["gd", "sgd"]
-seed = [0, 1]
-steps = 10
-batch_size = 8
-lr = 0.1
-log_every = 10
-
-[probe]
-top_k = 3
-n_samples = 12
-n_random = 2
-hutchinson_probes = 4
-tr_hc_samples = 4
-sources = ["sgd", "isotropic"]
-blocks = {blocks}
-"""
-
-
 def test_collect_unknown_block_fails_before_training(tmp_path):
     from varprinciple.collect.run import collect
     p = tmp_path / "c.toml"
-    p.write_text(TINY.format(blocks='["fc0", "fc7.weight"]'))
+    p.write_text(tiny_toml(methods='["gd", "sgd"]', seeds="[0, 1]", steps=10, log_every=10,
+                           probe_extra='sources = ["sgd", "isotropic"]\nblocks = ["fc0", "fc7.weight"]'))
     with pytest.raises(ConfigError, match=r"^\[probe\] blocks: unknown block 'fc7.weight'; allowed: 'fc0', 'out', "):
         collect(load_config(p), tmp_path / "logs")
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
@@ -226,7 +200,8 @@ def test_collect_test_and_report_give_per_layer_b(tmp_path):
     from varprinciple.report.build import build_report
     from varprinciple.stats.analysis import analyze
     p = tmp_path / "c.toml"
-    p.write_text(TINY.format(blocks='"layers"'))
+    p.write_text(tiny_toml(methods='["gd", "sgd"]', seeds="[0, 1]", steps=10, log_every=10,
+                           probe_extra='sources = ["sgd", "isotropic"]\nblocks = "layers"'))
     collect(load_config(p), tmp_path / "logs")
     run = io.read_run(tmp_path / "logs" / "gd-lr0.1-seed0")
     assert {b.block for b in run.blocks} == {None, "fc0", "out"}

@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _tiny_config import tiny_toml  # noqa: E402
 from varprinciple.cli import main  # noqa: E402
 from varprinciple.collect.api import reprobe_run  # noqa: E402
 from varprinciple.collect.config import load_config  # noqa: E402
@@ -22,38 +23,17 @@ from varprinciple.io import read_logset, read_run  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-TINY = """
-[data]
-name = "digits"
-n_train = 60
-n_test = 20
-
-[model]
-widths = [4]
-
-[train]
-method = {methods}
-seed = {seeds}
-steps = {steps}
-batch_size = 8
-lr = {lr}
-log_every = 10
-
-[probe]
-every = 10
-top_k = 3
-n_samples = 12
-n_random = 2
-hutchinson_probes = 4
-tr_hc_samples = 4
-"""
-
 TABLES = ("eigen.parquet", "noise.parquet", "flatness.parquet", "exact_variance.parquet", "training.parquet")
+
+
+def toml(**kw) -> str:
+    """The shared tiny config (tests/_tiny_config.py), logged and probed every 10 steps."""
+    return tiny_toml(log_every=10, every=10, **kw)
 
 
 def tiny(tmp_path, name="c.toml", *, methods='["gd", "dropout"]', seeds="[0]", steps=20, lr=0.1):
     p = tmp_path / name
-    p.write_text(TINY.format(methods=methods, seeds=seeds, steps=steps, lr=lr))
+    p.write_text(toml(methods=methods, seeds=seeds, steps=steps, lr=lr))
     return load_config(p)
 
 
@@ -187,16 +167,16 @@ def test_failed_run_leaves_nothing_that_looks_complete(tmp_path):
 
 def test_preflight_errors_before_training(tmp_path):
     p = tmp_path / "big.toml"
-    p.write_text(TINY.format(methods='["sgd"]', seeds="[0]", steps=5, lr=0.1).replace("batch_size = 8",
+    p.write_text(toml(methods='["sgd"]', seeds="[0]", steps=5).replace("batch_size = 8",
                                                                                        "batch_size = 60"))
     with pytest.raises(ConfigError, match=r"^\[train\] batch_size: must be < the number of training samples "
                                           r"\(60\); got 60$"):
         collect(load_config(p), tmp_path / "logs")
     assert not (tmp_path / "logs").exists()
-    p.write_text(TINY.format(methods='["gd"]', seeds="[0]", steps=5, lr=0.1).replace("top_k = 3", "top_k = 400"))
+    p.write_text(toml(methods='["gd"]', seeds="[0]", steps=5).replace("top_k = 3", "top_k = 400"))
     with pytest.raises(ConfigError, match=r"^\[probe\] top_k: must be <= the number of parameters \(310\); got 400$"):
         collect(load_config(p), tmp_path / "logs")
-    p.write_text(TINY.format(methods='["gd"]', seeds="[0]", steps=5, lr=0.1).replace("[probe]",
+    p.write_text(toml(methods='["gd"]', seeds="[0]", steps=5).replace("[probe]",
                                                                                        "[probe]\nbatch_size = 61"))
     with pytest.raises(ConfigError, match=r"^\[probe\] batch_size: must be < the number of training samples "
                                           r"\(60\); got 61$"):
@@ -249,7 +229,7 @@ def test_results_independent_of_worker_count_and_reproducible(tmp_path, collecte
 
 def test_cli_collect(tmp_path, capsys):
     cfg_path = tmp_path / "c.toml"
-    cfg_path.write_text(TINY.format(methods='["gd"]', seeds="[0]", steps=10, lr=0.1))
+    cfg_path.write_text(toml(methods='["gd"]', seeds="[0]", steps=10))
     assert main(["collect", str(cfg_path), "--out", str(tmp_path / "logs"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "valid; 1 run:" in out and "gd-lr0.1-seed0" in out
@@ -278,7 +258,7 @@ def test_cli_collect(tmp_path, capsys):
 ])
 def test_bad_device_is_refused_before_preflight_and_output(tmp_path, capsys, device, match):
     cfg_path = tmp_path / "c.toml"
-    cfg_path.write_text(TINY.format(methods='["gd"]', seeds="[0]", steps=5, lr=0.1))
+    cfg_path.write_text(toml(methods='["gd"]', seeds="[0]", steps=5))
     with pytest.raises(ConfigError, match=match):
         collect(load_config(cfg_path), tmp_path / "logs", device=device)
     assert main(["collect", str(cfg_path), "--out", str(tmp_path / "logs"), "--device", device]) == 2
@@ -339,7 +319,7 @@ def test_a_run_from_an_older_version_with_the_same_settings_is_kept(tmp_path):
     assert again.ran == () and again.skipped == ("gd-lr0.1-seed0",)
     # a key the old run lacks but the new config sets away from its default: a different run
     p = tmp_path / "matched.toml"
-    p.write_text(TINY.format(methods='["gd"]', seeds="[0]", steps=10, lr=0.1).replace(
+    p.write_text(toml(methods='["gd"]', seeds="[0]", steps=10).replace(
         "log_every = 10", 'log_every = 10\nseed_scheme = "matched"'))
     with pytest.raises(ConfigError, match="different configuration"):
         collect(load_config(p), logs)
@@ -368,7 +348,7 @@ def test_a_reprobe_of_a_checkpoint_counts_as_the_same_network(collected, tmp_pat
 
 def test_independent_sampler_and_random_walk_control_end_to_end(tmp_path):
     from varprinciple.collect.run import expand_sweep
-    base = TINY.format(methods='["sgd"]', seeds="[0]", steps=20, lr=0.1)
+    base = toml(methods='["sgd"]', seeds="[0]", steps=20)
     plain = tmp_path / "plain.toml"
     plain.write_text(base)
     explicit = tmp_path / "explicit.toml"

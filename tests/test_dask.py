@@ -22,6 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 distributed = pytest.importorskip("distributed")
 
+from _tiny_config import tiny_toml  # noqa: E402
 from varprinciple.cli import main  # noqa: E402
 from varprinciple.collect.config import load_config  # noqa: E402
 from varprinciple.collect.executors import (MARKER, TEST_KILL_ENV, _run_task,  # noqa: E402
@@ -32,38 +33,12 @@ from varprinciple.io import read_logset  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
-TINY = """
-[data]
-name = "digits"
-n_train = 60
-n_test = 20
-
-[model]
-widths = [4]
-
-[train]
-method = {methods}
-seed = {seeds}
-steps = 12
-batch_size = 8
-lr = {lr}
-log_every = 6
-
-[probe]
-every = 6
-top_k = 3
-n_samples = 12
-n_random = 2
-hutchinson_probes = 4
-tr_hc_samples = 4
-"""
-
 TABLES = ("eigen.parquet", "noise.parquet", "flatness.parquet", "exact_variance.parquet", "training.parquet")
 
 
 def tiny(tmp_path, name="c.toml", *, methods='["gd", "sgd", "dropout"]', seeds="[0]", lr="0.1"):
     p = tmp_path / name
-    p.write_text(TINY.format(methods=methods, seeds=seeds, lr=lr))
+    p.write_text(tiny_toml(steps=12, log_every=6, every=6, methods=methods, seeds=seeds, lr=lr))
     return load_config(p)
 
 
@@ -186,7 +161,7 @@ def test_killed_worker_is_retried_and_nothing_is_half_written(tmp_path, monkeypa
     for rid in run_ids[1:]:
         (kills / rid).write_text("arm")
     monkeypatch.setenv(TEST_KILL_ENV, str(kills))
-    (tmp_path / "c.toml").write_text(TINY.format(methods='["gd", "sgd", "dropout"]', seeds="[0]", lr="0.1"))
+    (tmp_path / "c.toml").write_text(tiny_toml(steps=12, log_every=6, every=6, methods='["gd", "sgd", "dropout"]'))
     rc = main(["collect", str(tmp_path / "c.toml"), "--out", str(tmp_path / "logs"), "--executor", "dask",
                "--workers", "2"])
     assert rc == 0, capsys.readouterr().err
