@@ -6,7 +6,9 @@ Run::
     PYTHONPATH=. python benchmarks/bench_scale.py --models mlp --sizes 2000 6000   # quicker
 
 Every (model, n) runs in its own subprocess, so its peak RSS (``ru_maxrss``) is that probe's
-alone. Synthetic MNIST-shaped data (float32 inputs 1x28x28, 10 classes from a random linear
+alone. ``--data npy`` (the default) writes the inputs to a ``.npy`` file first (in the parent)
+and the probe reads them by chunk through ``NpyRows``, so the subprocess never holds them whole;
+``--data memory`` passes an in-memory tensor (the inputs then sit outside the budget). Synthetic MNIST-shaped data (float32 inputs 1x28x28, 10 classes from a random linear
 teacher); models at initialisation (step 0), float64 probe:
 
 * ``mlp``: 784-128-10 with ``nn.Dropout(0.2)`` after the hidden layer (101,770 parameters);
@@ -28,8 +30,10 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,8 +59,15 @@ def make_data(n: int, seed: int = 0):
 
 def one(kind: str, n: int, budget: float, args) -> dict:
     from varprinciple.collect.probe import ProbeSettings, probe
+    from varprinciple.collect.rows import NpyRows
     torch.set_num_threads(args.threads)
-    X, y = make_data(n)
+    if args.data == "npy":
+        X, y = NpyRows(os.path.join(args.data_dir, f"x{n}.npy")), torch.load(os.path.join(args.data_dir, f"y{n}.pt"))
+        data_mb = X.nbytes / 2**20
+    else:
+        X, y = make_data(n)
+        data_mb = X.numel() * X.element_size() / 2**20
+    data_mb += y.numel() * y.element_size() / 2**20
     model = make_model(kind)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     s = ProbeSettings(top_k=args.top_k, n_samples=args.draws, n_random=2, batch_size=32, hutchinson_probes=4,
@@ -79,7 +90,7 @@ def one(kind: str, n: int, budget: float, args) -> dict:
             "timings": res.timings, "total": total, "n_hvp": res.n_hvp,
             "n_hvp_eigensolver": res.info["n_hvp_eigensolver"], "plan": plan,
             "rss_before_mb": base, "rss_at_stage_start_mb": marks, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "data_mb": (X.numel() * X.element_size() + y.numel() * y.element_size()) / 2**20}
+            "data_mb": data_mb, "data": args.data}
 
 
 def main(argv=None):
@@ -90,18 +101,29 @@ def main(argv=None):
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--draws", type=int, default=50, help="noise draws K per source")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data", choices=["npy", "memory"], default="npy",
+                   help="inputs read from a .npy file by chunk (NpyRows) or held as a tensor")
     p.add_argument("--one", nargs=2, metavar=("MODEL", "N"), help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.budget, args)))
         return 0
     print(f"torch {torch.__version__}, {args.threads} thread(s), budget {args.budget:g} MB, top_k {args.top_k}, "
-          f"K {args.draws}, load average {os.getloadavg()[0]:.1f}")
+          f"K {args.draws}, data {args.data}, load average {os.getloadavg()[0]:.1f}")
+    tmp = tempfile.TemporaryDirectory(prefix="bench_scale_")
+    if args.data == "npy":  # written here, so the probing subprocess never holds the inputs whole
+        for n in args.sizes:
+            X, y = make_data(n)
+            np.save(os.path.join(tmp.name, f"x{n}.npy"), X.numpy())
+            torch.save(y, os.path.join(tmp.name, f"y{n}.pt"))
+            del X, y
     for kind in args.models:
         rows = []
         for n in args.sizes:
             cmd = [sys.executable, __file__, "--one", kind, str(n), "--budget", str(args.budget), "--top-k",
-                   str(args.top_k), "--draws", str(args.draws), "--threads", str(args.threads)]
+                   str(args.top_k), "--draws", str(args.draws), "--threads", str(args.threads), "--data", args.data,
+                   "--data-dir", tmp.name]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(r)
@@ -117,7 +139,8 @@ def main(argv=None):
             print("   peak RSS before each stage: " + ", ".join(f"{k} {v:.0f} MB"
                                                            for k, v in r["rss_at_stage_start_mb"].items()))
             print(f"   peak RSS {r['peak_rss_mb']:.0f} MB (after imports + data {r['rss_before_mb']:.0f} MB; "
-                  f"data itself {r['data_mb']:.0f} MB); working memory above that "
+                  f"data itself {r['data_mb']:.0f} MB, {'on disk' if r['data'] == 'npy' else 'in memory'}); "
+                  "working memory above that "
                   f"{r['peak_rss_mb'] - r['rss_before_mb']:.0f} MB")
         a, b = rows[0], rows[-1]
         print(f"\n-- {kind}: n x{b['n'] / a['n']:.1f}: peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} "

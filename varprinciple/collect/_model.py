@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 from ..errors import ConfigError, InputError
 from .losses import CustomLoss, Loss, check_targets, mean_loss, per_sample_loss, select_output
+from .rows import NpyRows
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ class ProbedModel:
     def __init__(self, model: nn.Module, loss: Loss | CustomLoss, X: torch.Tensor, y: torch.Tensor, *,
                  dtype: torch.dtype, frozen_batchnorm: bool = False):
         check_probe_model(model, frozen_batchnorm=frozen_batchnorm)
-        if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
-            raise InputError("`X` and `y` must be torch tensors.")
+        if not isinstance(X, (torch.Tensor, NpyRows)) or not isinstance(y, torch.Tensor):
+            raise InputError("`X` must be a torch tensor or NpyRows and `y` a torch tensor.")
         if X.ndim < 1 or X.shape[0] < 2:
             raise InputError(f"`X` needs at least 2 samples (rows); got shape {tuple(X.shape)}.")
         m = copy.deepcopy(model).to(dtype=dtype)
@@ -115,7 +116,8 @@ class ProbedModel:
         dev = named[0][1].device
         self.device = dev
         # the data stay in their own dtype (float32 data are not doubled in memory); forward
-        # casts each chunk it is given to the probe dtype
+        # casts each chunk it is given to the probe dtype. NpyRows inputs stay on disk: every
+        # X[...] reads those rows (docs/probes.md, "Memory")
         self.X = X.to(dev).detach()
         with torch.no_grad():
             out = self.forward(self.params, self.X[:2])
@@ -164,7 +166,9 @@ class ProbedModel:
         return sub
 
     # ------------------------------------------------------------------ functional calls
-    def forward(self, params: dict, X: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: dict, X: torch.Tensor | NpyRows) -> torch.Tensor:
+        if isinstance(X, NpyRows):  # a full-batch use of on-disk inputs: read them all
+            X = X[:]
         if torch.is_floating_point(X) and X.dtype != self.dtype:
             X = X.to(self.dtype)
         return functional_call(self.module, {**params, **self.consts}, (X,))

@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..io import write_run
 from ._model import state_fingerprint
 from .losses import Loss, parse_loss
+from .rows import NpyRows
 from .run import derive_seed, git_revision, package_versions
 
 __all__ = ["probe_model", "probe_checkpoints", "load_checkpoint", "reprobe_run"]
@@ -79,12 +80,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     return model
 
 
-def _as_tensor(a: Any, name: str) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
+def _as_tensor(a: Any, name: str, *, rows: bool = False) -> torch.Tensor | NpyRows:
+    if isinstance(a, torch.Tensor) or (rows and isinstance(a, NpyRows)):
         return a
     if isinstance(a, np.ndarray):
         return torch.from_numpy(a)
-    raise InputError(f"`{name}` must be a torch.Tensor or numpy array; got {type(a).__name__}")
+    kinds = "a torch.Tensor, numpy array or NpyRows" if rows else "a torch.Tensor or numpy array"
+    raise InputError(f"`{name}` must be {kinds}; got {type(a).__name__}")
 
 
 def _settings_dict(settings) -> dict:
@@ -96,7 +98,7 @@ def _settings_dict(settings) -> dict:
 def _probe_iv(model, X, y, out, run_id, method, meta, settings):
     if not isinstance(model, nn.Module):
         raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
-    X, y = _as_tensor(X, "X"), _as_tensor(y, "y")
+    X, y = _as_tensor(X, "X", rows=True), _as_tensor(y, "y")
     if len(X) != len(y):
         raise InputError(f"`X` has {len(X)} rows but `y` has {len(y)}")
     if not isinstance(run_id, str) or not run_id.strip():
@@ -136,7 +138,9 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
         (mean NLL of integer labels), or a callable ``loss(output, target)`` returning per-sample
         losses ``(n,)`` (see ``docs/user-models.md``).
     X, y : Tensor or ndarray
-        The training data the Hessian and the noise refer to.
+        The training data the Hessian and the noise refer to. ``X`` may be an
+        :class:`~varprinciple.collect.rows.NpyRows` (a ``.npy`` file read by chunk: memory
+        independent of n under the budget).
     checkpoints : mapping step -> path or None
         State_dict files by training step.
     out : path

@@ -35,6 +35,7 @@ from .curvature import (BlockHessianOperator, EigenResult, HessianOperator, hess
 from .flatness import flatness_frame, hutchinson_trace
 from .losses import Loss, parse_loss
 from .noise import NoiseDraws, SourceContext, get_source, pair_chunk, random_directions, source_names
+from .rows import NpyRows
 
 __all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe"]
 
@@ -104,7 +105,8 @@ class ProbeSettings:
         Working-memory budget of the probe: when the full batch's HVP graph does not fit half
         of it, HVPs are summed over data chunks; per-sample gradients, the two-mask dropout
         pass and dropout draws are chunked over samples (and draws) to fit it. The inputs
-        themselves are held in memory outside the budget.
+        themselves are held in memory outside the budget, unless they are given as
+        :class:`~varprinciple.collect.rows.NpyRows` (read from disk per chunk).
     blocks : "layers", tuple of str or None
         Per-layer probes (:mod:`.blocks`): ``"layers"`` (one block per module with parameters,
         weight and bias together) or names of parameters (``named_parameters()``) or modules.
@@ -343,8 +345,9 @@ def _probe_iv(model, loss, X, y, settings, step, generator, v0):
         raise InputError(f"`generator` must be a torch.Generator; got {type(generator).__name__}.")
     if not isinstance(model, nn.Module):
         raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}.")
-    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise InputError("`X` and `y` must be torch tensors.")
+    if not isinstance(X, (torch.Tensor, NpyRows)) or not isinstance(y, torch.Tensor):
+        raise InputError("`X` must be a torch tensor or NpyRows (inputs read from a .npy file by chunk) "
+                         "and `y` a torch tensor.")
     if v0 is not None and not isinstance(v0, np.ndarray):
         raise InputError(f"`v0` must be a numpy array or None; got {type(v0).__name__}.")
     return parse_loss(loss)
@@ -436,7 +439,9 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         ``(n,)`` (the training loss is their mean; it receives the raw output, e.g. a dict).
         Built-in losses take a dict output's ``"logits"`` entry.
     X, y : torch.Tensor
-        Full training set (``y`` integer labels for cross-entropy).
+        Full training set (``y`` integer labels for cross-entropy). ``X`` may be an
+        :class:`~varprinciple.collect.rows.NpyRows` (inputs in a ``.npy`` file, read a chunk of
+        rows at a time), so that memory does not grow with n when the budget makes the probe chunk.
     settings : ProbeSettings
     step : int
         Training step recorded in every table.
