@@ -318,6 +318,45 @@ def bench_chunked(name, model, X, y, args):
           f"whole batch {best[methods[2][0]] / best[methods[3][0]]:.2f}x (goal <= 0.5x)")
 
 
+def hvp_floor(name, model, X, y, args):
+    """The lowest eigensolver-time ratio graph reuse can give against a method that rebuilds the
+    gradient graph for every product, at the same number of products: (one HVP through the kept
+    graph) / (forward + create_graph backward + the same double backward), plus the matrix
+    multiplies per product (an exact reverse-over-reverse HVP of an L-layer MLP needs ~5L - 1)."""
+    from torch.profiler import ProfilerActivity, profile
+    pm = ProbedModel(model, Loss.CROSS_ENTROPY, X, y, dtype=torch.float64)
+    op = HessianOperator(pm)
+    leaves = [p.detach().clone().requires_grad_(True) for p in pm.params.values()]
+    params = dict(zip(pm.names, leaves))
+    v = torch.randn(pm.n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def rebuilt():
+        g = torch.autograd.grad(pm.batch_loss(params, X, y), leaves, create_graph=True)
+        return torch.autograd.grad(torch.cat([t.reshape(-1) for t in g]), leaves, grad_outputs=v)
+
+    def ms(f, reps=10):
+        for _ in range(3):
+            f()
+        best = []
+        for _ in range(args.repeats + 2):
+            t = time.perf_counter()
+            for _ in range(reps):
+                f()
+            best.append((time.perf_counter() - t) / reps * 1e3)
+        return min(best)
+    kept, full = ms(lambda: op.matvec(v)), ms(rebuilt)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            op.matvec(v)
+    ev = {e.key: e for e in prof.key_averages()}
+    mm = ev.get("aten::mm")
+    share = mm.self_cpu_time_total / sum(e.self_cpu_time_total for e in ev.values()) if mm else float("nan")
+    print(f"\n== HVP floor, {name}: {pm.n_params:,} parameters, n = {len(X)}, float64, load average "
+          f"{os.getloadavg()[0]:.1f}\n   HVP through the kept graph {kept:.1f} ms ({(mm.count / 5) if mm else 0:.0f} "
+          f"matrix multiplies, {100 * share:.0f} % of its time); graph rebuilt per product {full:.1f} ms\n"
+          f"   lowest eigensolver ratio at equal HVP counts: {kept / full:.2f}x")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="digits MLP only")
@@ -332,9 +371,18 @@ def main(argv=None):
     p.add_argument("--chunked", action="store_true",
                    help="only: data-chunked HVPs vs curvlinops' data-loader path (issue 9)")
     p.add_argument("--chunk", type=int, default=300, help="samples per data chunk with --chunked")
+    p.add_argument("--hvp-floor", action="store_true",
+                   help="only: the lowest ratio graph reuse allows (kept-graph HVP / rebuilt-graph HVP); "
+                        "needs no competitor")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.hvp_floor:
+        X, y = digits()
+        hvp_floor("digits MLP 64-50-50-10", make_model((64, 50, 50, 10), X, y, steps=300, lr=0.5), X, y, args)
+        if not args.quick:
+            hvp_floor("digits MLP 64-300-300-10", make_model((64, 300, 300, 10), X, y, steps=200, lr=0.2), X, y, args)
+        return 0
     if args.chunked:
         X, y = digits()
         bench_chunked("digits MLP 64-50-50-10", make_model((64, 50, 50, 10), X, y, steps=300, lr=0.5), X, y, args)

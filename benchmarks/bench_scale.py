@@ -5,8 +5,7 @@ Run::
     PYTHONPATH=. python benchmarks/bench_scale.py                       # MLP + CNN, n = 6k / 20k / 60k
     PYTHONPATH=. python benchmarks/bench_scale.py --models mlp --sizes 2000 6000   # quicker
 
-Every (model, n) runs in its own subprocess, so its peak RSS (``ru_maxrss``) is that probe's
-alone. ``--data npy`` (the default) writes the inputs to a ``.npy`` file first (in the parent)
+Every (model, n) runs in its own subprocess, so its peak RSS (VmHWM) is that probe's alone. ``--data npy`` (the default) writes the inputs to a ``.npy`` file first (in the parent)
 and the probe reads them by chunk through ``NpyRows``, so the subprocess never holds them whole;
 ``--data memory`` passes an in-memory tensor (the inputs then sit outside the budget). Synthetic MNIST-shaped data (float32 inputs 1x28x28, 10 classes from a random linear
 teacher); models at initialisation (step 0), float64 probe:
@@ -57,6 +56,19 @@ def make_data(n: int, seed: int = 0):
     return X, y
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM of its own address space (Linux). ``ru_maxrss`` is not used
+    where VmHWM exists: across fork + exec it keeps the parent's RSS at the fork as a floor."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def one(kind: str, n: int, budget: float, args) -> dict:
     from varprinciple.collect.probe import ProbeSettings, probe
     from varprinciple.collect.rows import NpyRows
@@ -69,7 +81,7 @@ def one(kind: str, n: int, budget: float, args) -> dict:
         data_mb = X.numel() * X.element_size() / 2**20
     data_mb += y.numel() * y.element_size() / 2**20
     model = make_model(kind)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mb()
     s = ProbeSettings(top_k=args.top_k, n_samples=args.draws, n_random=2, batch_size=32, hutchinson_probes=4,
                       tr_hc_samples=4, eig_tol=1e-6, memory_budget_mb=budget)
     marks = {}
@@ -78,7 +90,7 @@ def one(kind: str, n: int, budget: float, args) -> dict:
         def emit(self, record):
             msg = record.getMessage()
             if ": " in msg and record.name.endswith("probe"):
-                marks[msg.split(": ", 1)[1].split(" ")[0]] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                marks[msg.split(": ", 1)[1].split(" ")[0]] = peak_rss_mb()
     lg = logging.getLogger("varprinciple.collect.probe")
     lg.setLevel(logging.INFO)
     lg.addHandler(_StageRSS())
@@ -89,7 +101,7 @@ def one(kind: str, n: int, budget: float, args) -> dict:
     return {"model": kind, "n": n, "n_params": res.info["n_params"], "budget_mb": budget,
             "timings": res.timings, "total": total, "n_hvp": res.n_hvp,
             "n_hvp_eigensolver": res.info["n_hvp_eigensolver"], "plan": plan,
-            "rss_before_mb": base, "rss_at_stage_start_mb": marks, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_before_mb": base, "rss_at_stage_start_mb": marks, "peak_rss_mb": peak_rss_mb(),
             "data_mb": data_mb, "data": args.data}
 
 
