@@ -322,7 +322,7 @@ def hvp_floor(name, model, X, y, args):
     """The lowest eigensolver-time ratio graph reuse can give against a method that rebuilds the
     gradient graph for every product, at the same number of products: (one HVP through the kept
     graph) / (forward + create_graph backward + the same double backward), plus the matrix
-    multiplies per product (an exact reverse-over-reverse HVP of an L-layer MLP needs ~5L - 1)."""
+    multiplies per product (an exact reverse-over-reverse HVP of an L-layer MLP needs 6L - 4)."""
     from torch.profiler import ProfilerActivity, profile
     pm = ProbedModel(model, Loss.CROSS_ENTROPY, X, y, dtype=torch.float64)
     op = HessianOperator(pm)

@@ -132,3 +132,35 @@ def test_probe_model_accepts_npy_rows_and_refuses_other_types(tmp_path):
         probe_model(nn.Linear(3, 1), "mse", "x.npy", y, out=tmp_path / "logs" / "s", run_id="s", method="gd", settings=s)
     with pytest.raises(InputError, match=r"`X` must be a torch tensor or NpyRows"):
         probe(nn.Linear(3, 1), "mse", X.numpy(), y, settings=s, step=0, generator=torch.Generator())
+
+
+class _Tokens(nn.Module):
+    """Integer tokens -> embedding -> attention layer (with dropout) -> dict output."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(7, 4)
+        self.layer = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.1, batch_first=True)
+        self.layer.self_attn.dropout = 0.0  # functional attention dropout is refused by the dropout source
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return {"logits": self.head(self.layer(self.emb(x)).mean(1))}
+
+
+def test_integer_token_rows_and_per_layer_blocks(tmp_path):
+    # int64 token rows on disk (the transformer path) with per-layer blocks
+    g = torch.Generator().manual_seed(0)
+    X = torch.randint(0, 7, (30, 4), generator=g)
+    y = X[:, 0] % 3
+    rows = NpyRows(_saved(tmp_path, X.numpy()))
+    assert rows.dtype == torch.int64
+    s = ProbeSettings(top_k=2, n_samples=12, batch_size=5, n_random=1, hutchinson_probes=2, tr_hc_samples=3,
+                      blocks="layers")
+    a = probe(_Tokens(), "cross_entropy", X, y, settings=s, step=3, generator=torch.Generator().manual_seed(2))
+    b = probe(_Tokens(), "cross_entropy", rows, y, settings=s, step=3, generator=torch.Generator().manual_seed(2))
+    assert set(a.eigen["block"]) == set(b.eigen["block"])
+    assert len(set(a.eigen["block"])) > 2
+    np.testing.assert_allclose(b.eigen["eigenvalue"], a.eigen["eigenvalue"], rtol=1e-12)
+    np.testing.assert_allclose(b.noise["value"], a.noise["value"], rtol=1e-12, atol=1e-15)

@@ -224,3 +224,20 @@ def test_top_eigenpairs_with_chunked_attention_hvps():
         a = top_eigenpairs(HessianOperator(pm), k=2, generator=torch.Generator().manual_seed(0))
         b = top_eigenpairs(HessianOperator(pm, chunk=4), k=2, generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(b.eigenvalues, a.eigenvalues, rtol=1e-10)
+
+
+def test_attention_model_under_a_budget_that_forces_forward_mode_per_sample_jvps():
+    # fewer than 8 per-sample gradients fit: the SGD pass uses forward-mode JVPs, which cannot
+    # differentiate MultiheadAttention's fused inference kernel; the probe keeps it off (and restores it)
+    torch.manual_seed(0)
+    model = _Attn(drop=0.0)
+    X, y = _tokens(16)
+    kw = dict(top_k=1, n_samples=6, batch_size=4, n_random=1, hutchinson_probes=2, tr_hc_samples=0, sources=("sgd",))
+    small = probe(model, "cross_entropy", X, y, step=0, generator=torch.Generator().manual_seed(0),
+                  settings=ProbeSettings(memory_budget_mb=0.01, **kw))
+    big = probe(model, "cross_entropy", X, y, step=0, generator=torch.Generator().manual_seed(0),
+                settings=ProbeSettings(**kw))
+    assert small.info["plan"]["hessian_chunk"] < 16
+    np.testing.assert_allclose(small.noise["value"], big.noise["value"], rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(small.exact_variance["variance"], big.exact_variance["variance"], rtol=1e-9)
+    assert torch.backends.mha.get_fastpath_enabled()

@@ -353,6 +353,23 @@ def _probe_iv(model, loss, X, y, settings, step, generator, v0):
     return parse_loss(loss)
 
 
+@contextlib.contextmanager
+def _no_mha_fastpath():
+    """Keep ``nn.MultiheadAttention``/``TransformerEncoderLayer`` off their fused inference kernel
+    for the probe (restored after): with no gradient recorded (the forward-mode JVPs of the
+    per-sample pass) they would take it, and forward AD cannot differentiate it."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    old = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(old)
+
+
 class _Stages:
     """Progress through the probe's stages: a tqdm bar or log lines."""
 
@@ -479,6 +496,7 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     try:
         t0 = time.perf_counter()
         stack.enter_context(sdpa_kernel(SDPBackend.MATH))  # double-differentiable attention (HVPs)
+        stack.enter_context(_no_mha_fastpath())
         pm = ProbedModel(model, loss, X, y, dtype=resolve_dtype(settings.dtype),
                          frozen_batchnorm=settings.frozen_batchnorm)
         if "sgd" in settings.sources and not settings.batch_size < pm.n:
