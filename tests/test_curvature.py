@@ -223,7 +223,7 @@ def test_input_errors():
         hessian_operator(_mlp(0), "l1", X, y)
     with pytest.raises(ConfigError, match="`dtype` must be one of"):
         hessian_operator(_mlp(0), "mse", X, y, dtype="float16")
-    with pytest.raises(InputError, match="`X` and `y` must be torch tensors"):
+    with pytest.raises(InputError, match="`X` must be a torch tensor or NpyRows"):
         hessian_operator(_mlp(0), "mse", X.numpy(), y)
     with pytest.raises(InputError, match="`X` needs at least 2 samples"):
         hessian_operator(_mlp(0), "mse", X[:1], y[:1])

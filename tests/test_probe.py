@@ -172,7 +172,7 @@ def test_probe_refusals():
         probe(_net(), "cross_entropy", X, y, settings=_small(), step=0, generator=0)
     with pytest.raises(InputError, match="`model` must be a torch.nn.Module; got str"):
         probe("m", "cross_entropy", X, y, settings=_small(), step=0, generator=g)
-    with pytest.raises(InputError, match="`X` and `y` must be torch tensors"):
+    with pytest.raises(InputError, match="`X` must be a torch tensor or NpyRows"):
         probe(_net(), "cross_entropy", X.numpy(), y, settings=_small(), step=0, generator=g)
     with pytest.raises(InputError, match="`v0` must be a numpy array or None; got list"):
         probe(_net(), "cross_entropy", X, y, settings=_small(), step=0, generator=g, v0=[1.0])

@@ -90,7 +90,7 @@ def test_api_errors(data, tmp_path):
         probe_model("model", "mse", X, y, **kw)
     with pytest.raises(InputError, match=r"`X` has 40 rows but `y` has 39"):
         probe_model(model, "mse", X, y[:-1], **kw)
-    with pytest.raises(InputError, match=r"`X` must be a torch.Tensor or numpy array; got list"):
+    with pytest.raises(InputError, match=r"`X` must be a torch.Tensor, numpy array or NpyRows; got list"):
         probe_model(model, "mse", [1, 2], y, **kw)
     with pytest.raises(InputError, match=r"`run_id` must be a non-empty string; got ''"):
         probe_model(model, "mse", X, y, **{**kw, "run_id": ""})
