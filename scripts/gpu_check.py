@@ -6,6 +6,12 @@
 2. If ``distributed`` imports: the same sweep with ``--executor dask`` on a one-GPU
    LocalCluster (worker resources GPU=1); its tables must equal the local cuda ones bit for bit.
 3. A small timing: one digits-sweep-sized sgd run (top-20, 1,000 noise samples) on cpu and cuda.
+4. User models on the device (issue 9): a small transformer classifier with a dict output
+   (attention on the math SDPA kernel inside the probe), probed on cpu and on cuda with its
+   inputs as a tensor, as ``NpyRows`` (read from a .npy file by chunk) and under a 1 MB budget
+   that chunks the HVPs (7 chunks) and the dropout draws; sgd + dropout (exact moments) + isotropic; the eigenvalues, the
+   exact variances and the SGD noise must equal the cpu probe's (dropout and isotropic draws
+   use the same CPU generator, so they must too).
 
 ``GPU_CHECK_DEVICE=cpu GPU_CHECK_TIMING=0`` rehearses the script without a GPU (cpu against cpu: everything
 must be equal), which is how it was tested before any GPU was lent.
@@ -120,6 +126,67 @@ def bitwise(a: Path, b: Path) -> bool:
     return True
 
 
+def user_model_checks(report: dict, work: Path) -> None:
+    """Check 4: a dict-output transformer probed on the device, tensor / NpyRows / chunked inputs."""
+    import torch
+    from torch import nn
+
+    from varprinciple.collect.probe import ProbeSettings, probe
+    from varprinciple.collect.rows import NpyRows
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = nn.Embedding(11, 8)
+            self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, batch_first=True)
+            self.layer.self_attn.dropout = 0.0  # functional attention dropout: refused by the dropout source
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return {"logits": self.head(self.layer(self.emb(x)).mean(1))}
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randint(0, 11, (96, 6), generator=g)
+    y = X[:, 0] % 3
+    np.save(work / "tokens.npy", X.numpy())
+    base = dict(top_k=3, n_samples=40, batch_size=8, n_random=2, hutchinson_probes=4, tr_hc_samples=4)
+    cases = [("cpu (reference)", "cpu", "tensor", 2048), (DEV, DEV, "tensor", 2048), (f"{DEV} NpyRows", DEV, "npy", 2048),
+             (f"{DEV} NpyRows chunked", DEV, "npy", 1.0)]
+    out: dict = {}
+    ref = None
+    for label, dev, kind, budget in cases:
+        try:
+            t0 = time.perf_counter()
+            XX = NpyRows(work / "tokens.npy") if kind == "npy" else X.to(dev)
+            res = probe(Tokens().to(dev), "cross_entropy", XX, y.to(dev), step=0,
+                        generator=torch.Generator().manual_seed(1),
+                        settings=ProbeSettings(memory_budget_mb=budget, **base))
+            vals = {"eigenvalue": res.eigen["eigenvalue"].to_numpy(),
+                    "exact_variance": res.exact_variance["variance"].to_numpy(),
+                    "noise": res.noise["value"].to_numpy()}
+            row = {"wall_s": round(time.perf_counter() - t0, 2), "hessian_chunk": res.info["plan"]["hessian_chunk"],
+                   "lambda": [round(float(v), 8) for v in vals["eigenvalue"]]}
+            if ref is None:
+                ref = vals
+            else:
+                for k, v in vals.items():
+                    if k == "noise" and budget != 2048:  # chunked dropout draws pair masks differently
+                        continue
+                    rel = float(np.max(np.abs(v - ref[k]) / np.maximum(np.abs(ref[k]), 1e-12)))
+                    row[f"max_rel_{k}"] = rel
+                    if not np.allclose(v, ref[k], rtol=RTOL, atol=ATOL):
+                        report["failures"].append(f"user model {label}: {k} differs from cpu (max rel {rel:.1e})")
+            out[label] = row
+            print(f"user model {label:24s} ok; lambda {row['lambda']}, {row['wall_s']} s", flush=True)
+        except Exception as exc:  # noqa: BLE001 (report, do not stop the other checks)
+            msg = " ".join(str(exc).split())[:300]
+            out[label] = {"error": f"{type(exc).__name__}: {msg}"}
+            report["failures"].append(f"user model {label}: {type(exc).__name__}: {msg}")
+            print(f"user model {label:24s} FAIL: {type(exc).__name__}: {msg}", flush=True)
+    report["user_model"] = out
+
+
 def main() -> int:
     import torch
 
@@ -173,6 +240,7 @@ def main() -> int:
         report["dask"] = {"bitwise_equal_to_local_cuda": same, "wall_s": round(time.perf_counter() - t0, 2)}
         print(f"dask (1 GPU worker) vs local cuda, bit for bit: {same}", flush=True)
         report["failures"] += [f"dask cuda {rid}" for rid, ok in same.items() if not ok]
+    user_model_checks(report, work)
     tcfg = load_config(work / "timing.toml")
     for dev in ("cpu", "cuda") if os.environ.get("GPU_CHECK_TIMING", "1") != "0" else ():
         for threads in ((1, 8) if dev == "cpu" else (1,)):

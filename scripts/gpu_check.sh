@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check of `collect --device cuda` (issue 10), one short call on a machine with a CUDA GPU
-# (about 2-4 minutes). Uses the python3 that holds a CUDA torch there (nothing is installed:
+# (about 3-5 minutes). Uses the python3 that holds a CUDA torch there (nothing is installed:
 # the package runs from this checkout through PYTHONPATH). Optional: to include the Dask part,
 # carry wheels of dask, distributed and their missing dependencies in .whl/ (see docs/cluster.md).
 # Results: $OUT/gpu_check.json (OUT defaults to ./gpu_check_out) and the printed lines.
