@@ -4,7 +4,7 @@ A probe touches its inputs only a chunk of rows at a time when the budget makes 
 (HVPs, per-sample gradients, dropout draws; docs/probes.md, "Memory"). With the inputs as an
 in-memory tensor they are still held whole, outside the budget: at n = 60,000 MNIST-shaped
 float32 inputs are 180 MB. :class:`NpyRows` stands in for that tensor: it reads exactly the
-rows asked for from the file (``pread``-style reads into a fresh buffer; no memory mapping, so
+rows asked for from the file (plain reads into a fresh buffer; no memory mapping, so
 nothing of the file stays resident in the process — the operating system's page cache keeps
 it warm without counting against the process)::
 
