@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -34,7 +35,8 @@ def test_every_index_form_matches_the_array(tmp_path, dtype):
     assert r.nbytes == a.nbytes
     keys = [0, 22, -1, -23, np.int64(5), slice(None), slice(3, 9), slice(-4, None), slice(9, 3),
             slice(1, 20, 3), slice(None, None, -2), [4, 4, 0, 22], np.array([7, 8, 9]), np.array([], dtype=np.int64),
-            torch.tensor([5, 1, -2]), torch.arange(10, 14)]
+            torch.tensor([5, 1, -2]), torch.arange(10, 14), np.array(3), torch.tensor(-4),
+            np.array([[1, 2], [22, 0]]), torch.tensor([[3], [4]]), [], np.array([], dtype=np.int32)]
     for key in keys:
         want = torch.from_numpy(np.array(a[key.numpy() if isinstance(key, torch.Tensor) else key]))
         got = r[key]
@@ -48,7 +50,8 @@ def test_every_index_form_matches_the_array(tmp_path, dtype):
 def test_bad_indices_and_files_say_so_in_one_line(tmp_path):
     r = NpyRows(_saved(tmp_path, np.zeros((4, 2), np.float32)))
     for key, exc in [(4, IndexError), (-5, IndexError), ([0, 9], IndexError), (torch.tensor([True, False]), TypeError),
-                     ("a", TypeError), ((0, 1), TypeError), (np.array([0.5]), TypeError)]:
+                     ("a", TypeError), ((0, 1), TypeError), (np.array([0.5]), TypeError), ([True, False], TypeError),
+                     (np.array([], dtype=float), TypeError), (None, TypeError), (Ellipsis, TypeError)]:
         with pytest.raises(exc):
             r[key]
     with pytest.raises(InputError, match=r"missing\.npy: no such file"):
@@ -67,6 +70,13 @@ def test_bad_indices_and_files_say_so_in_one_line(tmp_path):
         NpyRows(_saved(tmp_path, np.zeros((3, 2), ">f8"), "be.npy"))
     with pytest.raises(InputError, match=r"s\.npy: a 0-d array has no rows"):
         NpyRows(_saved(tmp_path, np.float64(1.0), "s.npy"))
+    for name, header in [("neg.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (-7, 3), }"),
+                         ("open.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (7, 3, }")]:
+        h = header.encode("latin1")
+        h += b" " * (-(len(h) + 11) % 64) + b"\n"
+        (tmp_path / name).write_bytes(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h + bytes(8 * 21))
+        with pytest.raises(InputError, match=rf"{name.replace('.', '[.]')}: not a readable \.npy file"):
+            NpyRows(tmp_path / name)
     t = _saved(tmp_path, np.zeros((100, 4)), "t.npy")
     t.write_bytes(t.read_bytes()[:-8])
     with pytest.raises(InputError, match=r"t\.npy: truncated"):
@@ -84,10 +94,50 @@ def test_pickles_by_path_and_moves_between_devices(tmp_path):
     r[0]  # opens the file
     r2 = pickle.loads(pickle.dumps(r))
     assert torch.equal(r2[1:4], r[1:4]) and r2.path == r.path
-    assert r.to("cpu") is not r and r.to("cpu")[2:3].device.type == "cpu" and r.to(torch.float64) is r
+    assert r.to("cpu") is r and r.to(torch.float64) is r and r[2:3].device.type == "cpu"
+    meta = r.to("meta")  # another device: a new view whose rows land there
+    assert meta is not r and meta.device.type == "meta" and meta[2:3].device.type == "meta"
     assert r.detach() is r
     r.close()
     assert torch.equal(r[5], torch.tensor([10.0, 11.0]))  # reopens after close
+
+
+_SHARED: list = []  # the parent's NpyRows, inherited (not pickled) by forked workers
+
+
+def _read_rows(idx):
+    return _SHARED[0][idx].numpy()
+
+
+def test_threads_and_forked_processes_read_the_right_rows(tmp_path):
+    # one file descriptor shared by threads and by forked children: positional reads, no shared seek
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+    a = np.random.default_rng(1).normal(size=(500, 7))
+    r = NpyRows(_saved(tmp_path, a))
+    where = os.lseek(r._fd, 123, os.SEEK_SET)
+    np.testing.assert_array_equal(r[[7, 3, 499]].numpy(), a[[7, 3, 499]])
+    assert os.lseek(r._fd, 0, os.SEEK_CUR) == where  # reads never move the shared file position
+    idx = [np.random.default_rng(s).integers(0, 500, 300) for s in range(8)]
+    with ThreadPoolExecutor(4) as ex:
+        for i, got in zip(idx, ex.map(lambda i: r[i].numpy(), idx)):
+            np.testing.assert_array_equal(got, a[i])
+    if "fork" in multiprocessing.get_all_start_methods():
+        _SHARED[:] = [r]
+        try:
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                for i, got in zip(idx, pool.map(_read_rows, idx, chunksize=1)):
+                    np.testing.assert_array_equal(got, a[i])
+        finally:
+            _SHARED.clear()
+
+
+def test_reads_see_the_file_opened_even_if_the_path_is_replaced(tmp_path):
+    p = _saved(tmp_path, np.arange(6.0).reshape(3, 2))
+    r = NpyRows(p)
+    p.unlink()
+    np.save(p, np.zeros((9, 9), dtype=np.int8))
+    assert torch.equal(r[2], torch.tensor([4.0, 5.0], dtype=torch.float64))
 
 
 def _net(seed=0):

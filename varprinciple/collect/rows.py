@@ -59,8 +59,10 @@ class NpyRows:
                 self._offset = f.tell()
         except FileNotFoundError:
             raise InputError(f"{self.path}: no such file") from None
-        except (ValueError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 (a corrupt header raises ValueError, SyntaxError, TokenError, ...)
             raise InputError(f"{self.path}: not a readable .npy file ({' '.join(str(exc).split())[:200]})") from None
+        if any(not isinstance(d, int) or d < 0 for d in shape):
+            raise InputError(f"{self.path}: not a readable .npy file (shape {shape} in its header)")
         if fortran and len(shape) > 1:
             raise InputError(f"{self.path}: array is in Fortran order; save it in C order "
                              "(np.save(path, np.ascontiguousarray(a)))")
@@ -83,7 +85,10 @@ class NpyRows:
         if size < need:
             raise InputError(f"{self.path}: truncated ({size} bytes; the header's shape {tuple(shape)} "
                              f"needs {need})")
-        self._file = None
+        # opened now and kept: reads see this header's file even if the path is replaced later;
+        # os.pread (where it exists) reads at an offset without moving a shared file position,
+        # so threads and forked processes cannot interleave a seek and a read
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- tensor-like surface
@@ -108,14 +113,14 @@ class NpyRows:
 
     def to(self, device=None, *args, **kwargs) -> "NpyRows":
         """A view putting its rows on ``device`` (dtype conversions are the probe's job)."""
-        if device is None or isinstance(device, torch.dtype):
+        if device is None or isinstance(device, torch.dtype) or torch.device(device) == self.device:
             return self
         return NpyRows(self.path, device=device)
 
     def detach(self) -> "NpyRows":
         return self
 
-    def __getstate__(self):  # picklable for process pools: reopened lazily
+    def __getstate__(self):  # picklable for process pools: reopened (and its header re-read) there
         return {"path": self.path, "device": str(self.device)}
 
     def __setstate__(self, state):
@@ -136,25 +141,32 @@ class NpyRows:
         elif isinstance(key, torch.Tensor):
             if key.dtype == torch.bool:
                 raise TypeError("NpyRows: boolean masks are not supported; pass row indices")
-            idx = key.detach().cpu().numpy().reshape(-1)
-        elif isinstance(key, (list, np.ndarray)):
-            idx = np.asarray(key).reshape(-1)
+            idx = key.detach().cpu().numpy()
+        elif isinstance(key, list):
+            idx = np.asarray(key) if key else np.zeros(0, dtype=np.int64)
+        elif isinstance(key, np.ndarray):
+            idx = key
         else:
             raise TypeError(f"NpyRows indices must be an int, a slice or an integer array/list (rows only); "
                             f"got {type(key).__name__}")
-        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        if idx.dtype == np.bool_ or not np.issubdtype(idx.dtype, np.integer):
             raise TypeError(f"NpyRows indices must be integers; got dtype {idx.dtype}")
-        idx = idx.astype(np.int64)
+        if idx.ndim == 0:  # a 0-d index array is one row, as in numpy
+            return self[int(idx)]
+        shape = idx.shape
+        idx = idx.reshape(-1).astype(np.int64)
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"row index out of range for {n} rows of {self.path}")
         idx = idx % n if idx.size else idx
         if idx.size and np.all(np.diff(idx) == 1):
-            return self._read(int(idx[0]), int(idx.size)).to(self.device)
-        out = np.empty((idx.size, *self.shape[1:]), dtype=self._np_dtype)
-        flat = out.reshape(idx.size, self._row_items)
-        for j, i in enumerate(idx):
-            self._read_into(int(i), flat[j])
-        return torch.from_numpy(out).to(self.device)
+            out = self._read(int(idx[0]), int(idx.size))
+        else:
+            buf = np.empty((idx.size, *self.shape[1:]), dtype=self._np_dtype)
+            flat = buf.reshape(idx.size, self._row_items)
+            for j, i in enumerate(idx):
+                self._read_into(int(i), flat[j])
+            out = torch.from_numpy(buf)
+        return out.reshape(*shape, *self.shape[1:]).to(self.device)
 
     # ---------------------------------------------------------------- reading
     def _read(self, start: int, count: int) -> torch.Tensor:
@@ -166,22 +178,30 @@ class NpyRows:
     def _read_into(self, start: int, out: np.ndarray) -> None:
         view = memoryview(out.reshape(-1).view(np.uint8))
         pos, offset = 0, self._offset + start * self._row_bytes
-        with self._lock:
-            if self._file is None:
-                self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 (kept open; closed in __del__)
-            f = self._file
-            f.seek(offset)
-            while pos < len(view):
-                got = f.readinto(view[pos:])
-                if not got:
-                    raise InputError(f"{self.path}: file shrank while reading (at byte {offset + pos})")
-                pos += got
+        if self._fd is None:  # closed: reopen
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        while pos < len(view):
+            if hasattr(os, "preadv"):
+                got = os.preadv(self._fd, [view[pos:]], offset + pos)
+            elif hasattr(os, "pread"):
+                chunk = os.pread(self._fd, len(view) - pos, offset + pos)
+                view[pos:pos + len(chunk)] = chunk
+                got = len(chunk)
+            else:  # no positional reads (Windows): a lock keeps seek + read together
+                with self._lock:
+                    os.lseek(self._fd, offset + pos, os.SEEK_SET)
+                    chunk = os.read(self._fd, len(view) - pos)
+                view[pos:pos + len(chunk)] = chunk
+                got = len(chunk)
+            if not got:
+                raise InputError(f"{self.path}: file shrank while reading (at byte {offset + pos})")
+            pos += got
 
     def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        """Close the file (a later read reopens it)."""
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            os.close(fd)
 
     def __del__(self):
         try:
