@@ -357,7 +357,9 @@ def _probe_iv(model, loss, X, y, settings, step, generator, v0):
 def _no_mha_fastpath():
     """Keep ``nn.MultiheadAttention``/``TransformerEncoderLayer`` off their fused inference kernel
     for the probe (restored after): with no gradient recorded (the forward-mode JVPs of the
-    per-sample pass) they would take it, and forward AD cannot differentiate it."""
+    per-sample pass) they would take it, and forward AD cannot differentiate it. The switch is
+    process-wide, like ``sdpa_kernel``: run concurrent probes in processes (as the executors do),
+    not in threads of one process."""
     mha = getattr(torch.backends, "mha", None)
     if mha is None or not hasattr(mha, "set_fastpath_enabled"):
         yield
