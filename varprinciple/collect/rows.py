@@ -47,8 +47,26 @@ class NpyRows:
     def __init__(self, path: str | os.PathLike, *, device: str | torch.device = "cpu"):
         self.path = Path(path)
         self.device = torch.device(device)
+        self._fd = None
+        self._lock = threading.Lock()
+        # opened first and kept: the header and every read come from this one file even if the
+        # path is replaced later; reads are positional (os.preadv/os.pread, no shared file
+        # position), so threads and forked processes cannot interleave a seek and a read
         try:
-            with open(self.path, "rb") as f:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            raise InputError(f"{self.path}: no such file") from None
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot be opened ({exc.strerror})") from None
+        try:
+            self._parse_header()
+        except BaseException:
+            self.close()
+            raise
+
+    def _parse_header(self) -> None:
+        try:
+            with os.fdopen(os.dup(self._fd), "rb") as f:
                 major, _minor = np.lib.format.read_magic(f)
                 if major == 1:
                     shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -57,8 +75,6 @@ class NpyRows:
                 else:
                     raise ValueError(f"unsupported .npy format version {major}")
                 self._offset = f.tell()
-        except FileNotFoundError:
-            raise InputError(f"{self.path}: no such file") from None
         except Exception as exc:  # noqa: BLE001 (a corrupt header raises ValueError, SyntaxError, TokenError, ...)
             raise InputError(f"{self.path}: not a readable .npy file ({' '.join(str(exc).split())[:200]})") from None
         if any(not isinstance(d, int) or d < 0 for d in shape):
@@ -81,15 +97,10 @@ class NpyRows:
         self._row_items = int(np.prod(shape[1:], dtype=np.int64))
         self._row_bytes = self._row_items * dtype.itemsize
         need = self._offset + self._row_bytes * shape[0]
-        size = self.path.stat().st_size
+        size = os.fstat(self._fd).st_size
         if size < need:
             raise InputError(f"{self.path}: truncated ({size} bytes; the header's shape {tuple(shape)} "
                              f"needs {need})")
-        # opened now and kept: reads see this header's file even if the path is replaced later;
-        # os.pread (where it exists) reads at an offset without moving a shared file position,
-        # so threads and forked processes cannot interleave a seek and a read
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- tensor-like surface
     @property
