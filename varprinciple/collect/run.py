@@ -290,11 +290,9 @@ def _build(spec: RunSpec, base_dir: str, device: str):
         raise ConfigError(f"[probe] batch_size: must be < the number of training samples "
                           f"({ds.n_train}); got {p['batch_size']}")
     traj = c.get("trajectory") or {}
-    if (traj.get("window") and traj.get("dynamics") == "random_walk" and traj.get("walk_sd") is None
-            and _walk_batch(t, p) >= ds.n_train):
-        raise ConfigError(f"[trajectory] walk_sd: the default matches the SGD noise of batch size "
-                          f"{_walk_batch(t, p)}, which must be < the number of training "
-                          f"samples ({ds.n_train}); set walk_sd")
+    if traj.get("window") and traj.get("dynamics") == "random_walk" and traj.get("walk_sd") is None:
+        from .trajectory import check_walk_batch
+        check_walk_batch(_walk_batch(t, p), ds.n_train)
     if ds.task == "regression" and t["loss"] == LossName.CROSS_ENTROPY:
         raise ConfigError(f"[train] loss: 'cross_entropy' needs class labels; the data are a "
                           f"regression task")

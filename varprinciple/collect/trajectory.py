@@ -396,6 +396,15 @@ def _random_walk(model, window: int, snap_steps: Sequence[int], snap, sd: float,
                 p.add_(z.to(device=p.device, dtype=p.dtype), alpha=sd)
 
 
+def check_walk_batch(batch_size: int, n: int) -> None:
+    """Refuse a random-walk default step that cannot exist: it matches the SGD noise of batch
+    size ``batch_size``, which needs ``1 <= batch_size < n`` (used by :func:`matched_walk_sd`
+    and by collect's pre-flight check)."""
+    if not 1 <= batch_size < n:
+        raise ConfigError(f"[trajectory] walk_sd: the default matches the SGD noise of batch size "
+                          f"{batch_size}, which must be in [1, {n}) (the training samples); set walk_sd")
+
+
 def matched_walk_sd(model, loss, X, y, *, lr: float, batch_size: int) -> float:
     """Per-coordinate sd of a random walk whose steps carry the SGD noise of one update.
 
@@ -421,9 +430,7 @@ def matched_walk_sd(model, loss, X, y, *, lr: float, batch_size: int) -> float:
     from .losses import Loss
     from .noise.sgd import _centred_sq_sum, sgd_variance_factor
     pm = ProbedModel(model, Loss(loss) if isinstance(loss, str) else loss, X, y, dtype=torch.float64)
-    if not 1 <= batch_size < pm.n:
-        raise ConfigError(f"[trajectory] walk_sd: the default matches the SGD noise of batch size "
-                          f"{batch_size}, which must be in [1, {pm.n}) (the training samples); set walk_sd")
+    check_walk_batch(batch_size, pm.n)
     leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
     with torch.enable_grad():
         grads = torch.autograd.grad(pm.batch_loss(leaves, pm.X, pm.y), list(leaves.values()),

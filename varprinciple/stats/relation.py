@@ -78,7 +78,7 @@ def _constant_columns(X: np.ndarray, s2: np.ndarray | None = None) -> np.ndarray
     ddof 1, when already known)."""
     s2 = X.var(axis=0, ddof=1) if s2 is None else s2
     m = np.abs(X.mean(axis=0))
-    return ~(s2 > (CONSTANT_REL * m) ** 2) | ~(s2 > 0)
+    return ~(s2 > (CONSTANT_REL * m) ** 2)  # also catches s2 <= 0 and NaN
 
 
 def _slope_design_ok(x: np.ndarray) -> bool:
