@@ -407,7 +407,7 @@ def test_effect_sizes_beside_every_comparison(result, logset_dir):
     c = result.comparisons
     assert c["effect_size"].notna().all() and c["prob_superiority"].notna().all()
     assert ((c["effect_size_ci_low"] < c["effect_size"]) & (c["effect_size"] < c["effect_size_ci_high"])).all()
-    assert set(c["effect_size_kind"]) == {"hedges_g", "d_z"}
+    assert set(c["effect_size_kind"]) == {"bonett_d", "d_z"}
     assert (c["effect_size_kind"].eq("d_z") == c["paired"]).all()
     row = c.query("quantity == 'slope' and confirmatory").iloc[0]
     rel = result.relations[result.relations["step"] == 10]

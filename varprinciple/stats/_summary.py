@@ -8,6 +8,7 @@ import pandas as pd
 __all__ = ["format_summary"]
 
 _MAX_RELATION_ROWS = 40
+_EFFECT_LABEL = {"d_z": "d_z", "hedges_g": "g", "bonett_d": "d_B"}
 
 
 def _f(x, nd: int = 3) -> str:
@@ -96,7 +97,7 @@ def format_summary(res) -> str:
     out.append("")
     margin = s["equivalence_margin"]
     out.append(f"Comparisons (difference a - b; {conf}% CI; two-sided p; Holm over the confirmatory family; "
-               "effect: Hedges' g or paired d_z; P(a>b): probability of superiority, normal model"
+               "effect: Bonett's d_B (unequal variances) or paired d_z; P(a>b): probability of superiority, normal model"
                + (f"; TOST margin {margin}, equivalent per comparison and Holm-adjusted" if margin is not None
                   else "") + "):")
     rows = []
@@ -106,7 +107,7 @@ def format_summary(res) -> str:
         row = {"quantity": r.quantity, "a": a, "b": b, "test": "paired" if r.paired else "Welch",
                "diff": _f(r.difference), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value),
                "p_holm": _p(r.p_adjusted) if r.confirmatory else "(control)",
-               "effect": f"{'d_z' if r.effect_size_kind == 'd_z' else 'g'} {_f(r.effect_size, 2)}"
+               "effect": f"{_EFFECT_LABEL.get(r.effect_size_kind, 'g')} {_f(r.effect_size, 2)}"
                          if np.isfinite(r.effect_size) else "-",
                "effect CI": _ci2(r.effect_size_ci_low, r.effect_size_ci_high),
                "P(a>b)": _f(r.prob_superiority, 2), "P CI": _ci2(r.prob_superiority_ci_low,

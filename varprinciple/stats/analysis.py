@@ -321,11 +321,14 @@ def analyze(
         "tost_multiplicity": "tost_p and equivalent are per comparison, NOT adjusted for multiplicity; "
                              "tost_p_adjusted and equivalent_adjusted: Holm over the TOST p-values of each "
                              "quantity's confirmatory family (controls the chance of any false 'equivalent')",
-        "effect_size": "hedges_g (pooled SD, independent) or d_z (paired), bias-corrected by the exact J; "
-                       "CI for the population effect by inverting the noncentral t",
+        "effect_size": "bonett_d (independent: mean difference over sqrt((s_a^2 + s_b^2)/2), no equal-variance "
+                       "assumption; generalized pivotal interval) or d_z (paired; noncentral-t interval), "
+                       "bias-corrected by the exact J where defined (a d_z of 2 pairs is reported uncorrected, "
+                       "with a note)",
         "prob_superiority": "P(a > b) for a random network of each unit (independent) or P(a - b > 0) "
-                            "for one network (paired), under the normal model of the t tests: Phi(delta/sqrt 2) "
-                            "or Phi(delta_z) with the effect size's interval mapped through Phi; "
+                            "for one network (paired), under the normal model of the t tests with unequal "
+                            "variances: Phi((mu_a - mu_b)/sqrt(sigma_a^2 + sigma_b^2)) with its generalized "
+                            "pivotal interval, or Phi(delta_z) with d_z's interval mapped through Phi; "
                             "prob_superiority_empirical: Mann-Whitney U/(n_a n_b) or the share of positive "
                             "paired differences (no interval)",
         "psi_ci": "percentile bootstrap: moving blocks over time (PCs and widths fixed); "

@@ -8,8 +8,9 @@ to the cross pairs, with a note, when no two groups share a noise source. Holm i
 within each quantity's family to the two-sided p-values and, separately, to the TOST
 p-values (``tost_p_adjusted``; ``tost_p``/``equivalent`` stay per comparison). Control pairs
 (against the isotropic control source) are reported but never adjusted. Every row carries
-a standardized effect (:func:`.effect_size.standardized_difference`) and the probability
-of superiority (:func:`.effect_size.prob_superiority`), each with its interval.
+a standardized effect (:func:`.effect_size.standardized_difference`: Bonett's d for
+independent units, d_z for paired) and the probability of superiority
+(:func:`.effect_size.prob_superiority`, unequal variances allowed), each with its interval.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def compare_units(a: Unit, b: Unit, quantity: str, *, conf, alpha, margin, step,
     c = compare_groups(va, vb, paired=paired, confidence=conf, alpha=alpha, margin=margin)
     es = standardized_difference(va, vb, paired=paired, confidence=conf)
     ps = superiority_from(es, va, vb)
+    if es.note:
+        note = es.note if note is None else f"{note}; {es.note}"
     return {
         "quantity": quantity, "label_a": a.label, "key_a": a.key, "source_a": a.source,
         "label_b": b.label, "key_b": b.key, "source_b": b.source, "block": a.block, "step": step,
