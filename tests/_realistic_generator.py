@@ -34,7 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["Design", "realistic_spectrum", "draws", "write_run"]
+__all__ = ["Design", "realistic_spectrum", "draws", "write_run", "TailDesign", "tail_spectrum", "tail_draws",
+           "spiky_isotropic_draws"]
 
 
 @dataclass(frozen=True)
@@ -177,3 +178,98 @@ def write_run(run_dir: Path, run_id: str, method: str, lam: np.ndarray, X: np.nd
     meta = {"schema_version": 1, "run_id": run_id, "method": method, "seed": int(seed),
             "dataset": "realistic-generator", "model": "independent", **(extra or {})}
     (run_dir / "run.json").write_text(json.dumps(meta))
+
+
+# ------------------------------------------------------------------ issue 17 structures
+
+
+@dataclass(frozen=True)
+class TailDesign:
+    """Rare large draws whose share of the variance grows along the spectrum (issue 17).
+
+    ``n_law`` power-law eigenvalues over ``decades`` decades (lambda_max = 1), plus
+    ``n_tiny`` near-zero (1e-7) and ``n_negative`` negative eigenvalues (excluded from the
+    fit as documented). Each draw is an AR(1) Gaussian vector along the eigenvalue order
+    (correlation ``ar`` between neighbours) with variance ``(1 - f_i) lambda_i^b``; with
+    probability ``p_event`` a draw also carries a rare large-gradient sample, an independent
+    AR(1) vector with variance ``f_i lambda_i^b / p_event``, so the exact variance is
+    ``lambda_i^b`` and the event's share ``f_i`` rises linearly from ``share_top`` on the top
+    direction to ``share_bottom`` on the bottom one (kurtosis 3 -> ~50 at 0.9).
+    ``p_event = 0`` gives Gaussian draws with the same variances (no share to events).
+    """
+
+    K: int = 20
+    b: float = 0.0
+    n_law: int = 55
+    decades: float = 3.5
+    n_tiny: int = 2
+    n_negative: int = 3
+    ar: float = 0.5
+    p_event: float = 0.05
+    share_top: float = 0.0
+    share_bottom: float = 0.9
+
+    def but(self, **kw) -> "TailDesign":
+        return replace(self, **kw)
+
+
+def _ar1(rng: np.random.Generator, shape, rho: float) -> np.ndarray:
+    """Unit-variance AR(1) along the last axis."""
+    z = rng.standard_normal(shape)
+    out = np.empty(shape)
+    out[..., 0] = z[..., 0]
+    c = np.sqrt(1 - rho * rho)
+    for j in range(1, shape[-1]):
+        out[..., j] = rho * out[..., j - 1] + c * z[..., j]
+    return out
+
+
+def tail_spectrum(d: TailDesign) -> np.ndarray:
+    """Eigenvalues: the power law (descending), then the near-zero, then the negative ones."""
+    law = np.geomspace(1.0, 10.0 ** -d.decades, d.n_law)
+    tiny = np.full(d.n_tiny, 1e-7)
+    neg = -np.geomspace(1e-3, 1e-2, d.n_negative) if d.n_negative else np.empty(0)
+    return np.concatenate([law, tiny, neg])
+
+
+def tail_draws(d: TailDesign, n_rep: int, rng: np.random.Generator):
+    """``(lam, X, n_events)``: eigenvalues (k,), draws (n_rep, K, k) and the number of
+    rare events in each replicate (n_rep,). The non-law directions get the bottom
+    direction's variance (Gaussian), off the law."""
+    lam = tail_spectrum(d)
+    k = lam.size
+    var = np.full(k, (10.0 ** -d.decades) ** d.b)
+    var[: d.n_law] = lam[: d.n_law] ** d.b
+    f = np.zeros(k)
+    if d.p_event > 0:
+        f[: d.n_law] = np.linspace(d.share_top, d.share_bottom, d.n_law)
+    X = _ar1(rng, (n_rep, d.K, k), d.ar) * np.sqrt((1 - f) * var)
+    events = rng.random((n_rep, d.K)) < d.p_event
+    if d.p_event > 0 and events.any():
+        E = _ar1(rng, (int(events.sum()), k), d.ar) * np.sqrt(f * var / d.p_event)
+        X[events] += E
+    return lam, X, events.sum(axis=1)
+
+
+def spiky_isotropic_draws(n_rep: int, K: int, rng: np.random.Generator, *, k: int = 20, n_spiky: int = 3,
+                          where: str = "top", p_spike: float = 0.02, kurtosis: float = 40.0):
+    """Exactly isotropic covariance (sigma^2 I, sigma = 1) whose ``n_spiky`` directions carry
+    rare spikes (a scale mixture with the given kurtosis): ``where`` is "top", "bottom" or
+    "random" (ranks in a descending power-law spectrum over 2 decades). Returns
+    ``(lam, X)``, X of shape (n_rep, K, k)."""
+    lam = np.geomspace(1.0, 1e-2, k)
+    X = rng.standard_normal((n_rep, K, k))
+    # scale mixture: with prob p a draw has scale c, else s, E[scale^2] = 1 and
+    # kurtosis 3 E[scale^4] = kurtosis
+    m4 = kurtosis / 3.0
+    # p c^4 + (1 - p) s^4 = m4, p c^2 + (1 - p) s^2 = 1: solve for c with s^2 = (1 - p c^2)/(1 - p)
+    from scipy.optimize import brentq
+    g = lambda c2: p_spike * c2 * c2 + (1 - p_spike) * ((1 - p_spike * c2) / (1 - p_spike)) ** 2 - m4  # noqa: E731
+    c2 = brentq(g, 1.0, 1.0 / p_spike - 1e-12)
+    s2 = (1 - p_spike * c2) / (1 - p_spike)
+    for r in range(n_rep):
+        cols = {"top": np.arange(n_spiky), "bottom": np.arange(k - n_spiky, k),
+                "random": rng.choice(k, n_spiky, replace=False)}[where]
+        spikes = rng.random((K, n_spiky)) < p_spike
+        X[r][:, cols] *= np.sqrt(np.where(spikes, c2, s2))
+    return lam, X

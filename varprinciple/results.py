@@ -68,6 +68,10 @@ RELATION_FIELDS = (
     "n_directions", "n_hessian", "n_excluded", "excluded", "n_samples", "n_random",
     "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_df", "alignment_k", "isotropy_p", "alignment_p",
     "alignment_n", "curvature_p",
+    # issue 17: the rare-large-draw diagnostic (the largest share of a direction's sum of squares
+    # carried by one draw, its Bonferroni p under Gaussian draws, whether the probe's source was
+    # flagged) and the row's caveats in plain words (null when none)
+    "max_draw_share", "draw_share_p", "rare_draw_source", "note",
 )
 #: Fields every ``groups`` row carries (group x source x block at the analysed step).
 GROUP_FIELDS = (
@@ -75,6 +79,10 @@ GROUP_FIELDS = (
     "slope", "ci_low", "ci_high", "p_value", "se", "sd", "df", "n_runs", "n_runs_total", "n_networks",
     "meta_slope", "meta_ci_low", "meta_ci_high", "meta_tau2", "mean_intercept", "mean_ratio",
     "mean_alignment_k", "run_ids",
+    # issue 17: robust companions of the t test (median with its order-statistic interval,
+    # one-sided Wilcoxon signed-rank and sign p for b > 0), the outlying networks, and the
+    # row's caveats (null when none)
+    "median", "median_ci_low", "median_ci_high", "signrank_p", "sign_p", "outlier_networks", "note",
 )
 #: Columns of ``AnalysisResult.comparisons`` (one row per compared pair of units).
 COMPARISON_COLUMNS = (
@@ -98,7 +106,7 @@ COMPARISON_FIELDS = ("quantity", "group_a", "group_b") + tuple(
     c for c in COMPARISON_COLUMNS if c[:-2] not in ("label", "key", "source") and c != "quantity")
 #: Columns of ``AnalysisResult.flatness`` (group x quantity x source x block).
 FLATNESS_COLUMNS = ("group", "group_key", "quantity", "source", "block", "step", "estimate", "ci_low",
-                    "ci_high", "p_value", "null", "log_mean", "log_ci_low", "log_ci_high", "n_runs")
+                    "ci_high", "p_value", "null", "log_mean", "log_ci_low", "log_ci_high", "n_runs", "note")
 #: Fields every ``flatness`` row of the JSON carries.
 FLATNESS_FIELDS = tuple("group_label" if c == "group" else "group" if c == "group_key" else c
                         for c in FLATNESS_COLUMNS)

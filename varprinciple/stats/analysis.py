@@ -36,7 +36,7 @@ from .flatness import flatness_rows
 from .group_level import analysed_steps, at_analysed_step, curvature_alignment_rows, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
 from .matched import LOSS_TOLERANCE, annotate_flatness_comparisons
-from .per_probe import ProbeOptions, directions_frame, probe_relation
+from .per_probe import ProbeOptions, directions_frame, probe_relation, refuse_rare_draw_probes
 from .psi_analysis import psi_analysis
 from .relation import DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR
 from .replicates import find_networks, pair_keys
@@ -255,6 +255,8 @@ def analyze(
             rel_rows.append(row)
             dir_parts.append(cols)
     relations = pd.DataFrame(rel_rows)
+    # sources with rare large draws: below MIN_DRAWS_RARE draws every probe's interval is refused
+    relations, rare_sources = refuse_rare_draw_probes(relations)
     directions = directions_frame(dir_parts)
     logger.info("analysed %d probes of %d runs in %.1f s", len(rel_rows), len(runs), time.perf_counter() - t0)
 

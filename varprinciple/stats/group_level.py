@@ -16,11 +16,16 @@ import pandas as pd
 
 from ..errors import InputError
 from .comparisons import CONTROL_SOURCES, Unit
-from .inference import group_test
+from .inference import OUTLIER_Z, group_test, robust_location
+from .relation import MIN_DRAWS_RARE
 from .replicates import network_values
 
 __all__ = ["analysed_steps", "at_analysed_step", "group_rows", "meta_sensitivity", "groupby_keep_none",
-           "curvature_alignment_rows", "CURVATURE_ALIGNMENT"]
+           "curvature_alignment_rows", "CURVATURE_ALIGNMENT", "POOLED_DIRECTIONS_RATIO"]
+
+#: A group whose runs' numbers of included directions differ by this factor or more gets a note
+#: (the unweighted mean is then conservative, the precision-weighted meta_slope undercovers).
+POOLED_DIRECTIONS_RATIO = 2.0
 
 #: Quantity name of the group-level curvature-alignment rows (in the flatness table).
 CURVATURE_ALIGNMENT = "curvature_alignment"
@@ -112,6 +117,52 @@ def _design_notes(sub: pd.DataFrame, label, src, blk) -> list[str]:
     return out
 
 
+#: Note of a group row refused because its runs' probes were refused for rare large draws.
+RARE_GROUP_NOTE = ("no interval or p: rare large draws dominate this noise source and its runs have fewer "
+                   "than {kmin} draws; each run's b is then biased in the same direction, which averaging "
+                   "over networks does not remove (docs/statistics.md §5.3)")
+
+
+def _rare_refused(sub: pd.DataFrame) -> bool:
+    """True if a run of the group sits in a rare-large-draw source with too few draws."""
+    if "rare_draw_source" not in sub:
+        return False
+    flag = sub["rare_draw_source"].fillna(False).astype(bool).to_numpy()
+    return bool(np.any(flag & (sub["n_samples"].to_numpy() < MIN_DRAWS_RARE)))
+
+
+def _robust_fields(vals: np.ndarray, nets: list, confidence: float, notes: list[str]) -> dict:
+    """Median with its order-statistic interval, signed-rank and sign p (one-sided, > 0), and
+    the outlying networks (a note names them)."""
+    out = {"median": np.nan, "median_ci_low": np.nan, "median_ci_high": np.nan, "signrank_p": np.nan,
+           "sign_p": np.nan, "outlier_networks": []}
+    if vals.size == 0:
+        return out
+    r = robust_location(vals, confidence=confidence)
+    out.update(median=r.median, median_ci_low=r.median_ci_low, median_ci_high=r.median_ci_high,
+               signrank_p=r.signrank_p, sign_p=r.sign_p, outlier_networks=[str(nets[i]) for i in r.outliers])
+    if r.outliers:
+        names = ", ".join(out["outlier_networks"])
+        notes.append(f"outlying network(s) {names} (modified z > {OUTLIER_Z}): the t interval's SD includes "
+                     f"them; the median {r.median:.3g} and the signed-rank p {r.signrank_p:.3g} beside it do not "
+                     "lean on them")
+    if vals.size >= 2 and not np.isfinite(r.median_ci_low):
+        notes.append(f"no median interval: {vals.size} networks are too few for a {confidence:.0%} "
+                     "order-statistic interval")
+    return out
+
+
+def _pooling_notes(sub: pd.DataFrame) -> list[str]:
+    """A note when the runs' numbers of included directions differ widely."""
+    nd = sub["n_directions"].to_numpy(float) if "n_directions" in sub else np.empty(0)
+    nd = nd[np.isfinite(nd) & (nd > 0)]
+    if nd.size >= 2 and nd.max() >= POOLED_DIRECTIONS_RATIO * nd.min():
+        return [f"pools runs with {int(nd.min())} to {int(nd.max())} included directions: the mean weights "
+                "them equally (conservative for the precise runs); meta_slope weights by precision and may "
+                "undercover"]
+    return []
+
+
 def group_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float,
                network_of: dict[str, str] | None = None,
                notes: list[str] | None = None) -> tuple[list[dict], list[Unit]]:
@@ -136,13 +187,16 @@ def group_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float
         row = {"group": label, "group_key": key_of[label], "source": src, "block": blk,
                "step": steps_here[0] if len(steps_here) == 1 else None, "steps": steps_here,
                "control": src in CONTROL_SOURCES}
+        row_notes: list[str] = []
         if ok.any():
             g = group_test(vals[ok], confidence=confidence)
             row.update(slope=g.estimate, ci_low=g.ci_low, ci_high=g.ci_high, p_value=g.p_value, se=g.se,
                        sd=g.sd, df=g.df, n_runs=g.n_runs)
+            row.update(_robust_fields(vals[ok], [n for n, o in zip(nets, ok) if o], confidence, row_notes))
         else:
             row.update(slope=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, se=np.nan, sd=np.nan,
                        df=np.nan, n_runs=0)
+            row.update(_robust_fields(np.empty(0), [], confidence, row_notes))
         row.update(meta_sensitivity(vals, ses, confidence))
         icp_ok = icp_net[ok]
         # the group's mean line log s^2 = mean_intercept + slope * log lambda (for drawing)
@@ -153,11 +207,25 @@ def group_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float
         row["mean_alignment_k"] = (float(np.nanmean(sub["alignment_k"])) if sub["alignment_k"].notna().any()
                                    else np.nan)
         row["run_ids"] = sorted(run_ids)
+        row_notes += _pooling_notes(sub)
+        if _rare_refused(sub):
+            for c in ("ci_low", "ci_high", "p_value", "median_ci_low", "median_ci_high", "signrank_p", "sign_p",
+                      "meta_ci_low", "meta_ci_high"):
+                row[c] = np.nan
+            row_notes.append(RARE_GROUP_NOTE.format(kmin=MIN_DRAWS_RARE))
+        row["note"] = "; ".join(row_notes) if row_notes else None
         rows.append(row)
         units.append(Unit(label, key_of[label], src, blk, dict(zip(nets, vals.tolist()))))
         if notes is not None:
             notes += _design_notes(sub, label, src, blk)
     return rows, units
+
+
+#: Note of a curvature-alignment row refused under rare large draws.
+CURVATURE_RARE_NOTE = ("no interval or p: rare large draws in this noise source; where their share of the "
+                       "variance changes along the spectrum, Spearman's r has a non-zero mean without any "
+                       "relation to curvature (the median of s^2 falls below its mean where tails are "
+                       "heavier), so the mean r is not tested (docs/statistics.md §2)")
 
 
 def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float,
@@ -166,8 +234,11 @@ def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], con
 
     Estimand: the mean, over independently trained networks of the procedure, of the
     Spearman rank correlation between λ_i and the noise variance s_i² along the logged
-    Hessian directions (0 when variance is unrelated to curvature given the directions,
-    whatever the noise's anisotropy). Estimate, CI and one-sided p (H1: mean > 0) by the
+    Hessian directions. Its null value 0 holds when the directions' sampling laws are
+    exchangeable (anisotropy unrelated to λ); it does NOT hold when the tails of the noise
+    change along the spectrum (rare large draws carrying more of the variance in flat
+    directions push the median of s² below σ² there): rows of sources flagged for rare large
+    draws (:func:`.per_probe.rare_draw_sources`) get no interval or p, with a note. Estimate, CI and one-sided p (H1: mean > 0) by the
     one-sample t over networks (re-probes of one network averaged first), as for b.
     Rank-based, so it uses every direction (non-positive eigenvalues too) and no power law.
     Each run's own test of the same null is its ``curvature_p`` (λ permuted across directions).
@@ -184,9 +255,13 @@ def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], con
             continue
         g = group_test(vals, confidence=confidence)
         steps_here = sorted(set(sub["step"].tolist()))
+        lo, hi, p, note = g.ci_low, g.ci_high, g.p_value, None
+        if "rare_draw_source" in sub and sub["rare_draw_source"].fillna(False).astype(bool).any():
+            lo = hi = p = np.nan
+            note = CURVATURE_RARE_NOTE
         rows.append({"group": label, "group_key": key_of[label], "quantity": CURVATURE_ALIGNMENT, "source": src,
                      "block": blk, "step": steps_here[0] if len(steps_here) == 1 else None,
-                     "estimate": g.estimate, "ci_low": g.ci_low, "ci_high": g.ci_high, "p_value": g.p_value,
+                     "estimate": g.estimate, "ci_low": lo, "ci_high": hi, "p_value": p,
                      "null": 0.0, "log_mean": np.nan, "log_ci_low": np.nan, "log_ci_high": np.nan,
-                     "n_runs": g.n_runs})
+                     "n_runs": g.n_runs, "note": note})
     return rows

@@ -18,9 +18,11 @@ import pandas as pd
 from ..results import DIRECTION_COLUMNS, RANDOM_REASON
 from ._resampling import Resampler
 from .alignment import _alignment_from_cov, _ratio_interval, curvature_test
-from .relation import MIN_DIRECTIONS_CI, ExclusionReason, _fit_core, _nan_fit, exclusion_reasons, spearman
+from .relation import (MIN_DIRECTIONS_CI, MIN_DRAWS_RARE, RARE_DRAW_ALPHA, RARE_DRAW_SHARE, ExclusionReason,
+                       _fit_core, _nan_fit, exclusion_reasons, spearman)
 
-__all__ = ["ProbeOptions", "ProbeData", "probe_relation", "directions_frame"]
+__all__ = ["ProbeOptions", "ProbeData", "probe_relation", "directions_frame", "rare_draw_sources",
+           "refuse_rare_draw_probes", "RARE_SOURCE_NOTE"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ def _fit_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
         "n_hessian": int(d.hessian.sum()), "n_excluded": fit.n_excluded,
         **{f"n_excluded_{k}": v for k, v in excluded.items()},
         "n_samples": K, "n_random": int((~d.hessian).sum()),
+        "max_draw_share": fit.max_draw_share, "draw_share_p": fit.draw_share_p, "note": None,
     }
 
 
@@ -190,3 +193,73 @@ def directions_frame(parts: list[dict]) -> pd.DataFrame:
     df["n_samples"] = df["n_samples"].astype("int64")
     df["direction"] = df["direction"].astype("int64")
     return df[list(DIRECTION_COLUMNS)]
+
+
+#: The note of a probe whose interval, p and curvature_p are refused (see refuse_rare_draw_probes).
+RARE_SOURCE_NOTE = ("no interval or p: rare large draws dominate this noise source ({m} of {M} probes of "
+                    "{group}:{source} have one draw carrying >= {share:.0%} of a direction's variance), and "
+                    "with K = {K} < {kmin} draws a probe that missed them is biased (docs/statistics.md §5.3)")
+#: The note of a probe with K >= MIN_DRAWS_RARE in such a source (interval kept: it held at K = 100).
+RARE_SOURCE_KEPT_NOTE = ("rare large draws in this noise source ({m} of {M} probes); intervals hold from "
+                         "K = {kmin} draws on such tails (docs/statistics.md §5.3)")
+
+
+def _append(note, text):
+    return text if note is None or (isinstance(note, float) and np.isnan(note)) else f"{note}; {text}"
+
+
+def rare_draw_sources(relations: pd.DataFrame) -> dict[tuple, tuple[int, int]]:
+    """The (group, source) pairs whose probes show rare large draws more often than light
+    tails allow: ``{(group, source): (m flagged, M probes)}``.
+
+    A probe is flagged when one draw carries at least ``RARE_DRAW_SHARE`` of an included
+    direction's sum of squares with Bonferroni p < ``RARE_DRAW_ALPHA`` under Gaussian draws
+    (:func:`varprinciple.stats.relation.draw_share`), which Gaussian draws do in at most
+    that share of probes. A source is flagged when its m flagged probes out of M are
+    improbable under that rate: binomial P(>= m) <= ``RARE_DRAW_ALPHA`` (one flagged probe of one suffices).
+    """
+    out: dict[tuple, tuple[int, int]] = {}
+    if relations.empty or "draw_share_p" not in relations:
+        return out
+    from scipy import stats as sps
+    for (g, src), sub in relations.groupby(["group", "source"], sort=True, dropna=False):
+        p = sub["draw_share_p"].to_numpy(float)
+        sh = sub["max_draw_share"].to_numpy(float)
+        ok = np.isfinite(p)
+        M = int(ok.sum())
+        m = int(np.count_nonzero(ok & (p < RARE_DRAW_ALPHA) & (sh >= RARE_DRAW_SHARE)))
+        if m and float(sps.binom.sf(m - 1, M, RARE_DRAW_ALPHA)) <= RARE_DRAW_ALPHA:
+            out[(g, src)] = (m, M)
+    return out
+
+
+def refuse_rare_draw_probes(relations: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Refuse (null ``ci_low``/``ci_high``/``p_value``/``curvature_p``, reason in ``note``)
+    the probes with fewer than ``MIN_DRAWS_RARE`` draws of the sources flagged by
+    :func:`rare_draw_sources` — every such probe, whether or not it saw a rare draw itself (a
+    probe that missed them looks Gaussian and is biased); probes with more draws keep their
+    interval with a note. Adds the bool column ``rare_draw_source``. Returns the new frame
+    and the flagged sources."""
+    if relations.empty:
+        return relations, {}
+    flagged = rare_draw_sources(relations)
+    rel = relations.copy()
+    rel["rare_draw_source"] = False
+    if not flagged:
+        return rel, flagged
+    notes = rel["note"].tolist() if "note" in rel else [None] * len(rel)
+    for i, (g, src, K) in enumerate(zip(rel["group"], rel["source"], rel["n_samples"])):
+        if (g, src) not in flagged:
+            continue
+        m, M = flagged[(g, src)]
+        rel.iat[i, rel.columns.get_loc("rare_draw_source")] = True
+        if int(K) < MIN_DRAWS_RARE:
+            for c in ("ci_low", "ci_high", "p_value", "curvature_p"):
+                rel.iat[i, rel.columns.get_loc(c)] = np.nan
+            notes[i] = _append(notes[i], RARE_SOURCE_NOTE.format(m=m, M=M, group=g, source=src,
+                                                                 share=RARE_DRAW_SHARE, K=int(K),
+                                                                 kmin=MIN_DRAWS_RARE))
+        else:
+            notes[i] = _append(notes[i], RARE_SOURCE_KEPT_NOTE.format(m=m, M=M, kmin=MIN_DRAWS_RARE))
+    rel["note"] = notes
+    return rel, flagged

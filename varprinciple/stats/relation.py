@@ -37,6 +37,10 @@ __all__ = [
     "DEFAULT_RESIDUAL_FACTOR",
     "MIN_DIRECTIONS_CI",
     "EQUAL_LOG_EIGENVALUES",
+    "MIN_DRAWS_RARE",
+    "RARE_DRAW_ALPHA",
+    "RARE_DRAW_SHARE",
+    "draw_share",
     "exclusion_reasons",
     "RelationFit",
     "relation_fit",
@@ -71,6 +75,17 @@ SAMPLING_FLOOR = 0.5
 #: Fewest included directions with an interval. With 3 (one residual degree of freedom) the
 #: coverage ranged 0.92-0.99 over K and noise structures (docs/statistics.md): refused.
 MIN_DIRECTIONS_CI = 4
+#: A probe "saw a rare large draw" when one draw carries at least this share of an included
+#: direction's sum of squares (about its mean) ...
+RARE_DRAW_SHARE = 0.5
+#: ... and the share's Bonferroni p under Gaussian draws (:func:`draw_share`) is below this.
+RARE_DRAW_ALPHA = 1e-3
+#: Fewest draws per probe with an interval when the noise source has rare large draws (a
+#: source whose probes show them more often than light tails allow): below it, a probe that
+#: never saw such a draw underestimates the variance where those draws carry it, and its
+#: slope is biased with a narrow interval (coverage 0.64 / 0.77 / 0.89 at K = 20 / 30 / 50,
+#: 0.95 at K = 100 on the issue-17 design; docs/statistics.md §5.3).
+MIN_DRAWS_RARE = 100
 
 
 def _constant_columns(X: np.ndarray, s2: np.ndarray | None = None) -> np.ndarray:
@@ -138,6 +153,50 @@ def exclusion_reasons(eigenvalues, *, residuals=None, floor_rel: float = DEFAULT
     return out
 
 
+def draw_share(values) -> tuple[float, float]:
+    """The largest share of a column's sum of squares (about its mean) carried by one draw,
+    and its Bonferroni p-value under Gaussian draws.
+
+    For K Gaussian draws of one column, a draw's share e_k^2 / sum_j e_j^2 of the centred
+    sum of squares is (K - 1)/K times a Beta(1/2, (K - 2)/2) variable, whatever the mean and
+    variance; the p-value bounds the chance that any of the K x n shares is as large:
+    ``min(1, n K P(Beta > share K/(K - 1)))``. A small p with a share of one half or more
+    says one rare large draw dominates a direction (rare large-gradient samples), the regime
+    where a probe that did not see such a draw is biased (docs/statistics.md §5.3).
+
+    Parameters
+    ----------
+    values : array_like, shape (K, n)
+
+    Returns
+    -------
+    (share, p) : tuple of float
+        NaN with fewer than 4 draws or a constant column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(1).normal(size=(20, 30))
+    >>> share, p = draw_share(x); p > 0.01
+    True
+    >>> x[3, :10] += 40.0                       # one draw dominates ten directions
+    >>> share, p = draw_share(x); round(share, 2), p < 1e-6
+    (0.95, True)
+    """
+    X = np.asarray(values, dtype=float)
+    K, n = X.shape
+    if K < 4 or n == 0:
+        return np.nan, np.nan
+    e = X - X.mean(axis=0)
+    sq = e * e
+    tot = sq.sum(axis=0)
+    if not np.all(tot > 0):
+        return np.nan, np.nan
+    share = float(np.max(sq.max(axis=0) / tot))
+    p = float(min(1.0, n * K * sps.beta.sf(min(share * K / (K - 1.0), 1.0), 0.5, (K - 2.0) / 2.0)))
+    return share, p
+
+
 @dataclass(frozen=True)
 class RelationFit:
     """The fitted power law ``s^2 ~ exp(intercept) * lambda^slope`` of one probe.
@@ -149,6 +208,9 @@ class RelationFit:
     ``sampling_se`` the jackknife standard error of b due to sampling error alone.
     Undefined values are NaN (fewer than ``MIN_DIRECTIONS_CI`` = 4 included directions or
     fewer than 3 draws give no interval, fewer than 2 directions no slope).
+    ``max_draw_share`` / ``draw_share_p``: the largest share of an included direction's sum
+    of squares carried by one draw, and its Bonferroni p under Gaussian draws
+    (:func:`draw_share`; the diagnostic of rare large draws).
     """
 
     slope: float
@@ -167,6 +229,8 @@ class RelationFit:
     n_samples: int
     confidence: float
     excluded: dict = field(default_factory=dict)
+    max_draw_share: float = np.nan
+    draw_share_p: float = np.nan
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame of the fields (``excluded`` as ``n_excluded_<reason>``)."""
@@ -182,8 +246,9 @@ def _nan_fit(n_inc: int, n_exc: int, K: int, confidence: float, excluded: dict, 
                 cov_intercept_slope=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan,
                 df=np.nan, scatter_var=np.nan, sampling_se=np.nan)
     base.update(known)
+    extra = {k: base.pop(k) for k in ("max_draw_share", "draw_share_p") if k in base}
     return RelationFit(**base, n_directions=n_inc, n_excluded=n_exc, n_samples=K,
-                       confidence=confidence, excluded=excluded)
+                       confidence=confidence, excluded=excluded, **extra)
 
 
 def _relation_fit_iv(values, eigenvalues, residuals, confidence, floor_rel, residual_factor):
@@ -429,17 +494,20 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
     if not np.ptp(x) > EQUAL_LOG_EIGENVALUES or _constant_columns(Xi, s2).any():
         # all included eigenvalues (numerically) equal, or a constant column: no slope
         return _nan_fit(n, n_exc, K, confidence, excluded)
+    share, share_p = draw_share(Xi)
     jk = _jackknife_log_variances(Xi)
     if jk is None:  # too few draws for the jackknife: slope without interval
         y = np.log(s2)
         b = float(dx @ y / sxx)
-        return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=float(y.mean() - b * xbar))
+        return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=float(y.mean() - b * xbar),
+                        max_draw_share=share, draw_share_p=share_p)
     y, infl = jk
     c = dx / sxx
     b = float(c @ y)
     a = float(y.mean() - b * xbar)
     if n < MIN_DIRECTIONS_CI or not _slope_design_ok(x):
-        return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=a)
+        return _nan_fit(n, n_exc, K, confidence, excluded, slope=b, intercept=a, max_draw_share=share,
+                        draw_share_p=share_p)
     _, var_b, df, vs, _ = (float(v[0]) for v in _slope_rows(y, infl, x[None, :]))
     # the intercept's variance and its covariance with b: the same two parts (HC2 on the
     # residuals + the sampling error they cannot see), no df needed
@@ -468,7 +536,7 @@ def _fit_core(Xi: np.ndarray, x: np.ndarray, K: int, n: int, n_exc: int, confide
                        cov_intercept_slope=cov_ab, ci_low=b - tq * se_b, ci_high=b + tq * se_b,
                        p_value=p, df=df, scatter_var=tau2, sampling_se=float(np.sqrt(vs)),
                        n_directions=n, n_excluded=n_exc, n_samples=K, confidence=confidence,
-                       excluded=excluded)
+                       excluded=excluded, max_draw_share=share, draw_share_p=share_p)
 
 
 def spearman(eigenvalues, variances) -> tuple[float, float]:
