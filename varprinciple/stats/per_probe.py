@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..results import DIRECTION_COLUMNS, RANDOM_REASON
 from ._resampling import Resampler
-from .alignment import _alignment_from_cov, _ratio_interval, curvature_test
+from .alignment import _alignment_from_cov, _ratio_interval, curvature_test, isotropy_jackknife_p
 from .relation import (MIN_DIRECTIONS_CI, MIN_DRAWS_RARE, RARE_DRAW_ALPHA, RARE_DRAW_SHARE, ExclusionReason,
                        _fit_core, _nan_fit, exclusion_reasons, spearman)
 
@@ -105,19 +105,22 @@ def _ratio_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
 
 
 def _alignment_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
-    """alignment_k over the included Hessian directions with its rotation test, a test of
-    isotropy: ``isotropy_p`` (``alignment_p``, its old name, is kept with the same value for
-    JSON v1 readers)."""
+    """alignment_k over the included Hessian directions with its test of an isotropic
+    covariance: ``isotropy_p`` = max(rotation p, jackknife p) (the rotation test alone needs
+    the whole law rotation-invariant; ``isotropy_p_rotation`` keeps it; ``alignment_p``, the
+    old name, has ``isotropy_p``'s value for JSON v1 readers)."""
     n, K = d.n_included, d.n_samples
-    align = (np.nan, np.nan)
+    align = (np.nan, np.nan, np.nan)
     if n >= 2:
         Xi = d.block.values[:, d.hessian][:, d.included]
         Xc = Xi - Xi.mean(axis=0)
         S = (Xc.T @ Xc) / (K - 1)
         at = _alignment_from_cov(S, d.lam[d.included], K, opts.resamples, resampler=resampler)
-        align = (at.estimate, at.p_value)
+        p_jk = isotropy_jackknife_p(Xi, d.lam[d.included]) if opts.resamples > 0 else np.nan
+        p = float(max(at.p_value, p_jk)) if np.isfinite(at.p_value) and np.isfinite(p_jk) else np.nan
+        align = (at.estimate, p, at.p_value)
     return {"alignment_k": align[0], "isotropy_p": align[1], "alignment_p": align[1],
-            "alignment_n": n if n >= 2 else 0}
+            "isotropy_p_rotation": align[2], "alignment_n": n if n >= 2 else 0}
 
 
 def _curvature_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
