@@ -177,3 +177,17 @@ def test_isotropy_jackknife_p_level_and_power_on_gaussian_draws():
     p1 = np.array([isotropy_jackknife_p(X[r] * lam ** 0.25, lam) for r in range(300)])
     assert np.mean(p0 < 0.05) <= 0.075 and np.mean(p1 < 0.05) >= 0.9
     assert np.isnan(isotropy_jackknife_p(X[0][:3], lam))
+
+
+def test_slope_comparisons_of_refused_groups_carry_a_note(tmp_path):
+    rng = np.random.default_rng(10)
+    root = tmp_path / "logs"
+    lam, X, _ = tail_draws(TailDesign(K=20), 3, rng)
+    for i in range(3):
+        write_run(root / f"a{i}", f"a{i}", "sgd", lam, X[i], seed=i)
+    lam, X, _ = tail_draws(TailDesign(K=20, p_event=0.0), 3, rng)
+    for i in range(3):
+        write_run(root / f"b{i}", f"b{i}", "gd", lam, X[i], seed=10 + i)
+    c = analyze(root, resamples=0).comparisons
+    row = c.query("quantity == 'slope'").iloc[0]
+    assert "rare-draw source" in row["note"] and np.isfinite(row["ci_low"])

@@ -119,6 +119,22 @@ def format_summary(res) -> str:
             row["equiv_holm"] = {True: "yes", False: "no"}.get(r.equivalent_adjusted, "-")
         rows.append(row)
     out.append(_table(rows))
+    out += _row_notes(res)
     for n in res.notes:
         out.append(f"NOTE {n}")
     return "\n".join(out)
+
+
+def _row_notes(res) -> list[str]:
+    """The rows' own caveats (field ``note``), each distinct text once with its row count."""
+    out = []
+    for what, df in (("relations", res.relations), ("groups", res.groups), ("flatness", res.flatness)):
+        if df is None or df.empty or "note" not in df:
+            continue
+        counts: dict[str, int] = {}
+        for n in df["note"]:
+            if isinstance(n, str) and n:
+                counts[n] = counts.get(n, 0) + 1
+        for text, c in counts.items():
+            out.append(f"NOTE ({what}, {c} row{'s' if c > 1 else ''}) {text}")
+    return out

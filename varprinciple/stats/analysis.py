@@ -154,6 +154,23 @@ def _analyze_iv(confidence, alpha, equivalence_margin, seed, resamples, step, fl
 # ============================================================================ analyze
 
 
+#: Note of a slope comparison with a side whose group test was refused for rare large draws.
+RARE_COMPARISON_NOTE = ("a side's runs are in a rare-draw source with fewer than 100 draws: each run's b is "
+                        "biased (docs/statistics.md §1); the difference holds only where both sides share that bias")
+
+
+def _note_rare_draw_comparisons(comp_rows: list[dict], grp_rows: list[dict]) -> None:
+    """Append :data:`RARE_COMPARISON_NOTE` to the slope comparisons of refused groups (in place)."""
+    from .group_level import RARE_GROUP_NOTE
+    marker = RARE_GROUP_NOTE.split(";")[0][:40]
+    refused = {(g["group"], g["source"], g["block"]) for g in grp_rows if marker in (g.get("note") or "")}
+    for r in comp_rows:
+        if r["quantity"] != Quantity.SLOPE:
+            continue
+        if (r["label_a"], r["source_a"], r["block"]) in refused or (r["label_b"], r["source_b"], r["block"]) in refused:
+            r["note"] = RARE_COMPARISON_NOTE if not r.get("note") else f"{r['note']}; {RARE_COMPARISON_NOTE}"
+
+
 def _progress(iterable, total: int, enabled: bool | None):
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -294,6 +311,7 @@ def analyze(
     units_by_q.update(flat_units)
     comp_rows = comparison_rows(units_by_q, declared, conf=confidence, alpha=alpha, margin=equivalence_margin,
                                 step_label=step_label, notes=notes, pair_of=pair_of)
+    _note_rare_draw_comparisons(comp_rows, grp_rows)
     comparisons = pd.DataFrame(comp_rows + psi.comparisons, columns=list(COMPARISON_COLUMNS))
     # the groups' training losses (and the loss-adjusted difference) beside every flatness comparison
     comparisons = annotate_flatness_comparisons(comparisons, runs, labels, sel, tolerance=LOSS_TOLERANCE,
@@ -313,7 +331,15 @@ def analyze(
                     "directions (docs/statistics.md)",
         "ratio_ci": "Hessian/random variance ratio: delete-one-draw jackknife + between-random-direction "
                     "variance, Satterthwaite df capped at (m - 1) SE^2 / V_d; Hessian directions fixed",
-        "group_ci": "one-sample t over runs",
+        "group_ci": "one-sample t over runs; beside it the median with an order-statistic interval, "
+                    "one-sided Wilcoxon signed-rank and sign p, and outlying networks (modified z > 3.5)",
+        "rare_draws": "a probe is flagged when one draw carries >= 50% of a direction's sum of squares "
+                      "(Bonferroni p < 0.001 under Gaussian draws); a (group, source) whose flagged probes are "
+                      "improbable at that rate (binomial p <= 0.01) refuses every probe's interval, p and "
+                      "curvature_p below K = 100 draws, its group test of b, and its curvature_alignment test "
+                      "(reasons in note; docs/statistics.md)",
+        "isotropy_test": "isotropy_p = max(rotation-test p, draw-level jackknife p of log alignment_k): a "
+                         "test of an isotropic covariance; isotropy_p_rotation is the rotation test alone",
         "replicates": "independently trained networks: runs with identical noise tables, the same "
                       "checkpoint_fingerprint, or the same training seed and eigenvalues are one network, "
                       "counted once (the mean over its runs); n_runs and df count networks",
