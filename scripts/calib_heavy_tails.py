@@ -212,13 +212,18 @@ def main(argv=None):
                                                                  "superiority", "smooth"}
     print(f"<!-- scripts/calib_heavy_tails.py --reps {args.reps} --group-reps {args.group_reps} "
           f"--resamples {args.resamples} --group {args.group} --seed {args.seed}; rate ± MC SE -->")
-    for key, title, fn in (("superiority", "P(A>B), 3 networks sd 0.30 vs 8 sd 0.10", lambda: superiority_cells(args.reps, rng)),
-                           ("outlier", "b > 0 declared, one network at b = 2, others b ~ 0.3", lambda: outlier_cells(args.reps, rng)),
-                           ("isotropy", "isotropy_p, covariance exactly I, 3 of 20 spiky directions (kurtosis 40), K = 100", lambda: isotropy_cells(args.reps, rng)),
-                           ("perrun", "per-run b under rare large draws", lambda: per_run_cells(args.reps, rng, args.resamples, args.group)),
-                           ("groups", "group tests at b = 0 under rare large draws", lambda: group_cells(args.group_reps, rng)),
-                           ("smooth", "smooth deviations from the power law (correlation length 4 ranks, sd 0.3, K = 100)",
-                            lambda: smooth_cells(args.reps, rng))):
+    cells = (
+        ("superiority", "P(A>B), 3 networks sd 0.30 vs 8 sd 0.10", lambda: superiority_cells(args.reps, rng)),
+        ("outlier", "b > 0 declared, one network at b = 2, others b ~ 0.3", lambda: outlier_cells(args.reps, rng)),
+        ("isotropy", "isotropy_p, covariance exactly I, 3 of 20 spiky directions (kurtosis 40), K = 100",
+         lambda: isotropy_cells(args.reps, rng)),
+        ("perrun", "per-run b under rare large draws",
+         lambda: per_run_cells(args.reps, rng, args.resamples, args.group)),
+        ("groups", "group tests at b = 0 under rare large draws", lambda: group_cells(args.group_reps, rng)),
+        ("smooth", "smooth deviations from the power law (correlation length 4 ranks, sd 0.3, K = 100)",
+         lambda: smooth_cells(args.reps, rng)),
+    )
+    for key, title, fn in cells:
         if key in only:
             print(f"\n#### {title}\n")
             print(_markdown(fn()))

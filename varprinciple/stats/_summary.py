@@ -97,7 +97,8 @@ def format_summary(res) -> str:
     out.append("")
     margin = s["equivalence_margin"]
     out.append(f"Comparisons (difference a - b; {conf}% CI; two-sided p; Holm over the confirmatory family; "
-               "effect: Bonett's d_B (unequal variances) or paired d_z; P(a>b): probability of superiority, normal model"
+               "effect: Bonett's d_B (unequal variances) or paired d_z; "
+               "P(a>b): probability of superiority, normal model"
                + (f"; TOST margin {margin}, equivalent per comparison and Holm-adjusted" if margin is not None
                   else "") + "):")
     rows = []

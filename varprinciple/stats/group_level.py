@@ -238,7 +238,8 @@ def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], con
     exchangeable (anisotropy unrelated to λ); it does NOT hold when the tails of the noise
     change along the spectrum (rare large draws carrying more of the variance in flat
     directions push the median of s² below σ² there): rows of sources flagged for rare large
-    draws (:func:`.per_probe.rare_draw_sources`) get no interval or p, with a note. Estimate, CI and one-sided p (H1: mean > 0) by the
+    draws (:func:`.per_probe.rare_draw_sources`) get no interval or p, with a note.
+    Estimate, CI and one-sided p (H1: mean > 0) by the
     one-sample t over networks (re-probes of one network averaged first), as for b.
     Rank-based, so it uses every direction (non-positive eigenvalues too) and no power law.
     Each run's own test of the same null is its ``curvature_p`` (λ permuted across directions).
