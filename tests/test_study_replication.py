@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from varprinciple.cli import main  # noqa: E402
 from varprinciple.errors import ConfigError  # noqa: E402
-from varprinciple.report.claims import Verdict  # noqa: E402
+from varprinciple.study.claims import Verdict  # noqa: E402
 from varprinciple.study import load_manifest  # noqa: E402
 from varprinciple.study.runner import run_manifest  # noqa: E402
 

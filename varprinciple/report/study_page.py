@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..io import atomic_write_bytes
-from .claims import ClaimRow
+from ..study.claims import ClaimRow
 from .format import format_estimate_ci, format_p, format_sig
 from .pages import PAGE_CSS
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
-from ..report.claims import ClaimSpec
+from .claims import ClaimSpec
 
 __all__ = ["Experiment", "StudyManifest", "load_manifest"]
 

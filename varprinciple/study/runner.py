@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..io import write_json
-from ..report.claims import ClaimRow, claims_frame, claims_table
+from .claims import ClaimRow, claims_frame, claims_table
 from .design import DesignResult, design_summary
 from .manifest import StudyManifest, load_manifest
 
