@@ -46,6 +46,7 @@ class Caveat:
     where: str
     number: str
     text: str
+    value: float | None = None  #: the raw estimate ``number`` shows (None when there is none)
 
     def line(self) -> str:
         """``where — number: text`` (the number left out when there is none)."""
@@ -121,6 +122,13 @@ def row_number(row: Mapping) -> str:
     return ""
 
 
+def _value(row: Mapping) -> float | None:
+    for k in _ESTIMATE_FIELDS:
+        if k in row:
+            return float(row[k]) if _finite(row.get(k)) else None
+    return None
+
+
 def _refused(row: Mapping) -> bool:
     return "ci_low" in row and "ci_high" in row and not _finite(row.get("ci_low")) and not _finite(row.get("ci_high"))
 
@@ -163,7 +171,7 @@ def iter_caveats(results: Mapping) -> Iterator[Caveat]:
                                  + ", ".join(map(str, sorted(set(steps)))) + ")")
             if texts:
                 where, number = row_where(table, row), row_number(row)
-                rows_out += [Caveat(table, i, where, number, t) for t in texts]
+                rows_out += [Caveat(table, i, where, number, t, _value(row)) for t in texts]
     for i, n in enumerate(notes):
         if i not in used:
             yield Caveat("notes", i, "analysis", "", n)
