@@ -28,6 +28,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="with --study: the manifest's quick configs (a pipeline check of a few minutes)")
     p.add_argument("--design", action="store_true",
                    help="with --study: print the declared design's power and minimum detectable effect, run nothing")
+    p.add_argument("--render", action="store_true",
+                   help="with --study: redo the claims table, design statement and study page from OUT's "
+                        "committed results (OUT/results/*.json, OUT/study.json); collect and analyse nothing")
     p.add_argument("--experiment", action="append", default=None, metavar="NAME",
                    help="with --study: only this experiment (repeatable)")
     p.add_argument("--config", default=None, metavar="CONFIG",
@@ -53,6 +56,13 @@ def _manifest_handler(args: argparse.Namespace) -> int:
         d = study_design(m)
         print(d.summary() if d is not None else f"{m.path}: no [power] section")
         return 0
+    if args.render:
+        from ..study.runner import render_manifest
+        out = args.out or f"reports/{m.name}" + ("-quick" if args.quick else "")
+        res = render_manifest(m, out, quick=args.quick)
+        print(f"study {m.name}: claims, design and page redone from {res.out / 'results'} in {res.wall_s:.1f} s")
+        print(f"  report: {res.page}")
+        return 0
     command = (f"varprinciple study --study {args.study}" + (" --quick" if args.quick else "")
                + (f" --out {args.out}" if args.out else "")
                + "".join(f" --experiment {x}" for x in args.experiment or []))
@@ -74,8 +84,8 @@ def handler(args: argparse.Namespace) -> int:
 
     if args.study is not None:
         return _manifest_handler(args)
-    if args.quick or args.design or args.experiment:
-        raise ConfigError("--quick, --design and --experiment need --study MANIFEST")
+    if args.quick or args.design or args.experiment or args.render:
+        raise ConfigError("--quick, --design, --render and --experiment need --study MANIFEST")
     if args.fixed_steps and args.config:
         raise ConfigError("--fixed-steps selects a built-in config; it cannot be combined with --config")
     from ..collect.study import run_study

@@ -5,7 +5,8 @@ and resolves config paths relative to the manifest. Layout::
 
     [study]       name, title, workers, confidence, alpha, resamples, seed
     [margins]     named margins (numbers) with a ``<name>_why`` justification each
-    [power]       sd, runs_per_arm, target_power, kind ("paired" or "welch"), why
+    [power]       sd, runs_per_arm, target_power, kind ("paired" or "welch"), why,
+                  family_size (rows in the margin's claim family: Holm's m for the power statement)
     [[experiment]] name, role, configs = [...], quick = [...], equivalence_margin (a margins name)
     [[claim]]     id, family, text, quantity, table, kind, null, margin (a margins name),
                   experiments, select = {...}, scale, pending
@@ -32,7 +33,7 @@ _STUDY_KEYS = {"name": str, "title": str, "workers": int, "confidence": float, "
 _EXP_KEYS = {"name", "role", "configs", "quick", "equivalence_margin", "description"}
 _CLAIM_KEYS = {"id", "family", "text", "quantity", "table", "kind", "null", "margin", "experiments", "select",
                "scale", "pending"}
-_POWER_KEYS = {"sd", "runs_per_arm", "target_power", "kind", "why", "effects"}
+_POWER_KEYS = {"sd", "runs_per_arm", "target_power", "kind", "why", "effects", "family_size"}
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,9 @@ def load_manifest(path: str | os.PathLike) -> StudyManifest:
     for k in power:
         if k not in _POWER_KEYS:
             raise _err(path, f"[power] {k}: unknown key (allowed: {', '.join(sorted(_POWER_KEYS))})")
+    fs = power.get("family_size")
+    if fs is not None and not (isinstance(fs, int) and not isinstance(fs, bool) and fs >= 1):
+        raise _err(path, f"[power] family_size: must be an integer >= 1; got {fs!r}")
     base = path.parent
     exps = []
     for i, e in enumerate(raw.get("experiment") or []):
