@@ -68,9 +68,13 @@ def _manifest_handler(args: argparse.Namespace) -> int:
                + "".join(f" --experiment {x}" for x in args.experiment or []))
     res = run_manifest(m, args.out, quick=args.quick, workers=args.workers, device=args.device,
                        experiments=args.experiment, command=command)
+    from ..report.study_page import claims_markdown, summarize_claims
+    print("Findings (per claim: pooled random-effects estimate over its units, verdict counts):")
+    for s in summarize_claims(res.claims, confidence=m.confidence):
+        print(f"  {s.sentence(m.confidence)}")
+    print()
     if res.design is not None:
         print(res.design.summary())
-    from ..report.study_page import claims_markdown
     print(claims_markdown(res.claims, confidence=m.confidence))
     print(f"study {m.name}{' (quick)' if args.quick else ''}: {res.wall_s:.1f} s")
     print(f"  claims: {res.out / 'claims.csv'}")

@@ -108,6 +108,8 @@ class ClaimSpec:
         Edge-of-Stability ratio λ_max·η/2.
     pending : str, optional
         Why the claim may have no rows yet (shown when none match).
+    controls : tuple of str
+        Ids of the claims that control this one (the study page shows them beside it).
     """
 
     id: str
@@ -122,6 +124,7 @@ class ClaimSpec:
     select: Mapping[str, Any] = field(default_factory=dict)
     scale: str | None = None
     pending: str | None = None
+    controls: tuple[str, ...] = ()
 
     def __post_init__(self):
         where = f"claim {self.id!r}"
@@ -140,6 +143,7 @@ class ClaimSpec:
         if self.scale not in (None, "half_lr"):
             raise InputError(f"{where}: `scale` must be 'half_lr' or absent; got {self.scale!r}.")
         object.__setattr__(self, "experiments", tuple(self.experiments))
+        object.__setattr__(self, "controls", tuple(self.controls))
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,9 @@ class ClaimRow:
     verdict: str
     verdict_text: str
     note: str | None = None
+    #: training losses of the two sides of a flatness comparison (matched-loss check), else None
+    loss_a: float | None = None
+    loss_b: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -266,6 +273,7 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
     for row in results.get(spec.table) or []:
         if not isinstance(row, Mapping):
             continue
+        losses = (None, None)
         if "block" in sel:
             if row.get("block") is None or (sel["block"] != "*" and row.get("block") != sel["block"]):
                 continue
@@ -307,6 +315,9 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
             if isinstance(na, int) and isinstance(nb, int):
                 n = min(na, nb) if row.get("paired") else na + nb
             est, se, df, lo, hi = _stat(est, _num(row.get("se")), _num(row.get("df")), lo, hi, None, conf)
+            losses = (_num(row.get("loss_a")), _num(row.get("loss_b")))
+            if sign < 0:
+                losses = losses[::-1]
         else:
             lab = _group_label(row)
             if not _in(_method(lab, methods), sel.get("methods")) or not _in(row.get("source"), sel.get("source")):
@@ -331,7 +342,7 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
         notes = [str(row[k]) for k in ("loss_note", "note") if row.get(k)]
         notes += [str(v) for k, v in row.items() if k.endswith("_note") and k != "loss_note" and v]
         out.append({"experiment": name, "unit": unit, "estimate": est, "se": se, "df": df, "ci_low": lo,
-                    "ci_high": hi, "n_runs": n, "note": "; ".join(notes) or None})
+                    "ci_high": hi, "n_runs": n, "note": "; ".join(notes) or None, "losses": losses})
     return out
 
 
@@ -457,7 +468,7 @@ def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *,
             note = "; ".join(x for x in (note, "no interval or standard error (fewer than 2 runs, or refused)") if x)
         out.append(ClaimRow(s.id, s.family, s.text, s.quantity, r["experiment"], r["unit"], s.kind.value, s.null,
                             s.margin, r["estimate"], r["ci_low"], r["ci_high"], r["se"], r["df"], r["n_runs"],
-                            r["p"], ph, v.value, verdict_text(v, s.margin), note))
+                            r["p"], ph, v.value, verdict_text(v, s.margin), note, *r["losses"]))
     return out
 
 

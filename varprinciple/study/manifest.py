@@ -9,7 +9,8 @@ and resolves config paths relative to the manifest. Layout::
                   family_size (rows in the margin's claim family: Holm's m for the power statement)
     [[experiment]] name, role, configs = [...], quick = [...], equivalence_margin (a margins name)
     [[claim]]     id, family, text, quantity, table, kind, null, margin (a margins name),
-                  experiments, select = {...}, scale, pending
+                  experiments, select = {...}, scale, pending, controls (ids of the claims
+                  that control it: shown beside it on the study page)
 
 This module imports no torch.
 """
@@ -28,11 +29,11 @@ from .claims import ClaimSpec
 
 __all__ = ["Experiment", "StudyManifest", "load_manifest"]
 
-_STUDY_KEYS = {"name": str, "title": str, "workers": int, "confidence": float, "alpha": float,
+_STUDY_KEYS = {"name": str, "title": str, "workers": int, "confidence": float, "alpha": float, "limits": str,
                "resamples": int, "seed": int, "quick_resamples": int}
 _EXP_KEYS = {"name", "role", "configs", "quick", "equivalence_margin", "description"}
 _CLAIM_KEYS = {"id", "family", "text", "quantity", "table", "kind", "null", "margin", "experiments", "select",
-               "scale", "pending"}
+               "scale", "pending", "controls"}
 _POWER_KEYS = {"sd", "runs_per_arm", "target_power", "kind", "why", "effects", "family_size"}
 
 
@@ -70,6 +71,8 @@ class StudyManifest:
     experiments: tuple[Experiment, ...]
     claims: tuple[ClaimSpec, ...]
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: known limits of the study in words (``[study] limits``), shown on the study page
+    limits: str = ""
 
     def experiment(self, name: str) -> Experiment:
         for e in self.experiments:
@@ -181,11 +184,18 @@ def load_manifest(path: str | os.PathLike) -> StudyManifest:
                                     table=c["table"], kind=c["kind"], null=float(c.get("null", 0.0)),
                                     margin=None if m is None else margins[m],
                                     experiments=tuple(c.get("experiments", ())), select=dict(c.get("select", {})),
-                                    scale=c.get("scale"), pending=c.get("pending")))
+                                    scale=c.get("scale"), pending=c.get("pending"),
+                                    controls=tuple(c.get("controls", ()))))
         except InputError as exc:
             raise _err(path, str(exc)) from None
+    ids = {c.id for c in claims}
+    for c in claims:
+        for x in c.controls:
+            if x not in ids:
+                raise _err(path, f"[[claim]] {c.id}: control {x!r} is not a declared claim id")
     return StudyManifest(path=path, name=vals["name"], title=vals.get("title", vals["name"]),
                          workers=vals.get("workers", 2), confidence=conf, alpha=alpha,
                          resamples=vals.get("resamples", 999), quick_resamples=vals.get("quick_resamples", 0),
                          seed=vals.get("seed", 0), margins=margins, margin_why=why, power=power,
-                         experiments=tuple(exps), claims=tuple(claims), raw=raw)
+                         experiments=tuple(exps), claims=tuple(claims), raw=raw,
+                         limits=" ".join(vals.get("limits", "").split()))
