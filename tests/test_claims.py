@@ -1,4 +1,4 @@
-"""The claims table (report/claims.py): verdict rules on synthetic results JSONs with known answers."""
+"""The claims table (study/claims.py): verdict rules on synthetic results JSONs with known answers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sps
 
 from varprinciple.errors import InputError
-from varprinciple.report.claims import (ClaimSpec, Verdict, claims_frame, claims_table, holm_adjust,
-                                        label_fields, verdict_of)
+from varprinciple.study.claims import (ClaimSpec, Verdict, claims_frame, claims_table,
+                                       label_fields, verdict_of)
 
 
 def _group(label, source, est, se, n=6, method=None):
@@ -47,7 +47,7 @@ def test_directional_verdicts_reachable(est, se, verdict):
 
 @pytest.mark.parametrize("est,se,verdict", [
     (0.02, 0.03, Verdict.EQUIVALENT),       # narrow CI inside ±0.3
-    (0.9, 0.05, Verdict.NOT_SUPPORTED),     # CI entirely beyond +0.3
+    (0.9, 0.05, Verdict.DIFFERENT),         # CI entirely beyond +0.3: different, not "inconclusive"
     (0.1, 0.4, Verdict.INCONCLUSIVE),       # CI wider than the band
 ])
 def test_equivalence_verdicts_reachable(est, se, verdict):
@@ -56,6 +56,28 @@ def test_equivalence_verdicts_reachable(est, se, verdict):
     assert rows[0].verdict == verdict.value
     if verdict is Verdict.EQUIVALENT:
         assert rows[0].verdict_text == "equivalent within ±0.3"
+    if verdict is Verdict.DIFFERENT:
+        assert rows[0].verdict_text == "different (outside ±0.3)"
+
+
+def test_ci_beyond_margin_below_is_different_and_tost_p_is_the_stats_layers():
+    # the audit's MNIST-1D case: −0.33 [−0.41, −0.24] against ±0.3 is "different", not "inconclusive"
+    from varprinciple.stats.inference import tost
+    a = np.array([0.61, 0.66, 0.70, 0.64, 0.69, 0.72])
+    b = a + np.array([0.38, 0.44, 0.40, 0.47, 0.39, 0.43])
+    ref = tost(a, b, margin=0.3, paired=True)
+    d = a - b
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    h = sps.t.ppf(0.975, 5) * se
+    comp = {"quantity": "slope", "group_a": {"label": "dropout-lr0.1-drop0.1", "source": "dropout"},
+            "group_b": {"label": "dropout-lr0.1-drop0.1", "source": "sgd"}, "difference": d.mean(),
+            "ci_low": d.mean() - h, "ci_high": d.mean() + h, "se": se, "df": 5.0, "n_a": 6, "n_b": 6,
+            "paired": True}
+    spec = ClaimSpec("sim", "sim", "similar b", "b diff", "comparisons", "equivalent", margin=0.3,
+                     select={"quantity": "slope", "same_group": True, "source_a": "dropout", "source_b": "sgd"})
+    row = claims_table({"e": _res(comparisons=[comp])}, [spec])[0]
+    assert row.ci_high < -0.3 and row.verdict == "different"
+    assert row.p_value == pytest.approx(ref.p_value, rel=1e-12)  # the statistics layer's TOST, not a copy
 
 
 def test_inconclusive_when_ci_wide_even_if_estimate_large():
@@ -75,11 +97,12 @@ def test_holm_within_family_not_across():
     assert rows[3].p_holm == pytest.approx(rows[3].p_value)  # alone in its family
 
 
-def test_holm_matches_statsmodels():
+def test_holm_is_the_statistics_layers_and_matches_statsmodels():
     from statsmodels.stats.multitest import multipletests
-    p = np.random.default_rng(1).uniform(0, 0.2, 7)
-    assert holm_adjust(p) == pytest.approx(multipletests(p, method="holm")[1])
-    assert math.isnan(holm_adjust([np.nan, 0.01])[0])
+    g = [_group(f"sgd-lr0.1-bs{b}", "sgd", est, 0.1) for b, est in zip((8, 16, 32, 64, 128), (0.1, 0.2, 0.3, 0.25, 0.05))]
+    rows = claims_table({"e": _res(g)}, [_spec()])
+    p = [r.p_value for r in rows]
+    assert [r.p_holm for r in rows] == pytest.approx(multipletests(p, method="holm")[1])
 
 
 def test_comparison_sign_flipped_when_sides_swapped():
@@ -122,6 +145,22 @@ def test_verdict_of_rules_directly():
     assert verdict_of("less", null=0, p_holm=0.01, ci_low=-1, ci_high=-0.2, alpha=0.05) is Verdict.SUPPORTED
     assert verdict_of("less", null=0, p_holm=0.99, ci_low=0.1, ci_high=1, alpha=0.05) is Verdict.NOT_SUPPORTED
     assert verdict_of("greater", null=0, p_holm=None, ci_low=None, ci_high=None, alpha=0.05) is Verdict.NOT_EVALUATED
+    assert verdict_of("equivalent", null=1, p_holm=0.6, ci_low=0.2, ci_high=0.85, alpha=0.05,
+                      margin=0.1) is Verdict.DIFFERENT
+
+
+def test_refused_interval_keeps_its_note():
+    row = _group("sgd-lr0.1-bs32", "sgd", 0.5, 0.1)
+    row.update(ci_low=None, ci_high=None, se=None, df=None, note="no interval: n_eff 4 < 10")
+    rows = claims_table({"e": _res([row])}, [_spec()])
+    assert rows[0].verdict == "not evaluated" and rows[0].note.startswith("no interval: n_eff 4 < 10")
+
+
+def test_every_note_field_travels_with_the_claim_row():
+    row = _group("sgd-lr0.1-bs32", "sgd", 0.5, 0.1)
+    row.update(note="robust location used", psi_note="ψ window short")
+    rows = claims_table({"e": _res([row])}, [_spec()])
+    assert rows[0].note == "robust location used; ψ window short"
 
 
 def test_label_fields():

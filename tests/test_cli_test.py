@@ -48,8 +48,12 @@ def test_cli_output_equals_api_output(logs, tmp_path, capsys):
     printed = capsys.readouterr().out
     api = analyze(logs, resamples=199, seed=5, equivalence_margin=0.3, progress=False)
     assert _strip(json.loads(out.read_text())) == _strip(api.to_json_dict())
-    assert printed.startswith(api.summary().splitlines()[0])
+    # the findings block first (one line per claim-like result, caveats beside), then the summary
+    from varprinciple.report.findings import findings_text
+    assert printed.startswith(findings_text(api.to_json_dict()))
+    assert printed.startswith("Findings (")
     assert api.summary() in printed
+    assert printed.index("Findings (") < printed.index(api.summary().splitlines()[0])
     cli_dirs = pq.read_table(tmp_path / "res.directions.parquet")
     assert cli_dirs.equals(api.directions_table())
     assert f"wrote {out}" in printed

@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 from varprinciple.cli import main  # noqa: E402
 from varprinciple.collect.config import default_study_path, load_config  # noqa: E402
 from varprinciple.collect.run import expand_sweep  # noqa: E402
-from varprinciple.collect.study import run_study  # noqa: E402
+from varprinciple.collect.study import default_study_fixed_steps_path, run_study  # noqa: E402
+from varprinciple.errors import ConfigError  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -46,6 +47,20 @@ def test_default_study_is_packaged_and_valid():
     specs = expand_sweep(load_config(p))
     assert [s.run_id for s in specs][:2] == ["gd-lr0.1-seed0", "gd-lr0.1-seed1"]
     assert {s.config["data"]["name"] for s in specs} == {"digits"}
+    # matched loss by construction: every run stops at one common training loss
+    assert {s.config["train"]["target_loss"] for s in specs} == {0.005}
+
+
+def test_fixed_step_variant_is_packaged_and_differs_only_in_the_stop_rule():
+    fixed = expand_sweep(load_config(default_study_fixed_steps_path()))
+    matched = expand_sweep(load_config(default_study_path()))
+    assert [s.run_id for s in fixed] == [s.run_id for s in matched]
+    assert {s.config["train"]["target_loss"] for s in fixed} == {None}
+    assert {s.config["train"]["steps"] for s in fixed} == {1500}
+    for f, m in zip(fixed, matched):  # same data, model, probes, seeds
+        assert f.config["probe"] == m.config["probe"] and f.config["model"] == m.config["model"]
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        run_study("x", config=default_study_path(), fixed_steps=True)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -69,3 +84,6 @@ def test_study_collects_tests_and_prints_paths(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"log set: {tmp_path / 's' / 'logs'}" in out and f"results: {tmp_path / 's' / 'results.json'}" in out
     assert "varprinciple test:" in out
+    # the first screen: the findings block, before the detailed tables
+    assert out.lstrip().startswith("Findings (") and out.index("Findings (") < out.index("varprinciple test:")
+    assert "b of SGD noise" in out and "→" in out

@@ -65,6 +65,9 @@ margin = "slope"
 def test_manifest_minimal(tmp_path):
     m = load_manifest(_write(tmp_path, GOOD))
     assert m.claims[0].margin == 0.3 and m.experiments[0].quick == m.experiments[0].configs
+    m2 = load_manifest(_write(tmp_path, GOOD.replace('name = "t"', 'name = "t"\nlimits = """b over\n  1 decade"""')
+                              + 'controls = ["x"]\n'))
+    assert m2.limits == "b over 1 decade" and m2.claims[0].controls == ("x",)
 
 
 @pytest.mark.parametrize("old,new,match", [
@@ -75,6 +78,9 @@ def test_manifest_minimal(tmp_path):
     ('kind = "equivalent"', 'kind = "sideways"', "`kind` must be one of"),
     ('[study]\nname = "t"', '[study]\ntitle = "t"', r"\[study\] name: required"),
     ('slope = 0.3', 'slope = -1', r"\[margins\] slope: must be > 0"),
+    ('margin = "slope"', 'margin = "slope"\ncontrols = ["ghost"]', "control 'ghost' is not a declared claim id"),
+    ('slope_why = "because"', 'slope_why = "because"\n[power]\nfamily_size = 0',
+     r"\[power\] family_size: must be an integer >= 1"),
 ])
 def test_manifest_errors(tmp_path, old, new, match):
     with pytest.raises(ConfigError, match=match):
@@ -101,17 +107,54 @@ def test_tost_power_matches_brute_force_simulation():
     n, sd, margin, reps = 5, 0.15, 0.3, 4000
     a = rng.normal(0.0, sd, (reps, n))
     b = rng.normal(0.05, sd, (reps, n))
-    lo = sps.ttest_ind(a + margin, b, axis=1, alternative="greater").pvalue
-    hi = sps.ttest_ind(a - margin, b, axis=1, alternative="less").pvalue
+    # the applied rule: Welch (each arm's own variance, Welch–Satterthwaite df)
+    lo = sps.ttest_ind(a + margin, b, axis=1, alternative="greater", equal_var=False).pvalue
+    hi = sps.ttest_ind(a - margin, b, axis=1, alternative="less", equal_var=False).pvalue
     brute = float(np.mean(np.maximum(lo, hi) < 0.05))
     p, se = tost_power(n, sd, margin, true_difference=-0.05, rng=np.random.default_rng(4))
     tol = 4 * np.sqrt(brute * (1 - brute) / reps + se ** 2)
     assert abs(p - brute) < tol
 
 
+def test_tost_power_under_holm_matches_brute_force_and_the_audit():
+    # oracle: raw per-run values of m = 4 independent rows, scipy's Welch TOST per row, then the
+    # statistics layer's Holm over the rows of each replicate
+    from varprinciple.stats.inference import holm
+    rng = np.random.default_rng(5)
+    n, sd, margin, reps, m = 6, 0.15, 0.3, 3000, 4
+    a = rng.normal(0.0, sd, (reps, m, n))
+    b = rng.normal(0.0, sd, (reps, m, n))
+    lo = sps.ttest_ind(a + margin, b, axis=2, alternative="greater", equal_var=False).pvalue
+    hi = sps.ttest_ind(a - margin, b, axis=2, alternative="less", equal_var=False).pvalue
+    adj = np.array([holm(row) for row in np.maximum(lo, hi)])
+    brute = float(np.mean(adj < 0.05))
+    p, se = tost_power(n, sd, margin, family_size=m, reps=20_000, rng=np.random.default_rng(6))
+    assert abs(p - brute) < 4 * np.sqrt(brute * (1 - brute) / (reps * m) * m + se ** 2)  # rows share Holm
+    # the issue-18 audit's Welch Monte Carlo: 0.876 at n = 6, 0.765 at n = 5 (single test)
+    for k, ref in ((6, 0.876), (5, 0.765)):
+        p1, se1 = tost_power(k, sd, margin, reps=100_000, rng=np.random.default_rng(k))
+        assert abs(p1 - ref) < 4 * se1 + 0.003
+    # Holm over 12 rows: the first step tests at alpha / 12 -> far below the single-test power
+    p12, _ = tost_power(6, sd, margin, family_size=12, reps=10_000, rng=np.random.default_rng(7))
+    assert 0.3 < p12 < 0.45
+
+
+def test_vectorised_holm_rows_equal_the_statistics_layers_holm():
+    from varprinciple.stats.inference import holm
+    from varprinciple.study.design import _holm_rows
+    p = np.random.default_rng(8).uniform(0, 0.2, (50, 7))
+    assert np.allclose(_holm_rows(p), np.array([holm(r) for r in p]))
+
+
 def test_design_summary_and_errors():
     d = design_summary(sd=0.15, n=6, margins={"slope": 0.3}, grid=(5, 6))
     assert d.table["tost_power_0.3"].is_monotonic_increasing and "minimum detectable difference" in d.summary()
+    dh = design_summary(sd=0.15, n=6, margins={"slope": 0.3}, grid=(6,), family_size=12, family="similar b",
+                        reps=20_000)
+    assert "Holm over the 12 rows of family 'similar b'" in dh.summary() and "Welch–Satterthwaite" in dh.summary()
+    assert dh.power_at(0.3) < dh.table["tost_power_0.3"].iloc[0]
+    with pytest.raises(InputError, match="`family_size` must be"):
+        tost_power(5, 0.1, 0.3, family_size=0)
     with pytest.raises(InputError, match="`n` must be an integer >= 2"):
         welch_mde(1, 0.1)
     with pytest.raises(InputError, match="`sd` must be > 0"):

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from varprinciple.cli import main  # noqa: E402
 from varprinciple.errors import ConfigError  # noqa: E402
-from varprinciple.report.claims import Verdict  # noqa: E402
+from varprinciple.study.claims import Verdict  # noqa: E402
 from varprinciple.study import load_manifest  # noqa: E402
 from varprinciple.study.runner import run_manifest  # noqa: E402
 
@@ -77,8 +77,8 @@ def test_study_design_cli_prints_the_minimum_detectable_effect(capsys):
 
 def test_quick_needs_a_manifest(capsys):
     assert main(["study", "--quick"]) == 2
-    assert "--quick, --design and --experiment need --study MANIFEST" in capsys.readouterr().err
+    assert "--quick, --design, --render and --experiment need --study MANIFEST" in capsys.readouterr().err
     from varprinciple.commands.study import handler
     import argparse
     with pytest.raises(ConfigError, match="need --study"):
-        handler(argparse.Namespace(study=None, quick=False, design=True, experiment=None, out=None))
+        handler(argparse.Namespace(study=None, quick=False, design=True, experiment=None, out=None, render=False))

@@ -1,5 +1,9 @@
 """The built-in default study: collect ``default_study.toml``, then test it.
 
+Every run is trained to a common ``[train] target_loss`` (matched-loss stop rule), so the
+methods' flatness is compared at matched training loss; ``fixed_steps=True``
+(``varprinciple study --fixed-steps``) runs the fixed-step variant instead.
+
 ``varprinciple study [--out DIR]`` = :func:`run_study`. It writes
 
 - ``DIR/logs/``: the log set (one run per method x seed; resumable),
@@ -17,10 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import ConfigError
 from .config import CollectConfig, default_study_path, load_config
 from .run import CollectResult, collect
 
-__all__ = ["StudyResult", "run_study"]
+__all__ = ["StudyResult", "run_study", "default_study_fixed_steps_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +49,13 @@ class StudyResult:
                                       None if self.directions is None else str(self.directions)]})
 
 
+def default_study_fixed_steps_path() -> Path:
+    """Path of the packaged fixed-step variant of the default study (``default_study_fixed_steps.toml``)."""
+    return default_study_path().with_name("default_study_fixed_steps.toml")
+
+
 def run_study(out: str | os.PathLike = "study", *, config: str | os.PathLike | CollectConfig | None = None,
-              workers: int | None = None, device: str = "cpu", seed: int = 0,
+              workers: int | None = None, device: str = "cpu", seed: int = 0, fixed_steps: bool = False,
               progress: bool | None = None) -> StudyResult:
     """Collect a study (by default the built-in one) into ``out/logs`` and analyse it.
 
@@ -53,19 +63,26 @@ def run_study(out: str | os.PathLike = "study", *, config: str | os.PathLike | C
     ----------
     out : path, default "study"
     config : path or CollectConfig, optional
-        Default: :func:`~varprinciple.collect.config.default_study_path`.
+        Default: :func:`~varprinciple.collect.config.default_study_path` (every run stopped at
+        a common ``[train] target_loss``: flatness compared at matched training loss).
     workers : int, optional
         Parallel runs (default ``min(2, cpu_count)``).
     device : str, default "cpu"
     seed : int, default 0
         Seed of the statistics' resampling.
+    fixed_steps : bool, default False
+        Without ``config``: the fixed-step variant (every run stops at step 1500 whatever its
+        training loss; flatness comparisons then carry a loss-mismatch note).
 
     Returns
     -------
     StudyResult
     """
     out = Path(out)
-    cfg = config if isinstance(config, CollectConfig) else load_config(config or default_study_path())
+    if fixed_steps and config is not None:
+        raise ConfigError("`fixed_steps` selects a built-in config; it cannot be combined with `config`.")
+    default = default_study_fixed_steps_path() if fixed_steps else default_study_path()
+    cfg = config if isinstance(config, CollectConfig) else load_config(config or default)
     if workers is None:
         workers = max(1, min(2, os.cpu_count() or 1))
     logs = out / "logs"

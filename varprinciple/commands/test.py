@@ -50,6 +50,8 @@ def handler(args: argparse.Namespace) -> int:
                   equivalence_margin=args.equivalence_margin, seed=args.seed, resamples=args.resamples,
                   group_by=args.group_by, step=args.step, compare=args.compare,
                   skip_invalid=args.skip_invalid, progress=False if args.no_progress else None)
+    from ..report.findings import findings_text
+    print(findings_text(res.to_json_dict()))
     print(res.summary())
     if args.json:
         jp, dp = res.write(args.json)

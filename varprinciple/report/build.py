@@ -311,6 +311,7 @@ def build_report(results: Any, out_dir: str | os.PathLike, *, formats: str | Ite
         provenance=data.results.get("provenance") or {},
         notes=_analysis_notes(data),
         design=_design_statement(data),
+        results=data.results,
     )
     if ReportFormat.MD in fmts:
         p = out / "report.md"

@@ -54,6 +54,9 @@ class PageContext:
     provenance: Mapping[str, object]
     notes: tuple[str, ...] = ()
     design: Mapping[str, str] | None = None
+    #: the results dict whose findings block (report.findings: one line per claim-like result,
+    #: every caveat beside its number) opens the Findings section
+    results: Mapping | None = None
 
 
 PAGE_CSS = """
@@ -112,6 +115,9 @@ def html_page(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequence
            f"<h1>{e(ctx.title)}</h1>",
            f'<p>Input: <code id="vp-input">{e(ctx.location)}</code><br>Created: {e(ctx.created)}</p>',
            '<h2 id="findings">Findings</h2>']
+    if ctx.results is not None:
+        from .findings import findings_html
+        out.append(findings_html(ctx.results))
     if not tables:
         out.append("<p>The results hold no rows to tabulate.</p>")
     for t in first_t:
@@ -152,6 +158,9 @@ def markdown_page(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequ
         return [f"### {f.title}", "", f"![{f.title}]({f.png.relative_to(out_dir).as_posix()})", "", f.caption, ""]
 
     out = [f"# {ctx.title}", "", f"Input: `{ctx.location}`  ", f"Created: {ctx.created}", "", "## Findings", ""]
+    if ctx.results is not None:
+        from .findings import findings_markdown
+        out.append(findings_markdown(ctx.results))
     for t in first_t:
         out.append(to_markdown(t, heading_level=3))
     for f in first_f:

@@ -155,6 +155,16 @@ def _text(key: str) -> Callable[[Mapping], str]:
     return lambda r: MISSING if is_missing(r.get(key)) else str(r.get(key))
 
 
+def _with_caveats(cols: list[Column], rows: list[Mapping]) -> list[Column]:
+    """``cols`` plus a "Caveats" column (every ``note``/``problem``/``*_note`` field of the row,
+    report.caveats) when any row carries one."""
+    from .caveats import row_caveats
+
+    if any(row_caveats(r) for r in rows):
+        cols = list(cols) + [Column("Caveats", lambda r: "; ".join(row_caveats(r)) or "")]
+    return cols
+
+
 def _est_ci(key: str, lo: str, hi: str, fmt=format_fixed) -> Callable[[Mapping], str]:
     return lambda r: format_estimate_ci(r.get(key), r.get(lo), r.get(hi), fmt)
 
@@ -255,7 +265,7 @@ def groups_table(data: ReportData) -> ReportTable | None:
     if flat_cols:
         notes.append(", ".join(quantity_label(q) for q in flat_cols)
                      + ": group summaries over runs from the flatness probes, with their CI.")
-    return ReportTable("groups", "Exponent b per group", df, tuple(cols), tuple(notes))
+    return ReportTable("groups", "Exponent b per group", df, tuple(_with_caveats(cols, rows)), tuple(notes))
 
 
 def relations_table(data: ReportData) -> ReportTable | None:
@@ -317,7 +327,7 @@ def relations_table(data: ReportData) -> ReportTable | None:
         "Each row describes one trained network; claims about a training procedure rest on the group table.",
     ]
     return ReportTable("relations", "Per-run relation between noise variance and curvature", df,
-                       tuple(cols), tuple(notes))
+                       tuple(_with_caveats(cols, rows)), tuple(notes))
 
 
 def _cmp_fmt(r: Mapping) -> Callable[[Any], str]:
@@ -406,7 +416,8 @@ def comparisons_table(data: ReportData) -> ReportTable | None:
                      f"differences), bias-corrected, with a {level} CI for the population effect (noncentral t). "
                      "P(A > B): probability that a network of A has the larger value (paired: that a network's A "
                      "exceeds its own B), under the normal model of the t tests, with the effect size's CI mapped.")
-    return ReportTable("comparisons", "Comparisons between groups", df, tuple(cols), tuple(notes))
+    return ReportTable("comparisons", "Comparisons between groups", df, tuple(_with_caveats(cols, rows)),
+                       tuple(notes))
 
 
 def flatness_table(data: ReportData) -> ReportTable | None:

@@ -5,10 +5,12 @@ and resolves config paths relative to the manifest. Layout::
 
     [study]       name, title, workers, confidence, alpha, resamples, seed
     [margins]     named margins (numbers) with a ``<name>_why`` justification each
-    [power]       sd, runs_per_arm, target_power, kind ("paired" or "welch"), why
+    [power]       sd, runs_per_arm, target_power, kind ("paired" or "welch"), why,
+                  family_size (rows in the margin's claim family: Holm's m for the power statement)
     [[experiment]] name, role, configs = [...], quick = [...], equivalence_margin (a margins name)
     [[claim]]     id, family, text, quantity, table, kind, null, margin (a margins name),
-                  experiments, select = {...}, scale, pending
+                  experiments, select = {...}, scale, pending, controls (ids of the claims
+                  that control it: shown beside it on the study page)
 
 This module imports no torch.
 """
@@ -23,16 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
-from ..report.claims import ClaimSpec
+from .claims import ClaimSpec
 
 __all__ = ["Experiment", "StudyManifest", "load_manifest"]
 
-_STUDY_KEYS = {"name": str, "title": str, "workers": int, "confidence": float, "alpha": float,
+_STUDY_KEYS = {"name": str, "title": str, "workers": int, "confidence": float, "alpha": float, "limits": str,
                "resamples": int, "seed": int, "quick_resamples": int}
 _EXP_KEYS = {"name", "role", "configs", "quick", "equivalence_margin", "description"}
 _CLAIM_KEYS = {"id", "family", "text", "quantity", "table", "kind", "null", "margin", "experiments", "select",
-               "scale", "pending"}
-_POWER_KEYS = {"sd", "runs_per_arm", "target_power", "kind", "why", "effects"}
+               "scale", "pending", "controls"}
+_POWER_KEYS = {"sd", "runs_per_arm", "target_power", "kind", "why", "effects", "family_size"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class StudyManifest:
     experiments: tuple[Experiment, ...]
     claims: tuple[ClaimSpec, ...]
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: known limits of the study in words (``[study] limits``), shown on the study page
+    limits: str = ""
 
     def experiment(self, name: str) -> Experiment:
         for e in self.experiments:
@@ -137,6 +141,9 @@ def load_manifest(path: str | os.PathLike) -> StudyManifest:
     for k in power:
         if k not in _POWER_KEYS:
             raise _err(path, f"[power] {k}: unknown key (allowed: {', '.join(sorted(_POWER_KEYS))})")
+    fs = power.get("family_size")
+    if fs is not None and not (isinstance(fs, int) and not isinstance(fs, bool) and fs >= 1):
+        raise _err(path, f"[power] family_size: must be an integer >= 1; got {fs!r}")
     base = path.parent
     exps = []
     for i, e in enumerate(raw.get("experiment") or []):
@@ -177,11 +184,18 @@ def load_manifest(path: str | os.PathLike) -> StudyManifest:
                                     table=c["table"], kind=c["kind"], null=float(c.get("null", 0.0)),
                                     margin=None if m is None else margins[m],
                                     experiments=tuple(c.get("experiments", ())), select=dict(c.get("select", {})),
-                                    scale=c.get("scale"), pending=c.get("pending")))
+                                    scale=c.get("scale"), pending=c.get("pending"),
+                                    controls=tuple(c.get("controls", ()))))
         except InputError as exc:
             raise _err(path, str(exc)) from None
+    ids = {c.id for c in claims}
+    for c in claims:
+        for x in c.controls:
+            if x not in ids:
+                raise _err(path, f"[[claim]] {c.id}: control {x!r} is not a declared claim id")
     return StudyManifest(path=path, name=vals["name"], title=vals.get("title", vals["name"]),
                          workers=vals.get("workers", 2), confidence=conf, alpha=alpha,
                          resamples=vals.get("resamples", 999), quick_resamples=vals.get("quick_resamples", 0),
                          seed=vals.get("seed", 0), margins=margins, margin_why=why, power=power,
-                         experiments=tuple(exps), claims=tuple(claims), raw=raw)
+                         experiments=tuple(exps), claims=tuple(claims), raw=raw,
+                         limits=" ".join(vals.get("limits", "").split()))

@@ -26,11 +26,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..io import write_json
-from ..report.claims import ClaimRow, claims_frame, claims_table
+from .claims import ClaimRow, claims_frame, claims_table
 from .design import DesignResult, design_summary
 from .manifest import StudyManifest, load_manifest
 
-__all__ = ["ManifestResult", "run_manifest", "study_design"]
+__all__ = ["ManifestResult", "run_manifest", "render_manifest", "study_design", "write_design"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +50,33 @@ class ManifestResult:
         return claims_frame(self.claims)
 
 
-def study_design(m: StudyManifest) -> DesignResult | None:
-    """The declared design's power table (None without a [power] section)."""
+def study_design(m: StudyManifest, rows=None) -> DesignResult | None:
+    """The declared design's power table for the rule the claims table applies (None without
+    a [power] section): TOST at the ``slope`` margin (and half of it), Holm over the family of
+    the equivalence claim that uses that margin — its number of rows in ``rows`` (a claims
+    table) when given, else ``[power] family_size``, else 1."""
     p = m.power
     if not p or "sd" not in p or "runs_per_arm" not in p:
         return None
     margins = {k: v for k, v in m.margins.items() if k == "slope"} or dict(m.margins)
+    first = next(iter(margins.values()))
     # half the declared margin beside it: what a tighter margin would cost
     margins.update({f"{k}/2": v / 2 for k, v in list(margins.items())})
+    family = next((c.family for c in m.claims if c.kind.value == "equivalent" and c.margin == first), None)
+    size = int(p.get("family_size") or 1)
+    if rows is not None and family is not None:
+        size = max(1, sum(1 for r in rows if r.family == family and r.estimate is not None))
     return design_summary(sd=float(p["sd"]), n=int(p["runs_per_arm"]), margins=margins, alpha=m.alpha,
                           target_power=float(p.get("target_power", 0.8)), kind=str(p.get("kind", "welch")),
-                          seed=m.seed)
+                          seed=m.seed, family_size=size, family=family)
+
+
+def write_design(path: Path, design: DesignResult) -> None:
+    """``design.json``: the power statement, its assumptions (margins, family, test) and table."""
+    write_json(path, {"summary": design.summary(), "n": design.n, "sd": design.sd, "mde": design.mde,
+                      "kind": design.kind, "alpha": design.alpha, "margins": design.margins,
+                      "family": design.family, "family_size": design.family_size,
+                      "table": json.loads(design.table.to_json(orient="records"))})
 
 
 def logs_manifest(logs: Path) -> dict:
@@ -90,6 +106,49 @@ def _peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, kids) / 1024.0  # Linux: KiB
+
+
+def _write_claims(out: Path, m: StudyManifest, rows) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "claims.json", {"alpha": m.alpha, "confidence": m.confidence,
+                                     "claims": [r.to_dict() for r in rows]})
+    claims_frame(rows).to_csv(out / "claims.csv", index=False)
+
+
+def render_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.PathLike, *,
+                    quick: bool = False) -> ManifestResult:
+    """Redo the claims table, the design statement and the study page from a study folder's
+    committed results (``OUT/results/<experiment>.json`` and ``OUT/study.json``), collecting
+    and analysing nothing (``varprinciple study --study M --out OUT --render``).
+
+    Raises
+    ------
+    InputError
+        When ``OUT/results`` holds no results JSON of the manifest's experiments.
+    """
+    from ..errors import InputError
+
+    t0 = time.perf_counter()
+    m = manifest if isinstance(manifest, StudyManifest) else load_manifest(manifest)
+    out = Path(out)
+    results = {}
+    for e in m.experiments:
+        p = out / "results" / f"{e.name}.json"
+        if p.is_file():
+            results[e.name] = json.loads(p.read_text(encoding="utf-8"))
+    if not results:
+        raise InputError(f"{out / 'results'}: no results JSON of the manifest's experiments "
+                         f"({', '.join(e.name for e in m.experiments)}); run the study first.")
+    statement = _previous_statement(out / "study.json") or {}
+    rows = claims_table(results, m.claims, alpha=m.alpha, confidence=m.confidence)
+    _write_claims(out, m, rows)
+    design = study_design(m, rows)
+    if design is not None:
+        write_design(out / "design.json", design)
+    from ..report.study_page import build_study_page
+    page = build_study_page(out, m, rows, results, statement, design=design,
+                            quick=bool(statement.get("quick", quick)))
+    return ManifestResult(out, tuple(rows), results, design, time.perf_counter() - t0, page)
 
 
 def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.PathLike | None = None, *,
@@ -143,16 +202,10 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
         timing[e.name] = {"runs": n_runs, "collect_s": tc, "analysis_s": time.perf_counter() - te - tc}
         logger.info("%s: %d runs, collected in %.1f s", e.name, n_runs, tc)
     rows = claims_table(results, m.claims, alpha=m.alpha, confidence=m.confidence)
-    frame = claims_frame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "claims.json", {"alpha": m.alpha, "confidence": m.confidence,
-                                     "claims": [r.to_dict() for r in rows]})
-    frame.to_csv(out / "claims.csv", index=False)
-    design = study_design(m)
+    _write_claims(out, m, rows)
+    design = study_design(m, rows)
     if design is not None:
-        write_json(out / "design.json", {"summary": design.summary(), "n": design.n, "sd": design.sd,
-                                         "mde": design.mde, "kind": design.kind,
-                                         "table": json.loads(design.table.to_json(orient="records"))})
+        write_design(out / "design.json", design)
     wall = time.perf_counter() - t0
     statement = {
         "study": m.name, "manifest": str(m.path), "quick": quick, "command": command,

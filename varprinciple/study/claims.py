@@ -14,13 +14,19 @@ the claim's family):
   the CI lies entirely on the other side of θ0 (it excludes every effect in the claimed
   direction); otherwise **inconclusive at this power**.
 * equivalence claim (|θ − θ0| < Δ, TOST): **equivalent within ±Δ** when the TOST p < α;
-  **not supported** when the CI lies entirely outside [θ0 − Δ, θ0 + Δ]; otherwise
-  **inconclusive at this power**.
+  **different (outside ±Δ)** when the CI lies entirely outside [θ0 − Δ, θ0 + Δ] (the
+  estimate, not the power, decides it); otherwise **inconclusive at this power**.
 * **not evaluated**: no results row matched (the reason is given, e.g. a quantity the
   analysis does not compute yet).
 
-Every number comes from a t statistic: (estimate, se, df) of the results row when present,
-else se recovered from the row's t interval with df = n_runs − 1.
+Every number comes from a t statistic on the results row's own (estimate, se, df): the
+one-sided t p of a directional claim, the statistics layer's TOST on (difference − θ0, se,
+df) of an equivalence claim, and the statistics layer's Holm
+(:func:`varprinciple.stats.inference.holm`) within the family. Rows that carry no
+``se``/``df`` (the ``flatness`` table's t intervals over runs) are read as that t interval,
+df = n_runs − 1.
+
+This module is the claim model; :mod:`varprinciple.report.study_page` only renders its rows.
 """
 
 from __future__ import annotations
@@ -37,9 +43,11 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import InputError
+from ..stats.inference import _tost_from  # the statistics layer's TOST on (difference, se, df)
+from ..stats.inference import holm
 
 __all__ = ["ClaimKind", "Verdict", "ClaimSpec", "ClaimRow", "claims_table", "claims_frame", "verdict_of",
-           "holm_adjust", "label_fields", "CLAIM_TABLES"]
+           "verdict_text", "label_fields", "CLAIM_TABLES"]
 
 
 class ClaimKind(StrEnum):
@@ -54,6 +62,7 @@ class Verdict(StrEnum):
     SUPPORTED = "supported"
     NOT_SUPPORTED = "not supported"
     EQUIVALENT = "equivalent"
+    DIFFERENT = "different"
     INCONCLUSIVE = "inconclusive at this power"
     NOT_EVALUATED = "not evaluated"
 
@@ -99,6 +108,8 @@ class ClaimSpec:
         Edge-of-Stability ratio λ_max·η/2.
     pending : str, optional
         Why the claim may have no rows yet (shown when none match).
+    controls : tuple of str
+        Ids of the claims that control this one (the study page shows them beside it).
     """
 
     id: str
@@ -113,6 +124,7 @@ class ClaimSpec:
     select: Mapping[str, Any] = field(default_factory=dict)
     scale: str | None = None
     pending: str | None = None
+    controls: tuple[str, ...] = ()
 
     def __post_init__(self):
         where = f"claim {self.id!r}"
@@ -131,6 +143,7 @@ class ClaimSpec:
         if self.scale not in (None, "half_lr"):
             raise InputError(f"{where}: `scale` must be 'half_lr' or absent; got {self.scale!r}.")
         object.__setattr__(self, "experiments", tuple(self.experiments))
+        object.__setattr__(self, "controls", tuple(self.controls))
 
 
 @dataclass(frozen=True)
@@ -157,32 +170,15 @@ class ClaimRow:
     verdict: str
     verdict_text: str
     note: str | None = None
+    #: training losses of the two sides of a flatness comparison (matched-loss check), else None
+    loss_a: float | None = None
+    loss_b: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 # ============================================================================ helpers
-
-
-def holm_adjust(p: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (NaN entries stay NaN and are not counted).
-
-    Examples
-    --------
-    >>> [round(x, 3) for x in holm_adjust([0.01, 0.04, 0.03])]
-    [0.03, 0.06, 0.06]
-    """
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out.tolist()
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out[order] = adj
-    return out.tolist()
 
 
 _LABEL = re.compile(r"^(?P<method>[a-z+_]+?)(?:-lr(?P<lr>[0-9.eE+-]+?))?(?:-bs(?P<bs>\d+))?"
@@ -257,12 +253,14 @@ def _group_label(row: Mapping) -> str | None:
 
 
 def _stat(est, se, df, ci_low, ci_high, n_runs, conf) -> tuple:
-    """(estimate, se, df, ci_low, ci_high) with se/df recovered from a t interval when missing."""
-    if df is None and n_runs is not None and n_runs >= 2:
+    """(estimate, se, df, ci_low, ci_high, note): the row's own se/df; only a row without them
+    (the flatness table's) is read as a t interval over its n_runs with df = n_runs − 1."""
+    note = None
+    if se is None and df is None and n_runs is not None and n_runs >= 2 and ci_low is not None \
+            and ci_high is not None:
         df = float(n_runs - 1)
-    if se is None and df is not None and ci_low is not None and ci_high is not None:
         se = (ci_high - ci_low) / (2 * sps.t.ppf(0.5 + conf / 2, df))
-    if se is not None and df is not None and (ci_low is None or ci_high is None):
+    if se is not None and df is not None and (ci_low is None or ci_high is None) and est is not None:
         h = sps.t.ppf(0.5 + conf / 2, df) * se
         ci_low, ci_high = est - h, est + h
     return est, se, df, ci_low, ci_high
@@ -275,6 +273,7 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
     for row in results.get(spec.table) or []:
         if not isinstance(row, Mapping):
             continue
+        losses = (None, None)
         if "block" in sel:
             if row.get("block") is None or (sel["block"] != "*" and row.get("block") != sel["block"]):
                 continue
@@ -316,6 +315,9 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
             if isinstance(na, int) and isinstance(nb, int):
                 n = min(na, nb) if row.get("paired") else na + nb
             est, se, df, lo, hi = _stat(est, _num(row.get("se")), _num(row.get("df")), lo, hi, None, conf)
+            losses = (_num(row.get("loss_a")), _num(row.get("loss_b")))
+            if sign < 0:
+                losses = losses[::-1]
         else:
             lab = _group_label(row)
             if not _in(_method(lab, methods), sel.get("methods")) or not _in(row.get("source"), sel.get("source")):
@@ -325,8 +327,8 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
                 unit += f" [{row['block']}]"
             est = _num(row.get(CLAIM_TABLES[spec.table]))
             n = row.get("n_runs") if isinstance(row.get("n_runs"), int) else None
-            est, se, df, lo, hi = _stat(est, _num(row.get("se")), _num(row.get("df")), _num(row.get("ci_low")),
-                                        _num(row.get("ci_high")), n, conf)
+            est, se, df, lo, hi = _stat(est, _num(row.get("se")), _num(row.get("df")),
+                                        _num(row.get("ci_low")), _num(row.get("ci_high")), n, conf)
             if spec.scale == "half_lr":
                 lr = label_fields(lab or "")["lr"]
                 if lr is None:
@@ -335,23 +337,24 @@ def _rows_for(spec: ClaimSpec, name: str, results: Mapping, conf: float) -> list
                 est, se = (None if est is None else est * f), (None if se is None else se * f)
                 lo, hi = (None if lo is None else lo * f), (None if hi is None else hi * f)
                 unit += f" (×lr/2 = {f:g})"
-        # matched-loss annotations of flatness comparisons (stats.matched) and the analysis' own notes
+        # every caveat of the row travels with it: matched-loss notes of flatness comparisons
+        # (stats.matched), the analysis' own `note`, and any other `*_note` field
         notes = [str(row[k]) for k in ("loss_note", "note") if row.get(k)]
+        notes += [str(v) for k, v in row.items() if k.endswith("_note") and k != "loss_note" and v]
         out.append({"experiment": name, "unit": unit, "estimate": est, "se": se, "df": df, "ci_low": lo,
-                    "ci_high": hi, "n_runs": n, "note": "; ".join(notes) or None})
+                    "ci_high": hi, "n_runs": n, "note": "; ".join(notes) or None, "losses": losses})
     return out
 
 
-def _p_value(kind: ClaimKind, est, se, df, null, margin) -> float | None:
+def _p_value(kind: ClaimKind, est, se, df, null, margin, alpha) -> float | None:
     if est is None or se is None or df is None or se <= 0 or df <= 0:
         return None
     if kind is ClaimKind.GREATER:
         return float(sps.t.sf((est - null) / se, df))
     if kind is ClaimKind.LESS:
         return float(sps.t.cdf((est - null) / se, df))
-    lo = sps.t.sf((est - (null - margin)) / se, df)
-    hi = sps.t.cdf((est - (null + margin)) / se, df)
-    return float(max(lo, hi))
+    p = _tost_from(est - null, se, df, margin, alpha).p_value
+    return float(p) if math.isfinite(p) else None
 
 
 def verdict_of(kind: ClaimKind | str, *, null: float, p_holm: float | None, ci_low: float | None,
@@ -366,6 +369,8 @@ def verdict_of(kind: ClaimKind | str, *, null: float, p_holm: float | None, ci_l
     'not supported'
     >>> verdict_of("equivalent", null=0, p_holm=0.4, ci_low=-0.5, ci_high=0.6, alpha=0.05, margin=0.3).value
     'inconclusive at this power'
+    >>> verdict_of("equivalent", null=0, p_holm=0.9, ci_low=-0.52, ci_high=-0.33, alpha=0.05, margin=0.3).value
+    'different'
     """
     kind = ClaimKind(kind)
     if p_holm is None or ci_low is None or ci_high is None:
@@ -374,7 +379,7 @@ def verdict_of(kind: ClaimKind | str, *, null: float, p_holm: float | None, ci_l
         if p_holm < alpha:
             return Verdict.EQUIVALENT
         if ci_low > null + margin or ci_high < null - margin:
-            return Verdict.NOT_SUPPORTED
+            return Verdict.DIFFERENT
         return Verdict.INCONCLUSIVE
     if p_holm < alpha:
         return Verdict.SUPPORTED
@@ -382,8 +387,14 @@ def verdict_of(kind: ClaimKind | str, *, null: float, p_holm: float | None, ci_l
     return Verdict.NOT_SUPPORTED if wrong_side else Verdict.INCONCLUSIVE
 
 
-def _verdict_text(v: Verdict, margin: float | None) -> str:
-    return f"equivalent within ±{margin:g}" if v is Verdict.EQUIVALENT else v.value
+def verdict_text(v: Verdict | str, margin: float | None) -> str:
+    """The verdict in words (``equivalent within ±0.3``, ``different (outside ±0.3)``)."""
+    v = Verdict(v)
+    if v is Verdict.EQUIVALENT:
+        return f"equivalent within ±{margin:g}"
+    if v is Verdict.DIFFERENT:
+        return f"different (outside ±{margin:g})"
+    return v.value
 
 
 def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *, alpha: float = 0.05,
@@ -430,7 +441,7 @@ def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *,
                                                                 if missing else ""))
             pending.append({"spec": spec, "row": None, "note": note})
         for r in found:
-            r["p"] = _p_value(spec.kind, r["estimate"], r["se"], r["df"], spec.null, spec.margin)
+            r["p"] = _p_value(spec.kind, r["estimate"], r["se"], r["df"], spec.null, spec.margin, alpha)
             pending.append({"spec": spec, "row": r, "note": None})
     fam: dict[str, list[int]] = {}
     for i, item in enumerate(pending):
@@ -439,7 +450,7 @@ def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *,
     adjusted: dict[int, float] = {}
     for idx in fam.values():
         ps = [pending[i]["row"]["p"] if pending[i]["row"]["p"] is not None else math.nan for i in idx]
-        for i, pa in zip(idx, holm_adjust(ps)):
+        for i, pa in zip(idx, holm(ps).tolist()):
             adjusted[i] = pa if math.isfinite(pa) else None
     out = []
     for i, item in enumerate(pending):
@@ -452,10 +463,12 @@ def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *,
         ph = adjusted.get(i)
         v = verdict_of(s.kind, null=s.null, p_holm=ph, ci_low=r["ci_low"], ci_high=r["ci_high"], alpha=alpha,
                        margin=s.margin)
-        note = r["note"] if v is not Verdict.NOT_EVALUATED else "no standard error (fewer than 2 runs?)"
+        note = r["note"]
+        if v is Verdict.NOT_EVALUATED:
+            note = "; ".join(x for x in (note, "no interval or standard error (fewer than 2 runs, or refused)") if x)
         out.append(ClaimRow(s.id, s.family, s.text, s.quantity, r["experiment"], r["unit"], s.kind.value, s.null,
                             s.margin, r["estimate"], r["ci_low"], r["ci_high"], r["se"], r["df"], r["n_runs"],
-                            r["p"], ph, v.value, _verdict_text(v, s.margin), note))
+                            r["p"], ph, v.value, verdict_text(v, s.margin), note, *r["losses"]))
     return out
 
 

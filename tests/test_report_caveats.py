@@ -1,0 +1,119 @@
+"""Every caveat of a results file is rendered beside its number: terminal, report.md, report.html.
+
+The walker (report/caveats.py) is the one definition of a caveat; these tests walk a committed
+results file and a synthetic one with a note on every row kind (and on fields and lists the
+renderer has never heard of) and find each caveat, with its number, in all three outputs.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pytest
+
+from varprinciple.report import build_report
+from varprinciple.report.caveats import iter_caveats, row_number
+from varprinciple.report.findings import findings_text
+
+RESULTS = Path(__file__).resolve().parents[1] / "reports" / "replication" / "results"
+
+
+def _synthetic() -> dict:
+    rel = {"run_id": "sgd-lr0.1-bs32-seed0", "method": "sgd", "group": "sgd-lr0.1-bs32", "source": "sgd",
+           "basis": "hessian", "step": 100, "block": None, "slope": 0.9, "ci_low": None, "ci_high": None,
+           "p_value": None, "n_directions": 12, "note": "no interval: n_eff 4 < 10 along PC 7 (docs/flatness.md)"}
+    grp = {"group": "sgd-lr0.1-bs32", "group_label": "sgd-lr0.1-bs32", "source": "sgd", "block": None,
+           "step": None, "steps": [90, 100], "slope": 0.95, "ci_low": 0.8, "ci_high": 1.1, "p_value": 0.001,
+           "se": 0.05, "df": 4, "n_runs": 5, "note": "robust location differs from the mean",
+           "n_eff": 4.2, "robust_slope": 0.93}
+    refused = dict(grp, source="dropout", slope=0.7, ci_low=None, ci_high=None, note=None, steps=[100])
+    cmp_ = {"quantity": "log_lambda_max", "group_a": {"label": "dropout-lr0.1-drop0.1", "source": None},
+            "group_b": {"label": "gd-lr0.1", "source": None}, "block": None, "difference": -0.8, "ci_low": -0.9,
+            "ci_high": -0.7, "p_value": 1e-5, "p_adjusted": 1e-4, "confirmatory": True, "se": 0.04, "df": 8.0,
+            "n_a": 5, "n_b": 5, "loss_a": 0.003, "loss_b": 0.0045, "loss_mismatch": True,
+            "loss_note": "training losses differ by 47% (0.003 vs 0.0045): not a matched-loss comparison",
+            "note": "heavy tails: Welch interval checked by bootstrap", "new_field": [1, 2]}
+    flat = {"group": "sgd-lr0.1-bs32", "group_label": "sgd-lr0.1-bs32", "quantity": "psi", "source": None,
+            "block": None, "step": 100, "estimate": 2.1, "ci_low": 0.4, "ci_high": 3.8, "p_value": 0.02,
+            "n_runs": 5, "psi_note": "window shorter than 10 decorrelation times"}
+    vf = {"run_id": "sgd-lr0.1-bs32-seed0", "group": "sgd-lr0.1-bs32", "psi": None, "ci_low": None,
+          "ci_high": None, "problem": "fewer than 5 non-drift components"}
+    return {"schema_version": 1, "settings": {"confidence": 0.95, "alpha": 0.05},
+            "notes": ["slope: no comparison in the default family (only one group)."],
+            "skipped": [{"path": "logs/bad", "run_id": "bad-seed0", "problems": ["run.json: missing key 'method'"]}],
+            "identical": [["a-seed0", "a-seed1"]],
+            "relations": [rel], "groups": [grp, refused], "comparisons": [cmp_], "flatness": [flat],
+            "variance_flatness": [vf],
+            "robust_groups": [{"group": "sgd-lr0.1-bs32", "estimate": 0.93, "ci_low": 0.81, "ci_high": 1.05,
+                               "note": "Huber location, 2 runs down-weighted"}]}
+
+
+def _rendered(results: dict, tmp_path: Path) -> tuple[str, str, str]:
+    build_report(results, tmp_path / "out", formats="md,html", figures=False)
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    return findings_text(results), md, page
+
+
+def _num_of(c, text: str) -> bool:
+    """The number as the findings block prints it (2 decimals for b and differences)."""
+    from varprinciple.report.format import format_fixed, format_sig
+    return c.value is not None and (format_fixed(c.value) in text or format_sig(c.value) in text)
+
+
+def _check_all(results: dict, tmp_path: Path) -> int:
+    terminal, md, page = _rendered(results, tmp_path)
+    cav = list(iter_caveats(results))
+    for c in cav:
+        for name, text, esc in (("terminal", terminal, str), ("report.md", md, str),
+                                ("report.html", page, html.escape)):
+            assert esc(c.text) in text, f"{name}: caveat not rendered: {c.line()}"
+            if c.number:  # beside its number: on its line or under it (a finding's caveat lines)
+                lines = text.splitlines()
+                near = [" ".join(lines[max(0, i - 4):i + 1]) for i, ln in enumerate(lines) if esc(c.text) in ln]
+                assert any(esc(c.number) in x or _num_of(c, x) for x in near), \
+                    f"{name}: {c.line()} not beside its number"
+    return len(cav)
+
+
+def test_synthetic_caveat_on_every_row_kind_is_rendered_everywhere(tmp_path):
+    res = _synthetic()
+    cav = list(iter_caveats(res))
+    texts = {c.text for c in cav}
+    # every kind the walker knows: row notes (incl. *_note and problem), refusals, pooled steps,
+    # top-level notes, skipped runs, identical runs, and a list it has never heard of
+    assert {"no interval: n_eff 4 < 10 along PC 7 (docs/flatness.md)", "robust location differs from the mean",
+            "training losses differ by 47% (0.003 vs 0.0045): not a matched-loss comparison",
+            "heavy tails: Welch interval checked by bootstrap", "window shorter than 10 decorrelation times",
+            "fewer than 5 non-drift components", "Huber location, 2 runs down-weighted",
+            "slope: no comparison in the default family (only one group).", "run.json: missing key 'method'",
+            "identical noise tables: not independent replicates",
+            "no interval (no reason recorded in the row)", "pools runs analysed at different steps (90, 100)"} <= texts
+    assert {c.table for c in cav} >= {"relations", "groups", "comparisons", "flatness", "variance_flatness",
+                                      "robust_groups", "notes", "skipped", "identical"}
+    refused = next(c for c in cav if c.text.startswith("no interval (no reason"))
+    assert refused.number == "0.700 (no interval)"
+    assert _check_all(res, tmp_path) == len(cav)
+
+
+def test_number_formats():
+    assert row_number({"slope": 0.5, "ci_low": 0.4, "ci_high": 0.6}) == "0.500 [0.400, 0.600]"
+    assert row_number({"psi": None, "ci_low": None, "ci_high": None}) == "no estimate"
+
+
+@pytest.mark.parametrize("name", ["eos_mse", "digits_mlp", "random_walk_control"])
+def test_committed_results_caveats_rendered_everywhere(name, tmp_path):
+    res = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+    res.pop("directions_file", None)
+    assert _check_all(res, tmp_path) > 0
+
+
+def test_main_job_flatness_line_carries_the_loss_note():
+    res = _synthetic()
+    text = findings_text(res)
+    line = next(ln for ln in text.splitlines() if "log λ_max" in ln)
+    assert "−0.80 [−0.90, −0.70]" in line and "training losses 0.00300 vs 0.00450" in line
+    after = text.splitlines()[text.splitlines().index(line) + 1]
+    assert "not a matched-loss comparison" in after and "at matched loss" not in line
