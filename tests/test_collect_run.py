@@ -160,7 +160,7 @@ def test_failed_run_leaves_nothing_that_looks_complete(tmp_path):
     with pytest.raises(VarPrincipleError, match=r"^run gd-lr1e\+20-seed0 failed: training diverged at step"):
         collect(tiny(tmp_path, methods='["gd"]', steps=10, lr=1e20), logs)
     assert not (logs / "gd-lr1e+20-seed0").exists()
-    assert [p.name for p in logs.iterdir()] == [".gd-lr1e+20-seed0.partial"]
+    assert list(logs.iterdir()) == []  # the failed attempt deleted its own staging directory
     with pytest.raises(Exception, match=r"no run found"):
         read_logset(logs)
 

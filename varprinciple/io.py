@@ -42,6 +42,7 @@ __all__ = [
     "write_json",
     "atomic_write_bytes",
     "read_table",
+    "listed_file_problems",
 ]
 
 logger = logging.getLogger(__name__)
@@ -385,6 +386,57 @@ def _meta_problems(run_dir: Path, meta: dict) -> list[Problem]:
     return probs
 
 
+def _relative_inside(rel: Any) -> bool:
+    if not isinstance(rel, str) or not rel or "\\" in rel:
+        return False
+    p = Path(rel)
+    return not p.is_absolute() and ".." not in p.parts
+
+
+def listed_file_problems(run_dir: str | os.PathLike, meta: Mapping[str, Any]) -> list[Problem]:
+    """Problems with the files ``run.json`` lists: under ``files``
+    (:data:`varprinciple.schema.RUN_FILES`; each must exist with its recorded size) and
+    under ``model_file``/``checkpoints`` (each must exist). A run published incomplete (e.g.
+    by an interrupted sweep of an older varprinciple) is refused, naming the missing file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> [str(p) for p in listed_file_problems(d, {"run_id": "r0", "checkpoints": ["checkpoints/step_5.pt"]})]
+    ["run 'r0': checkpoints/step_5.pt: missing file (listed in run.json)"]
+    """
+    run_dir = Path(run_dir)
+    rid = meta.get("run_id") if isinstance(meta.get("run_id"), str) else None
+    path = str(run_dir)
+    probs: list[Problem] = []
+    sizes: dict[str, Any] = {}
+    files = meta.get(schema.RUN_FILES)
+    if files is not None:
+        if not isinstance(files, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("bytes"), int) for v in files.values()):
+            return [Problem(path, 'must map file paths to {"bytes": int, "sha256": str}', rid, schema.RUN_JSON,
+                            f"key {schema.RUN_FILES!r}")]
+        sizes = {k: v["bytes"] for k, v in files.items()}
+    for key in schema.RUN_FILE_LIST_KEYS:
+        v = meta.get(key)
+        for rel in ([v] if isinstance(v, str) else v if isinstance(v, list) else []):
+            sizes.setdefault(rel, None)
+    for rel, size in sizes.items():
+        if not _relative_inside(rel):
+            probs.append(Problem(path, f"lists {rel!r}, not a path inside the run directory", rid, schema.RUN_JSON))
+            continue
+        try:
+            st = (run_dir / rel).stat()
+        except OSError:
+            probs.append(Problem(path, "missing file (listed in run.json)", rid, rel))
+            continue
+        if size is not None and st.st_size != size:
+            probs.append(Problem(path, f"{st.st_size} bytes, run.json lists {size} (truncated or replaced)",
+                                 rid, rel))
+    return probs
+
+
 def _read_parquet(run_dir: Path, spec: schema.TableSpec, rid: str | None) -> tuple[pa.Table | None, list[Problem]]:
     p = run_dir / spec.file
     if not p.exists():
@@ -410,6 +462,11 @@ def _load_run(run_dir: Path) -> RunLog:
     if meta is None:
         return RunLog(run_dir, {}, pa.table({}), pa.table({}), problems=probs)
     rid = meta.get("run_id") if isinstance(meta.get("run_id"), str) else None
+    listed = listed_file_problems(run_dir, meta)
+    if listed:  # an incomplete run: its missing files first, before any table is read
+        run = RunLog(run_dir, meta, pa.table({}), pa.table({}))
+        run.problems = listed + _meta_problems(run_dir, meta)
+        return run
     eig, p1 = _read_parquet(run_dir, schema.EIGEN, rid)
     noi, p2 = _read_parquet(run_dir, schema.NOISE, rid)
     if eig is None or noi is None:

@@ -25,6 +25,8 @@ __all__ = [
     "EIGEN_FILE",
     "NOISE_FILE",
     "RUN_REQUIRED_KEYS",
+    "RUN_FILES",
+    "RUN_FILE_LIST_KEYS",
     "Basis",
     "ColumnSpec",
     "TableSpec",
@@ -46,6 +48,14 @@ RUN_REQUIRED_KEYS: dict[str, tuple[type, ...]] = {
     "run_id": (str,),
     "method": (str,),
 }
+
+#: Optional run.json key: ``{path: {"bytes": int, "sha256": str}}`` for files of the run
+#: (paths relative to the run directory), recorded by ``collect`` when it publishes a run.
+#: Readers refuse a run whose listed file is missing or has another size.
+RUN_FILES = "files"
+#: Optional run.json keys naming files of the run (a relative path, or a list of them):
+#: readers refuse a run where one is missing, with or without :data:`RUN_FILES`.
+RUN_FILE_LIST_KEYS = ("model_file", "checkpoints")
 
 
 class Basis(StrEnum):

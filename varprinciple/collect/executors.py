@@ -11,20 +11,28 @@ What makes a distributed sweep correct under faults:
 - Workers receive plain run specs (dicts of scalars, lists and strings), never modules,
   tensors or arrays; each task sets torch's thread count itself (Dask's worker pins the BLAS
   pools to one thread).
-- Each attempt of a run writes into its own staging directory
-  ``LOGDIR/.<run_id>.<attempt>.partial``; the first complete attempt is renamed into place
-  and any later one (a presumed-dead worker that was still writing) finds the run finished
-  and deletes its own directory. Directories of attempts that really died are deleted when
-  the sweep ends.
+- Each attempt of a run writes into its own leased staging directory
+  ``LOGDIR/.<run_id>.<attempt>.partial`` (:mod:`varprinciple.collect.staging`); the first
+  complete, verified attempt is renamed into place and any later one (a presumed-dead
+  worker that was still writing, or a task of an earlier sweep whose client was killed)
+  finds the run finished and deletes its own directory. A task whose run is already
+  published returns at once. Directories of attempts that died are deleted when the sweep
+  ends (or, owner on another machine, once their lease expires); those of live attempts
+  never.
+- Each result is released as soon as the client has read it, so a worker lost later
+  holds no result the scheduler would recompute: a lost worker costs only the runs in
+  flight on it.
 - A run that fails inside the task (a diverging run, a bad config, any exception) returns
   its error: it is not retried, since it would fail the same way again. A lost worker
   (killed, out of memory, node gone) makes the scheduler run the task elsewhere, up to
   ``distributed.scheduler.allowed-failures`` times (default 3), after which the run is
   reported failed (``KilledWorker``).
-- Before any run: every worker must see the output directory (the log set's marker file
-  ``LOGDIR/.varprinciple-logset``, a random token written once and kept, read back there)
-  and run the same Python, varprinciple, torch and numpy as this machine;
-  tasks repeat both checks, for workers that join later.
+- Before any run, on every worker (``Client.run`` of a self-contained check, so a worker
+  without varprinciple answers too): varprinciple must import, the worker must see the
+  output directory (the log set's marker file ``LOGDIR/.varprinciple-logset``, a random
+  token written once and kept, read back there) and run the same Python, varprinciple,
+  torch and numpy as this machine; tasks repeat the last two checks, for workers that join
+  later. A refusal is one line naming the worker.
 - Failures are reported per run; the sweep goes on and :func:`collect` raises one summary
   error at the end.
 """
@@ -33,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -180,6 +187,30 @@ def _worker_info(out: str, marker: str, token: str, device: str, dask_worker: An
     return info
 
 
+def _preflight_check():
+    """The function ``Client.run`` sends to every worker before a sweep.
+
+    It is made inside this function so that cloudpickle sends its code by value: a worker
+    without varprinciple (or unable to import it) can run it and say why, instead of failing
+    to unpickle a reference to this module.
+    """
+    def varprinciple_preflight(out, marker, token, device, dask_worker=None):
+        try:
+            from varprinciple.collect.executors import _worker_info
+        except BaseException as exc:  # noqa: BLE001 - reported as this worker's cause, in one line
+            return {"import_error": " ".join(f"{type(exc).__name__}: {exc}".split())}
+        return dict(_worker_info(out, marker, token, device, dask_worker), import_error=None)
+    return varprinciple_preflight
+
+
+def _run_preflight(client, out: Path, token: str, device: str) -> dict[str, dict]:
+    """Every worker's pre-flight answer by address (an exception a worker raised, e.g. one
+    that cannot even load the check, becomes its ``preflight_error``)."""
+    infos = client.run(_preflight_check(), str(out), MARKER, token, device, on_error="return")
+    return {a: ({"preflight_error": " ".join(f"{type(r).__name__}: {r}".split())}
+                if isinstance(r, BaseException) else r) for a, r in infos.items()}
+
+
 def check_workers(infos: Mapping[str, Mapping[str, Any]], *, out: str | Path,
                   expected_versions: Mapping[str, Any], device: str) -> None:
     """Refuse, in one line, a sweep some worker cannot run (sorted by worker address).
@@ -197,6 +228,14 @@ def check_workers(infos: Mapping[str, Mapping[str, Any]], *, out: str | Path,
     """
     if not infos:
         raise ConfigError("--executor dask: the cluster has no worker")
+    same = f"install the same {', '.join(VERSION_PACKAGES[:-1])} and {VERSION_PACKAGES[-1]} on every worker"
+    for a in sorted(infos):
+        if infos[a].get("preflight_error"):
+            raise ConfigError(f"dask worker {a} cannot run varprinciple's pre-flight check "
+                              f"({infos[a]['preflight_error'][:300]}); {same} (docs/cluster.md)")
+        if infos[a].get("import_error"):
+            raise ConfigError(f"dask worker {a} cannot import varprinciple ({infos[a]['import_error'][:300]}); "
+                              f"{same} (docs/cluster.md)")
     multi = [a for a in sorted(infos) if infos[a].get("nthreads", 1) > 1]
     if multi:  # two runs in one process would share torch's thread setting and random stream
         raise ConfigError(f"dask worker {multi[0]} runs {infos[multi[0]]['nthreads']} threads; start workers "
@@ -243,9 +282,12 @@ def _run_task(payload: Mapping[str, Any]) -> dict:
 
     Errors raised by the run come back as values (never retried: they are deterministic).
     """
-    from .run import RunSpec, run_one, stage_dir
+    from .run import RunSpec, run_one
+    from .staging import run_is_complete
     spec = RunSpec(**payload["spec"])
     out = Path(payload["out"])
+    if run_is_complete(out / spec.run_id):  # e.g. an attempt of an earlier sweep finished it
+        return {"run_id": spec.run_id, "path": str(out / spec.run_id), "error": None, "already": True}
     where = _where()
     if not _sees_marker(payload["out"], payload["marker"], payload["token"]):
         return {"run_id": spec.run_id, "path": None,
@@ -262,7 +304,6 @@ def _run_task(payload: Mapping[str, Any]) -> dict:
         path = run_one(spec, out, base_dir=payload["base_dir"], device=device, progress=False,
                        extra_meta=payload["extra"], attempt=attempt)
     except Exception as exc:  # noqa: BLE001 - every failure is reported per run, none retried
-        shutil.rmtree(stage_dir(out, spec.run_id, attempt), ignore_errors=True)
         text = str(exc) if isinstance(exc, VarPrincipleError) else f"{type(exc).__name__}: {exc}"
         return {"run_id": spec.run_id, "path": None, "error": text}
     return {"run_id": spec.run_id, "path": str(path), "error": None}
@@ -307,13 +348,6 @@ def _marker_token(out: Path) -> str:
     return path.read_text()
 
 
-def _clean_stages(out: Path, run_ids: Sequence[str]) -> None:
-    from .run import _stages_of
-    for rid in run_ids:
-        for st in _stages_of(out, rid):
-            shutil.rmtree(st, ignore_errors=True)
-
-
 def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: str, extra: Mapping,
              workers: int = 1, scheduler: Any = None, scheduler_file: str | Path | None = None,
              progress: bool = False) -> list[tuple[str, VarPrincipleError]]:
@@ -324,21 +358,14 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
     finished runs and raises the summary); see the module docstring for the guarantees.
     """
     from distributed import KilledWorker, as_completed
-    from .run import _finished_hash
     out = Path(out).resolve()
     if not todo:
         return []
     cuda = device.startswith("cuda")
-    # a retry must never meet an old attempt's directory: stale stages of earlier sweeps and
-    # run directories left without run.json are removed before any task starts
-    _clean_stages(out, [s.run_id for s in todo])
-    for s in todo:
-        if (out / s.run_id).is_dir() and _finished_hash(out / s.run_id) is None:
-            shutil.rmtree(out / s.run_id)
     client, cluster, own = _connect(workers, scheduler, scheduler_file, cuda)
     token = _marker_token(out)
     failures: list[tuple[str, VarPrincipleError]] = []
-    futures = []
+    pending: dict[str, Any] = {}  # key -> future, until its result is read
     try:
         try:
             client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
@@ -346,11 +373,13 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
             raise ConfigError(f"--executor dask: no worker joined the cluster within "
                               f"{WAIT_FOR_WORKERS_S} s") from None
         expected = _versions_here()
-        infos = client.run(_worker_info, str(out), MARKER, token, device)
+        infos = _run_preflight(client, out, token, device)
         check_workers(infos, out=out, expected_versions=expected, device=device)
         resources = {"GPU": 1} if cuda else None
-        logger.info("dask: %d run%s on %d worker%s (%s), %d torch thread%s each", len(todo),
-                    "s" if len(todo) != 1 else "", len(infos), "s" if len(infos) != 1 else "",
+        n_threads = sum(int(i.get("nthreads", 1)) for i in infos.values())
+        logger.info("collecting %d run%s into %s on %d dask worker%s, %d thread%s in all (%s); %d torch "
+                    "thread%s per run", len(todo), "s" if len(todo) != 1 else "", out, len(infos),
+                    "s" if len(infos) != 1 else "", n_threads, "s" if n_threads != 1 else "",
                     client.scheduler.address, threads, "s" if threads != 1 else "")
         base = {"out": str(out), "base_dir": str(Path(base_dir).resolve()), "threads": int(threads),
                 "device": device, "extra": dict(extra), "marker": MARKER, "token": token,
@@ -361,13 +390,15 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
             f = client.submit(_run_task, payload, key=f"varprinciple-{s.run_id}-{uuid.uuid4().hex[:8]}", pure=False,
                               retries=0, resources=resources)
             by_key[f.key] = s.run_id
-            futures.append(f)
+            pending[f.key] = f
+        done = as_completed(list(pending.values()))
+        del f  # the futures live in `pending` (and `done` until each is yielded) only
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=len(futures), desc="runs", unit="run")
+            bar = tqdm(total=len(pending), desc="runs", unit="run")
         try:
-            for f in as_completed(futures):
+            for f in done:
                 rid = by_key[f.key]
                 try:
                     res = f.result()
@@ -378,6 +409,9 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
                     err = VarPrincipleError(f"{type(exc).__name__}: {exc}".splitlines()[0])
                 else:
                     err = VarPrincipleError(res["error"]) if res["error"] else None
+                # release the result now: a worker lost later holds nothing to recompute
+                del pending[f.key]
+                del f
                 if err is None:
                     logger.info("finished %s", rid)
                 else:
@@ -388,12 +422,10 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
         finally:
             if bar is not None:
                 bar.close()
-        # attempts whose worker died left their staging directories: the sweep is over,
-        # so every attempt of these runs has ended or is presumed dead
-        _clean_stages(out, [s.run_id for s in todo])
     finally:
-        if futures:
-            client.cancel(futures)
+        if pending:
+            client.cancel(list(pending.values()))
+            pending.clear()
         if own:
             client.close()
         if cluster is not None:

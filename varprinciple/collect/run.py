@@ -9,27 +9,23 @@ its ``group``. Its seeds are hashes of its own resolved configuration (training 
 value to a sweep list changes no existing run, and results do not depend on the order of
 runs or on the worker count.
 
-Resume (:func:`collect`): a run is written into a hidden staging directory
-``LOGDIR/.<run_id>.partial`` (readers skip hidden directories) and renamed to
-``LOGDIR/<run_id>`` only when complete, ``run.json`` written last. Re-running skips
-finished runs (same configuration hash; a different one is an error), deletes any staging
-directory left by an interrupted run and redoes it. On a cluster (``executor="dask"``,
-:mod:`varprinciple.collect.executors`) each attempt stages into its own
-``LOGDIR/.<run_id>.<attempt>.partial`` and only the first finished attempt is renamed into
-place, so a retried run never interleaves with a presumed-dead attempt still writing.
+Resume (:func:`collect`): each attempt at a run writes into its own hidden staging
+directory ``LOGDIR/.<run_id>.<attempt>.partial`` (readers skip hidden directories), leased
+by a heartbeat, and renames it to ``LOGDIR/<run_id>`` only when every file it lists is
+verified (:mod:`varprinciple.collect.staging`). Re-running skips finished runs (same
+configuration hash; a different one is an error), deletes staging directories that have no
+live owner and unfinished run directories, and redoes those runs; a staging directory whose
+owner may still be writing (e.g. a task of a sweep whose client was killed) is left to it.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import itertools
 import json
 import logging
 import os
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -45,13 +41,12 @@ import pandas as pd
 from .. import schema
 from ..errors import ConfigError, InputError, VarPrincipleError
 from .config import CollectConfig, LossName, Method
+from .staging import PARTIAL_SUFFIX, Attempt, discard, listed_files, reap_stages, run_is_complete, stage_dir
 
 __all__ = ["RunSpec", "CollectResult", "expand_sweep", "collect", "run_one", "derive_seed",
            "package_versions", "git_revision", "PARTIAL_SUFFIX", "stage_dir"]
 
 logger = logging.getLogger(__name__)
-
-PARTIAL_SUFFIX = ".partial"
 
 
 def _canon(obj: Any) -> str:
@@ -370,54 +365,11 @@ def probe_settings(p: Mapping[str, Any], dropout_modules: list[str]):
 
 
 def _save_state(model, path: Path) -> None:
+    """Save a state_dict atomically into an existing directory (never recreated: staging)."""
     import torch
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     os.replace(tmp, path)
-
-
-def stage_dir(out: str | Path, run_id: str, attempt: str | None = None) -> Path:
-    """The hidden staging directory of a run (of one attempt of it, on a cluster).
-
-    Examples
-    --------
-    >>> stage_dir("logs", "gd-lr0.1-seed0").name, stage_dir("logs", "gd-lr0.1-seed0", "a1b2").name
-    ('.gd-lr0.1-seed0.partial', '.gd-lr0.1-seed0.a1b2.partial')
-    """
-    mid = f".{attempt}" if attempt else ""
-    return Path(out) / f".{run_id}{mid}{PARTIAL_SUFFIX}"
-
-
-def _stages_of(out: Path, run_id: str) -> list[Path]:
-    """Every staging directory of ``run_id`` under ``out`` (the plain one and per-attempt ones)."""
-    if not out.is_dir():
-        return []
-    pat = re.compile(re.escape(f".{run_id}") + r"(\.[0-9a-f]+)?" + re.escape(PARTIAL_SUFFIX))
-    return [p for p in out.iterdir() if pat.fullmatch(p.name)]
-
-
-def _publish(stage: Path, final: Path, *, exclusive: bool) -> bool:
-    """Rename a complete staging directory to ``final``; True if this one was published.
-
-    ``exclusive=False`` (one process per run) replaces whatever is at ``final``. With
-    ``exclusive=True`` (several attempts of a run may be alive on a cluster) the first rename
-    wins: a later attempt finds ``final`` complete, deletes its own staging directory and
-    returns False.
-    """
-    if not exclusive:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(stage, final)
-        return True
-    try:
-        os.rename(stage, final)  # POSIX: fails on an existing non-empty directory
-        return True
-    except OSError as exc:
-        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or _finished_hash(final) is None:
-            raise
-    shutil.rmtree(stage, ignore_errors=True)
-    return False
 
 
 def _concat(frames: list) -> pd.DataFrame | None:
@@ -473,9 +425,18 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
             attempt: str | None = None) -> Path:
     """Train and probe one run; write it to ``out/<run_id>`` (via a hidden staging directory).
 
-    ``attempt`` (a hex token, one per attempt on a cluster) gives the attempt its own staging
-    directory, published only if no other attempt finished first. Returns the run directory.
+    The attempt (token ``attempt``, hex; default a random one) writes into its own leased
+    staging directory and publishes it only if no other attempt finished first; a failed
+    attempt deletes its directory (:mod:`varprinciple.collect.staging`). Returns the run
+    directory.
     """
+    with Attempt(out, spec.run_id, attempt) as att:
+        return _run_attempt(spec, att, base_dir=base_dir, device=device, progress=progress,
+                            extra_meta=extra_meta)
+
+
+def _run_attempt(spec: RunSpec, att: Attempt, *, base_dir: str, device: str, progress: bool,
+                 extra_meta: Mapping[str, Any] | None) -> Path:
     import torch
 
     from ._model import state_fingerprint
@@ -484,14 +445,11 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
     from .train import TRAINING_FILE, train
 
     t_start = time.perf_counter()
-    out = Path(out)
-    final = out / spec.run_id
-    stage = stage_dir(out, spec.run_id, attempt)
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
+    stage, final = att.stage, att.final
     c = spec.config
     t, p = c["train"], c["probe"]
+    if t["checkpoints"]:
+        att.mkdir("checkpoints")
     ds, loss, model, g, ((X, y, lab), (Xt, yt, labt)), drop_names = _build(spec, base_dir, device)
     steps = _steps_of(t, ds.n_train)
     probe_at = ([0] if p.get("at_start") else []) + _probe_steps(p["every"], steps)
@@ -605,9 +563,13 @@ def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str 
                    "total": time.perf_counter() - t_start},
     }
     from ..io import write_run
+    att.check()  # still our own directory (write_run would recreate a deleted one)
     write_run(stage, meta, eigen=_concat(eig), noise=_concat(noise), tables=tables)
-    _publish(stage, final, exclusive=attempt is not None)
-    logger.info("%s: done in %.1f s", spec.run_id, meta["wall_s"]["total"])
+    if att.publish(listed_files(meta, [schema.EIGEN_FILE, schema.NOISE_FILE, *tables])):
+        logger.info("%s: done in %.1f s", spec.run_id, meta["wall_s"]["total"])
+    else:
+        logger.info("%s: done in %.1f s; another attempt had published it first", spec.run_id,
+                    meta["wall_s"]["total"])
     return final
 
 
@@ -665,6 +627,13 @@ def _same_but_newer_defaults(run_dir: Path, config: Mapping[str, Any]) -> bool:
             elif key not in CONFIG_KEYS.get(sec, {}) or _canon(CONFIG_KEYS[sec][key].default) != _canon(value):
                 return False
     return True
+
+
+def _report_live(live: list[Path], when: str) -> None:
+    if live:
+        logger.info("%d staging director%s of attempts still running (%s the sweep; each deletes its own "
+                    "when it ends, or a later run once its lease expires): %s", len(live),
+                    "y" if len(live) == 1 else "ies", when, ", ".join(p.name for p in live))
 
 
 def _worker_init(threads: int, level: int) -> None:
@@ -809,20 +778,27 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
         h = _finished_hash(out / s.run_id)
         if h is None:
             todo.append(s)
-        elif h == s.config_hash or _same_but_newer_defaults(out / s.run_id, s.config):
-            skipped.append(s.run_id)
-        else:
+        elif h != s.config_hash and not _same_but_newer_defaults(out / s.run_id, s.config):
             raise ConfigError(f"{out / s.run_id}: a finished run of this name was made with a different "
                               f"configuration (hash {h or 'none'}, now {s.config_hash}); collect into "
                               f"another --out or delete it")
-    for s in specs:  # stale staging directories of runs already finished
-        if s.run_id in skipped:
-            for st in _stages_of(out, s.run_id):
-                shutil.rmtree(st, ignore_errors=True)
+        elif not run_is_complete(out / s.run_id):  # published without a file it lists (older versions)
+            logger.warning("%s: run.json lists a file that is missing; redoing the run", out / s.run_id)
+            todo.append(s)
+        else:
+            skipped.append(s.run_id)
+    # staging directories without a live owner, and unfinished run directories, go; a staging
+    # directory whose owner may still write (an attempt of an interrupted sweep) is left to it
+    reap_stages(out, skipped)
+    for s in todo:
+        if (out / s.run_id).exists():
+            discard(out / s.run_id)
+    _report_live(reap_stages(out, [s.run_id for s in todo]), "before")
     if skipped:
         logger.info("skipping %d finished run%s", len(skipped), "s" if len(skipped) > 1 else "")
-    logger.info("collecting %d run%s into %s with %d worker%s", len(todo), "s" if len(todo) != 1 else "",
-                out, workers, "s" if workers > 1 else "")
+    if executor is Executor.LOCAL:  # a cluster's own worker count is logged once it is reached
+        logger.info("collecting %d run%s into %s with %d worker%s", len(todo), "s" if len(todo) != 1 else "",
+                    out, workers, "s" if workers > 1 else "")
     out.mkdir(parents=True, exist_ok=True)
     extra = {"config_source": cfg.source}
     failures: list[tuple[str, BaseException]] = []
@@ -882,6 +858,9 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
                         bar.update(1)
         if bar is not None:
             bar.close()
+    # attempts that died left their staging directories; live ones (an earlier sweep's) delete
+    # their own when they end
+    _report_live(reap_stages(out, [s.run_id for s in todo]), "after")
     if failures:
         rid, exc = failures[0]
         others = [r for r, _ in failures[1:]]
