@@ -583,6 +583,7 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     timings["total"] = time.perf_counter() - t_all
     info = {"n_params": D, "n_train": pm.n, "loss_value": op.loss_value, "plan": plan,
             "dropout_sites": srcs["dropout"].info()["dropout_sites"] if "dropout" in srcs else [],
+            "dropout_skipped": srcs["dropout"].info()["dropout_skipped"] if "dropout" in srcs else [],
             "gradient_norm": float(op.gradient.norm()),
             **({"blocks": [{"name": b.name, "params": list(b.params), "n_params": b.size, "top_k": be.k,
                             "method": be.method, "n_hvp": be.n_hvp} for b, be in beigs]}

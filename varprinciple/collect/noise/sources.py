@@ -28,7 +28,7 @@ class SGDSource(NoiseSourceBase):
 
 @register_source
 class DropoutSource(NoiseSourceBase):
-    """Dropout mask noise at the model's ``nn.Dropout`` sites (or ``dropout_layers``); with
+    """Dropout mask noise at every dropout the model applies in train mode (or ``dropout_layers``); with
     ``exact_variance`` its exact moments come from two masks per sample."""
 
     name = "dropout"
@@ -63,7 +63,7 @@ class DropoutSource(NoiseSourceBase):
     def info(self) -> dict:
         if self.sites is None:
             return {}
-        return {"dropout_sites": [{"name": x[0], "drop_prob": x[2], "where": x[3]} for x in self.sites.sites]}
+        return {"dropout_sites": self.sites.describe(), "dropout_skipped": list(self.sites.skipped)}
 
     def close(self) -> None:
         if self.sites is not None:
