@@ -49,7 +49,7 @@ class DropoutSource(NoiseSourceBase):
                            generator=ctx.generator, n_full=0 if pairs is not None else ctx.n_full,
                            memory_budget_mb=s.memory_budget_mb, trace_samples=4 if pairs is not None else 32)
         if pairs is not None:
-            nd = replace(nd, trace=pairs.trace, exact_variance=pairs.variance,
+            nd = replace(nd, trace=pairs.trace, exact_variance=pairs.variance, exact_variance_se=pairs.variance_se,
                          extra={**nd.extra, "pairs": pairs, "pair_chunk": pairs.chunk, "pair_seconds": pairs.seconds})
         return nd
 
