@@ -67,7 +67,8 @@ def test_probe_with_a_tiny_budget_equals_the_unchunked_probe():
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(small.exact_variance["variance"], big.exact_variance["variance"], rtol=1e-10)
     np.testing.assert_allclose(small.flatness["estimate"], big.flatness["estimate"], rtol=1e-10)
-    assert big.info["dropout_sites"] == [{"name": "4", "drop_prob": 0.2, "where": "output"}]
+    assert big.info["dropout_sites"] == [{"name": "4", "kind": "module", "call": "F.dropout", "drop_prob": 0.2,
+                                          "where": "call"}]
 
 
 def test_data_chunked_dropout_draws_keep_the_exact_law():

@@ -57,12 +57,9 @@ def _exact_covariance(pm, sites):
     for i in range(pm.n):
         G, w = [], []
         for masks, wm in _sample_masks(sites):
-            sites._masks = masks
-            try:
+            with sites.masked(masks):
                 li = pm.one_sample_loss(leaves, pm.X[i], pm.y[i])
-                gi = torch.autograd.grad(li, list(leaves.values()))
-            finally:
-                sites._masks = None
+            gi = torch.autograd.grad(li, list(leaves.values()))
             G.append(torch.cat([t.reshape(-1) for t in gi]))
             w.append(wm)
         G, w = torch.stack(G), torch.tensor(w, dtype=F64)

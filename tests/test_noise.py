@@ -366,7 +366,7 @@ def test_dropout_noise_methods_agree_and_trace():
 def test_dropout_site_errors():
     model, X, y = _mlp_data()
     pm = _pm(model, "cross_entropy", X, y)
-    with pytest.raises(ConfigError, match="the model has no nn.Dropout; set `drop_prob`"):
+    with pytest.raises(ConfigError, match="the model applies no dropout in train mode .*; set `drop_prob`"):
         DropoutSites(pm)
     with pytest.raises(ConfigError, match=r"^`dropout_layers`: give at least one module name"):
         DropoutSites(pm, drop_prob=0.1, layers=())
@@ -377,13 +377,17 @@ def test_dropout_site_errors():
     with pytest.raises(ConfigError, match=r"drop probability at '4' must be in \(0, 1\); got 1.0"):
         DropoutSites(pm, drop_prob=1.0)
     d2 = _pm(nn.Sequential(nn.Linear(3, 4), nn.AlphaDropout(0.2), nn.Linear(4, 3)), "cross_entropy", X, y)
-    with pytest.raises(ConfigError, match="supports nn.Dropout only; module '1' is AlphaDropout"):
+    with pytest.raises(ConfigError, match=r"F\.alpha_dropout in '1' \(AlphaDropout\) is channel or alpha dropout, "
+                                          r"which the probe cannot draw"):
         DropoutSites(d2)
     nolin = _pm(_Scale(), "mse", X, torch.zeros(24, 3, dtype=F64))
-    with pytest.raises(ConfigError, match="no nn.Dropout and no nn.Linear"):
+    with pytest.raises(ConfigError, match="the model applies no dropout and has no nn.Linear"):
         DropoutSites(nolin, drop_prob=0.2)
     unused = _Unused()
     with pytest.raises(ConfigError, match="dropout site 'extra' is not used by the model's forward"):
+        DropoutSites(_pm(unused, "cross_entropy", X, y), drop_prob=0.2, layers=("extra",))
+    # an nn.Dropout the forward never calls applies no dropout: not a site
+    with pytest.raises(ConfigError, match="the model applies no dropout in train mode"):
         DropoutSites(_pm(unused, "cross_entropy", X, y))
 
 

@@ -162,7 +162,7 @@ def test_probe_refusals():
     with pytest.raises(ConfigError, match=r"`top_k` \(500\) exceeds the number of parameters \(115\)"):
         probe(_net(), "cross_entropy", X, y, settings=_small(top_k=500), step=0, generator=g)
     nodrop = nn.Sequential(nn.Linear(4, 3))
-    with pytest.raises(ConfigError, match="the model has no nn.Dropout; set `drop_prob`"):
+    with pytest.raises(ConfigError, match="the model applies no dropout in train mode .*; set `drop_prob`"):
         probe(nodrop, "cross_entropy", X, y, settings=_small(), step=0, generator=g)
     with pytest.raises(InputError, match="`settings` must be a ProbeSettings; got dict"):
         probe(_net(), "cross_entropy", X, y, settings={}, step=0, generator=g)

@@ -64,22 +64,44 @@ def test_attention_model_hessian_matches_dense_oracle():
                 settings=ProbeSettings(top_k=3, n_samples=20, batch_size=5, n_random=1, hutchinson_probes=2,
                                        tr_hc_samples=3))
     np.testing.assert_allclose(res.eigen["eigenvalue"], np.linalg.eigvalsh(Href)[::-1][:3], rtol=1e-8)
-    assert res.info["dropout_sites"] == [{"name": f"layer.{d}", "drop_prob": 0.1, "where": "output"}
-                                         for d in ("dropout", "dropout1", "dropout2")]
+    # the layer's nn.Dropout modules, in the order the forward calls them; the attention's
+    # dropout is 0 here: no dropout call, nothing skipped
+    assert res.info["dropout_sites"] == [{"name": f"layer.{d}", "kind": "module", "call": "F.dropout",
+                                          "drop_prob": 0.1, "where": "call"} for d in ("dropout1", "dropout", "dropout2")]
+    assert res.info["dropout_skipped"] == []
 
 
-def test_attention_dropout_is_refused_naming_the_call():
+def test_attention_dropout_is_a_site_and_zero_dropout_is_skipped():
     torch.manual_seed(0)
     X, y = _tokens()
     pm = ProbedModel(_Attn(attn_dropout=0.2), Loss.CROSS_ENTROPY, X, y, dtype=F64)
-    with pytest.raises(ConfigError, match=r"dropout source: the model applies dropout in train mode that the probe "
-                                          r"cannot include: aten\.\S+ in 'layer\.self_attn' \(MultiheadAttention\)"):
-        DropoutSites(pm)
-    # without the dropout source the model probes fine (eval mode: no attention dropout)
-    res = probe(_Attn(attn_dropout=0.2), "cross_entropy", X, y, step=0, generator=torch.Generator().manual_seed(0),
-                settings=ProbeSettings(top_k=2, n_samples=10, batch_size=5, n_random=1, hutchinson_probes=2,
-                                       tr_hc_samples=0, sources=("sgd",)))
-    assert len(res.eigen) == 2
+    sites = DropoutSites(pm)
+    assert [(s.name, s.kind, s.call, s.drop_prob) for s in sites.sites] == [
+        ("layer.self_attn", "attention", "scaled_dot_product_attention", 0.2),
+        ("layer.dropout1", "module", "F.dropout", 0.1), ("layer.dropout", "module", "F.dropout", 0.1),
+        ("layer.dropout2", "module", "F.dropout", 0.1)]
+    # per-sample masks: (heads, L, S) for the attention weights, (L, E) and (L, F) for the rest
+    assert sites.shapes == [(2, 4, 4), (4, 4), (4, 6), (4, 4)] and sites.cut == 0
+    # need_weights=True (nn.MultiheadAttention called directly): dropout on (bsz * heads, L, S)
+
+    class Direct(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.att, self.head = nn.Embedding(7, 4), nn.MultiheadAttention(4, 2, dropout=0.3), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = self.emb(x).transpose(0, 1)  # (L, n, E): samples in dimension 1
+            return self.head(self.att(h, h, h)[0].mean(0))
+
+    s2 = DropoutSites(ProbedModel(Direct(), Loss.CROSS_ENTROPY, X, y, dtype=F64))
+    assert [(s.name, s.kind) for s in s2.sites] == [("att", "attention")]
+    assert s2.shapes == [(2, 4, 4)] and s2.merged == [True]
+    # nn.Dropout(p=0) and zero attention dropout are skipped, not refused
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Dropout(0.0), nn.Linear(4, 2), nn.Dropout(0.2))
+    g = torch.Generator().manual_seed(0)
+    Xr, yr = torch.randn(10, 3, generator=g), torch.randn(10, 2, generator=g)
+    s3 = DropoutSites(ProbedModel(net, Loss.MSE, Xr, yr, dtype=F64))
+    assert [s.name for s in s3.sites] == ["4"] and s3.skipped == ["2"]
 
 
 class _FunctionalDrop(nn.Module):
@@ -93,19 +115,45 @@ class _FunctionalDrop(nn.Module):
         return self.b(nn.functional.dropout(h, 0.3, training=True if self.always else self.training))
 
 
-def test_functional_and_eval_mode_randomness_are_refused():
+class _Noisy(nn.Module):
+    """Gaussian noise injection in train mode: random, but not a dropout call."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return h + 0.1 * torch.randn_like(h) if self.training else h
+
+
+def test_functional_dropout_is_a_site_and_other_randomness_is_refused():
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(10, 3, generator=g), torch.randn(10, 2, generator=g)
     pm = ProbedModel(_FunctionalDrop(), Loss.MSE, X, y, dtype=F64)
-    with pytest.raises(ConfigError, match=r"cannot include: aten\.\S+ in '<root>' \(_FunctionalDrop\)"):
-        DropoutSites(pm, drop_prob=0.2)
+    s = DropoutSites(pm)
+    assert s.describe() == [{"name": "<root>", "kind": "functional", "call": "F.dropout", "drop_prob": 0.3,
+                             "where": "call"}]
+    assert DropoutSites(pm, drop_prob=0.2).drop_probs == [0.2]  # drop_prob overrides the model's p
     with pytest.raises(ConfigError, match=r"^the model draws random numbers in eval mode \(aten\.\S+ in '<root>'"):
         ProbedModel(_FunctionalDrop(always=True), Loss.MSE, X, y, dtype=F64)
-    # an nn.Dropout left out by dropout_layers is named too
+    with pytest.raises(ConfigError, match=r"^dropout source: the model draws random numbers in train mode outside any "
+                                          r"dropout call the probe can mask: aten\.\S+ in '<root>' \(_Noisy\); switch "
+                                          r"them off for the probe or remove 'dropout' from `sources`\.$"):
+        DropoutSites(ProbedModel(_Noisy(), Loss.MSE, X, y, dtype=F64))
+    # an nn.Dropout left out by dropout_layers is named, with what to do
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Dropout(0.2), nn.Linear(4, 2))
     pm2 = ProbedModel(net, Loss.MSE, X, y, dtype=F64)
-    with pytest.raises(ConfigError, match=r"cannot include: aten\.\S+ in '2' \(Dropout\)"):
+    with pytest.raises(ConfigError, match=r"^dropout source: the model applies dropout in train mode outside "
+                                          r"`dropout_layers`: F\.dropout in '2' \(Dropout, p=0\.2\); set its p to 0, "
+                                          r"name it in `dropout_layers`, or leave `dropout_layers` unset"):
         DropoutSites(pm2, drop_prob=0.1, layers=("0",))
+    # channel dropout cannot be drawn elementwise
+    img = torch.randn(10, 2, 3, 3, generator=g)
+    cnn = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Dropout2d(0.2), nn.Flatten(), nn.Linear(18, 2))
+    with pytest.raises(ConfigError, match=r"^dropout source: F\.dropout2d in '1' \(Dropout2d\) is channel or alpha "
+                                          r"dropout, which the probe cannot draw"):
+        DropoutSites(ProbedModel(cnn, Loss.MSE, img, y, dtype=F64))
 
 
 def test_dict_output_and_custom_losses_equal_the_builtin_path():
@@ -241,3 +289,34 @@ def test_attention_model_under_a_budget_that_forces_forward_mode_per_sample_jvps
     np.testing.assert_allclose(small.noise["value"], big.noise["value"], rtol=1e-9, atol=1e-13)
     np.testing.assert_allclose(small.exact_variance["variance"], big.exact_variance["variance"], rtol=1e-9)
     assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_attention_sites_batched_and_cut_site_paths_equal_the_loop():
+    """Masks in every layout (attention weights, samples merged with heads, samples in dim 1):
+    batched draws and the cut-site shortcut equal one backward pass per draw."""
+    from varprinciple.collect.noise import dropout_cut_tangents, dropout_gradients, dropout_projections
+    from varprinciple.collect.noise import random_directions
+
+    class Direct(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.att, self.head = nn.Embedding(7, 4), nn.MultiheadAttention(4, 2, dropout=0.3), nn.Linear(4, 3)
+            self.drop = nn.Dropout(0.2)
+
+        def forward(self, x):
+            h = self.emb(x).transpose(0, 1)
+            return self.head(self.drop(self.att(h, h, h)[0]).mean(0))
+
+    X, y = _tokens(n=12)
+    for model in (_Attn(attn_dropout=0.2), Direct()):
+        pm = ProbedModel(model, Loss.CROSS_ENTROPY, X, y, dtype=F64)
+        sites = DropoutSites(pm)
+        V = random_directions(pm.n_params, 3, generator=torch.Generator().manual_seed(0))
+        masks = sites.draw_masks(4, generator=torch.Generator().manual_seed(1))
+        loop = dropout_gradients(sites, masks, method="loop")
+        np.testing.assert_allclose(dropout_gradients(sites, masks, method="vmap").numpy(), loop.numpy(), atol=1e-13)
+        h0, T = dropout_cut_tangents(sites, V)
+        fast = dropout_projections(sites, masks, V, h0=h0, T=T)
+        np.testing.assert_allclose(fast.numpy(), (loop @ V).numpy(), atol=1e-12)
+        assert not torch.allclose(loop[0], loop[1])  # the masks matter
+        sites.remove()

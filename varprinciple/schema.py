@@ -329,10 +329,12 @@ EXACT_VARIANCE = register_optional_table(TableSpec(
         ColumnSpec("direction", "int64", nonnegative=True),
         ColumnSpec("variance", "float64", nonnegative=True),
         ColumnSpec("block", "string", required=False, nullable=True),
+        ColumnSpec("se", "float64", required=False, nullable=True, nonnegative=True),
     ),
     "Noise variance along each probed direction from its exact formula: SGD's from the per-sample "
     "gradients (exact), dropout's unbiased two-masks-per-sample estimate (sampling error far below "
-    "the K draws').",
+    "the K draws'); optional `se`: the standard error of an estimated variance (dropout; null when "
+    "exact).",
     unique_key=("step", "source", "block", "basis", "direction"),
 ))
 

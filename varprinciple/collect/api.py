@@ -285,7 +285,7 @@ def reprobe_run(run_dir: str | os.PathLike, *, out: str | os.PathLike, settings=
     InputError
         If ``run_dir`` has no run.json with a collect config, or a checkpoint is missing.
     """
-    from .run import RunSpec, _build, probe_settings
+    from .run import RunSpec, _build, probe_settings, unprobed_dropout
 
     run_dir = Path(run_dir)
     spec, meta = RunSpec.from_run_dir(run_dir, missing_hint="; use probe_checkpoints with your model")
@@ -308,6 +308,12 @@ def reprobe_run(run_dir: str | os.PathLike, *, out: str | os.PathLike, settings=
     keep = {k: meta[k] for k in ("group", "dataset", "arch", "lr", "batch_size", "drop_prob", "keep_prob",
                                  "steps", "data_split", "config") if k in meta}
     keep["reprobed_from"] = str(run_dir)
+    if "dropout" in settings.sources and settings.dropout_layers is not None:
+        # trained dropout outside the source's layers is switched off, as `collect` does
+        off = unprobed_dropout(model, list(settings.dropout_layers))
+        for name in off:
+            model.get_submodule(name).p = 0.0
+        keep["probe_dropout_disabled"] = off
     if threads is None:
         threads = meta.get("torch_threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):

@@ -246,7 +246,9 @@ class ProbeResult:
     noise : DataFrame
         schema.NOISE rows: step, source, basis, direction, sample, value.
     exact_variance : DataFrame or None
-        schema EXACT_VARIANCE rows (sgd from per-sample gradients; isotropic by construction).
+        schema EXACT_VARIANCE rows (sgd from per-sample gradients and isotropic by construction,
+        both exact: ``se`` null; dropout the unbiased two-mask estimate with its standard error
+        ``se``, :attr:`~.noise.DropoutPairMoments.variance_se`).
     flatness : DataFrame
         schema FLATNESS rows (lambda_max, hessian_trace, tr_hc, tr_c, rho, tr_c_exact).
     top_vector : ndarray
@@ -305,6 +307,9 @@ def _exact_frame(step: int, draws: NoiseDraws, k: int, m: int) -> pd.DataFrame:
         "basis": ["hessian"] * k + ["random"] * m,
         "direction": np.concatenate([np.arange(k), np.arange(m)]).astype(np.int64),
         "variance": draws.exact_variance.astype(np.float64),
+        # the standard error of an estimated exact variance (dropout's two-mask estimate); null when exact
+        "se": (np.full(k + m, np.nan) if draws.exact_variance_se is None
+               else np.asarray(draws.exact_variance_se, dtype=np.float64)),
     })
 
 
@@ -333,7 +338,9 @@ def _split(draws: NoiseDraws, layout: list):
     """``(block, k_b, m, draws restricted to the block's columns)`` for each entry of ``layout``."""
     for name, kb, mb, c0 in layout:
         ev = None if draws.exact_variance is None else draws.exact_variance[c0:c0 + kb + mb]
-        yield name, kb, mb, replace(draws, values=draws.values[:, c0:c0 + kb + mb], exact_variance=ev)
+        es = None if draws.exact_variance_se is None else draws.exact_variance_se[c0:c0 + kb + mb]
+        yield name, kb, mb, replace(draws, values=draws.values[:, c0:c0 + kb + mb], exact_variance=ev,
+                                    exact_variance_se=es)
 
 
 def _probe_iv(model, loss, X, y, settings, step, generator, v0):
@@ -583,6 +590,7 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     timings["total"] = time.perf_counter() - t_all
     info = {"n_params": D, "n_train": pm.n, "loss_value": op.loss_value, "plan": plan,
             "dropout_sites": srcs["dropout"].info()["dropout_sites"] if "dropout" in srcs else [],
+            "dropout_skipped": srcs["dropout"].info()["dropout_skipped"] if "dropout" in srcs else [],
             "gradient_norm": float(op.gradient.norm()),
             **({"blocks": [{"name": b.name, "params": list(b.params), "n_params": b.size, "top_k": be.k,
                             "method": be.method, "n_hvp": be.n_hvp} for b, be in beigs]}

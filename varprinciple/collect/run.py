@@ -20,6 +20,7 @@ owner may still be writing (e.g. a task of a sweep whose client was killed) is l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -340,6 +341,33 @@ def _build(spec: RunSpec, base_dir: str, device: str):
     return ds, loss, model, g, tensors, [f"drop{i}" for i in probe_layers]
 
 
+def unprobed_dropout(model, probe_modules: list[str]) -> list[str]:
+    """The model's ``nn.Dropout`` modules that drop in training (``p > 0``) but are not layers of
+    the dropout source (``[probe] dropout_layers`` a subset of the trained dropout layers).
+
+    The dropout source measures the mask noise of its layers only, so the pipeline switches these
+    off for the probe (:func:`dropout_switched_off`) and records their names in run.json
+    (``probe_dropout_disabled``); training keeps them.
+    """
+    from torch import nn
+    keep = set(probe_modules)
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p > 0 and n not in keep]
+
+
+@contextlib.contextmanager
+def dropout_switched_off(model, names: list[str]):
+    """Set ``p = 0`` on the named ``nn.Dropout`` modules of ``model`` for the duration (restored after)."""
+    mods = dict(model.named_modules())
+    old = {n: mods[n].p for n in names}
+    for n in names:
+        mods[n].p = 0.0
+    try:
+        yield
+    finally:
+        for n, v in old.items():
+            mods[n].p = v
+
+
 def probe_settings(p: Mapping[str, Any], dropout_modules: list[str]):
     """The :class:`~varprinciple.collect.probe.ProbeSettings` of a resolved ``[probe]`` section.
 
@@ -454,6 +482,8 @@ def _run_attempt(spec: RunSpec, att: Attempt, *, base_dir: str, device: str, pro
     steps = _steps_of(t, ds.n_train)
     probe_at = ([0] if p.get("at_start") else []) + _probe_steps(p["every"], steps)
     settings = probe_settings(p, drop_names if "dropout" in p["sources"] else [])
+    # trained dropout outside `[probe] dropout_layers`: off for the probe (recorded in run.json)
+    drop_off = unprobed_dropout(model, drop_names) if "dropout" in p["sources"] else []
     eig, noise, exact, flat, probe_info = [], [], [], [], []
     state = {"v0": None, "probe_s": 0.0}
     devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
@@ -465,7 +495,7 @@ def _run_attempt(spec: RunSpec, att: Attempt, *, base_dir: str, device: str, pro
             _save_state(mdl, stage / "checkpoints" / f"step_{step}.pt")
         pseed = derive_seed(spec.probe_seed, step)
         gen = torch.Generator().manual_seed(pseed)  # CPU stream: the probes draw on CPU, then move
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), dropout_switched_off(mdl, drop_off):
             torch.manual_seed(derive_seed(pseed, "global"))
             res = probe(mdl, loss, X, y, settings=settings, step=step, generator=gen, v0=state["v0"],
                         progress=progress)
@@ -536,6 +566,8 @@ def _run_attempt(spec: RunSpec, att: Attempt, *, base_dir: str, device: str, pro
         "probe_drop_prob": p["drop_prob"] if "dropout" in p["sources"] else None,
         # the sites the dropout probe actually used (not just the configured names)
         "probe_dropout_layers": state.get("dropout_sites", drop_names) if "dropout" in p["sources"] else None,
+        # trained dropout layers outside `[probe] dropout_layers`, switched off for the probe
+        "probe_dropout_disabled": drop_off if "dropout" in p["sources"] else None,
         # every random op the model applies in train mode, as detected by the probe (API runs alike)
         "dropout_sites": state.get("dropout_sites_detected"),
         # hash of the probed network per step: re-probes of its checkpoints count once in `test`

@@ -28,7 +28,8 @@ its subset minus the full mean.
 from __future__ import annotations
 
 from ._common import NoiseDraws, chunk_for, project, random_directions
-from .dropout import (DropoutSites, dropout_cut_tangents, dropout_data_chunk, dropout_gradients, dropout_noise,
+from .dropout_sites import DropoutSite, DropoutSites
+from .dropout import (dropout_cut_tangents, dropout_data_chunk, dropout_gradients, dropout_noise,
                       dropout_projections)
 from .dropout_exact import DropoutPairMoments, dropout_pair_moments, pair_chunk
 from .isotropic import isotropic_noise
@@ -37,7 +38,7 @@ from .sgd import PerSampleProjections, per_sample_projections, sgd_noise, sgd_su
 from .sources import DropoutSource, IsotropicSource, SGDSource  # registers sgd, dropout, isotropic
 
 __all__ = [
-    "NoiseDraws", "PerSampleProjections", "DropoutSites", "DropoutPairMoments", "project", "random_directions",
+    "NoiseDraws", "PerSampleProjections", "DropoutSite", "DropoutSites", "DropoutPairMoments", "project", "random_directions",
     "chunk_for", "per_sample_projections", "sgd_subsets", "sgd_noise", "sgd_variance_factor", "dropout_noise",
     "dropout_gradients", "dropout_cut_tangents", "dropout_projections", "dropout_data_chunk",
     "dropout_pair_moments", "pair_chunk", "isotropic_noise", "SOURCES", "NoiseSourceBase", "SourceContext",

@@ -61,7 +61,10 @@ class NoiseDraws:
         (by construction), the centred (ddof=1) sample trace for dropout.
     trace_exact : bool
     exact_variance : ndarray or None, ``(d,)``
-        Exact variance along each direction, when known (sgd, isotropic).
+        Exact variance along each direction, when known (sgd, isotropic), or its unbiased
+        two-mask estimate (dropout).
+    exact_variance_se : ndarray or None, ``(d,)``
+        Standard error of ``exact_variance`` when it is an estimate (dropout); None when exact.
     """
 
     source: str
@@ -72,6 +75,7 @@ class NoiseDraws:
     exact_variance: np.ndarray | None = None
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    exact_variance_se: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:

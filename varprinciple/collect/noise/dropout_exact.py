@@ -138,14 +138,7 @@ def dropout_pair_moments(sites, directions: torch.Tensor, *, generator: torch.Ge
     zero = torch.zeros((), dtype=pm.dtype, device=pm.device)
     scales = sites.scales()
 
-    def one(params, x, y, masks):
-        sites._masks = tuple(m.unsqueeze(0) for m in masks)
-        try:
-            return pm.one_sample_loss(params, x, y)
-        finally:
-            sites._masks = None
-
-    f = vmap(grad(one), in_dims=(None, 0, 0, 0), randomness="error")
+    f = vmap(grad(sites.one_sample_loss), in_dims=(None, 0, 0, 0), randomness="error")
     gu2 = torch.zeros(J, V.shape[1], dtype=torch.float64, device=pm.device)
     gtr = torch.zeros(J, dtype=torch.float64, device=pm.device)
     Ws = [torch.zeros(J, k, dtype=pm.dtype, device=pm.device) for k in pm.numels] if n_groups else None

@@ -28,7 +28,7 @@ class SGDSource(NoiseSourceBase):
 
 @register_source
 class DropoutSource(NoiseSourceBase):
-    """Dropout mask noise at the model's ``nn.Dropout`` sites (or ``dropout_layers``); with
+    """Dropout mask noise at every dropout the model applies in train mode (or ``dropout_layers``); with
     ``exact_variance`` its exact moments come from two masks per sample."""
 
     name = "dropout"
@@ -49,7 +49,7 @@ class DropoutSource(NoiseSourceBase):
                            generator=ctx.generator, n_full=0 if pairs is not None else ctx.n_full,
                            memory_budget_mb=s.memory_budget_mb, trace_samples=4 if pairs is not None else 32)
         if pairs is not None:
-            nd = replace(nd, trace=pairs.trace, exact_variance=pairs.variance,
+            nd = replace(nd, trace=pairs.trace, exact_variance=pairs.variance, exact_variance_se=pairs.variance_se,
                          extra={**nd.extra, "pairs": pairs, "pair_chunk": pairs.chunk, "pair_seconds": pairs.seconds})
         return nd
 
@@ -63,7 +63,7 @@ class DropoutSource(NoiseSourceBase):
     def info(self) -> dict:
         if self.sites is None:
             return {}
-        return {"dropout_sites": [{"name": x[0], "drop_prob": x[2], "where": x[3]} for x in self.sites.sites]}
+        return {"dropout_sites": self.sites.describe(), "dropout_skipped": list(self.sites.skipped)}
 
     def close(self) -> None:
         if self.sites is not None:
