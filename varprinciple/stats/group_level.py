@@ -228,6 +228,28 @@ CURVATURE_RARE_NOTE = ("no interval or p: rare large draws in this noise source;
                        "heavier), so the mean r is not tested (docs/statistics.md §2)")
 
 
+#: Note of a curvature-alignment row refused because the noise's tails change along the spectrum.
+CURVATURE_SHAPE_NOTE = ("no interval or p: the noise's tails change along the spectrum (mean Spearman r of the "
+                        "directions' kurtosis with lambda {r:.2f}, two-sided p {p:.2g}), which gives Spearman's r of "
+                        "s^2 a non-zero mean with no relation to curvature (docs/statistics.md §4); see b's group test")
+#: Level of the two-sided group test of a kurtosis gradient along the spectrum.
+TAIL_GRADIENT_ALPHA = 0.05
+
+
+def _tail_gradient(sub: pd.DataFrame, network_of: dict) -> tuple[float, float] | None:
+    """(mean r, p) when the networks' Spearman r of kurtosis with lambda differ from 0 on average
+    (two-sided t over networks at TAIL_GRADIENT_ALPHA), else None."""
+    if "kurtosis_spearman_r" not in sub:
+        return None
+    _n, kr, _ = network_values(sub["run_id"].tolist(), sub["kurtosis_spearman_r"].to_numpy(float), network_of)
+    kr = kr[np.isfinite(kr)]
+    if kr.size < 2 or np.ptp(kr) == 0:
+        return None
+    g = group_test(kr)
+    p2 = 2 * min(g.p_value, 1 - g.p_value)
+    return (g.estimate, p2) if p2 < TAIL_GRADIENT_ALPHA else None
+
+
 def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float,
                              network_of: dict[str, str] | None = None) -> list[dict]:
     """Group-level alignment of noise variance with curvature: one row per group x source x block.
@@ -238,7 +260,9 @@ def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], con
     exchangeable (anisotropy unrelated to λ); it does NOT hold when the tails of the noise
     change along the spectrum (rare large draws carrying more of the variance in flat
     directions push the median of s² below σ² there): rows of sources flagged for rare large
-    draws (:func:`.per_probe.rare_draw_sources`) get no interval or p, with a note.
+    draws (:func:`.per_probe.rare_draw_sources`), and rows whose networks' kurtosis changes
+    along the spectrum (mean ``kurtosis_spearman_r`` two-sided p < TAIL_GRADIENT_ALPHA), get
+    no interval or p, with a note.
     Estimate, CI and one-sided p (H1: mean > 0) by the
     one-sample t over networks (re-probes of one network averaged first), as for b.
     Rank-based, so it uses every direction (non-positive eigenvalues too) and no power law.
@@ -260,6 +284,9 @@ def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], con
         if "rare_draw_source" in sub and sub["rare_draw_source"].fillna(False).astype(bool).any():
             lo = hi = p = np.nan
             note = CURVATURE_RARE_NOTE
+        elif (grad := _tail_gradient(sub, network_of)) is not None:
+            lo = hi = p = np.nan
+            note = CURVATURE_SHAPE_NOTE.format(r=grad[0], p=grad[1])
         rows.append({"group": label, "group_key": key_of[label], "quantity": CURVATURE_ALIGNMENT, "source": src,
                      "block": blk, "step": steps_here[0] if len(steps_here) == 1 else None,
                      "estimate": g.estimate, "ci_low": lo, "ci_high": hi, "p_value": p,

@@ -22,7 +22,7 @@ from .relation import (MIN_DIRECTIONS_CI, MIN_DRAWS_RARE, RARE_DRAW_ALPHA, RARE_
                        _fit_core, _nan_fit, exclusion_reasons, spearman)
 
 __all__ = ["ProbeOptions", "ProbeData", "probe_relation", "directions_frame", "rare_draw_sources",
-           "refuse_rare_draw_probes", "RARE_SOURCE_NOTE"]
+           "refuse_rare_draw_probes", "RARE_SOURCE_NOTE", "kurtosis_gradient"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,35 @@ def _spearman_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
     """Spearman's r of variance on eigenvalue over all Hessian directions (rank statistics
     may use eigenvalues <= 0)."""
     r_s, p_s = spearman(d.lam, d.block.variance[d.hessian])
-    return {"spearman_r": r_s, "spearman_p": p_s}
+    return {"spearman_r": r_s, "spearman_p": p_s,
+            "kurtosis_spearman_r": kurtosis_gradient(d.block.values[:, d.hessian], d.lam)}
+
+
+def kurtosis_gradient(values, eigenvalues) -> float:
+    """Spearman r between the eigenvalues and the draws' sample kurtosis per direction: a shape
+    of the noise that changes along the spectrum (which biases rank statistics of s^2 with no
+    relation of the variance to curvature; group_level.curvature_alignment_rows). NaN with
+    fewer than 4 draws or 3 non-constant directions.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> spike = rng.random((400, 10)) < 0.05                  # rare draws, larger in flat directions
+    >>> x = rng.normal(size=(400, 10)) * np.where(spike, 1 + np.arange(10), 1.0)
+    >>> kurtosis_gradient(x, np.arange(10.0, 0.0, -1.0)) < -0.8
+    True
+    """
+    X = np.asarray(values, dtype=float)
+    lam = np.asarray(eigenvalues, dtype=float)
+    if X.shape[0] < 4:
+        return np.nan
+    e = X - X.mean(axis=0)
+    m2 = np.mean(e * e, axis=0)
+    ok = m2 > 0
+    if ok.sum() < 3:
+        return np.nan
+    kurt = np.mean(e[:, ok] ** 4, axis=0) / m2[ok] ** 2
+    return spearman(lam[ok], kurt)[0]
 
 
 def _ratio_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
