@@ -194,3 +194,18 @@ def test_slope_comparisons_of_refused_groups_carry_a_note(tmp_path):
     c = analyze(root, resamples=0).comparisons
     row = c.query("quantity == 'slope'").iloc[0]
     assert "rare-draw source" in row["note"] and np.isfinite(row["ci_low"])
+
+
+def test_curvature_alignment_refused_only_where_flat_directions_have_heavier_tails():
+    from varprinciple.stats.group_level import curvature_alignment_rows
+    base = pd.DataFrame({"run_id": [f"r{i}" for i in range(5)], "group": "g", "source": "sgd", "block": None,
+                         "step": 100, "spearman_r": [0.3, 0.5, 0.4, 0.6, 0.2], "rare_draw_source": False})
+    flat_heavy = curvature_alignment_rows(base.assign(kurtosis_spearman_r=[-0.5, -0.6, -0.4, -0.7, -0.5]),
+                                          {"g": {}}, 0.95)[0]
+    assert np.isnan(flat_heavy["p_value"]) and "heavier in the flat directions" in flat_heavy["note"]
+    sharp_heavy = curvature_alignment_rows(base.assign(kurtosis_spearman_r=[0.5, 0.6, 0.4, 0.7, 0.5]),
+                                           {"g": {}}, 0.95)[0]
+    assert sharp_heavy["p_value"] < 0.05 and "conservative" in sharp_heavy["note"]
+    none = curvature_alignment_rows(base.assign(kurtosis_spearman_r=[0.1, -0.2, 0.05, -0.1, 0.1]),
+                                    {"g": {}}, 0.95)[0]
+    assert none["p_value"] < 0.05 and none["note"] is None
