@@ -209,3 +209,11 @@ def test_curvature_alignment_refused_only_where_flat_directions_have_heavier_tai
     none = curvature_alignment_rows(base.assign(kurtosis_spearman_r=[0.1, -0.2, 0.05, -0.1, 0.1]),
                                     {"g": {}}, 0.95)[0]
     assert none["p_value"] < 0.05 and none["note"] is None
+
+
+def test_robust_location_errors():
+    from varprinciple.errors import InputError
+    with pytest.raises(InputError, match="`values` needs at least 1 value"):
+        robust_location([])
+    with pytest.raises(InputError, match=r"`confidence` must be in \(0, 1\); got 2"):
+        robust_location([1.0, 2.0], confidence=2)
