@@ -72,8 +72,9 @@ RELATION_FIELDS = (
     # carried by one draw, its Bonferroni p under Gaussian draws, whether the probe's source was
     # flagged) and the row's caveats in plain words (null when none)
     "max_draw_share", "draw_share_p", "rare_draw_source", "note",
-    # isotropy_p is max(rotation p, jackknife p) since issue 17; the rotation test's own p
-    "isotropy_p_rotation",
+    # isotropy_p is max(rotation p, jackknife p) since issue 17; the rotation test's own p; the
+    # Spearman r of the directions' kurtosis with lambda (tails changing along the spectrum)
+    "isotropy_p_rotation", "kurtosis_spearman_r",
 )
 #: Fields every ``groups`` row carries (group x source x block at the analysed step).
 GROUP_FIELDS = (

@@ -5,6 +5,9 @@
   isotropic noise) with a rotation test: Haar rotations of the k x k sample covariance of the
   projections. The test is exact for H0 "the noise law is rotation-invariant within
   span(v_1..v_k)" — a test of ISOTROPY: anisotropic noise unrelated to curvature rejects it.
+  A covariance that is exactly sigma^2 I with a few heavy-tailed directions rejects it too, so
+  the per-probe ``isotropy_p`` is the larger of its p and :func:`isotropy_jackknife_p`'s
+  (draw-level jackknife of log alignment_k), which needs only an isotropic covariance.
 * :func:`curvature_test` — a test of alignment WITH CURVATURE: H0 "the noise variance is
   unrelated to lambda given the probed directions" (the eigenvalues are exchangeable across
   directions), by permuting the eigenvalues across directions with the studentized

@@ -333,9 +333,9 @@ def analyze(
                     "variance, Satterthwaite df capped at (m - 1) SE^2 / V_d; Hessian directions fixed",
         "group_ci": "one-sample t over runs; beside it the median with an order-statistic interval, "
                     "one-sided Wilcoxon signed-rank and sign p, and outlying networks (modified z > 3.5)",
-        "rare_draws": "a probe is flagged when one draw carries >= 50% of a direction's sum of squares "
-                      "(Bonferroni p < 0.001 under Gaussian draws); a (group, source) whose flagged probes are "
-                      "improbable at that rate (binomial p <= 0.01) refuses every probe's interval, p and "
+        "rare_draws": "a probe is flagged when one draw carries >= 80% of a direction's sum of squares "
+                      "(Bonferroni p < 0.001 under Gaussian draws); a (group, source) whose share of flagged probes "
+                      "is significantly above 5% (binomial p <= 0.05) refuses every probe's interval, p and "
                       "curvature_p below K = 100 draws, its group test of b, and its curvature_alignment test "
                       "(reasons in note; docs/statistics.md)",
         "isotropy_test": "isotropy_p = max(rotation-test p, draw-level jackknife p of log alignment_k): a "

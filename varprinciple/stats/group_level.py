@@ -225,7 +225,34 @@ def group_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float
 CURVATURE_RARE_NOTE = ("no interval or p: rare large draws in this noise source; where their share of the "
                        "variance changes along the spectrum, Spearman's r has a non-zero mean without any "
                        "relation to curvature (the median of s^2 falls below its mean where tails are "
-                       "heavier), so the mean r is not tested (docs/statistics.md §2)")
+                       "heavier), so the mean r is not tested (docs/statistics.md §4)")
+
+
+#: Note of a curvature-alignment row refused because the noise's tails are heavier in flat directions.
+CURVATURE_SHAPE_NOTE = ("no interval or p: the noise's tails are heavier in the flat directions (mean Spearman r of "
+                        "the directions' kurtosis with lambda {r:.2f}, one-sided p {p:.2g}), which gives Spearman's r "
+                        "of s^2 a positive mean with no relation to curvature (docs/statistics.md §4); see b's group "
+                        "test")
+#: Note of a curvature-alignment row whose tails are heavier in the sharp directions (kept: conservative).
+CURVATURE_SHAPE_KEPT_NOTE = ("the noise's tails are heavier in the sharp directions (mean Spearman r of kurtosis with "
+                             "lambda {r:.2f}): Spearman's r of s^2 is then biased down, so this test is conservative")
+#: Level of the one-sided group tests of a kurtosis gradient along the spectrum.
+TAIL_GRADIENT_ALPHA = 0.05
+
+
+def _tail_gradient(sub: pd.DataFrame, network_of: dict) -> tuple[float, float] | None:
+    """(mean r, one-sided p) of the networks' Spearman r of kurtosis with lambda when its mean
+    differs from 0 in either direction at TAIL_GRADIENT_ALPHA (one-sided t over networks),
+    else None."""
+    if "kurtosis_spearman_r" not in sub:
+        return None
+    _n, kr, _ = network_values(sub["run_id"].tolist(), sub["kurtosis_spearman_r"].to_numpy(float), network_of)
+    kr = kr[np.isfinite(kr)]
+    if kr.size < 2 or np.ptp(kr) == 0:
+        return None
+    g = group_test(kr)
+    p1 = min(g.p_value, 1 - g.p_value)
+    return (g.estimate, p1) if p1 < TAIL_GRADIENT_ALPHA else None
 
 
 def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], confidence: float,
@@ -238,7 +265,10 @@ def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], con
     exchangeable (anisotropy unrelated to λ); it does NOT hold when the tails of the noise
     change along the spectrum (rare large draws carrying more of the variance in flat
     directions push the median of s² below σ² there): rows of sources flagged for rare large
-    draws (:func:`.per_probe.rare_draw_sources`) get no interval or p, with a note.
+    draws (:func:`.per_probe.rare_draw_sources`), and rows whose networks' tails are heavier in
+    the flat directions (mean ``kurtosis_spearman_r`` < 0, one-sided p < TAIL_GRADIENT_ALPHA),
+    get no interval or p, with a note; tails heavier in the sharp directions bias r downwards
+    (conservative): kept, with a note.
     Estimate, CI and one-sided p (H1: mean > 0) by the
     one-sample t over networks (re-probes of one network averaged first), as for b.
     Rank-based, so it uses every direction (non-positive eigenvalues too) and no power law.
@@ -260,6 +290,12 @@ def curvature_alignment_rows(at_step: pd.DataFrame, key_of: dict[str, dict], con
         if "rare_draw_source" in sub and sub["rare_draw_source"].fillna(False).astype(bool).any():
             lo = hi = p = np.nan
             note = CURVATURE_RARE_NOTE
+        elif (grad := _tail_gradient(sub, network_of)) is not None:
+            if grad[0] < 0:  # heavier tails in flat directions: r biased upwards, refused
+                lo = hi = p = np.nan
+                note = CURVATURE_SHAPE_NOTE.format(r=grad[0], p=grad[1])
+            else:
+                note = CURVATURE_SHAPE_KEPT_NOTE.format(r=grad[0])
         rows.append({"group": label, "group_key": key_of[label], "quantity": CURVATURE_ALIGNMENT, "source": src,
                      "block": blk, "step": steps_here[0] if len(steps_here) == 1 else None,
                      "estimate": g.estimate, "ci_low": lo, "ci_high": hi, "p_value": p,
