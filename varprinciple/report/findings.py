@@ -103,7 +103,10 @@ def _est(est, lo, hi, fmt=format_fixed) -> str:
 
 
 def _p(p, name="p") -> str:
-    return "" if not _ok(p) else f", {name} {format_p(p)}" if format_p(p).startswith("<") else f", {name} = {format_p(p)}"
+    if not _ok(p):
+        return ""
+    text = format_p(p)
+    return f", {name} {text}" if text.startswith("<") else f", {name} = {text}"
 
 
 def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
