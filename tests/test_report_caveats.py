@@ -89,7 +89,7 @@ def test_synthetic_caveat_on_every_row_kind_is_rendered_everywhere(tmp_path):
             "heavy tails: Welch interval checked by bootstrap", "window shorter than 10 decorrelation times",
             "fewer than 5 non-drift components", "Huber location, 2 runs down-weighted",
             "slope: no comparison in the default family (only one group).", "run.json: missing key 'method'",
-            "identical noise tables: not independent replicates",
+            "runs a-seed0, a-seed1 have identical noise tables: they are not independent replicates",
             "no interval (no reason recorded in the row)", "pools runs analysed at different steps (90, 100)"} <= texts
     assert {c.table for c in cav} >= {"relations", "groups", "comparisons", "flatness", "variance_flatness",
                                       "robust_groups", "notes", "skipped", "identical"}

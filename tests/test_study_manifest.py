@@ -165,3 +165,31 @@ def test_design_summary_and_errors():
         welch_mde(5, 0.1, kind="x")
     with pytest.raises(InputError, match="`margin` must be > 0"):
         tost_power(5, 0.1, 0)
+
+
+def test_render_redoes_claims_and_page_from_committed_results_without_collecting(tmp_path, capsys):
+    import json
+    import shutil
+
+    from varprinciple.cli import main
+    root = Path(__file__).resolve().parents[1]
+    committed = root / "reports" / "replication"
+    out = tmp_path / "study"
+    (out / "results").mkdir(parents=True)
+    for name in ("linear_control", "random_walk_control"):
+        for f in committed.glob(f"results/{name}.*"):
+            shutil.copy(f, out / "results" / f.name)
+    shutil.copy(committed / "study.json", out / "study.json")
+    assert main(["-q", "study", "--study", str(root / "studies" / "replication.toml"), "--out", str(out),
+                 "--render"]) == 0
+    assert "claims, design and page redone" in capsys.readouterr().out
+    assert not (out / "logs").exists()  # nothing collected
+    claims = {c["claim_id"]: c for c in json.loads((out / "claims.json").read_text())["claims"]}
+    assert claims["control_linear_b1"]["verdict"] == "equivalent"
+    assert claims["b_sgd"]["verdict"] == "not evaluated"  # its experiments' results are absent
+    page = (out / "report.html").read_text()
+    assert 'id="claim-findings"' in page and "Known limits" in page
+    assert json.loads((out / "design.json").read_text())["family_size"] == 12  # declared: no b_similar rows
+    with pytest.raises(Exception, match="no results JSON"):
+        from varprinciple.study.runner import render_manifest
+        render_manifest(root / "studies" / "replication.toml", tmp_path / "empty")

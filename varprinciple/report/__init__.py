@@ -8,6 +8,8 @@ number style live in :mod:`varprinciple.report.format`; figures are registered i
 
 from ._input import ReportData, directions_path_for, load_results
 from .build import ReportFile, ReportFormat, ReportResult, build_report, package_versions, parse_formats
+from .caveats import Caveat, iter_caveats
+from .findings import findings_text
 from .format import ReportTable
 from .tables import build_tables
 
@@ -23,4 +25,7 @@ __all__ = [
     "build_tables",
     "parse_formats",
     "package_versions",
+    "Caveat",
+    "iter_caveats",
+    "findings_text",
 ]

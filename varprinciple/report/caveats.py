@@ -186,6 +186,7 @@ def iter_caveats(results: Mapping) -> Iterator[Caveat]:
         else:
             yield Caveat("skipped", i, "skipped run", "", str(s))
     for i, ids in enumerate(results.get("identical") or []):
-        yield Caveat("identical", i, "runs " + ", ".join(map(str, ids)), "",
-                     "identical noise tables: not independent replicates")
+        yield Caveat("identical", i, "identical runs", "",
+                     "runs " + ", ".join(map(str, ids)) + " have identical noise tables: they are not independent "
+                     "replicates")
     yield from rows_out

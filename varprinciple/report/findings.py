@@ -103,7 +103,10 @@ def _est(est, lo, hi, fmt=format_fixed) -> str:
 
 
 def _p(p, name="p") -> str:
-    return "" if not _ok(p) else f", {name} {format_p(p)}" if format_p(p).startswith("<") else f", {name} = {format_p(p)}"
+    if not _ok(p):
+        return ""
+    text = format_p(p)
+    return f", {name} {text}" if text.startswith("<") else f", {name} = {text}"
 
 
 def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
@@ -143,7 +146,8 @@ def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
         q = str(c.get("quantity"))
         (la, sa), (lb, sb) = _side(c.get("group_a")), _side(c.get("group_b"))
         if la == lb and sa and sb:
-            what = f"{_QUANTITY.get(q, q)} {readable_source(sa)} − {readable_source(sb)}, {readable_group(la)}"
+            a, b = readable_source(sa), readable_source(sb)
+            what = f"{_QUANTITY.get(q, q)} {a} − {b}, {readable_group(la)}"
         else:
             a = readable_group(la) + (f" {readable_source(sa)}" if sa else "")
             b = readable_group(lb) + (f" {readable_source(sb)}" if sb else "")
@@ -160,7 +164,7 @@ def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
                 flat, ratio = (readable_group(la), math.exp(est)) if est < 0 else (readable_group(lb), math.exp(-est))
                 verdict = f"{flat} flatter ({_QUANTITY[q][4:]} × {ratio:.2g})"
             else:
-                verdict = "first larger" if est > 0 else "first smaller"
+                verdict = f"{_QUANTITY.get(q, q)} of {a} {'larger' if est > 0 else 'smaller'} than of {b}"
         elif _ok(c.get("margin")) and _ok(lo) and _ok(hi) and (lo > c["margin"] or hi < -c["margin"]):
             verdict = f"different (outside ±{c['margin']:g}), not significant after Holm"
         else:

@@ -123,7 +123,7 @@ def html_page(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequence
     for t in first_t:
         out.append(f'<div class="vp-wrap">{to_html(t)}</div>')
     out += [_figure_html(f) for f in first_f]
-    if ctx.notes:
+    if ctx.notes and ctx.results is None:  # with results, the findings block shows every note
         out.append('<h3>Notes from the analysis</h3><ul class="vp-notes">'
                    + "".join(f"<li>{e(n)}</li>" for n in ctx.notes) + "</ul>")
     out.append('<h2 id="tables">More tables</h2>')
@@ -165,7 +165,7 @@ def markdown_page(ctx: PageContext, tables: Sequence[ReportTable], figures: Sequ
         out.append(to_markdown(t, heading_level=3))
     for f in first_f:
         out += fig_md(f)
-    if ctx.notes:
+    if ctx.notes and ctx.results is None:  # with results, the findings block shows every note
         out += ["### Notes from the analysis", ""] + [f"- {n}" for n in ctx.notes] + [""]
     out += ["## More tables", ""]
     for t in rest_t:

@@ -168,8 +168,8 @@ def _findings_html(m, rows: Sequence[ClaimRow], confidence: float) -> str:
         if cid in shown_as_control:
             continue
         spec = specs.get(cid)
-        out.append(f'<div class="claim"><p><strong>{e(s.text)}</strong><br>{e(s.sentence(confidence)[len(s.text) + 3:])}'
-                   + "</p>")
+        rest = s.sentence(confidence)[len(s.text) + 3:]
+        out.append(f'<div class="claim"><p><strong>{e(s.text)}</strong><br>{e(rest)}</p>')
         out.append(_verdict_bar(s.counts))
         sub = [r for r in rows if r.claim_id == cid and (_loss(r) or r.note)]
         if sub:
@@ -231,7 +231,8 @@ def _claims_html(rows: Sequence[ClaimRow], confidence: float) -> str:
         prev = r.claim_id
         p = "—" if r.p_holm is None else e(format_p(r.p_holm))
         color = _VERDICT_COLOR.get(r.verdict, "#222")
-        body.append(f"<tr><td class='txt'>{claim}</td><td class='txt'>{e(_where(r))}</td><td class='txt'>{e(r.quantity)}</td>"
+        body.append(f"<tr><td class='txt'>{claim}</td><td class='txt'>{e(_where(r))}</td>"
+                    f"<td class='txt'>{e(r.quantity)}</td>"
                     f"<td class='txt'>{e(_null(r))}</td><td class='num'>{e(_est(r))}</td><td class='num'>{p}</td>"
                     f"<td class='txt' style='color:{color};font-weight:bold'>{e(r.verdict_text)}</td>"
                     f"<td class='txt note'>{e(_note(r))}</td></tr>")
@@ -371,7 +372,8 @@ def build_study_page(out: Path, m, rows: Sequence[ClaimRow], results: Mapping[st
                  'the verdicts below are not evidence.</p>')
     h.append('<h2 id="findings">Findings</h2>')
     h.append(f'<p class="note">Per claim: one sentence, the random-effects pooled estimate over its units '
-             f'(statsmodels combine_effects, DerSimonian–Laird; {100 * m.confidence:g} % CI; I² and τ²: between-unit '
+             f'(statsmodels combine_effects, DerSimonian–Laird; {100 * m.confidence:g} % CI; '
+             'I² and τ²: between-unit '
              'heterogeneity), the verdict counts (rules: docs/study.md), training losses and caveats of its units, '
              'and the control that bears on it right below it.</p>')
     h.append(_findings_html(m, rows, m.confidence))

@@ -53,8 +53,8 @@ class ManifestResult:
 def study_design(m: StudyManifest, rows=None) -> DesignResult | None:
     """The declared design's power table for the rule the claims table applies (None without
     a [power] section): TOST at the ``slope`` margin (and half of it), Holm over the family of
-    the equivalence claim that uses that margin — its number of rows in ``rows`` (a claims
-    table) when given, else ``[power] family_size``, else 1."""
+    the equivalence claim that uses that margin — its number of evaluated rows in ``rows`` (a
+    claims table) when there are any, else ``[power] family_size``, else 1."""
     p = m.power
     if not p or "sd" not in p or "runs_per_arm" not in p:
         return None
@@ -65,7 +65,8 @@ def study_design(m: StudyManifest, rows=None) -> DesignResult | None:
     family = next((c.family for c in m.claims if c.kind.value == "equivalent" and c.margin == first), None)
     size = int(p.get("family_size") or 1)
     if rows is not None and family is not None:
-        size = max(1, sum(1 for r in rows if r.family == family and r.estimate is not None))
+        counted = sum(1 for r in rows if r.family == family and r.estimate is not None)
+        size = counted or size  # no evaluated row yet: the declared size
     return design_summary(sd=float(p["sd"]), n=int(p["runs_per_arm"]), margins=margins, alpha=m.alpha,
                           target_power=float(p.get("target_power", 0.8)), kind=str(p.get("kind", "welch")),
                           seed=m.seed, family_size=size, family=family)
