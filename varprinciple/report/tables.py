@@ -383,7 +383,7 @@ def comparisons_table(data: ReportData) -> ReportTable | None:
     if _has(rows, "effect_size"):  # effect sizes (results of varprinciple >= issue 7)
         cols += [Column(_ci_header("Effect size", conf), lambda r: (
                      MISSING if is_missing(r.get("effect_size")) else
-                     ("d_z " if r.get("effect_size_kind") == "d_z" else "g ")
+                     _EFFECT_PREFIX.get(r.get("effect_size_kind"), "")
                      + format_estimate_ci(r.get("effect_size"), r.get("effect_size_ci_low"),
                                           r.get("effect_size_ci_high"))), "r"),
                  Column(_ci_header("P(A > B)", conf), lambda r: format_estimate_ci(
@@ -412,12 +412,24 @@ def comparisons_table(data: ReportData) -> ReportTable | None:
             notes.append("Holm TOST p: the TOST p-values adjusted with Holm's method over the confirmatory family; "
                          "TOST p and Equivalent are per comparison, not adjusted.")
     if _has(rows, "effect_size"):
-        notes.append(f"Effect size: Hedges' g (pooled SD; g) or, paired, d_z (mean difference over the SD of the "
-                     f"differences), bias-corrected, with a {level} CI for the population effect (noncentral t). "
-                     "P(A > B): probability that a network of A has the larger value (paired: that a network's A "
-                     "exceeds its own B), under the normal model of the t tests, with the effect size's CI mapped.")
+        kinds = {r.get("effect_size_kind") for r in rows if not is_missing(r.get("effect_size"))}
+        described = "; ".join(_EFFECT_TEXT[k] for k in ("bonett_d", "hedges_g", "d_z") if k in kinds)
+        notes.append(f"Effect size: {described or 'standardised mean difference'}; with a {level} CI for the "
+                     "population effect. P(A > B): probability that a network of A has the larger value (paired: "
+                     "that a network's A exceeds its own B) under the normal model of the tests (unequal variances "
+                     "for independent groups), with its own CI.")
     return ReportTable("comparisons", "Comparisons between groups", df, tuple(_with_caveats(cols, rows)),
                        tuple(notes))
+
+
+#: Prefix and explanation of each ``effect_size_kind`` (stats.effect_size.EffectKind values).
+_EFFECT_PREFIX = {"d_z": "d_z ", "hedges_g": "g ", "bonett_d": "d_B "}
+_EFFECT_TEXT = {
+    "bonett_d": "d_B (Bonett's d: mean difference over the root mean of the two groups' variances, no "
+                "equal-variance assumption)",
+    "hedges_g": "g (Hedges' g: pooled SD, bias-corrected)",
+    "d_z": "d_z (paired: mean difference over the SD of the differences, bias-corrected where defined)",
+}
 
 
 def flatness_table(data: ReportData) -> ReportTable | None:
