@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -61,7 +62,7 @@ VERSION_PACKAGES = ("python", "varprinciple", "torch", "numpy")
 WAIT_FOR_WORKERS_S = 300
 #: Test hook (never set it in real use): a directory; a run with a file ``<run_id>`` there
 #: holding "arm" rewrites it to "killed", writes a fragment into its staging directory and
-#: kills its worker process (so only its first attempt dies).
+#: SIGKILLs its worker process (so only its first attempt dies).
 TEST_KILL_ENV = "VARPRINCIPLE_TEST_KILL_FIRST_ATTEMPT"
 #: The log set's marker (hidden, kept): a random token workers must read to prove they see LOGDIR.
 MARKER = ".varprinciple-logset"
@@ -272,7 +273,7 @@ def _test_kill_hook(run_id: str) -> None:
 
     def die(stage, meta, **kwargs):  # the run is trained and probed; its tables half written
         (Path(stage) / "eigen.parquet").write_bytes(b"PAR1 half a file")
-        os._exit(17)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     vio.write_run = die
 
