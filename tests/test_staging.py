@@ -21,8 +21,8 @@ from varprinciple.collect.config import load_config
 from varprinciple.collect.executors import _run_task, _versions_here
 from varprinciple.collect.run import collect, expand_sweep
 from varprinciple.collect import staging
-from varprinciple.collect.staging import (LEASE_EXPIRY_S, LEASE_FILE, Attempt, lease_is_live, reap_stages,
-                                          stage_dir)
+from varprinciple.collect.staging import (LEASE_EXPIRY_S, LEASE_FILE, Attempt, discard_unfinished, lease_is_live,
+                                          reap_stages, stage_dir)
 from varprinciple.errors import LogValidationError, VarPrincipleError
 from varprinciple.io import read_logset
 
@@ -105,6 +105,11 @@ def test_publish_verifies_listed_files_and_first_attempt_wins(tmp_path):
     assert meta["files"] == {"eigen.parquet": {"bytes": 5, "sha256": "a7937b64b8caa58f03721bb6bacf5c78cb235febe0e70b1b"
                                                                       "84cd99541461a08e"}}
     assert (tmp_path / "r" / "eigen.parquet").read_text() == "first"
+    # a re-run's clean-up keeps a complete run and deletes an unfinished one
+    assert discard_unfinished(tmp_path / "r") is False and (tmp_path / "r" / "run.json").exists()
+    (tmp_path / "r" / "eigen.parquet").write_text("longer than recorded")
+    assert discard_unfinished(tmp_path / "r") is True
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")

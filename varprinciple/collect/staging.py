@@ -50,8 +50,8 @@ from .. import schema
 from ..errors import VarPrincipleError
 
 __all__ = ["PARTIAL_SUFFIX", "LEASE_FILE", "LEASE_HEARTBEAT_S", "LEASE_EXPIRY_S", "Attempt", "stage_dir",
-           "stages_of", "lease_is_live", "reap_stages", "discard", "run_is_complete", "file_manifest",
-           "listed_files"]
+           "stages_of", "lease_is_live", "reap_stages", "discard", "discard_unfinished", "run_is_complete",
+           "file_manifest", "listed_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,28 @@ def discard(path: str | os.PathLike) -> bool:
         os.rename(path, claimed)
     except FileNotFoundError:
         return False
+    shutil.rmtree(claimed, ignore_errors=True)
+    return True
+
+
+def discard_unfinished(run_dir: str | os.PathLike) -> bool:
+    """Delete ``run_dir`` if it is not a complete run (:func:`run_is_complete`); True if it
+    was deleted. Safe beside attempts that publish: a directory found complete once claimed
+    (one published in between) is put back, or dropped if another complete one took its place."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists() or run_is_complete(run_dir):
+        return False
+    claimed = run_dir.with_name(f".{run_dir.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}{_CLAIMED}")
+    try:
+        os.rename(run_dir, claimed)
+    except FileNotFoundError:
+        return False
+    if run_is_complete(claimed):
+        try:
+            os.rename(claimed, run_dir)
+            return False
+        except OSError:  # another attempt's complete run is in place now
+            pass
     shutil.rmtree(claimed, ignore_errors=True)
     return True
 
@@ -342,7 +364,7 @@ class Attempt:
                 discard(self.stage)
                 return False
             logger.warning("%s: an incomplete run directory is in the way; replacing it", self.final)
-            discard(self.final)
+            discard_unfinished(self.final)
         raise VarPrincipleError(f"{self.final}: cannot publish run {self.run_id} (the directory keeps "
                                 f"reappearing incomplete)")
 
