@@ -251,17 +251,22 @@ def test_worker_killed_recomputes_no_finished_run(cluster, reference, tmp_path):
         flag.unlink(missing_ok=True)
     assert res.ran == run_ids
 
-    def processing(dask_scheduler, since):  # sent by value to the scheduler
+    def states(dask_scheduler, since):  # sent by value to the scheduler: each task's states in order
         out = {}
         for key, _start, finish, *_rest, stamp in dask_scheduler.transition_log:
-            if finish == "processing" and stamp >= since and str(key).startswith("varprinciple-"):
-                out.setdefault(str(key), 0)
-                out[str(key)] += 1
+            if stamp >= since and str(key).startswith("varprinciple-"):
+                out.setdefault(str(key), []).append(finish)
         return out
 
-    starts = cluster.client.run_on_scheduler(processing, since=t0)
-    by_run = {k.removeprefix("varprinciple-").rsplit("-", 1)[0]: n for k, n in starts.items()}
-    assert by_run == {rid: 2 if rid == armed else 1 for rid in run_ids}, starts
+    log = cluster.client.run_on_scheduler(states, since=t0)
+    by_run = {k.removeprefix("varprinciple-").rsplit("-", 1)[0]: v for k, v in log.items()}
+    assert sorted(by_run) == sorted(run_ids)
+    # recomputed = sent to a worker again after its result was in memory: never
+    recomputed = {rid: v[v.index("memory"):].count("processing") for rid, v in by_run.items()}
+    assert recomputed == {rid: 0 for rid in run_ids}, log
+    # the killed run went to a worker twice (its first attempt died), the others once
+    assert {rid: v.count("processing") for rid, v in by_run.items()} == {
+        rid: 2 if rid == armed else 1 for rid in run_ids}, log
     assert hidden(logs) == []
     for rid in run_ids:
         assert_same_run(ref / rid, logs / rid)

@@ -175,3 +175,44 @@ def test_task_of_a_published_run_returns_at_once(logs, tmp_path):
     assert time.perf_counter() - t < 1.0  # no training: the run is only looked at
     assert (out / spec.run_id / "run.json").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in out.iterdir()) == [".m", spec.run_id]
+
+
+def test_publish_refusals(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"^attempt token must be hex; got 'x/y'$"):
+        Attempt(tmp_path, "r", "x/y")
+    real_rename = os.rename
+
+    def claimed_first(src, dst):  # a clean-up claims the stage just before the publishing rename
+        if str(src).endswith(".partial"):
+            shutil.rmtree(src)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(staging.os, "rename", claimed_first)
+    with pytest.raises(VarPrincipleError, match=r"\.r\.d1\.partial: deleted by another process before publishing; "
+                                                r"run r was not published$"):
+        with Attempt(tmp_path, "r", "d1") as att:
+            (att.stage / "run.json").write_text("{}")
+            att.publish([])
+    monkeypatch.setattr(staging.os, "rename", real_rename)
+    assert list(tmp_path.iterdir()) == []
+    # an incomplete run directory that cannot be removed stops the attempt, naming it
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "junk").write_text("half")
+    monkeypatch.setattr(staging, "discard_unfinished", lambda path: False)
+    with pytest.raises(VarPrincipleError, match=r"r: cannot publish run r \(the directory keeps reappearing "
+                                                r"incomplete\)$"):
+        with Attempt(tmp_path, "r", "d2") as att:
+            (att.stage / "run.json").write_text("{}")
+            att.publish([])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_reader_checks_the_listing_itself(tmp_path):
+    from varprinciple.io import listed_file_problems
+    assert [str(p) for p in listed_file_problems(tmp_path, {"run_id": "r", "files": ["a"]})] == [
+        "run 'r': run.json: key 'files': must map file paths to {\"bytes\": int, \"sha256\": str}"]
+    (tmp_path / "m.pt").write_text("x")
+    got = [str(p) for p in listed_file_problems(tmp_path, {"run_id": "r", "model_file": "m.pt",
+                                                           "checkpoints": ["../x.pt", "/etc/passwd"]})]
+    assert got == ["run 'r': run.json: lists '../x.pt', not a path inside the run directory",
+                   "run 'r': run.json: lists '/etc/passwd', not a path inside the run directory"]

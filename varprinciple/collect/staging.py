@@ -342,10 +342,6 @@ class Attempt:
         meta[schema.RUN_FILES] = file_manifest(self.stage, files)
         write_json(meta_path, meta)
         self.check()  # written into our own directory, not into one recreated by write_json
-        for rel in meta[schema.RUN_FILES]:
-            if not (self.stage / rel).is_file():
-                raise VarPrincipleError(f"{self.stage}: {rel} vanished before publishing; run {self.run_id} "
-                                        f"was not published")
         try:
             (self.stage / LEASE_FILE).unlink()
         except FileNotFoundError:
