@@ -32,7 +32,6 @@ that is missing or has another size.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -210,24 +209,16 @@ def reap_stages(out: str | os.PathLike, run_ids: Iterable[str]) -> list[Path]:
 # ----------------------------------------------------------------------- completeness
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_manifest(run_dir: str | os.PathLike, files: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{relative path: {"bytes": size, "sha256": hex}}`` of ``files`` in ``run_dir``
     (the ``run.json`` key :data:`varprinciple.schema.RUN_FILES`); a missing file raises
     :class:`~varprinciple.errors.VarPrincipleError` naming it."""
+    from ..io import file_record
     run_dir = Path(run_dir)
     out = {}
     for rel in dict.fromkeys(files):
-        p = run_dir / rel
         try:
-            out[rel] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            out[rel] = file_record(run_dir / rel)
         except FileNotFoundError:
             raise VarPrincipleError(f"{run_dir}: {rel} is missing; the run was not published") from None
     return out
