@@ -288,6 +288,12 @@ def test_misconfigured_worker_is_refused_in_one_line_naming_it(cluster, tmp_path
             bad = next(iter(c.scheduler_info()["workers"]))
             with pytest.raises(ConfigError) as err:
                 collect(load_config(tmp_path / "c.toml"), logs, executor="dask", scheduler=c)
+            if mode == "hide":  # a worker that joins after the pre-flight check: the run fails in one line
+                from varprinciple.collect.executors import _task_function
+                got = c.submit(_task_function(), {"spec": {"run_id": "r"}}, pure=False).result()
+                assert got == {"run_id": "r", "path": None, "error": f"dask worker {bad} cannot import varprinciple "
+                               f"(ModuleNotFoundError: No module named 'varprinciple'); install the same python, "
+                               f"varprinciple, torch and numpy on every worker"}
         assert "\n" not in str(err.value)
         assert re.fullmatch(f"dask worker {re.escape(bad)} {cause}", str(err.value)), str(err.value)
     else:  # a third worker joins the scheduler: the CLI names it, in one line, exit code 2

@@ -204,6 +204,27 @@ def _preflight_check():
     return varprinciple_preflight
 
 
+def _task_function():
+    """The function each run's task calls, sent by value like :func:`_preflight_check`: a
+    worker that joins after the pre-flight check without varprinciple can load it, and the
+    run fails with one line naming the worker instead of a task the worker cannot unpickle."""
+    def varprinciple_run(payload):
+        try:
+            from varprinciple.collect.executors import _run_task
+        except BaseException as exc:  # noqa: BLE001 - reported as this run's error, in one line
+            try:
+                from distributed import get_worker
+                where = f"dask worker {get_worker().address}"
+            except Exception:  # noqa: BLE001
+                where = "a dask worker"
+            cause = " ".join(f"{type(exc).__name__}: {exc}".split())
+            return {"run_id": payload["spec"]["run_id"], "path": None,
+                    "error": f"{where} cannot import varprinciple ({cause}); install the same python, "
+                             f"varprinciple, torch and numpy on every worker"}
+        return _run_task(payload)
+    return varprinciple_run
+
+
 def _run_preflight(client, out: Path, token: str, device: str) -> dict[str, dict]:
     """Every worker's pre-flight answer by address (an exception a worker raised, e.g. one
     that cannot even load the check, becomes its ``preflight_error``)."""
@@ -386,9 +407,10 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
                 "device": device, "extra": dict(extra), "marker": MARKER, "token": token,
                 "versions": expected}
         by_key = {}
+        task = _task_function()
         for s in todo:
             payload = dict(base, spec=asdict(s))
-            f = client.submit(_run_task, payload, key=f"varprinciple-{s.run_id}-{uuid.uuid4().hex[:8]}", pure=False,
+            f = client.submit(task, payload, key=f"varprinciple-{s.run_id}-{uuid.uuid4().hex[:8]}", pure=False,
                               retries=0, resources=resources)
             by_key[f.key] = s.run_id
             pending[f.key] = f
