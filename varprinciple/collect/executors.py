@@ -31,8 +31,8 @@ What makes a distributed sweep correct under faults:
   without varprinciple answers too): varprinciple must import, the worker must see the
   output directory (the log set's marker file ``LOGDIR/.varprinciple-logset``, a random
   token written once and kept, read back there) and run the same Python, varprinciple,
-  torch and numpy as this machine; tasks repeat the last two checks, for workers that join
-  later. A refusal is one line naming the worker.
+  torch and numpy as this machine; tasks (their function also sent by value) repeat these
+  checks, for workers that join later. A refusal is one line naming the worker.
 - Failures are reported per run; the sweep goes on and :func:`collect` raises one summary
   error at the end.
 """
