@@ -21,8 +21,8 @@ on a cluster, a retried task is a new attempt) owns one staging directory,
 - **Verified, then published.** Before the publishing rename the attempt checks that its
   lease is still its own and that every file the run lists (tables, ``model.pt``, each
   checkpoint) exists; it records each one's size and SHA-256 in ``run.json`` under
-  ``files`` (:data:`varprinciple.schema.RUN_FILES`), removes the lease and renames the
-  directory to ``LOGDIR/<run_id>``. The first attempt to do so wins; a later one finds the
+  ``files`` (:data:`varprinciple.schema.RUN_FILES`), renames the directory to
+  ``LOGDIR/<run_id>`` and removes the lease from it. The first attempt to do so wins; a later one finds the
   run complete and deletes its own directory.
 
 Readers (:func:`varprinciple.io.read_logset`) refuse a run whose ``run.json`` lists a file
@@ -326,20 +326,19 @@ class Attempt:
         ``run.json`` must already be in the stage; it gains the key ``files``.
         """
         from ..io import write_json
-        self._halt()
         self.check()
         meta_path = self.stage / schema.RUN_JSON
         meta = json.loads(meta_path.read_text())
-        meta[schema.RUN_FILES] = file_manifest(self.stage, files)
+        meta[schema.RUN_FILES] = file_manifest(self.stage, files)  # (hashing: the lease still beats)
+        self._halt()
         write_json(meta_path, meta)
         self.check()  # written into our own directory, not into one recreated by write_json
-        try:
-            (self.stage / LEASE_FILE).unlink()
-        except FileNotFoundError:
-            self.check()  # raises: claimed by a clean-up
         for _ in range(2):
             try:
-                os.rename(self.stage, self.final)  # POSIX: fails on an existing non-empty directory
+                # POSIX: fails on an existing non-empty directory. The lease goes with it (a
+                # clean-up never meets this stage without one) and is removed from the run.
+                os.rename(self.stage, self.final)
+                (self.final / LEASE_FILE).unlink(missing_ok=True)
                 return True
             except OSError as exc:
                 if exc.errno == errno.ENOENT:
