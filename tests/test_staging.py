@@ -36,11 +36,14 @@ def _stage(out: Path, rid: str, token: str, **lease) -> Path:
 
 
 def test_reap_keeps_live_owners_and_deletes_the_others(tmp_path):
-    here = staging._HOST
+    here = staging._PROCESS_SPACE
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(done.stdout)
-    live = _stage(tmp_path, "r", "a1", host=here, pid=os.getpid(), pid_start=staging._proc_start(os.getpid()))
-    dead = _stage(tmp_path, "r", "a2", host=here, pid=dead_pid, pid_start="1")
+    live = _stage(tmp_path, "r", "a1", **here, pid=os.getpid(), pid_start=staging._proc_start(os.getpid()))
+    dead = _stage(tmp_path, "r", "a2", **here, pid=dead_pid, pid_start="1")
+    # the same host name and a dead process id, but another PID namespace (a container
+    # sharing the host name): the process id says nothing here, the lease's age decides
+    other_ns = _stage(tmp_path, "r", "a7", **dict(here, pid_ns="pid:[1]"), pid=dead_pid)
     far_fresh = _stage(tmp_path, "r", "a3", host="elsewhere.example", pid=1)
     far_old = _stage(tmp_path, "r", "a4", host="elsewhere.example", pid=1)
     old = time.time() - LEASE_EXPIRY_S - 5
@@ -52,13 +55,14 @@ def test_reap_keeps_live_owners_and_deletes_the_others(tmp_path):
     other = _stage(tmp_path, "r0", "a6")  # another run's (a run id that extends this one)
     for p in (live, dead, far_fresh, far_old):
         (p / "eigen.parquet").write_text("x")
-    assert lease_is_live(live) and lease_is_live(far_fresh)
+    assert lease_is_live(live) and lease_is_live(far_fresh) and lease_is_live(other_ns)
     assert not lease_is_live(dead) and not lease_is_live(far_old) and not lease_is_live(legacy)
     kept = reap_stages(tmp_path, ["r"])
-    assert kept == [live, far_fresh]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, far_fresh.name, other.name])
+    assert kept == [live, far_fresh, other_ns]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, far_fresh.name, other_ns.name,
+                                                                 other.name])
     # a lease of this machine whose process id was reused by another process is no owner
-    reused = _stage(tmp_path, "q", "b1", host=here, pid=os.getpid(), pid_start="not-my-start")
+    reused = _stage(tmp_path, "q", "b1", **here, pid=os.getpid(), pid_start="not-my-start")
     assert not lease_is_live(reused)
 
 

@@ -10,9 +10,10 @@ on a cluster, a retried task is a new attempt) owns one staging directory,
   creates missing parents) recreates it without the lease, which the attempt finds before
   it publishes: it then publishes nothing.
 - **Leased.** The lease file ``.lease`` (JSON: attempt token, host, process id and start
-  time) is touched every :data:`LEASE_HEARTBEAT_S` seconds by a thread of the attempt's
-  process. A clean-up deletes a staging directory only when its owner is gone: its host is
-  this machine and its process has ended, or its lease was last touched more than
+  time, with the host's boot id and PID namespace) is touched every
+  :data:`LEASE_HEARTBEAT_S` seconds by a thread of the attempt's process. A clean-up
+  deletes a staging directory only when its owner is gone: its process is one of this
+  machine (same host, boot and PID namespace) and has ended, or its lease was last touched more than
   :data:`LEASE_EXPIRY_S` seconds ago (an owner on another machine, presumed dead). A
   directory without a lease (a leftover of an older varprinciple) has no owner.
 - **Deleted by claiming.** Whoever deletes a staging directory first renames it to a
@@ -65,6 +66,20 @@ LEASE_HEARTBEAT_S = 10.0
 LEASE_EXPIRY_S = 180.0
 _CLAIMED = ".deleting"
 _HOST = socket.gethostname()
+
+
+def _read_id(path: str, how) -> str | None:
+    try:
+        return how(path).strip()
+    except OSError:
+        return None
+
+
+#: Where a process id means this machine's process: the host name, its boot and the PID
+#: namespace (containers sharing the host name, e.g. with host networking, have their own).
+_PROCESS_SPACE = {"host": _HOST,
+                  "boot_id": _read_id("/proc/sys/kernel/random/boot_id", lambda p: Path(p).read_text()),
+                  "pid_ns": _read_id("/proc/self/ns/pid", os.readlink)}
 
 
 def stage_dir(out: str | os.PathLike, run_id: str, attempt: str | None = None) -> Path:
@@ -149,7 +164,8 @@ def lease_is_live(stage: str | os.PathLike, *, now: float | None = None) -> bool
     if not isinstance(info, dict):
         return False
     pid = info.get("pid")
-    if info.get("host") == _HOST and isinstance(pid, int) and not _process_alive(pid, info.get("pid_start")):
+    here = all(info.get(k) == v for k, v in _PROCESS_SPACE.items())
+    if here and isinstance(pid, int) and not _process_alive(pid, info.get("pid_start")):
         return False
     return (time.time() if now is None else now) - mtime <= LEASE_EXPIRY_S
 
@@ -272,7 +288,7 @@ class Attempt:
         self.out.mkdir(parents=True, exist_ok=True)
         init = self.out / f".{self.run_id}.{self.token}.init"
         init.mkdir()  # fails if the token were ever reused
-        lease = {"attempt": self.token, "host": _HOST, "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
+        lease = {"attempt": self.token, **_PROCESS_SPACE, "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
                  "created": time.time(), "heartbeat_s": LEASE_HEARTBEAT_S, "expiry_s": LEASE_EXPIRY_S}
         (init / LEASE_FILE).write_text(json.dumps(lease))
         os.rename(init, self.stage)
