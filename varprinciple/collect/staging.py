@@ -13,9 +13,9 @@ on a cluster, a retried task is a new attempt) owns one staging directory,
   time, with the host's boot id and PID namespace) is touched every
   :data:`LEASE_HEARTBEAT_S` seconds by a thread of the attempt's process. A clean-up
   deletes a staging directory only when its owner is gone: its process is one of this
-  machine (same host, boot and PID namespace) and has ended, or its lease was last touched more than
-  :data:`LEASE_EXPIRY_S` seconds ago (an owner on another machine, presumed dead). A
-  directory without a lease (a leftover of an older varprinciple) has no owner.
+  machine (same host, boot and PID namespace) and has ended, or its lease was last
+  touched more than :data:`LEASE_EXPIRY_S` seconds ago (an owner elsewhere, presumed
+  dead). A directory without a lease (a leftover of an older varprinciple) has no owner.
 - **Deleted by claiming.** Whoever deletes a staging directory first renames it to a
   ``….deleting`` name (one atomic rename) and then removes it, so a clean-up and the
   owner's publishing rename cannot both succeed.
@@ -23,8 +23,8 @@ on a cluster, a retried task is a new attempt) owns one staging directory,
   lease is still its own and that every file the run lists (tables, ``model.pt``, each
   checkpoint) exists; it records each one's size and SHA-256 in ``run.json`` under
   ``files`` (:data:`varprinciple.schema.RUN_FILES`), renames the directory to
-  ``LOGDIR/<run_id>`` and removes the lease from it. The first attempt to do so wins; a later one finds the
-  run complete and deletes its own directory.
+  ``LOGDIR/<run_id>`` and removes the lease from it. The first attempt to do so wins; a
+  later one finds the run complete and deletes its own directory.
 
 Readers (:func:`varprinciple.io.read_logset`) refuse a run whose ``run.json`` lists a file
 that is missing or has another size.
@@ -56,7 +56,7 @@ __all__ = ["PARTIAL_SUFFIX", "LEASE_FILE", "LEASE_HEARTBEAT_S", "LEASE_EXPIRY_S"
 logger = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
-#: The lease file inside a staging directory (removed before the directory is published).
+#: The lease file inside a staging directory (removed from the run once it is published).
 LEASE_FILE = ".lease"
 #: Seconds between two touches of a live attempt's lease.
 LEASE_HEARTBEAT_S = 10.0
