@@ -238,6 +238,17 @@ def test_check_workers_refuses_in_one_line():
     check_workers({"tcp://a:1": dict(ok, gpus=1)}, out="/s/logs", expected_versions=want, device="cuda")
     with pytest.raises(ConfigError, match=r"^--executor dask: the cluster has no worker$"):
         check_workers({}, out="/s/logs", expected_versions=want, device="cpu")
+    # a worker that cannot import varprinciple, or cannot even run the check, comes first
+    with pytest.raises(ConfigError, match=r"^dask worker tcp://b:1 cannot import varprinciple \(ModuleNotFoundError: "
+                                          r"No module named 'varprinciple'\); install the same python, varprinciple, "
+                                          r"torch and numpy on every worker \(docs/cluster\.md\)$"):
+        check_workers({"tcp://a:1": dict(ok, nthreads=4),
+                       "tcp://b:1": {"import_error": "ModuleNotFoundError: No module named 'varprinciple'"}},
+                      out="/s/logs", expected_versions=want, device="cpu")
+    with pytest.raises(ConfigError, match=r"^dask worker tcp://a:1 cannot run varprinciple's pre-flight check "
+                                          r"\(TypeError: code\(\) argument 13 must be str\); install the same"):
+        check_workers({"tcp://a:1": {"preflight_error": "TypeError: code() argument 13 must be str"}},
+                      out="/s/logs", expected_versions=want, device="cpu")
 
 
 def test_executor_options_are_checked(tmp_path, capsys):

@@ -43,6 +43,8 @@ __all__ = [
     "atomic_write_bytes",
     "read_table",
     "listed_file_problems",
+    "file_record",
+    "refresh_file_records",
 ]
 
 logger = logging.getLogger(__name__)
@@ -207,6 +209,29 @@ def write_run(
         write_table(run_dir / name, t)
     write_json(run_dir / schema.RUN_JSON, meta)
     return run_dir
+
+
+def file_record(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex}`` of a file: its entry in run.json's ``files``
+    (:data:`varprinciple.schema.RUN_FILES`)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+        size = f.tell()
+    return {"bytes": size, "sha256": h.hexdigest()}
+
+
+def refresh_file_records(run_dir: str | os.PathLike, files: Iterable[str]) -> None:
+    """After a tool rewrote ``files`` (paths relative to ``run_dir``) of a published run:
+    record their new size and hash in its run.json's ``files``, if it keeps that key (a run
+    without it, e.g. written by another tool, is left as it is)."""
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / schema.RUN_JSON).read_text())
+    if isinstance(meta, dict) and isinstance(meta.get(schema.RUN_FILES), dict):
+        for rel in files:
+            meta[schema.RUN_FILES][rel] = file_record(run_dir / rel)
+        write_json(run_dir / schema.RUN_JSON, meta)
 
 
 # ============================================================================ reading

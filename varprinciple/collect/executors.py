@@ -31,8 +31,8 @@ What makes a distributed sweep correct under faults:
   without varprinciple answers too): varprinciple must import, the worker must see the
   output directory (the log set's marker file ``LOGDIR/.varprinciple-logset``, a random
   token written once and kept, read back there) and run the same Python, varprinciple,
-  torch and numpy as this machine; tasks repeat the last two checks, for workers that join
-  later. A refusal is one line naming the worker.
+  torch and numpy as this machine; tasks (their function also sent by value) repeat these
+  checks, for workers that join later. A refusal is one line naming the worker.
 - Failures are reported per run; the sweep goes on and :func:`collect` raises one summary
   error at the end.
 """
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -61,7 +62,7 @@ VERSION_PACKAGES = ("python", "varprinciple", "torch", "numpy")
 WAIT_FOR_WORKERS_S = 300
 #: Test hook (never set it in real use): a directory; a run with a file ``<run_id>`` there
 #: holding "arm" rewrites it to "killed", writes a fragment into its staging directory and
-#: kills its worker process (so only its first attempt dies).
+#: SIGKILLs its worker process (so only its first attempt dies).
 TEST_KILL_ENV = "VARPRINCIPLE_TEST_KILL_FIRST_ATTEMPT"
 #: The log set's marker (hidden, kept): a random token workers must read to prove they see LOGDIR.
 MARKER = ".varprinciple-logset"
@@ -203,6 +204,27 @@ def _preflight_check():
     return varprinciple_preflight
 
 
+def _task_function():
+    """The function each run's task calls, sent by value like :func:`_preflight_check`: a
+    worker that joins after the pre-flight check without varprinciple can load it, and the
+    run fails with one line naming the worker instead of a task the worker cannot unpickle."""
+    def varprinciple_run(payload):
+        try:
+            from varprinciple.collect.executors import _run_task
+        except BaseException as exc:  # noqa: BLE001 - reported as this run's error, in one line
+            try:
+                from distributed import get_worker
+                where = f"dask worker {get_worker().address}"
+            except Exception:  # noqa: BLE001
+                where = "a dask worker"
+            cause = " ".join(f"{type(exc).__name__}: {exc}".split())
+            return {"run_id": payload["spec"]["run_id"], "path": None,
+                    "error": f"{where} cannot import varprinciple ({cause}); install the same python, "
+                             f"varprinciple, torch and numpy on every worker"}
+        return _run_task(payload)
+    return varprinciple_run
+
+
 def _run_preflight(client, out: Path, token: str, device: str) -> dict[str, dict]:
     """Every worker's pre-flight answer by address (an exception a worker raised, e.g. one
     that cannot even load the check, becomes its ``preflight_error``)."""
@@ -272,7 +294,7 @@ def _test_kill_hook(run_id: str) -> None:
 
     def die(stage, meta, **kwargs):  # the run is trained and probed; its tables half written
         (Path(stage) / "eigen.parquet").write_bytes(b"PAR1 half a file")
-        os._exit(17)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     vio.write_run = die
 
@@ -385,9 +407,10 @@ def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: 
                 "device": device, "extra": dict(extra), "marker": MARKER, "token": token,
                 "versions": expected}
         by_key = {}
+        task = _task_function()
         for s in todo:
             payload = dict(base, spec=asdict(s))
-            f = client.submit(_run_task, payload, key=f"varprinciple-{s.run_id}-{uuid.uuid4().hex[:8]}", pure=False,
+            f = client.submit(task, payload, key=f"varprinciple-{s.run_id}-{uuid.uuid4().hex[:8]}", pure=False,
                               retries=0, resources=resources)
             by_key[f.key] = s.run_id
             pending[f.key] = f

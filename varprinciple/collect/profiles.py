@@ -151,7 +151,7 @@ def add_interpolation_profile(run_a: str | os.PathLike, run_b: str | os.PathLike
         If a run has no run.json/collect config or model.pt, or the runs' data or model differ.
     """
     from .api import load_checkpoint
-    from ..io import write_table
+    from ..io import refresh_file_records, write_table
     ra, rb = Path(run_a), Path(run_b)
     meta_a, cfg_a, loss, model, X, y = _rebuild(ra)
     meta_b = json.loads((rb / schema.RUN_JSON).read_text()) if (rb / schema.RUN_JSON).exists() else None
@@ -174,4 +174,5 @@ def add_interpolation_profile(run_a: str | os.PathLike, run_b: str | os.PathLike
             old = old[~((old["kind"] == "interpolation") & (old["other_run"] == meta_b["run_id"]))]
         df = pd.concat([old, df], ignore_index=True)
     write_table(path, df)
+    refresh_file_records(ra, [path.name])  # run.json records the table's new size and hash
     return df

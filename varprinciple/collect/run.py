@@ -42,7 +42,7 @@ import pandas as pd
 from .. import schema
 from ..errors import ConfigError, InputError, VarPrincipleError
 from .config import CollectConfig, LossName, Method
-from .staging import PARTIAL_SUFFIX, Attempt, discard, listed_files, reap_stages, run_is_complete, stage_dir
+from .staging import PARTIAL_SUFFIX, Attempt, discard_unfinished, listed_files, reap_stages, run_is_complete, stage_dir
 
 __all__ = ["RunSpec", "CollectResult", "expand_sweep", "collect", "run_one", "derive_seed",
            "package_versions", "git_revision", "PARTIAL_SUFFIX", "stage_dir"]
@@ -822,9 +822,8 @@ def collect(cfg: CollectConfig, out: str | Path, *, workers: int = 1, threads: i
     # staging directories without a live owner, and unfinished run directories, go; a staging
     # directory whose owner may still write (an attempt of an interrupted sweep) is left to it
     reap_stages(out, skipped)
-    for s in todo:
-        if (out / s.run_id).exists():
-            discard(out / s.run_id)
+    for s in todo:  # (one an earlier sweep's attempt has published meanwhile is kept)
+        discard_unfinished(out / s.run_id)
     _report_live(reap_stages(out, [s.run_id for s in todo]), "before")
     if skipped:
         logger.info("skipping %d finished run%s", len(skipped), "s" if len(skipped) > 1 else "")

@@ -10,20 +10,21 @@ on a cluster, a retried task is a new attempt) owns one staging directory,
   creates missing parents) recreates it without the lease, which the attempt finds before
   it publishes: it then publishes nothing.
 - **Leased.** The lease file ``.lease`` (JSON: attempt token, host, process id and start
-  time) is touched every :data:`LEASE_HEARTBEAT_S` seconds by a thread of the attempt's
-  process. A clean-up deletes a staging directory only when its owner is gone: its host is
-  this machine and its process has ended, or its lease was last touched more than
-  :data:`LEASE_EXPIRY_S` seconds ago (an owner on another machine, presumed dead). A
-  directory without a lease (a leftover of an older varprinciple) has no owner.
+  time, with the host's boot id and PID namespace) is touched every
+  :data:`LEASE_HEARTBEAT_S` seconds by a thread of the attempt's process. A clean-up
+  deletes a staging directory only when its owner is gone: its process is one of this
+  machine (same host, boot and PID namespace) and has ended, or its lease was last
+  touched more than :data:`LEASE_EXPIRY_S` seconds ago (an owner elsewhere, presumed
+  dead). A directory without a lease (a leftover of an older varprinciple) has no owner.
 - **Deleted by claiming.** Whoever deletes a staging directory first renames it to a
   ``….deleting`` name (one atomic rename) and then removes it, so a clean-up and the
   owner's publishing rename cannot both succeed.
 - **Verified, then published.** Before the publishing rename the attempt checks that its
   lease is still its own and that every file the run lists (tables, ``model.pt``, each
   checkpoint) exists; it records each one's size and SHA-256 in ``run.json`` under
-  ``files`` (:data:`varprinciple.schema.RUN_FILES`), removes the lease and renames the
-  directory to ``LOGDIR/<run_id>``. The first attempt to do so wins; a later one finds the
-  run complete and deletes its own directory.
+  ``files`` (:data:`varprinciple.schema.RUN_FILES`), renames the directory to
+  ``LOGDIR/<run_id>`` and removes the lease from it. The first attempt to do so wins; a
+  later one finds the run complete and deletes its own directory.
 
 Readers (:func:`varprinciple.io.read_logset`) refuse a run whose ``run.json`` lists a file
 that is missing or has another size.
@@ -32,7 +33,6 @@ that is missing or has another size.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -50,13 +50,13 @@ from .. import schema
 from ..errors import VarPrincipleError
 
 __all__ = ["PARTIAL_SUFFIX", "LEASE_FILE", "LEASE_HEARTBEAT_S", "LEASE_EXPIRY_S", "Attempt", "stage_dir",
-           "stages_of", "lease_is_live", "reap_stages", "discard", "run_is_complete", "file_manifest",
-           "listed_files"]
+           "stages_of", "lease_is_live", "reap_stages", "discard", "discard_unfinished", "run_is_complete",
+           "file_manifest", "listed_files"]
 
 logger = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
-#: The lease file inside a staging directory (removed before the directory is published).
+#: The lease file inside a staging directory (removed from the run once it is published).
 LEASE_FILE = ".lease"
 #: Seconds between two touches of a live attempt's lease.
 LEASE_HEARTBEAT_S = 10.0
@@ -66,6 +66,20 @@ LEASE_HEARTBEAT_S = 10.0
 LEASE_EXPIRY_S = 180.0
 _CLAIMED = ".deleting"
 _HOST = socket.gethostname()
+
+
+def _read_id(path: str, how) -> str | None:
+    try:
+        return how(path).strip()
+    except OSError:
+        return None
+
+
+#: Where a process id means this machine's process: the host name, its boot and the PID
+#: namespace (containers sharing the host name, e.g. with host networking, have their own).
+_PROCESS_SPACE = {"host": _HOST,
+                  "boot_id": _read_id("/proc/sys/kernel/random/boot_id", lambda p: Path(p).read_text()),
+                  "pid_ns": _read_id("/proc/self/ns/pid", os.readlink)}
 
 
 def stage_dir(out: str | os.PathLike, run_id: str, attempt: str | None = None) -> Path:
@@ -150,7 +164,8 @@ def lease_is_live(stage: str | os.PathLike, *, now: float | None = None) -> bool
     if not isinstance(info, dict):
         return False
     pid = info.get("pid")
-    if info.get("host") == _HOST and isinstance(pid, int) and not _process_alive(pid, info.get("pid_start")):
+    here = all(info.get(k) == v for k, v in _PROCESS_SPACE.items())
+    if here and isinstance(pid, int) and not _process_alive(pid, info.get("pid_start")):
         return False
     return (time.time() if now is None else now) - mtime <= LEASE_EXPIRY_S
 
@@ -172,6 +187,28 @@ def discard(path: str | os.PathLike) -> bool:
     return True
 
 
+def discard_unfinished(run_dir: str | os.PathLike) -> bool:
+    """Delete ``run_dir`` if it is not a complete run (:func:`run_is_complete`); True if it
+    was deleted. Safe beside attempts that publish: a directory found complete once claimed
+    (one published in between) is put back, or dropped if another complete one took its place."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists() or run_is_complete(run_dir):
+        return False
+    claimed = run_dir.with_name(f".{run_dir.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}{_CLAIMED}")
+    try:
+        os.rename(run_dir, claimed)
+    except FileNotFoundError:
+        return False
+    if run_is_complete(claimed):
+        try:
+            os.rename(claimed, run_dir)
+            return False
+        except OSError:  # another attempt's complete run is in place now
+            pass
+    shutil.rmtree(claimed, ignore_errors=True)
+    return True
+
+
 def reap_stages(out: str | os.PathLike, run_ids: Iterable[str]) -> list[Path]:
     """Delete the staging directories of ``run_ids`` that have no live owner; returns the
     ones left because their owner may still be writing (they delete themselves)."""
@@ -188,24 +225,16 @@ def reap_stages(out: str | os.PathLike, run_ids: Iterable[str]) -> list[Path]:
 # ----------------------------------------------------------------------- completeness
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_manifest(run_dir: str | os.PathLike, files: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{relative path: {"bytes": size, "sha256": hex}}`` of ``files`` in ``run_dir``
     (the ``run.json`` key :data:`varprinciple.schema.RUN_FILES`); a missing file raises
     :class:`~varprinciple.errors.VarPrincipleError` naming it."""
+    from ..io import file_record
     run_dir = Path(run_dir)
     out = {}
     for rel in dict.fromkeys(files):
-        p = run_dir / rel
         try:
-            out[rel] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            out[rel] = file_record(run_dir / rel)
         except FileNotFoundError:
             raise VarPrincipleError(f"{run_dir}: {rel} is missing; the run was not published") from None
     return out
@@ -259,7 +288,7 @@ class Attempt:
         self.out.mkdir(parents=True, exist_ok=True)
         init = self.out / f".{self.run_id}.{self.token}.init"
         init.mkdir()  # fails if the token were ever reused
-        lease = {"attempt": self.token, "host": _HOST, "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
+        lease = {"attempt": self.token, **_PROCESS_SPACE, "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
                  "created": time.time(), "heartbeat_s": LEASE_HEARTBEAT_S, "expiry_s": LEASE_EXPIRY_S}
         (init / LEASE_FILE).write_text(json.dumps(lease))
         os.rename(init, self.stage)
@@ -313,24 +342,19 @@ class Attempt:
         ``run.json`` must already be in the stage; it gains the key ``files``.
         """
         from ..io import write_json
-        self._halt()
         self.check()
         meta_path = self.stage / schema.RUN_JSON
         meta = json.loads(meta_path.read_text())
-        meta[schema.RUN_FILES] = file_manifest(self.stage, files)
+        meta[schema.RUN_FILES] = file_manifest(self.stage, files)  # (hashing: the lease still beats)
+        self._halt()
         write_json(meta_path, meta)
         self.check()  # written into our own directory, not into one recreated by write_json
-        for rel in meta[schema.RUN_FILES]:
-            if not (self.stage / rel).is_file():
-                raise VarPrincipleError(f"{self.stage}: {rel} vanished before publishing; run {self.run_id} "
-                                        f"was not published")
-        try:
-            (self.stage / LEASE_FILE).unlink()
-        except FileNotFoundError:
-            self.check()  # raises: claimed by a clean-up
         for _ in range(2):
             try:
-                os.rename(self.stage, self.final)  # POSIX: fails on an existing non-empty directory
+                # POSIX: fails on an existing non-empty directory. The lease goes with it (a
+                # clean-up never meets this stage without one) and is removed from the run.
+                os.rename(self.stage, self.final)
+                (self.final / LEASE_FILE).unlink(missing_ok=True)
                 return True
             except OSError as exc:
                 if exc.errno == errno.ENOENT:
@@ -342,7 +366,7 @@ class Attempt:
                 discard(self.stage)
                 return False
             logger.warning("%s: an incomplete run directory is in the way; replacing it", self.final)
-            discard(self.final)
+            discard_unfinished(self.final)
         raise VarPrincipleError(f"{self.final}: cannot publish run {self.run_id} (the directory keeps "
                                 f"reappearing incomplete)")
 
