@@ -76,10 +76,13 @@ class ProbeSettings:
         Random unit directions ``m`` (basis ``"random"``), drawn from the probe's generator.
     drop_prob : float or None
         DROP probability of the dropout source (PyTorch's convention; the paper's p is the
-        keep probability ``1 - drop_prob``). None: use the model's ``nn.Dropout`` modules.
+        keep probability ``1 - drop_prob``). None: each site's own probability. Given, it
+        overrides every site's (``nn.Dropout(0)`` modules then become sites too).
     dropout_layers : tuple of str or None
-        Module names whose outputs get dropout (needs ``drop_prob``). None: the model's
-        ``nn.Dropout`` modules, else the input of its last ``nn.Linear``.
+        Module names whose outputs get dropout (needs ``drop_prob``; any other train-mode
+        dropout is refused). None: every dropout the model applies in train mode
+        (``nn.Dropout``, ``F.dropout``, attention dropout; :mod:`.noise.dropout_sites`), else
+        (a model without dropout, ``drop_prob`` given) the input of its last ``nn.Linear``.
     isotropic_of : str
         Source whose covariance trace the isotropic control matches (must be sampled too).
     dtype : {"float64", "float32"}
@@ -258,7 +261,8 @@ class ProbeResult:
     timings : dict
         Seconds per stage (``hessian``, each source, ``flatness``, ``total``).
     info : dict
-        Extras: n_params, n_train, loss_value, sources' traces, chunk sizes, dropout sites.
+        Extras: n_params (trainable), n_train, loss_value, sources' traces, chunk sizes,
+        ``dropout_sites`` (name, kind, call, drop_prob, where) and ``dropout_skipped`` (p = 0).
     """
 
     eigen: pd.DataFrame
@@ -455,9 +459,11 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     Parameters
     ----------
     model : nn.Module
-        No BatchNorm (refused with :class:`ConfigError`). Its ``nn.Dropout`` modules are
-        off for the Hessian and SGD noise and define the dropout source (unless
-        ``settings.dropout_layers`` is given).
+        No BatchNorm (refused with :class:`ConfigError`). Its dropout is off for the Hessian
+        and SGD noise (eval mode); every dropout it applies in train mode (``nn.Dropout``,
+        ``F.dropout``, attention dropout) defines the dropout source (unless
+        ``settings.dropout_layers`` is given). Parameters with ``requires_grad=False`` are
+        constants: the probe measures the trainable ones.
     loss : Loss, str or callable
         ``"mse"`` (``(1/2n) sum ||f(x)-y||^2`` -- not ``nn.MSELoss``, which averages over the
         outputs too and has no 1/2: its H is ``2/m`` times ours for ``m`` outputs),
