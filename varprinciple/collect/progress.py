@@ -25,6 +25,7 @@ logger = logging.getLogger("varprinciple.collect.probe")
 #: seconds between two progress log lines of one stage (no bar)
 LOG_EVERY = 10.0
 
+_EIGSH = ("hessian", "blocks")
 _HOOK: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("varprinciple_tick", default=None)
 
 
@@ -70,11 +71,19 @@ class ProbeProgress:
         """Declare (or update) stages in the order they run."""
         self.plan.update(plan)
 
-    def _correction(self, unit: str | None) -> float:
-        """Measured / estimated seconds of the work in ``unit`` so far (finished pieces and the
-        running one); 1 before any was measured."""
-        est, meas = self.est_done.get(unit, 0.0), self.meas_done.get(unit, 0.0)
-        if self._stage is not None and unit == self._unit and self._est and self._total and self._count:
+    @staticmethod
+    def _key(stage: str | None, unit: str | None) -> str | None:
+        """Work measured together: a unit, except that eigsh's products (Hessian and per-block
+        stages) carry ARPACK's own work and are corrected apart from the other HVPs."""
+        return f"eigsh {unit}" if stage in _EIGSH else unit
+
+    def _correction(self, stage: str | None, unit: str | None) -> float:
+        """Measured / estimated seconds of the work like ``(stage, unit)`` so far (finished
+        pieces and the running one); 1 before any was measured."""
+        key = self._key(stage, unit)
+        est, meas = self.est_done.get(key, 0.0), self.meas_done.get(key, 0.0)
+        if (self._stage is not None and key == self._key(self._stage, self._unit) and self._est and self._total
+                and self._count):
             est += self._est * min(1.0, self._count / self._total)
             meas += time.perf_counter() - self._t_piece
         return meas / est if est > 0 else 1.0
@@ -90,7 +99,7 @@ class ProbeProgress:
             for units, unit, est in pieces[first:]:
                 if est is None:
                     return None
-                left += est * self._correction(unit)
+                left += est * self._correction(name, unit)
         if self._stage is not None:
             left += self._piece_left()
         return left
@@ -100,7 +109,8 @@ class ProbeProgress:
         if self._total and self._count:  # the piece's own rate, as measured
             return max(0.0, self._total - self._count) * (now - self._t_piece) / self._count
         est = self._est
-        return 0.0 if est is None else max(0.0, est * self._correction(self._unit) - (now - self._t_piece))
+        return 0.0 if est is None else max(0.0, est * self._correction(self._stage, self._unit)
+                                           - (now - self._t_piece))
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -138,9 +148,10 @@ class ProbeProgress:
         dt = time.perf_counter() - self._t_piece
         self._done.append(f"{self._count} {self._unit}")
         if self._est is not None and self._count:
-            self.est_done[self._unit] = self.est_done.get(self._unit, 0.0) + self._est * (
+            key = self._key(self._stage, self._unit)
+            self.est_done[key] = self.est_done.get(key, 0.0) + self._est * (
                 self._count / self._total if self._total else 1.0)
-            self.meas_done[self._unit] = self.meas_done.get(self._unit, 0.0) + dt
+            self.meas_done[key] = self.meas_done.get(key, 0.0) + dt
         if self._bar is not None:
             self._bar.close()
             self._bar = None
