@@ -1,5 +1,6 @@
-"""Recording from inside a training loop: the Recorder and the Lightning callback write log sets
-that `varprinciple test` reads (examples/record_loop.py, examples/record_lightning.py run here)."""
+"""Recording from inside a training loop: the Recorder, the Lightning callback and the Hugging Face
+TrainerCallback write log sets that `varprinciple test` reads (examples/record_loop.py,
+record_lightning.py and record_hf_trainer.py run here; the real Trainer needs accelerate)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _tables(run):
     return r.eigen.drop(columns=["vector"], errors="ignore"), r.noise
 
 
-def _check_log_set(logdir, tmp_path, n_runs):
+def _check_log_set(logdir, tmp_path, n_runs, kinds=("module",)):
     ls = read_logset(logdir)
     assert len(ls.runs) == n_runs
     for run in ls.runs:
@@ -42,7 +43,7 @@ def _check_log_set(logdir, tmp_path, n_runs):
         assert len(set(m["checkpoint_fingerprint"].values())) == 3  # the network moved between probes
         assert m["recorder"] == {"every": 10} and len(m["checkpoints"]) == 3
         assert all((run.path / c).exists() for c in m["checkpoints"])
-        assert [s["kind"] for s in m["dropout_sites"]] == ["module"]
+        assert [s["kind"] for s in m["dropout_sites"]] == list(kinds)
     out = tmp_path / "results.json"
     assert main(["test", str(logdir), "--json", str(out), "--resamples", "0", "--no-progress"]) == 0
     res = json.loads(out.read_text())
@@ -83,3 +84,19 @@ def test_lightning_callback_writes_a_log_set_that_test_reads(tmp_path):
     ex = _example("record_lightning")
     ex.fit(tmp_path / "logs", seed=0)
     _check_log_set(tmp_path / "logs", tmp_path, 1)
+
+
+def test_hf_trainer_callback_writes_a_log_set_that_test_reads(tmp_path):
+    pytest.importorskip("transformers")
+    ex = _example("record_hf_trainer")
+    rec = ex.train_manually(tmp_path / "logs", seed=0)
+    assert rec.steps == [10, 20, 30]
+    _check_log_set(tmp_path / "logs", tmp_path, 1, kinds=["module", "attention", "module", "module", "module"])
+
+
+def test_hf_trainer_example_with_the_real_trainer(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # the Trainer's own requirement
+    ex = _example("record_hf_trainer")
+    ex.fit(tmp_path / "logs", seed=0)
+    _check_log_set(tmp_path / "logs", tmp_path, 1, kinds=["module", "attention", "module", "module", "module"])

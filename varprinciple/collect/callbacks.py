@@ -1,10 +1,13 @@
 """Training-framework callbacks built on :class:`~varprinciple.collect.recorder.Recorder`.
 
-``LightningRecorder(recorder)`` is a Lightning ``Callback``: after every training batch it calls
-``recorder.step(trainer.global_step)`` (optimiser steps done), and at the end of training it
-probes the last step too. Lightning is imported only when ``LightningRecorder`` is first used
-(``pip install lightning``, or the ``lightning`` extra), so importing this module needs no
-framework.
+* ``LightningRecorder(recorder)`` is a Lightning ``Callback``: after every training batch it calls
+  ``recorder.step(trainer.global_step)`` (optimiser steps done), and at the end of training it
+  probes the last step too;
+* ``HFRecorder(recorder)`` is a Hugging Face ``TrainerCallback`` doing the same from
+  ``on_step_end`` (``state.global_step``) and ``on_train_end``.
+
+Each framework is imported only when its callback is first used (``pip install lightning`` /
+``transformers``, or the ``lightning`` / ``hf`` extras), so importing this module needs neither.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import functools
 
 from ..errors import ConfigError
 
-__all__ = ["LightningRecorder"]
+__all__ = ["LightningRecorder", "HFRecorder"]
 
 
 @functools.cache
@@ -43,7 +46,32 @@ def _lightning_recorder():
     return LightningRecorder
 
 
+@functools.cache
+def _hf_recorder():
+    try:
+        from transformers import TrainerCallback
+    except ImportError:
+        raise ConfigError("HFRecorder needs transformers: pip install transformers (or the `hf` extra).") from None
+
+    class HFRecorder(TrainerCallback):
+        """Probe with ``recorder`` every ``recorder.every`` optimiser steps of a Hugging Face
+        ``Trainer`` (pass the model the Trainer trains to the recorder)."""
+
+        def __init__(self, recorder):
+            self.recorder = recorder
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.recorder.step(int(state.global_step))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.recorder.step(int(state.global_step), force=True)
+
+    return HFRecorder
+
+
 def __getattr__(name: str):
     if name == "LightningRecorder":
         return _lightning_recorder()
+    if name == "HFRecorder":
+        return _hf_recorder()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
