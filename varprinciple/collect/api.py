@@ -120,6 +120,56 @@ def _probe_iv(model, X, y, out, run_id, method, meta, settings):
     return X, y, out
 
 
+def probe_step(model: nn.Module, loss, X, y, *, step: int, settings, seed: int, v0=None, progress: bool = False):
+    """One probe of ``model`` (its current parameters) at ``step`` with the run's seeded streams:
+    the probe's generator from ``derive_seed(seed, step)``, PyTorch's global generator seeded
+    inside ``torch.random.fork_rng`` (restored after, so a training loop's stream is untouched).
+    Returns ``(ProbeResult, checkpoint fingerprint)``; shared by :func:`probe_checkpoints` and
+    :class:`~varprinciple.collect.recorder.Recorder`."""
+    from .probe import probe
+
+    fingerprint = state_fingerprint(model)
+    pseed = derive_seed(int(seed), step)
+    gen = torch.Generator().manual_seed(pseed)
+    # torch.manual_seed also reseeds CUDA: fork (and so restore) the data's device too
+    devs = [X.device.index or 0] if isinstance(X, torch.Tensor) and X.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devs):
+        torch.manual_seed(derive_seed(pseed, "global"))
+        res = probe(model, loss, X, y, settings=settings, step=step, generator=gen, v0=v0, progress=progress)
+    return res, fingerprint
+
+
+def write_probe_run(out: Path, model: nn.Module, loss, X, results: list, *, run_id: str, method: str, settings,
+                    seed: int, info: list[dict], fingerprints: dict, meta: Mapping[str, Any] | None) -> dict:
+    """Write the run of probe results ``results`` (one per step, in step order) at ``out``: the
+    tables and run.json (the one builder of an own-model run's run.json); returns run.json's dict."""
+    sites = None
+    for res in results:
+        sites = res.info.get("dropout_sites", sites)
+    n_params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    sd = _settings_dict(settings)
+    run_meta = {
+        "schema_version": schema.SCHEMA_VERSION, "run_id": run_id, "method": method, "seed": int(seed),
+        "loss": loss.value, "loss_normalisation": _LOSS_NOTE.get(loss.value, "custom: mean of per-sample losses"),
+        "n_params": n_params, "model": type(model).__name__, "n_train": int(len(X)),
+        "probe_batch_size": sd.get("batch_size"), "probe_drop_prob": sd.get("drop_prob"),
+        "probe_steps": [int(i["step"]) for i in info], "probe_settings": sd, "probes": info,
+        "dropout_sites": sites or [], "checkpoint_fingerprint": fingerprints,
+        "versions": package_versions(), "git_revision": git_revision(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    run_meta.update(dict(meta or {}))
+    tables = {}
+    for name, frames in (("exact_variance.parquet", [r.exact_variance for r in results]),
+                         ("flatness.parquet", [r.flatness for r in results])):
+        frames = [f for f in frames if f is not None and len(f)]
+        if frames:
+            tables[name] = pd.concat(frames, ignore_index=True)
+    write_run(out, run_meta, eigen=pd.concat([r.eigen for r in results], ignore_index=True),
+              noise=pd.concat([r.noise for r in results], ignore_index=True), tables=tables)
+    return run_meta
+
+
 def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
                       checkpoints: Mapping[int, str | os.PathLike | None], *, out: str | os.PathLike,
                       run_id: str, method: str, settings=None, seed: int = 0,
@@ -167,7 +217,7 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
         On bad arguments, an existing run at ``out`` (without ``overwrite``), or an
         unreadable checkpoint.
     """
-    from .probe import ProbeSettings, probe
+    from .probe import ProbeSettings
 
     X, y, out = _probe_iv(model, X, y, out, run_id, method, meta, settings)
     loss = parse_loss(loss)
@@ -184,52 +234,21 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
             if (out / name).exists():
                 (out / name).unlink()
     settings = settings if settings is not None else ProbeSettings()
-    eig, noise, exact, flat, info = [], [], [], [], []
+    results, info, fingerprints = [], [], {}
     v0 = None
-    sites = None
-    fingerprints = {}
     work = copy.deepcopy(model)
     for step in sorted(int(s) for s in checkpoints):
         path = checkpoints[step]
         if path is not None:
             load_checkpoint(work, path)
-        fingerprints[str(step)] = state_fingerprint(work)
-        pseed = derive_seed(int(seed), step)
-        gen = torch.Generator().manual_seed(pseed)
-        # torch.manual_seed also reseeds CUDA: fork (and so restore) the data's device too
-        devs = [X.device.index or 0] if isinstance(X, torch.Tensor) and X.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devs):
-            torch.manual_seed(derive_seed(pseed, "global"))
-            res = probe(work, loss, X, y, settings=settings, step=step, generator=gen, v0=v0,
-                        progress=progress)
+        res, fingerprints[str(step)] = probe_step(work, loss, X, y, step=step, settings=settings, seed=seed,
+                                                  v0=v0, progress=progress)
         v0 = res.top_vector
-        sites = res.info.get("dropout_sites", sites)
-        eig.append(res.eigen)
-        noise.append(res.noise)
-        exact.append(res.exact_variance)
-        flat.append(res.flatness)
+        results.append(res)
         info.append({"step": step, "n_hvp": int(res.n_hvp), "checkpoint": None if path is None else str(path),
                      "timings": {k: float(v) for k, v in dict(res.timings).items()}})
-    n_params = int(sum(p.numel() for p in work.parameters() if p.requires_grad))
-    sd = _settings_dict(settings)
-    run_meta = {
-        "schema_version": schema.SCHEMA_VERSION, "run_id": run_id, "method": method, "seed": int(seed),
-        "loss": loss.value, "loss_normalisation": _LOSS_NOTE.get(loss.value, "custom: mean of per-sample losses"),
-        "n_params": n_params, "model": type(model).__name__, "n_train": int(len(X)),
-        "probe_batch_size": sd.get("batch_size"), "probe_drop_prob": sd.get("drop_prob"),
-        "probe_steps": sorted(int(s) for s in checkpoints), "probe_settings": sd, "probes": info,
-        "dropout_sites": sites or [], "checkpoint_fingerprint": fingerprints,
-        "versions": package_versions(), "git_revision": git_revision(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    run_meta.update(dict(meta or {}))
-    tables = {}
-    for name, frames in (("exact_variance.parquet", exact), ("flatness.parquet", flat)):
-        frames = [f for f in frames if f is not None and len(f)]
-        if frames:
-            tables[name] = pd.concat(frames, ignore_index=True)
-    write_run(out, run_meta, eigen=pd.concat(eig, ignore_index=True), noise=pd.concat(noise, ignore_index=True),
-              tables=tables)
+    run_meta = write_probe_run(out, work, loss, X, results, run_id=run_id, method=method, settings=settings,
+                               seed=seed, info=info, fingerprints=fingerprints, meta=meta)
     logger.info("probed %s at step(s) %s into %s", run_id, run_meta["probe_steps"], out)
     return out
 

@@ -35,6 +35,7 @@ from .curvature import (BlockHessianOperator, EigenResult, HessianOperator, hess
 from .flatness import flatness_frame, hutchinson_trace
 from .losses import Loss, parse_loss
 from .noise import NoiseDraws, SourceContext, get_source, pair_chunk, random_directions, source_names
+from .progress import ProbeProgress, tick
 from .rows import NpyRows
 
 __all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe"]
@@ -76,10 +77,13 @@ class ProbeSettings:
         Random unit directions ``m`` (basis ``"random"``), drawn from the probe's generator.
     drop_prob : float or None
         DROP probability of the dropout source (PyTorch's convention; the paper's p is the
-        keep probability ``1 - drop_prob``). None: use the model's ``nn.Dropout`` modules.
+        keep probability ``1 - drop_prob``). None: each site's own probability. Given, it
+        overrides every site's (``nn.Dropout(0)`` modules then become sites too).
     dropout_layers : tuple of str or None
-        Module names whose outputs get dropout (needs ``drop_prob``). None: the model's
-        ``nn.Dropout`` modules, else the input of its last ``nn.Linear``.
+        Module names whose outputs get dropout (needs ``drop_prob``; any other train-mode
+        dropout is refused). None: every dropout the model applies in train mode
+        (``nn.Dropout``, ``F.dropout``, attention dropout; :mod:`.noise.dropout_sites`), else
+        (a model without dropout, ``drop_prob`` given) the input of its last ``nn.Linear``.
     isotropic_of : str
         Source whose covariance trace the isotropic control matches (must be sampled too).
     dtype : {"float64", "float32"}
@@ -258,7 +262,8 @@ class ProbeResult:
     timings : dict
         Seconds per stage (``hessian``, each source, ``flatness``, ``total``).
     info : dict
-        Extras: n_params, n_train, loss_value, sources' traces, chunk sizes, dropout sites.
+        Extras: n_params (trainable), n_train, loss_value, sources' traces, chunk sizes,
+        ``dropout_sites`` (name, kind, call, drop_prob, where) and ``dropout_skipped`` (p = 0).
     """
 
     eigen: pd.DataFrame
@@ -379,41 +384,19 @@ def _no_mha_fastpath():
         mha.set_fastpath_enabled(old)
 
 
-class _Stages:
-    """Progress through the probe's stages: a tqdm bar or log lines."""
-
-    def __init__(self, names: list[str], progress: bool, step: int):
-        self.bar = None
-        self.step = step
-        if progress:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=len(names), desc=f"probe step {step}", leave=False)
-
-    def start(self, name: str):
-        if self.bar is not None:
-            self.bar.set_postfix_str(name)
-        else:
-            logger.info("probe step %d: %s", self.step, name)
-
-    def done(self):
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites, pblocks=None) -> dict:
     """Memory plan and cost estimate, made before any expensive stage: chunk sizes under the
-    budget and the expected seconds per stage from one timed HVP and one timed per-sample chunk."""
+    budget and the expected seconds per stage from one timed HVP (after an untimed one) and one
+    timed per-sample chunk."""
     from .noise import dropout_data_chunk  # noqa: PLC0415
     n, D, k = pm.n, pm.n_params, settings.top_k
     budget = settings.memory_budget_mb
+    z = torch.zeros(D, dtype=pm.dtype, device=pm.device)
+    op.matvec(z)  # the first product may build the gradient graph and warm caches: not timed
     t = time.perf_counter()
-    op.matvec(torch.zeros(D, dtype=pm.dtype, device=pm.device))
-    op.n_hvp -= 1
+    op.matvec(z)
     t_hvp = time.perf_counter() - t
+    op.n_hvp -= 2
     n_eig = 2 * max(2 * k + 1, 20) + 2 * k  # typical eigsh products + residuals
     j = settings.tr_hc_samples
     n_src = sum(s != "isotropic" for s in settings.sources) + ("isotropic" in settings.sources)
@@ -434,11 +417,60 @@ def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites, 
     if sites is not None:
         plan["dropout_data_chunk"] = dropout_data_chunk(sites, budget)
         plan["dropout_pair_chunk"] = pair_chunk(pm, budget)
+    plan["stages"] = _stage_plan(pm, settings, t_hvp, n_eig, n_flat, plan["hvp_estimate"].get("blocks"))
     plan["summary"] = (f"n={n}, D={D}, budget {budget} MB, HVPs: {plan['hessian']} "
                        f"(full graph ~{plan['hessian_graph_mb']} MB), ~{t_hvp * 1e3:.1f} ms/HVP; estimated "
                        f"Hessian {t_hvp * n_eig:.1f} s ({n_eig} HVPs), flatness {t_hvp * n_flat:.1f} s "
                        f"({n_flat} HVPs)")
     return plan
+
+
+def _seconds_per_sample(pm: ProbedModel) -> float:
+    """One per-sample-gradient pass's seconds per sample (``vmap(grad)`` on a few samples, timed
+    on its second call: the first traces)."""
+    from torch.func import grad, vmap
+    c = min(pm.n, 64)
+    f = vmap(grad(pm.one_sample_loss), in_dims=(None, 0, 0))
+    f(pm.params, pm.X[:c], pm.y[:c])
+    t = time.perf_counter()
+    f(pm.params, pm.X[:c], pm.y[:c])
+    return (time.perf_counter() - t) / c
+
+
+def _stage_plan(pm: ProbedModel, settings: ProbeSettings, t_hvp: float, n_eig: int, n_flat: int,
+                n_blk: int | None) -> dict[str, list[tuple]]:
+    """Per stage its pieces of work ``(units, unit, estimated seconds)`` for the progress display:
+    HVPs at the timed HVP's cost, per-sample passes at the timed per-sample chunk's, a dropout
+    draw (one full-batch masked gradient, batched over draws) at one HVP's, an isotropic draw at
+    ~20 ns per parameter. Rough by design: the display corrects them per unit as it measures."""
+    n, D = pm.n, pm.n_params
+    t_s = _seconds_per_sample(pm) if {"sgd", "dropout"} & set(settings.sources) else 0.0
+    plan: dict[str, list[tuple]] = {"hessian": [(n_eig, "HVPs", t_hvp * n_eig)]}
+    if n_blk is not None:
+        plan["blocks"] = [(n_blk, "HVPs", t_hvp * n_blk)]
+    src = {"sgd": [(n, "samples", n * t_s)],
+           "dropout": ([(n, "samples", 2 * n * t_s)] if settings.exact_variance else [])
+           + [(settings.n_dropout, "draws", settings.n_dropout * t_hvp)],
+           "isotropic": [(settings.n_samples, "draws", settings.n_samples * D * 2e-8)]}
+    for s in sorted(settings.sources, key=lambda x: x == "isotropic"):
+        plan[s] = src.get(s, [(None, None, None)])
+    plan["flatness"] = [(n_flat, "HVPs", t_hvp * n_flat)]
+    return plan
+
+
+def _count_hvps(op: HessianOperator) -> None:
+    """Report the operator's HVPs to the progress display as they happen (instance wrappers)."""
+    last = [op.n_hvp]
+
+    def wrap(f):
+        def g(*a, **k):
+            out = f(*a, **k)
+            tick(op.n_hvp - last[0], unit="HVPs")
+            last[0] = op.n_hvp
+            return out
+        return g
+
+    op.matvec, op.matmat = wrap(op.matvec), wrap(op.matmat)
 
 
 def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, *,
@@ -455,9 +487,11 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     Parameters
     ----------
     model : nn.Module
-        No BatchNorm (refused with :class:`ConfigError`). Its ``nn.Dropout`` modules are
-        off for the Hessian and SGD noise and define the dropout source (unless
-        ``settings.dropout_layers`` is given).
+        No BatchNorm (refused with :class:`ConfigError`). Its dropout is off for the Hessian
+        and SGD noise (eval mode); every dropout it applies in train mode (``nn.Dropout``,
+        ``F.dropout``, attention dropout) defines the dropout source (unless
+        ``settings.dropout_layers`` is given). Parameters with ``requires_grad=False`` are
+        constants: the probe measures the trainable ones.
     loss : Loss, str or callable
         ``"mse"`` (``(1/2n) sum ||f(x)-y||^2`` -- not ``nn.MSELoss``, which averages over the
         outputs too and has no 1/2: its H is ``2/m`` times ours for ``m`` outputs),
@@ -476,7 +510,8 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     v0 : ndarray, optional
         Warm start for eigsh (the previous probe's ``top_vector``).
     progress : bool
-        Show a tqdm bar over the stages (else log at INFO).
+        Show a tqdm bar per stage with its units of work (HVPs, per-sample passes, draws), a live
+        count and the probe's ETA (:mod:`.progress`); else log lines at INFO.
 
     Returns
     -------
@@ -497,9 +532,7 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     loss = _probe_iv(model, loss, X, y, settings, step, generator, v0)
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
-    stage_names = ["hessian"] + (["blocks"] if settings.blocks is not None else []) + list(settings.sources) + [
-        "flatness"]
-    stages = _Stages(stage_names, progress, step)
+    prog = ProbeProgress(step, bar=progress)
     srcs: dict = {}
     stack = contextlib.ExitStack()
     try:
@@ -519,14 +552,15 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         if settings.top_k > D:
             raise ConfigError(f"`top_k` ({settings.top_k}) exceeds the number of parameters ({D}).")
         pblocks = None if settings.blocks is None else resolve_blocks(settings.blocks, pm.names, pm.numels)
-        stages.start("hessian")
         hchunk = hessian_chunk(pm, settings.memory_budget_mb)
         op = HessianOperator(pm, chunk=hchunk)
         plan = _plan(pm, op, settings, sites, pblocks)
+        prog.set_plan(plan["stages"])
+        _count_hvps(op)
         logger.info("probe step %d plan: %s", step, plan["summary"])
-        eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator)
+        with prog.stage("hessian"):
+            eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator)
         timings["hessian"] = time.perf_counter() - t0
-        stages.done()
         k, m = eig.k, settings.n_random
         Vh = torch.from_numpy(np.ascontiguousarray(eig.eigenvectors)).to(pm.dtype).to(pm.device)
         R = random_directions(D, m, generator=generator, dtype=pm.dtype).to(pm.device)
@@ -538,37 +572,33 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         layout = [(None, k, m, 0)]  # (block, Hessian directions, random directions, first column of V)
         beigs: list[tuple[ParameterBlock, EigenResult]] = []
         if pblocks is not None:  # after every draw of the whole-network probe: its streams are unchanged
-            stages.start("blocks")
             t0 = time.perf_counter()
             gb = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            V, layout, beigs = _block_directions(op, pblocks, V, layout, settings, gb)
+            with prog.stage("blocks"):
+                V, layout, beigs = _block_directions(op, pblocks, V, layout, settings, gb)
             timings["blocks"] = time.perf_counter() - t0
-            stages.done()
         n_full = min(settings.tr_hc_samples, settings.n_samples)
         draws: dict[str, NoiseDraws] = {}
         order = sorted(settings.sources, key=lambda name: srcs[name].after_others)  # stable
         for src in order:
-            stages.start(src)
             t0 = time.perf_counter()
             ctx = SourceContext(pm=pm, op=op, directions=V, settings=settings, generator=gens[src], n_full=n_full,
                                 draws=draws)
-            draws[src] = srcs[src].sample(ctx)
+            with prog.stage(src):
+                draws[src] = srcs[src].sample(ctx)
             timings[src] = time.perf_counter() - t0
-            stages.done()
-        stages.start("flatness")
         t0 = time.perf_counter()
-        trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=gens["flatness"],
-                               eigenvalues=eig.eigenvalues, eigenvectors=eig.eigenvectors)
-        aligns = [a for a in (srcs[s].alignment(op, draws[s], trh) for s in settings.sources) if a is not None]
+        with prog.stage("flatness"):
+            trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=gens["flatness"],
+                                   eigenvalues=eig.eigenvalues, eigenvectors=eig.eigenvectors)
+            aligns = [a for a in (srcs[s].alignment(op, draws[s], trh) for s in settings.sources) if a is not None]
         exact_tr = {s: d.trace for s, d in draws.items() if d.trace_exact}
         exact_se = {s: d.extra["pairs"].trace_se for s, d in draws.items() if d.extra.get("pairs") is not None}
         exact_tr.update({s: draws[s].trace for s in exact_se})
         flat = flatness_frame(step=step, lambda_max=float(eig.eigenvalues[0]), trace_h=trh,
                               alignments=aligns, exact_traces=exact_tr, exact_trace_se=exact_se)
         timings["flatness"] = time.perf_counter() - t0
-        stages.done()
     finally:
-        stages.close()
         stack.close()
         for src in srcs.values():
             src.close()

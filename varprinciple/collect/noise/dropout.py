@@ -10,6 +10,7 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from ...errors import ConfigError
+from ..progress import tick, ticking
 from ._common import _BYTES, _CACHE_BYTES, NoiseDraws, chunk_for as _chunk_for, project
 from .dropout_sites import DropoutSites
 
@@ -173,6 +174,7 @@ def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: to
                 xi = dropout_gradients(sites, sites.to_masks(keeps), method="vmap") - gradient
                 vals.append(project(xi, V).detach())
         done += k
+        tick(k, unit="draws", total=K)
     Ke = n_exact
     s1sq = math.fsum(((s1 * s1).cpu()).tolist())
     trace = (math.fsum(s2) - s1sq / Ke) / (Ke - 1) if Ke > 1 else float("nan")
@@ -208,12 +210,17 @@ def _dropout_noise_by_data(sites: DropoutSites, directions: torch.Tensor, *, gra
     full = torch.zeros(keep, D, dtype=pm.dtype, device=pm.device)
     zero = torch.zeros(D, dtype=pm.dtype, device=pm.device)
     fast = []
+    shown = 0
     try:
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             sites.pm = pm.subset(s, e)
-            nd = dropout_noise(sites, V, gradient=zero, n_samples=K, generator=generator, n_full=keep,
-                               memory_budget_mb=memory_budget_mb, method=method, trace_samples=trace_samples)
+            with ticking(lambda *_: None):  # progress counts draws over the whole batch, below
+                nd = dropout_noise(sites, V, gradient=zero, n_samples=K, generator=generator, n_full=keep,
+                                   memory_budget_mb=memory_budget_mb, method=method, trace_samples=trace_samples)
+            now = K * e // n  # draws of the whole batch done, in proportion to the samples covered
+            tick(now - shown, unit="draws", total=K)
+            shown = now
             w = (e - s) / n
             vals += w * torch.from_numpy(nd.values).to(pm.device)
             full += w * nd.full

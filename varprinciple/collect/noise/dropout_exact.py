@@ -31,6 +31,7 @@ import torch
 from torch.func import grad, vmap
 
 from ...errors import ConfigError
+from ..progress import tick
 
 __all__ = ["DropoutPairMoments", "dropout_pair_moments", "pair_chunk"]
 
@@ -168,6 +169,7 @@ def dropout_pair_moments(sites, directions: torch.Tensor, *, generator: torch.Ge
         del G
         gu2.index_add_(0, gc, u.double() ** 2)
         gtr.index_add_(0, gc, rows)
+        tick(m, unit="samples", total=n)
     norm = 2.0 * n * n
     gt = (gtr / norm).cpu().numpy()
     trace = math.fsum(gt.tolist())

@@ -118,7 +118,7 @@ class DropoutSites:
             all_names = self._names(calls)
             self.skipped = [nm for nm, c, a in zip(all_names, calls, is_site) if c[2] and c[1] == 0 and not a]
             if active:
-                names = self._names(active)
+                names = [nm for nm, a in zip(all_names, is_site) if a]  # numbered over every call of a module
                 sites = [DropoutSite(nm, mod, float(drop_prob if drop_prob is not None else p), "call",
                                      _kind(call, att, mod), call)
                          for nm, (call, p, _, att, (_, mod)) in zip(names, active)]

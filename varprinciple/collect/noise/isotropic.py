@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError
+from ..progress import tick
 from ._common import _BYTES, NoiseDraws, chunk_for as _chunk_for, project
 
 __all__ = ["isotropic_noise"]
@@ -43,6 +44,7 @@ def isotropic_noise(D: int, directions: torch.Tensor, *, trace: float, n_samples
         if done < n_full:
             fulls.append(Z[: n_full - done])
         done += k
+        tick(k, unit="draws", total=n_samples)
     full = torch.cat(fulls) if fulls else directions.new_zeros((0, D))
     ev = np.full(directions.shape[1], trace / D) * (directions.double().norm(dim=0).cpu().numpy() ** 2)
     return NoiseDraws("isotropic", torch.cat(vals).numpy(), full, float(trace), True, ev,

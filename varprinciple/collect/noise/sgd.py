@@ -11,6 +11,7 @@ from torch.func import grad, jvp, vmap
 
 from ...errors import ConfigError
 from .._model import ProbedModel
+from ..progress import tick
 from ._common import _BYTES, NoiseDraws, chunk_for as _chunk_for
 
 __all__ = ["PerSampleProjections", "per_sample_projections", "sgd_subsets", "sgd_noise", "sgd_variance_factor"]
@@ -80,6 +81,7 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
             if keep:
                 Gs.append(torch.cat(blocks, dim=1))
             del Gd, blocks
+            tick(m, unit="samples", total=n)
         ss = math.fsum(torch.cat(sq).cpu().tolist())
         return PerSampleProjections(torch.cat(Ps), ss, "vmap", c, torch.cat(Gs) if keep else None)
     if method == "loop":
@@ -92,6 +94,7 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
             g = torch.cat([t.reshape(-1) for t in gi])
             Ps.append(g @ V)
             sq.append(float(((g - gradient) ** 2).sum()))
+            tick(1, unit="samples", total=n)
         return PerSampleProjections(torch.stack(Ps), math.fsum(sq), "loop", 1)
     if method == "jvp":
         d = V.shape[1]
@@ -103,7 +106,10 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
             return jvp(lambda p: pm.sample_losses(p, Xc, yc), (pm.params,), (t,))[1]
 
         f = vmap(losses_along, in_dims=(0, None, None))
-        Ps = [f(tangents, pm.X[s:s + c], pm.y[s:s + c]).T for s in range(0, n, c)]
+        Ps = []
+        for s in range(0, n, c):
+            Ps.append(f(tangents, pm.X[s:s + c], pm.y[s:s + c]).T)
+            tick(Ps[-1].shape[0], unit="samples", total=n)
         return PerSampleProjections(torch.cat(Ps), None, "jvp", c)
     raise ConfigError(f"`method` must be one of 'auto', 'vmap', 'jvp', 'loop'; got {method!r}.")
 
