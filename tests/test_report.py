@@ -677,7 +677,8 @@ def test_comparisons_table_shows_effect_sizes_and_adjusted_tost(tmp_path):
     for cells, c in zip(rows, results["comparisons"], strict=True):
         assert_p(cells[-3], c["tost_p_adjusted"])
         kind, est_ci = cells[-2].split(" ", 1)
-        assert kind == ("d_z" if c["paired"] else "g")
+        assert kind == {"d_z": "d_z", "bonett_d": "d_B", "hedges_g": "g"}[c["effect_size_kind"]]
+        assert c["effect_size_kind"] == ("d_z" if c["paired"] else "bonett_d")
         assert_est_ci(est_ci, c["effect_size"], c["effect_size_ci_low"], c["effect_size_ci_high"])
         assert_est_ci(cells[-1], c["prob_superiority"], c["prob_superiority_ci_low"], c["prob_superiority_ci_high"])
-    assert "Hedges' g" in md and "Holm TOST p: the TOST p-values adjusted" in md
+    assert "Bonett's d" in md and "Holm TOST p: the TOST p-values adjusted" in md
