@@ -1,6 +1,6 @@
 """Recording from inside a training loop: the Recorder, the Lightning callback and the Hugging Face
 TrainerCallback write log sets that `varprinciple test` reads (examples/record_loop.py,
-record_lightning.py and record_hf_trainer.py run here; the real Trainer needs accelerate)."""
+record_lightning.py and record_hf_trainer.py run here; the real Trainer needs accelerate, in the hf and test extras)."""
 
 from __future__ import annotations
 
