@@ -151,7 +151,8 @@ def summarize_claims(rows: Sequence[ClaimRow], *, confidence: float = 0.95) -> l
             continue
         eff = np.array([r.estimate for r in ok])
         var = np.array([r.se ** 2 for r in ok])
-        res = combine_effects(eff, var, method_re="dl", alpha=1 - confidence)
+        with np.errstate(invalid="ignore"):  # statsmodels also computes HKSJ variants, NaN for few units (unused)
+            res = combine_effects(eff, var, method_re="dl", alpha=1 - confidence)
         lo, hi = res.conf_int(alpha=1 - confidence, use_t=False)[1]
         out.append(ClaimSummary(**kw, pooled=float(res.mean_effect_re), ci_low=float(lo), ci_high=float(hi),
                                 tau2=float(res.tau2), i2=float(res.i2)))
