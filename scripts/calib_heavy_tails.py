@@ -158,7 +158,8 @@ def isotropy_cells(reps: int, rng, group: int) -> list[dict]:
                for K in (100, 50, 20) for w in ("top", "random", "bottom")]
     designs += [(f"Gaussian σ²I", K, lambda n, K: rng.standard_normal((n, K, 20))) for K in (100, 20)]
     designs += [("Student-t5 σ²I", 100, lambda n, K: rng.standard_t(5, (n, K, 20)) / np.sqrt(5 / 3))]
-    designs += [(f"Gaussian, variance λ^{b}", K, (lambda n, K, b=b: rng.standard_normal((n, K, 20)) * lam20 ** (b / 2)))
+    designs += [(f"Gaussian, variance λ^{b}", K,
+                 (lambda n, K, b=b: rng.standard_normal((n, K, 20)) * lam20 ** (b / 2)))
                 for b in (0.05, 0.1) for K in (100, 20)]
     out = []
     for name, K, gen in designs:
@@ -170,7 +171,8 @@ def isotropy_cells(reps: int, rng, group: int) -> list[dict]:
                             "alignment_p": iso, "isotropy_p_rotation": rot, "draw_share_p": dsp, "note": None})
         src = refuse_heavy_tail_isotropy(rel)["isotropy_p"].to_numpy(float)
         sg = np.isfinite(src)
-        out.append({"design": name, "K": K, "before (max of rotation, jackknife) p < 0.05": _rate(np.maximum(rot, jk) < 0.05),
+        out.append({"design": name, "K": K,
+                    "before (max of rotation, jackknife) p < 0.05": _rate(np.maximum(rot, jk) < 0.05),
                     "given (probe)": _rate(given), "p < 0.05 among given": _rate((iso < 0.05)[given]),
                     "p < 0.05 over all": _rate(np.where(given, iso < 0.05, False)),
                     f"given (source, {group} probes)": _rate(sg),
@@ -287,7 +289,8 @@ def main(argv=None):
     ap.add_argument("--resamples", type=int, default=199)
     ap.add_argument("--group", type=int, default=5, help="probes per source for the source-level refusal")
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--only", default="all", help="comma list of: perrun,singlerun,groups,controls,isotropy,outlier,superiority,smooth")
+    ap.add_argument("--only", default="all",
+                    help="comma list of: perrun,singlerun,groups,controls,isotropy,outlier,superiority,smooth")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     only = set(args.only.split(",")) if args.only != "all" else {"perrun", "groups", "isotropy", "outlier",

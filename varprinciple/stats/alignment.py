@@ -31,8 +31,8 @@ from scipy import stats as sps
 from ..errors import InputError
 from ._resampling import Resampler
 
-__all__ = ["IsotropyTest", "isotropy_test", "isotropy_jackknife_p", "isotropy_tail_reason", "AlignmentTest", "alignment_test", "CurvatureTest",
-           "curvature_test", "studentized_slopes", "VarianceRatio", "variance_ratio", "MIN_RANDOM_CI"]
+__all__ = ["IsotropyTest", "isotropy_test", "isotropy_jackknife_p", "isotropy_tail_reason", "AlignmentTest",
+           "alignment_test", "CurvatureTest", "curvature_test", "studentized_slopes", "VarianceRatio", "variance_ratio", "MIN_RANDOM_CI"]
 
 
 @dataclass(frozen=True)
