@@ -9,7 +9,8 @@ spiky_isotropic_draws), which does not import varprinciple.simulate. Cells:
   (per_probe.refuse_rare_draw_probes) applied to groups of ``--group`` probes;
 * group mean b (t test, signed-rank) and the curvature-alignment group test, 5 and 8
   networks at K = 20 and K = 100;
-* isotropy_p on an exactly isotropic covariance with 3 spiky directions (K = 100);
+* isotropy_p on an exactly isotropic covariance with 3 spiky directions (K = 100), with the
+  per-probe and source refusals, Gaussian / t5 isotropic nulls and anisotropic power;
 * "b > 0" with one outlier network among five;
 * P(A > B) with 3 networks of sd 0.30 against 8 of sd 0.10;
 * smooth deviations from the power law: the per-run interval and Newey-West HAC intervals.
@@ -31,12 +32,14 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _realistic_generator import TailDesign, spiky_isotropic_draws, tail_draws  # noqa: E402
 
-from varprinciple.stats.alignment import curvature_test, isotropy_jackknife_p, isotropy_test  # noqa: E402
+from varprinciple.stats.alignment import (curvature_test, isotropy_jackknife_p, isotropy_tail_reason,  # noqa: E402
+                                          isotropy_test)
 from varprinciple.stats.effect_size import prob_superiority  # noqa: E402
 from varprinciple.stats.inference import group_test, robust_location  # noqa: E402
 from varprinciple.stats.group_level import curvature_alignment_rows  # noqa: E402
-from varprinciple.stats.per_probe import kurtosis_gradient, refuse_rare_draw_probes  # noqa: E402
-from varprinciple.stats.relation import relation_fit, spearman  # noqa: E402
+from varprinciple.stats.per_probe import (kurtosis_gradient, refuse_heavy_tail_isotropy,  # noqa: E402
+                                          refuse_rare_draw_probes)
+from varprinciple.stats.relation import draw_share, relation_fit, spearman  # noqa: E402
 
 
 def _rate(x) -> str:
@@ -136,14 +139,78 @@ def curvature_alignment_control_cells(reps: int, rng) -> list[dict]:
     return out
 
 
-def isotropy_cells(reps: int, rng) -> list[dict]:
+def _isotropy_probe(x, lam, rng):
+    """(rotation p, jackknife p, isotropy_p as a probe reports it, per-probe flag, draw_share p)."""
+    rot = isotropy_test(x, lam, resamples=199, rng=rng).p_value
+    jk = isotropy_jackknife_p(x, lam)
+    why = isotropy_tail_reason(x)
+    return rot, jk, (np.nan if why else max(rot, jk)), why is not None, draw_share(x)[1]
+
+
+def isotropy_cells(reps: int, rng, group: int) -> list[dict]:
+    """isotropy_p under an exactly isotropic covariance with 3 spiky directions (top / random /
+    bottom ranks), Gaussian and Student-t5 isotropic noise, and Gaussian anisotropic noise
+    (variance lambda^b: power). "given": share of probes with an isotropy_p (per-probe rule
+    alone / with the source rule on ``group`` probes per source); rejection rates at 0.05 among
+    the given probes and over all probes (a refused p counts as no rejection)."""
+    lam20 = np.geomspace(1.0, 1e-2, 20)
+    designs = [(f"σ²I, 3 spiky at {w}", K, (lambda n, K, w=w: spiky_isotropic_draws(n, K, rng, where=w)[1]))
+               for K in (100, 50, 20) for w in ("top", "random", "bottom")]
+    designs += [(f"Gaussian σ²I", K, lambda n, K: rng.standard_normal((n, K, 20))) for K in (100, 20)]
+    designs += [("Student-t5 σ²I", 100, lambda n, K: rng.standard_t(5, (n, K, 20)) / np.sqrt(5 / 3))]
+    designs += [(f"Gaussian, variance λ^{b}", K,
+                 (lambda n, K, b=b: rng.standard_normal((n, K, 20)) * lam20 ** (b / 2)))
+                for b in (0.05, 0.1) for K in (100, 20)]
     out = []
-    for where in ("top", "random", "bottom"):
-        lam, X = spiky_isotropic_draws(reps, 100, rng, where=where)
-        rot = np.array([isotropy_test(X[r], lam, resamples=199, rng=rng).p_value for r in range(reps)])
-        jk = np.array([isotropy_jackknife_p(X[r], lam) for r in range(reps)])
-        out.append({"spiky directions at": where, "rotation p < 0.05": _rate(rot < 0.05),
-                    "jackknife p < 0.05": _rate(jk < 0.05), "isotropy_p < 0.05": _rate(np.maximum(rot, jk) < 0.05)})
+    for name, K, gen in designs:
+        X = gen(reps, K)
+        res = np.array([_isotropy_probe(X[r], lam20, rng) for r in range(reps)], dtype=float)
+        rot, jk, iso, flag, dsp = res.T
+        given = np.isfinite(iso)
+        rel = pd.DataFrame({"group": [f"g{r // group}" for r in range(reps)], "source": "s", "isotropy_p": iso,
+                            "alignment_p": iso, "isotropy_p_rotation": rot, "draw_share_p": dsp, "note": None})
+        src = refuse_heavy_tail_isotropy(rel)["isotropy_p"].to_numpy(float)
+        sg = np.isfinite(src)
+        out.append({"design": name, "K": K,
+                    "before (max of rotation, jackknife) p < 0.05": _rate(np.maximum(rot, jk) < 0.05),
+                    "given (probe)": _rate(given), "p < 0.05 among given": _rate((iso < 0.05)[given]),
+                    "p < 0.05 over all": _rate(np.where(given, iso < 0.05, False)),
+                    f"given (source, {group} probes)": _rate(sg),
+                    "p < 0.05 among given (source)": _rate((src < 0.05)[sg]),
+                    "p < 0.05 over all (source)": _rate(np.where(sg, src < 0.05, False))})
+        print(f"  isotropy {name} K={K} done", file=sys.stderr)
+    return out
+
+
+def single_run_cells(reps: int, rng) -> list[dict]:
+    """A log set holding ONE run (one probe) of the rare-draw design at K = 20, analysed by
+    ``analyze`` as a user would (no source-level evidence beyond the probe itself)."""
+    import tempfile
+
+    from _realistic_generator import write_run
+
+    from varprinciple.stats import analyze
+    out = []
+    for b in (0.0, 1.0):
+        d = TailDesign(K=20, b=b)
+        lam, X, _ = tail_draws(d, reps, rng)
+        given, hit, rej, noted = [], [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(reps):
+                root = Path(tmp) / f"set{r}"
+                write_run(root / "r0", "r0", "sgd", lam, X[r], seed=r)
+                row = analyze(root, resamples=0).relations.iloc[0]
+                ok = bool(np.isfinite(row["ci_low"]))
+                given.append(ok)
+                noted.append((not ok) and isinstance(row["note"], str) and "rare large draws" in row["note"])
+                hit.append(float(row["ci_low"] <= b <= row["ci_high"]) if ok else np.nan)
+                rej.append(float(row["p_value"] < 0.05) if ok else np.nan)
+        row = {"b": b, "given": _rate(given), "refused with the rare-draw note": _rate(noted),
+               "coverage (given)": _rate(hit)}
+        if b == 0:
+            row["type-I b > 0 (given)"] = _rate(rej)
+            row["false b > 0 over all"] = _rate(np.nan_to_num(rej, nan=0.0))
+        out.append(row)
     return out
 
 
@@ -222,18 +289,21 @@ def main(argv=None):
     ap.add_argument("--resamples", type=int, default=199)
     ap.add_argument("--group", type=int, default=5, help="probes per source for the source-level refusal")
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--only", default="all", help="comma list of: perrun,groups,controls,isotropy,outlier,superiority,smooth")
+    ap.add_argument("--only", default="all",
+                    help="comma list of: perrun,singlerun,groups,controls,isotropy,outlier,superiority,smooth")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     only = set(args.only.split(",")) if args.only != "all" else {"perrun", "groups", "isotropy", "outlier",
-                                                                 "superiority", "smooth", "controls"}
+                                                                 "superiority", "smooth", "controls", "singlerun"}
     print(f"<!-- scripts/calib_heavy_tails.py --reps {args.reps} --group-reps {args.group_reps} "
           f"--resamples {args.resamples} --group {args.group} --seed {args.seed}; rate ± MC SE -->")
     cells = (
         ("superiority", "P(A>B), 3 networks sd 0.30 vs 8 sd 0.10", lambda: superiority_cells(args.reps, rng)),
         ("outlier", "b > 0 declared, one network at b = 2, others b ~ 0.3", lambda: outlier_cells(args.reps, rng)),
-        ("isotropy", "isotropy_p, covariance exactly I, 3 of 20 spiky directions (kurtosis 40), K = 100",
-         lambda: isotropy_cells(args.reps, rng)),
+        ("isotropy", "isotropy_p: exactly isotropic covariance with 3 of 20 spiky directions (kurtosis 40), "
+                     "isotropic and anisotropic controls", lambda: isotropy_cells(args.reps, rng, args.group)),
+        ("singlerun", "a log set with one run (one probe), rare-draw design, K = 20, through analyze",
+         lambda: single_run_cells(args.group_reps, rng)),
         ("perrun", "per-run b under rare large draws",
          lambda: per_run_cells(args.reps, rng, args.resamples, args.group)),
         ("groups", "group tests at b = 0 under rare large draws", lambda: group_cells(args.group_reps, rng)),

@@ -17,12 +17,14 @@ import pandas as pd
 
 from ..results import DIRECTION_COLUMNS, RANDOM_REASON
 from ._resampling import Resampler
-from .alignment import _alignment_from_cov, _ratio_interval, curvature_test, isotropy_jackknife_p
+from .alignment import (_alignment_from_cov, _ratio_interval, curvature_test,
+                        isotropy_jackknife_p, isotropy_tail_reason)
 from .relation import (MIN_DIRECTIONS_CI, MIN_DRAWS_RARE, RARE_DRAW_ALPHA, RARE_DRAW_SHARE, ExclusionReason,
                        _fit_core, _nan_fit, exclusion_reasons, spearman)
 
 __all__ = ["ProbeOptions", "ProbeData", "probe_relation", "directions_frame", "rare_draw_sources",
-           "refuse_rare_draw_probes", "RARE_SOURCE_NOTE", "kurtosis_gradient"]
+           "refuse_rare_draw_probes", "RARE_SOURCE_NOTE", "kurtosis_gradient",
+           "heavy_tail_sources", "refuse_heavy_tail_isotropy"]
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,11 @@ def _alignment_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
     """alignment_k over the included Hessian directions with its test of an isotropic
     covariance: ``isotropy_p`` = max(rotation p, jackknife p) (the rotation test alone needs
     the whole law rotation-invariant; ``isotropy_p_rotation`` keeps it; ``alignment_p``, the
-    old name, has ``isotropy_p``'s value for JSON v1 readers)."""
+    old name, has ``isotropy_p``'s value for JSON v1 readers). Both are refused (null, reason
+    in the row's note) where one draw dominates a direction (:func:`isotropy_tail_reason`)."""
     n, K = d.n_included, d.n_samples
     align = (np.nan, np.nan, np.nan)
+    why = None
     if n >= 2:
         Xi = d.block.values[:, d.hessian][:, d.included]
         Xc = Xi - Xi.mean(axis=0)
@@ -146,9 +150,12 @@ def _alignment_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
         at = _alignment_from_cov(S, d.lam[d.included], K, opts.resamples, resampler=resampler)
         p_jk = isotropy_jackknife_p(Xi, d.lam[d.included]) if opts.resamples > 0 else np.nan
         p = float(max(at.p_value, p_jk)) if np.isfinite(at.p_value) and np.isfinite(p_jk) else np.nan
-        align = (at.estimate, p, at.p_value)
+        if np.isfinite(p):
+            why = isotropy_tail_reason(Xi)
+            p = np.nan if why else p
+        align = (at.estimate, p, np.nan if why else at.p_value)
     return {"alignment_k": align[0], "isotropy_p": align[1], "alignment_p": align[1],
-            "isotropy_p_rotation": align[2], "alignment_n": n if n >= 2 else 0}
+            "isotropy_p_rotation": align[2], "alignment_n": n if n >= 2 else 0, "_note": why}
 
 
 def _curvature_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
@@ -194,7 +201,11 @@ def probe_relation(run, group: str, blk, opts: ProbeOptions,
     row = {"run_id": run.run_id, "method": run.method, "group": group, "source": blk.source,
            "basis": "hessian", "step": int(blk.step), "block": blk.block}
     for part in ROW_PARTS:
-        row.update(part(d, opts, resampler))
+        fields = part(d, opts, resampler)
+        extra = fields.pop("_note", None)  # a part's caveat joins the row's note
+        row.update(fields)
+        if extra:
+            row["note"] = _append(row.get("note"), extra)
     n_dir = blk.values.shape[1]
     reason_all = np.full(n_dir, RANDOM_REASON, dtype=object)
     reason_all[np.flatnonzero(d.hessian)] = d.reasons
@@ -236,6 +247,10 @@ RARE_SOURCE_ALPHA = 0.05
 RARE_SOURCE_NOTE = ("no interval or p: rare large draws dominate this noise source ({m} of {M} probes of "
                     "{group}:{source} have one draw carrying >= {share:.0%} of a direction's variance), and "
                     "with K = {K} < {kmin} draws a probe that missed them is biased (docs/statistics.md §5.3)")
+#: The note of a probe whose isotropy_p is refused because its source's probes show dominating draws.
+ISOTROPY_SOURCE_NOTE = ("no isotropy_p: {m} of {M} probes of {group}:{source} have one draw carrying more of a "
+                        "direction's variance than Gaussian tails allow; with tails that differ between "
+                        "directions the isotropy tests reject an isotropic covariance (docs/statistics.md §5.3)")
 #: The note of a probe with K >= MIN_DRAWS_RARE in such a source (interval kept: it held at K = 100).
 RARE_SOURCE_KEPT_NOTE = ("rare large draws in this noise source ({m} of {M} probes); intervals hold from "
                          "K = {kmin} draws on such tails (docs/statistics.md §5.3)")
@@ -271,15 +286,56 @@ def rare_draw_sources(relations: pd.DataFrame) -> dict[tuple, tuple[int, int]]:
     return out
 
 
+def heavy_tail_sources(relations: pd.DataFrame) -> dict[tuple, tuple[int, int]]:
+    """The (group, source) pairs whose probes show a dominating draw (``draw_share_p`` <
+    ``RARE_DRAW_ALPHA``, any share) more often than Gaussian tails allow (binomial P(>= m) at
+    rate ``RARE_PROBE_RATE`` <= ``RARE_SOURCE_ALPHA``): ``{(group, source): (m, M)}``. Their
+    probes' ``isotropy_p`` is refused (a probe that missed its rare draws looks Gaussian)."""
+    out: dict[tuple, tuple[int, int]] = {}
+    if relations.empty or "draw_share_p" not in relations:
+        return out
+    from scipy import stats as sps
+    for (g, src), sub in relations.groupby(["group", "source"], sort=True, dropna=False):
+        p = sub["draw_share_p"].to_numpy(float)
+        ok = np.isfinite(p)
+        M = int(ok.sum())
+        m = int(np.count_nonzero(ok & (p < RARE_DRAW_ALPHA)))
+        if m and float(sps.binom.sf(m - 1, M, RARE_PROBE_RATE)) <= RARE_SOURCE_ALPHA:
+            out[(g, src)] = (m, M)
+    return out
+
+
+def refuse_heavy_tail_isotropy(relations: pd.DataFrame) -> pd.DataFrame:
+    """Null ``isotropy_p`` / ``alignment_p`` / ``isotropy_p_rotation`` (reason in ``note``) in
+    every probe of the sources of :func:`heavy_tail_sources` that still has one (probes that
+    showed a dominating draw themselves were refused by :func:`probe_relation`)."""
+    flagged = heavy_tail_sources(relations)
+    if not flagged or "isotropy_p" not in relations:
+        return relations
+    rel = relations.copy()
+    notes = rel["note"].tolist() if "note" in rel else [None] * len(rel)
+    cols = [c for c in ("isotropy_p", "alignment_p", "isotropy_p_rotation") if c in rel]
+    for i, (g, src, p) in enumerate(zip(rel["group"], rel["source"], rel["isotropy_p"])):
+        if (g, src) in flagged and np.isfinite(p):
+            m, M = flagged[(g, src)]
+            for c in cols:
+                rel.iat[i, rel.columns.get_loc(c)] = np.nan
+            notes[i] = _append(notes[i], ISOTROPY_SOURCE_NOTE.format(m=m, M=M, group=g, source=src))
+    rel["note"] = notes
+    return rel
+
+
 def refuse_rare_draw_probes(relations: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Refuse (null ``ci_low``/``ci_high``/``p_value``/``curvature_p``, reason in ``note``)
     the probes with fewer than ``MIN_DRAWS_RARE`` draws of the sources flagged by
     :func:`rare_draw_sources` — every such probe, whether or not it saw a rare draw itself (a
     probe that missed them looks Gaussian and is biased); probes with more draws keep their
-    interval with a note. Adds the bool column ``rare_draw_source``. Returns the new frame
-    and the flagged sources."""
+    interval with a note. Adds the bool column ``rare_draw_source``. Also refuses the
+    ``isotropy_p`` of heavy-tailed sources (:func:`refuse_heavy_tail_isotropy`). Returns the
+    new frame and the flagged sources."""
     if relations.empty:
         return relations, {}
+    relations = refuse_heavy_tail_isotropy(relations)
     flagged = rare_draw_sources(relations)
     rel = relations.copy()
     rel["rare_draw_source"] = False
