@@ -98,7 +98,7 @@ COMPARISON_FIELDS = ("quantity", "group_a", "group_b") + tuple(
     c for c in COMPARISON_COLUMNS if c[:-2] not in ("label", "key", "source") and c != "quantity")
 #: Columns of ``AnalysisResult.flatness`` (group x quantity x source x block).
 FLATNESS_COLUMNS = ("group", "group_key", "quantity", "source", "block", "step", "estimate", "ci_low",
-                    "ci_high", "p_value", "null", "log_mean", "log_ci_low", "log_ci_high", "n_runs")
+                    "ci_high", "p_value", "null", "log_mean", "log_ci_low", "log_ci_high", "n_runs", "note")
 #: Fields every ``flatness`` row of the JSON carries.
 FLATNESS_FIELDS = tuple("group_label" if c == "group" else "group" if c == "group_key" else c
                         for c in FLATNESS_COLUMNS)

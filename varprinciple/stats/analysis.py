@@ -328,8 +328,9 @@ def analyze(
                             "or Phi(delta_z) with the effect size's interval mapped through Phi; "
                             "prob_superiority_empirical: Mann-Whitney U/(n_a n_b) or the share of positive "
                             "paired differences (no interval)",
-        "psi_ci": "percentile bootstrap: moving blocks over time (PCs and widths fixed); "
-                  "p for psi > 0 inverts it (docs/flatness.md)",
+        "psi_ci": "stationary variances (AR(1) window correction per PC); basic interval of a parametric "
+                  "AR(1) bootstrap (PCs and widths fixed), widened for scatter about the power law; refused "
+                  "below n_eff 10 or a lever arm of 0.2 decades; p for psi > 0 inverts it (docs/flatness.md)",
         "loss_tolerance": LOSS_TOLERANCE,
     }
     import numpy as _np
