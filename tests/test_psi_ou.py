@@ -136,3 +136,36 @@ def test_interval_is_given_and_holds_at_n_eff_100():
     assert np.all(a[:, 7] == 0) and np.median(a[:, 6]) > 60
     cov = np.mean((a[:, 3] <= a[:, 0]) & (a[:, 0] <= a[:, 4]))
     assert cov >= 0.95 - 2.5 * np.sqrt(0.95 * 0.05 / len(a))
+
+
+def test_psi_analysis_reports_refusals_per_run_and_group(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from varprinciple.stats.psi_analysis import psi_analysis
+
+    runs, labels = [], []
+    for i in range(6):
+        eta, label = (0.05, "long") if i < 3 else (0.01, "short")   # n_eff_min ~ 25 vs ~ 5
+        rng = np.random.default_rng(100 + i)
+        P, F, flags, _ = simulate("flat", lam=LAM, eta=eta, every=10, n_snapshots=1000, rng=rng)
+        d = write_run(tmp_path / f"r{i}", f"r{i}", P, F, flags, every=10)
+        meta = json.loads((d / "run.json").read_text())
+        if i == 0:
+            meta["trajectory"] = {"loss_change": -0.3, "loss_level": False, "plateau_reached": True}
+        runs.append(SimpleNamespace(path=d, run_id=meta["run_id"], method="sgd", meta=meta,
+                                    optional_table=lambda name, d=d: pd.read_parquet(d / name)))
+        labels.append(label)
+    out = psi_analysis(runs, labels, resamples=99, seed=1)
+    per = out.per_run.set_index("run_id")
+    assert not per.loc[["r0", "r1", "r2"], "refused"].any()
+    assert per.loc[["r3", "r4", "r5"], "refused"].all() and per.loc[["r3", "r4", "r5"], "ci_low"].isna().all()
+    assert all(per.loc[r, "note"].startswith("no interval: n_eff") for r in ("r3", "r4", "r5"))
+    assert "trends by -30% across it" in per.loc["r0", "note"]
+    groups = {g["group"]: g for g in out.groups}
+    assert np.isfinite(groups["long"]["ci_low"]) and groups["long"]["note"] is None
+    assert np.isnan(groups["short"]["ci_low"]) and groups["short"]["note"].startswith("no interval: 3 of 3 runs")
+    rec = {r["run_id"]: r for r in out.records}
+    comp = rec["r1"]["components"]
+    assert comp[0]["tau"] is None and comp[0]["drift"] and comp[-1]["n_eff"] < comp[1]["n_eff"]
+    assert rec["r3"]["refused"] is True and rec["r1"]["lever_arm"] == pytest.approx(1.0)

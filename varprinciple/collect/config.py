@@ -265,6 +265,16 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "dynamics": ConfigKey("str", "train", "what moves the weights in the window: 'train' (the run's "
                               "own method) or 'random_walk' (the control: isotropic Gaussian steps, no "
                               "gradient; docs/flatness.md)", choices=("train", "random_walk")),
+        "settle_steps": ConfigKey("int", 0, "steps trained (the run's own method) after training stops "
+                                  "and before the window, so that it starts at stationarity, e.g. a fixed "
+                                  "number after the target loss (docs/flatness.md)", lo=0),
+        "plateau_tol": ConfigKey("float", None, "then train on in blocks of plateau_steps until the "
+                                 "training loss changed by less than this fraction over the last block "
+                                 "(e.g. 0.02; default: off; docs/flatness.md)", lo=0, lo_open=True),
+        "plateau_steps": ConfigKey("int", 500, "block length M of the plateau rule (steps)", lo=1),
+        "max_settle_steps": ConfigKey("int", 20000, "most steps trained before the window by settle_steps "
+                                      "and the plateau rule together (a window that starts unlevelled is "
+                                      "logged and recorded in run.json)", lo=0),
         "walk_sd": ConfigKey("float", None, "random_walk: per-coordinate step sd (default: the SGD noise "
                              "of one update, lr * sqrt(Tr(C_B) / D) at the window's start, B the [train] "
                              "batch_size or, for full-batch methods, the [probe] batch_size)", lo=0,
@@ -488,6 +498,9 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
                               f"({half}); got {traj['n_components']}")
     if probe["blocks"] is not None and not probe["blocks"]:
         raise ConfigError("[probe] blocks: give at least one block name, or \"layers\" (or omit the key)")
+    if traj["settle_steps"] > traj["max_settle_steps"]:
+        raise ConfigError(f"[trajectory] settle_steps: must be <= max_settle_steps ({traj['max_settle_steps']}); "
+                          f"got {traj['settle_steps']}")
     if traj["params"] is not None and not traj["params"]:
         raise ConfigError("[trajectory] params: give at least one parameter name (or omit the key)")
     if not probe["sources"]:

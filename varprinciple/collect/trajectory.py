@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ from ..errors import ConfigError
 
 __all__ = ["TrajectoryResult", "SnapshotPCA", "landscape_width", "analyse_trajectory",
            "collect_trajectory", "parameter_subset", "matched_walk_sd", "DYNAMICS", "THRESHOLDS",
-           "TRAJECTORY_FILE", "PROJECTIONS_FILE", "PROFILES_FILE"]
+           "TRAJECTORY_FILE", "PROJECTIONS_FILE", "PROFILES_FILE", "LOSS_TREND_MAX", "window_loss_trend"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,11 +187,14 @@ class SnapshotPCA:
 
 @dataclass(frozen=True)
 class TrajectoryResult:
-    """The per-PC table, the second-half projections and the loss profiles of one window."""
+    """The per-PC table, the second-half projections and the loss profiles of one window;
+    ``window`` describes how it started and whether its loss was level (run.json's
+    ``trajectory`` record: :func:`collect_trajectory`)."""
 
     pcs: pd.DataFrame
     projections: pd.DataFrame
     profiles: pd.DataFrame
+    window: dict = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         return self.pcs.copy()
@@ -321,12 +324,46 @@ def _subset_loss_fn(model, subset, loss, X, y):
     return loss_fn
 
 
+#: Relative change of the training loss across the window (linear trend x window / mean loss)
+#: above which the window is flagged as not stationary (run.json ``trajectory.loss_level``).
+LOSS_TREND_MAX = 0.1
+
+
+def _settle(train_steps, loss_now, *, settle_steps: int, plateau_tol: float | None, plateau_steps: int,
+            max_settle_steps: int) -> dict:
+    """Train ``settle_steps`` steps, then (with ``plateau_tol``) blocks of ``plateau_steps``
+    until the loss changed by less than ``plateau_tol`` (relative) over the last block, at
+    most ``max_settle_steps`` steps in all. Returns the record of what was done."""
+    done = 0
+    if settle_steps:
+        train_steps(settle_steps)
+        done += settle_steps
+    reached = None
+    if plateau_tol is not None:
+        reached = False
+        prev = loss_now()
+        while done + plateau_steps <= max_settle_steps:
+            train_steps(plateau_steps)
+            done += plateau_steps
+            cur = loss_now()
+            if prev > 0 and abs(cur - prev) / prev < plateau_tol:
+                reached = True
+                break
+            prev = cur
+        if not reached:
+            logger.warning("trajectory: the loss did not level (relative change >= %g per %d steps) within "
+                           "%d settle steps; the window starts anyway", plateau_tol, plateau_steps, done)
+    return {"settle_steps": done, "plateau_reached": reached}
+
+
 def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size: int | None,
                        generator, window: int, every: int = 10, params: Sequence[str] | None = None,
                        n_components: int = 20, profile_points: int = 21, max_memory_mb: int = 1024,
                        momentum: float = 0.0, weight_decay: float = 0.0, start_step: int = 0,
                        progress: bool = False, sampler: str = "epochs", dynamics: str = "train",
-                       walk_sd: float | None = None) -> TrajectoryResult:
+                       walk_sd: float | None = None, settle_steps: int = 0, plateau_tol: float | None = None,
+                       plateau_steps: int = 500, max_settle_steps: int = 20000,
+                       loss_points: int = 11) -> TrajectoryResult:
     """Train ``window`` more steps, snapshot the subset every ``every`` steps, analyse.
 
     ``model`` is trained in place (pass a copy to keep the end-of-training weights).
@@ -335,6 +372,15 @@ def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size:
     ``dynamics="random_walk"`` the window's steps are ``theta += walk_sd * N(0, I)`` over all
     trainable parameters, with no gradient (the random-walk control; ``walk_sd`` required,
     e.g. from :func:`matched_walk_sd`); ``method``, ``lr`` and ``batch_size`` are then unused.
+
+    Before the window the model trains (its own method) ``settle_steps`` steps and then,
+    with ``plateau_tol``, blocks of ``plateau_steps`` until the full-batch training loss
+    changed by less than ``plateau_tol`` (relative) over the last block (at most
+    ``max_settle_steps`` in all): the window starts where the loss has levelled. Inside the
+    window the full-batch loss is evaluated at ``loss_points`` evenly spaced snapshots; the
+    result's ``window`` record holds the settle steps, whether the plateau was reached,
+    the first and last of these losses and ``loss_change`` = the linear trend across the
+    window relative to the mean loss (``loss_level`` false above ``LOSS_TREND_MAX``).
 
     Examples
     --------
@@ -348,7 +394,7 @@ def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size:
     >>> list(res.pcs["component"]), res.pcs["width"].notna().all()
     ([0, 1, 2], np.True_)
     """
-    from .train import train
+    from .train import evaluate, train
     subset = parameter_subset(model, params)
     D = sum(p.numel() for _, p in subset)
     snap_steps = list(range(0, window + 1, every))
@@ -360,8 +406,27 @@ def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size:
     pca = SnapshotPCA(n_first=n_first, n_components=n_components, streaming=streaming)
     import torch
 
+    from .losses import Loss
+    loss_obj = Loss(loss) if isinstance(loss, str) else loss
+
+    def loss_now() -> float:
+        return float(evaluate(model, loss_obj, X, y, None)[0])
+
+    def train_steps(n: int) -> None:
+        train(model, loss, X, y, method=method, lr=lr, steps=n, batch_size=batch_size, generator=generator,
+              momentum=momentum, weight_decay=weight_decay, log_every=max(n, 1), progress=False,
+              sampler=sampler)
+
+    settle = _settle(train_steps, loss_now, settle_steps=settle_steps, plateau_tol=plateau_tol,
+                     plateau_steps=plateau_steps, max_settle_steps=max_settle_steps)
+    idx = np.unique(np.linspace(0, len(snap_steps) - 1, max(2, min(loss_points, len(snap_steps)))).astype(int))
+    loss_at = {snap_steps[i] for i in idx}
+    window_loss: list[tuple[int, float]] = []
+
     def snap(step: int, mdl) -> None:
         pca.add(torch.cat([p.detach().reshape(-1) for _, p in subset]).double().cpu().numpy())
+        if step in loss_at:
+            window_loss.append((step, loss_now()))
 
     if dynamics == "random_walk":
         if walk_sd is None or not (math.isfinite(walk_sd) and walk_sd > 0):
@@ -374,9 +439,31 @@ def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size:
     else:
         raise ConfigError(f"[trajectory] dynamics: must be one of {list(DYNAMICS)}; got {dynamics!r}")
     label = "all" if params is None else ",".join(params)
-    steps2 = [start_step + s for s in snap_steps[n_first:]]
-    return analyse_trajectory(pca, _subset_loss_fn(model, subset, loss, X, y), steps=steps2,
-                              profile_points=profile_points, params=label)
+    start = start_step + settle["settle_steps"]
+    steps2 = [start + s for s in snap_steps[n_first:]]
+    res = analyse_trajectory(pca, _subset_loss_fn(model, subset, loss, X, y), steps=steps2,
+                             profile_points=profile_points, params=label)
+    return replace(res, window={**settle, "window_start_step": int(start), **window_loss_trend(window_loss)})
+
+
+def window_loss_trend(points: Sequence[tuple[int, float]]) -> dict:
+    """``loss_start``, ``loss_end``, ``loss_change`` (OLS trend of loss on step x the span,
+    over the mean loss) and ``loss_level`` (|loss_change| <= ``LOSS_TREND_MAX``) of the
+    window's ``(step, loss)`` points.
+
+    Examples
+    --------
+    >>> round(window_loss_trend([(0, 1.0), (50, 0.8), (100, 0.6)])["loss_change"], 6)
+    -0.5
+    """
+    if len(points) < 2:
+        return {"loss_start": None, "loss_end": None, "loss_change": None, "loss_level": None}
+    st, lv = (np.asarray(v, dtype=float) for v in zip(*points))
+    slope = np.polyfit(st, lv, 1)[0]
+    change = float(slope * (st[-1] - st[0]) / lv.mean()) if lv.mean() > 0 else math.nan
+    return {"loss_start": float(lv[0]), "loss_end": float(lv[-1]),
+            "loss_change": change if math.isfinite(change) else None,
+            "loss_level": bool(abs(change) <= LOSS_TREND_MAX) if math.isfinite(change) else None}
 
 
 def _random_walk(model, window: int, snap_steps: Sequence[int], snap, sd: float, generator) -> None:

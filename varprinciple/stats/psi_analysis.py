@@ -70,6 +70,22 @@ def _float(x):
     return None if x is None or not np.isfinite(x) else float(x)
 
 
+def _window_notes(meta: Mapping, note: str | None) -> dict:
+    """``loss_change``, ``plateau_reached`` and ``note`` (with the stationarity caveats from
+    run.json's ``trajectory`` record appended) of one run."""
+    traj = meta.get("trajectory") if isinstance(meta, Mapping) else None
+    traj = traj if isinstance(traj, Mapping) else {}
+    notes = [note] if note else []
+    change = traj.get("loss_change")
+    if traj.get("loss_level") is False and isinstance(change, (int, float)):
+        notes.append(f"window not stationary: the training loss trends by {change:+.0%} across it "
+                     f"(docs/flatness.md)")
+    if traj.get("plateau_reached") is False:
+        notes.append("the loss had not levelled (plateau rule) when the window started")
+    return {"loss_change": change if isinstance(change, (int, float)) else None,
+            "plateau_reached": traj.get("plateau_reached"), "note": "; ".join(notes) or None}
+
+
 def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, dict] | None = None,
                  confidence: float = 0.95, alpha: float = 0.05, margin: float | None = None,
                  resamples: int = 2000, seed: int = 0, threshold: str = "width",
@@ -133,6 +149,8 @@ def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, 
         except InputError as exc:
             row.update(psi=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, problem=str(exc),
                        note=f"no psi: {exc}", refused=True)
+        # the collector's stationarity record (run.json trajectory: plateau rule, loss trend)
+        row.update(_window_notes(getattr(run, "meta", None) or {}, row.get("note")))
         # threshold sensitivity: psi with the other width column (f = 2 when the main one is f = e)
         other = SENSITIVITY.get(threshold)
         row.update(psi_sensitivity=np.nan, psi_sensitivity_ci_low=np.nan, psi_sensitivity_ci_high=np.nan,
