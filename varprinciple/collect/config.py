@@ -67,6 +67,7 @@ class DatasetName(StrEnum):
     """Data sources; none is downloaded."""
 
     DIGITS = "digits"
+    MNIST = "mnist"
     MNIST1D = "mnist1d"
     TEACHER_STUDENT = "teacher_student"
     FUNCTION_1D = "function_1d"
@@ -287,7 +288,7 @@ SWEEP_KEYS: tuple[tuple[str, str], ...] = tuple(
     (s, k) for s, keys in CONFIG_KEYS.items() for k, spec in keys.items() if spec.sweep)
 
 REGRESSION_DATA = (DatasetName.TEACHER_STUDENT.value, DatasetName.FUNCTION_1D.value)
-IMAGE_DATA = (DatasetName.DIGITS.value, DatasetName.IDX.value, DatasetName.NPZ.value)
+IMAGE_DATA = (DatasetName.DIGITS.value, DatasetName.MNIST.value, DatasetName.IDX.value, DatasetName.NPZ.value)
 
 
 @dataclass(frozen=True)
