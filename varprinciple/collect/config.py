@@ -276,6 +276,11 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "max_settle_steps": ConfigKey("int", 20000, "most steps trained before the window by settle_steps "
                                       "and the plateau rule together (a window that starts unlevelled is "
                                       "logged and recorded in run.json)", lo=0),
+        "window_n_eff": ConfigKey("float", None, "choose the window from the measured relaxation time: "
+                                  "when the smallest n_eff over the non-drift PCs is below this (e.g. 20), "
+                                  "a longer window follows (the short one counts as settling; default: "
+                                  "off; docs/flatness.md)", lo=0, lo_open=True),
+        "max_window": ConfigKey("int", 200000, "longest window window_n_eff may choose (steps)", lo=1),
         "walk_sd": ConfigKey("float", None, "random_walk: per-coordinate step sd (default: the SGD noise "
                              "of one update, lr * sqrt(Tr(C_B) / D) at the window's start, B the [train] "
                              "batch_size or, for full-batch methods, the [probe] batch_size)", lo=0,
