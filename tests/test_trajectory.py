@@ -232,13 +232,14 @@ def test_window_length_follows_the_measured_relaxation_time():
     pytest.importorskip("torch")
     from varprinciple.collect.trajectory import collect_trajectory, window_n_eff_min
     g, X, y, model = _linreg(seed=1)
-    kw = dict(method="sgd", lr=0.01, batch_size=10, every=2, n_components=3, profile_points=3, sampler="independent")
-    # settle first; a 200-step window is short against the flat directions' relaxation (~1/(lr lambda))
-    res = collect_trajectory(model, "mse", X, y, generator=g, window=200, settle_steps=2000, window_n_eff=15,
+    kw = dict(method="sgd", lr=0.03, batch_size=10, every=2, n_components=3, profile_points=3, sampler="independent")
+    # settle first; a 100-step window is short against the flat directions' relaxation (~1/(lr lambda))
+    res = collect_trajectory(model, "mse", X, y, generator=g, window=100, settle_steps=500, window_n_eff=15,
                              max_window=6000, **kw)
     w = res.window
-    assert w["window_tries"][0] == 200 and len(w["window_tries"]) >= 2 and w["window_used"] == w["window_tries"][-1]
+    assert w["window_tries"][0] == 100 and len(w["window_tries"]) >= 2 and w["window_used"] == w["window_tries"][-1]
     assert w["window_n_eff_min"] == pytest.approx(window_n_eff_min(res))
     assert w["window_n_eff_min"] >= 15 or w["window_used"] == 6000
-    assert w["window_start_step"] == 2000 + sum(w["window_tries"][:-1])
-    assert int(res.projections["step"].min()) == w["window_start_step"] + w["window_used"] // 2
+    assert w["window_start_step"] == 500 + sum(w["window_tries"][:-1])
+    half = w["window_start_step"] + w["window_used"] // 2      # the measuring half of the last window
+    assert half <= int(res.projections["step"].min()) <= half + 2
