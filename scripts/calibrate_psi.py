@@ -32,7 +32,7 @@ LAM = np.geomspace(10, 0.1, 12)
 CELLS = [  # kind, eta, snapshots, rotate
     ("flat", 0.01, 1000, False), ("flat", 0.02, 1000, False), ("flat", 0.05, 1000, False),
     ("flat", 0.05, 4000, False), ("flat", 0.05, 1000, True), ("isotropic", 0.05, 1000, False),
-    ("hessian2", 0.05, 1000, False), ("flat", 0.01, 4000, False),
+    ("hessian2", 0.05, 1000, False), ("flat", 0.01, 4000, False), ("flat", 0.005, 1000, False),
 ]
 
 
@@ -40,13 +40,15 @@ def _se(p, n):
     return np.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
 
 
-def run_cell(kind, eta, T, rotate, *, reps, resamples, refuse, seed):
+def run_cell(kind, eta, T, rotate, *, reps, resamples, refuse, seed, min_n_eff=None):
     rng = np.random.default_rng([seed, int(eta * 1000), T, int(rotate), len(kind)])
     rows = []
     for _ in range(reps):
         P, F, flags, U = fo.simulate(kind, lam=LAM, eta=eta, every=10, n_snapshots=T, rng=rng, rotate=rotate)
         truth = fo.true_psi(kind, LAM, eta, U)
         kw = {} if refuse else {"min_n_eff": 0.0, "min_lever_arm": 0.0}
+        if refuse and min_n_eff is not None:
+            kw["min_n_eff"] = min_n_eff
         r = psi_fit(P, F, drift=flags, resamples=resamples, rng=rng, **kw)
         rows.append((truth, r.psi, r.psi_window, r.ci_low, r.ci_high, r.p_value, r.n_eff_min, r.refused))
     a = np.array(rows, dtype=float)
@@ -82,13 +84,14 @@ def main(argv=None):
     ap.add_argument("--resamples", type=int, default=300)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--no-refusal", action="store_true")
+    ap.add_argument("--min-n-eff", type=float, default=None, help="refusal threshold (default: MIN_N_EFF)")
     ap.add_argument("--cells", type=str, default="", help="comma-separated cell indices (default all)")
     args = ap.parse_args(argv)
     idx = [int(c) for c in args.cells.split(",")] if args.cells else range(len(CELLS))
     for i in idx:
         t0 = time.time()
         r = run_cell(*CELLS[i], reps=args.reps, resamples=args.resamples, refuse=not args.no_refusal,
-                     seed=args.seed)
+                     seed=args.seed, min_n_eff=args.min_n_eff)
         print(f"{r['cell']:32s} truth {r['truth']:+.3f}  n_eff_min {r['n_eff_min']:6.1f}  refused {r['refused']:.2f}  "
               f"run: coverage {r['coverage']:.3f}±{r['coverage_se']:.3f}  P(p<.05) {r['positive']:.3f}"
               f"±{r['positive_se']:.3f} (n {r['n_given']})  bias {r['bias']:+.3f} (window {r['bias_window']:+.3f}) "
