@@ -10,8 +10,8 @@ minibatch independently (``sampler="independent"``, the theory's model); with ra
 reshuffling (``"epochs"``) the noise of an epoch sums to zero and slow directions see less
 of it, which fakes an inverse relation in the one-layer model: the perturbation that shows
 the one-layer check can fail. The two-layer network's psi ~ 2 rests on its symmetry
-directions, which diffuse instead of relaxing: the autocorrelation-aware fit refuses it an
-interval. Measured numbers: docs/flatness.md.
+directions, which relax more slowly than the window (their variance keeps growing): the
+autocorrelation-aware fit says so in its note. Measured numbers: docs/flatness.md.
 """
 
 from __future__ import annotations
@@ -68,15 +68,16 @@ def test_one_layer_linear_regression_shows_no_inverse_relation():
     assert not _inverse_relation(one)
 
 
-def test_two_layer_psi_rests_on_diffusing_directions_and_is_refused_an_interval():
-    # the two-layer network's psi ~ 2 comes from the PCs along its rescaling symmetry: they
-    # have no restoring force and diffuse (variance_ratio > 2, n_eff ~ 2-6 over a 10,000-step
-    # window), so they have no stationary variance and the interval is refused, naming them
-    # (docs/flatness.md); the stationary PCs alone show no inverse relation
+def test_two_layer_psi_rests_on_slow_diffusing_directions_and_says_so():
+    # the two-layer network's psi ~ 2 (Gross et al.'s inverse relation) comes with PCs along
+    # its rescaling symmetry that have almost no restoring force: they relax more slowly than
+    # the 10,000-step window (n_eff ~ 2-6) and their variance keeps growing with it
+    # (variance_ratio > 2); the row's note says the interval is outside its calibrated range
+    # (docs/flatness.md: on the stationary PCs alone psi is ~0)
     for s in range(2):
         fit, pcs = _fit(True, s, lr=0.02, window=10_000)
-        assert fit.psi > 1.0 and fit.refused and np.isnan(fit.p_value), fit
-        assert fit.note.startswith("no interval: n_eff")
+        assert fit.psi > 1.0, fit
+        assert fit.n_eff_min < 5 and "n_eff" in fit.note, fit.note
         n_eff = np.asarray(fit.n_eff)
         slow = np.isfinite(n_eff) & (n_eff < 10)
         ratio = pcs.sort_values("component")["variance_ratio"].to_numpy()

@@ -70,15 +70,15 @@ def test_foreign_files_round_trip_and_give_a_calibrated_psi(tmp_path):
 
 
 def test_short_window_is_refused_with_a_reason(tmp_path):
-    # eta = 0.01, 1,000 snapshots: the flattest direction relaxes over ~200 snapshots (n_eff ~ 5)
-    res, _, (P, F, flags) = _fit_files(tmp_path, "flat", 0.01, 1000, seed=0)
+    # eta = 0.002, 1,000 snapshots: the flattest direction relaxes over ~1,000 snapshots (n_eff ~ 1)
+    res, _, (P, F, flags) = _fit_files(tmp_path, "flat", 0.002, 1000, seed=0)
     assert res.refused and res.n_eff_min < MIN_N_EFF
     assert np.isnan(res.ci_low) and np.isnan(res.ci_high) and np.isnan(res.p_value)
-    assert res.note.startswith("no interval: n_eff") and re.search(r"along PC 1[23] ", res.note)
+    assert res.note.startswith("no interval: n_eff") and re.search(r"along PC 1[0-3] ", res.note)
     assert np.isfinite(res.psi)
     # the perturbation: with the threshold off, the same window gets an interval
     res0 = psi_fit(P, F, drift=flags, resamples=200, min_n_eff=0.0, rng=np.random.default_rng(0))
-    assert not res0.refused and np.isfinite(res0.ci_low) and res0.note is None
+    assert not res0.refused and np.isfinite(res0.ci_low) and res0.note.startswith("caveat: n_eff")
 
 
 def test_short_lever_arm_is_refused():
@@ -91,7 +91,7 @@ def test_short_lever_arm_is_refused():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, eta, T, reps", [
-    ("flat", 0.02, 1000, 40),       # n_eff_min ~ 10: the smallest design given an interval
+    ("flat", 0.01, 1000, 40),       # n_eff_min ~ 5: the smallest design calibrated
     ("flat", 0.05, 1000, 40),       # n_eff_min ~ 25
     ("isotropic", 0.05, 1000, 30),
     ("hessian2", 0.05, 1000, 30),
@@ -100,7 +100,7 @@ def test_known_psi_is_covered_and_unbiased(kind, eta, T, reps):
     a = _cell(kind, eta, T, reps)
     truth = a[:, 0]
     given = a[:, 7] == 0
-    assert given.mean() >= 0.5                                    # mostly not refused here
+    assert given.mean() >= 0.8                                    # mostly not refused here
     g = a[given]
     n = len(g)
     cov = np.mean((g[:, 3] <= g[:, 0]) & (g[:, 0] <= g[:, 4]))
@@ -118,7 +118,7 @@ def test_known_psi_is_covered_and_unbiased(kind, eta, T, reps):
 @pytest.mark.slow
 def test_perturbations_fail():
     # (1) the uncorrected window variance is biased towards psi > 0 (flat PCs relax slowest)
-    a = _cell("flat", 0.02, 1000, 40)
+    a = _cell("flat", 0.01, 1000, 40)
     err_w = a[:, 2] - a[:, 0]
     assert err_w.mean() > 3 * err_w.std(ddof=1) / np.sqrt(len(a))
     # (2) the continuous-time answers -2 / +2 are not the discrete process's psi
@@ -146,7 +146,7 @@ def test_psi_analysis_reports_refusals_per_run_and_group(tmp_path):
 
     runs, labels = [], []
     for i in range(6):
-        eta, label = (0.05, "long") if i < 3 else (0.01, "short")   # n_eff_min ~ 25 vs ~ 5
+        eta, label = (0.05, "long") if i < 3 else (0.001, "short")   # n_eff_min ~ 25 vs ~ 1
         rng = np.random.default_rng(100 + i)
         P, F, flags, _ = simulate("flat", lam=LAM, eta=eta, every=10, n_snapshots=1000, rng=rng)
         d = write_run(tmp_path / f"r{i}", f"r{i}", P, F, flags, every=10)

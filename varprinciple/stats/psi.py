@@ -26,7 +26,8 @@ import pandas as pd
 from ..errors import InputError
 
 __all__ = ["PsiResult", "StationaryVariance", "psi_fit", "psi_from_tables", "stationary_variance",
-           "effective_sample_size", "autocorrelation_time", "MIN_N_EFF", "MIN_LEVER_ARM", "DRIFT_TREND_MAX"]
+           "effective_sample_size", "autocorrelation_time", "MIN_N_EFF", "CALIBRATED_N_EFF", "MIN_LEVER_ARM",
+           "DRIFT_TREND_MAX"]
 
 
 def autocorrelation_time(x) -> np.ndarray:
@@ -85,7 +86,10 @@ def effective_sample_size(x) -> np.ndarray:
 
 #: Smallest effective number of independent snapshots (along the slowest fitted PC) at which
 #: psi's interval is given; below it the interval is refused (calibration: docs/flatness.md).
-MIN_N_EFF = 10.0
+MIN_N_EFF = 2.0
+#: Smallest n_eff_min at which the interval was calibrated; between MIN_N_EFF and this the
+#: interval is given with a caveat in ``note``.
+CALIBRATED_N_EFF = 5.0
 #: Smallest lever arm (decades of F spanned by the fitted PCs) at which the interval is given.
 MIN_LEVER_ARM = 0.2
 #: Largest AR(1) coefficient used (a PC with phi above it is treated as a random walk: n_eff ~ 1).
@@ -358,7 +362,9 @@ def psi_fit(projections, widths, *, drift=None, confidence: float = 0.95, resamp
     interval is the basic one [ψ̂ − q_{1−a}(d), ψ̂ − q_a(d)]. Scatter of the PCs about the
     power law is not in the AR(1) model: the replicates' deviations are stretched by
     max(1, se_ols / se_sampling), se_ols the classical OLS standard error from the fit's
-    residuals. p = (1 + #{d ≥ ψ̂}) / (B + 1) inverts the one-sided interval.
+    residuals, and by t_{df}(1 − a)/z(1 − a), df = 2·n_eff_min, for the error of the plug-in
+    φ the replicates are drawn at. p = (1 + #{d ≥ ψ̂}) / (B + 1) inverts the one-sided
+    interval. Below ``CALIBRATED_N_EFF`` the interval comes with a caveat in ``note``.
 
     Examples
     --------
@@ -404,7 +410,12 @@ def psi_fit(projections, widths, *, drift=None, confidence: float = 0.95, resamp
         j = int(np.argmin(sv.n_eff))
         refusal = (f"no interval: n_eff {n_eff_min:.1f} < {min_n_eff:g} along PC "
                    f"{int(np.flatnonzero(use)[j]) + 1} (lengthen the window; docs/flatness.md)")
-    elif lever < min_lever_arm:
+    elif n_eff_min < CALIBRATED_N_EFF:
+        j = int(np.argmin(sv.n_eff))
+        notes.append(f"caveat: n_eff {n_eff_min:.1f} along PC {int(np.flatnonzero(use)[j]) + 1} is below the "
+                     f"calibrated range (>= {CALIBRATED_N_EFF:g}): the window is short against its relaxation, "
+                     f"or it diffuses (docs/flatness.md)")
+    if refusal is None and lever < min_lever_arm:
         refusal = (f"no interval: the fitted PCs span {lever:.2f} decades of F < {min_lever_arm:g} "
                    f"(docs/flatness.md)")
     lo = hi = p = se = se_boot = np.nan
@@ -425,8 +436,12 @@ def psi_fit(projections, widths, *, drift=None, confidence: float = 0.95, resamp
             bias = float(dev.mean())
             se_boot = float(dev.std(ddof=1))
             stretch = max(1.0, se_ols / se_boot) if se_boot > 0 and np.isfinite(se_ols) else 1.0
-            dev = bias + stretch * (dev - bias)
             a = (1 - confidence) / 2
+            # the replicates are drawn at the fitted phi, not at the unknown true one: a t-type
+            # widening with df = 2 n_eff_min covers that plug-in error (calibrated: docs/flatness.md)
+            from scipy.stats import norm, t as t_dist
+            widen = float(t_dist.ppf(1 - a, max(1.0, 2 * n_eff_min)) / norm.ppf(1 - a))
+            dev = bias + stretch * widen * (dev - bias)
             q_lo, q_hi = np.quantile(dev, [a, 1 - a])
             lo, hi = psi_hat - q_hi, psi_hat - q_lo
             p = float((1 + np.sum(dev >= psi_hat)) / (dev.size + 1))
