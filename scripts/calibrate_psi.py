@@ -33,6 +33,7 @@ CELLS = [  # kind, eta, snapshots, rotate
     ("flat", 0.01, 1000, False), ("flat", 0.02, 1000, False), ("flat", 0.05, 1000, False),
     ("flat", 0.05, 4000, False), ("flat", 0.05, 1000, True), ("isotropic", 0.05, 1000, False),
     ("hessian2", 0.05, 1000, False), ("flat", 0.01, 4000, False), ("flat", 0.005, 1000, False),
+    ("flat", 0.007, 1000, False),
 ]
 
 

@@ -76,7 +76,7 @@ def test_psi_interval_coverage_on_isotropic_langevin():
     hits = 0
     n = 40
     for s in range(n):
-        res = trajectory_psi("isotropic", seed=s, steps=20_000, resamples=300, confidence=0.90)
+        res = trajectory_psi("isotropic", seed=s, steps=20_000, resamples=150, confidence=0.90)
         hits += res.ci_low <= truth <= res.ci_high
     assert hits / n >= 0.90 - 2.5 * np.sqrt(0.09 / n), (hits, n, truth)
 

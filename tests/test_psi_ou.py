@@ -70,11 +70,11 @@ def test_foreign_files_round_trip_and_give_a_calibrated_psi(tmp_path):
 
 
 def test_short_window_is_refused_with_a_reason(tmp_path):
-    # eta = 0.002, 1,000 snapshots: the flattest direction relaxes over ~1,000 snapshots (n_eff ~ 1)
-    res, _, (P, F, flags) = _fit_files(tmp_path, "flat", 0.002, 1000, seed=0)
+    # eta = 0.0005, 1,000 snapshots: the flattest direction relaxes over ~4,000 snapshots
+    res, _, (P, F, flags) = _fit_files(tmp_path, "flat", 0.0005, 1000, seed=0)
     assert res.refused and res.n_eff_min < MIN_N_EFF
     assert np.isnan(res.ci_low) and np.isnan(res.ci_high) and np.isnan(res.p_value)
-    assert res.note.startswith("no interval: n_eff") and re.search(r"along PC 1[0-3] ", res.note)
+    assert res.note.startswith("no interval: n_eff") and re.search(r"along PC [0-9]+ ", res.note)
     assert np.isfinite(res.psi)
     # the perturbation: with the threshold off, the same window gets an interval
     res0 = psi_fit(P, F, drift=flags, resamples=200, min_n_eff=0.0, rng=np.random.default_rng(0))
@@ -146,7 +146,7 @@ def test_psi_analysis_reports_refusals_per_run_and_group(tmp_path):
 
     runs, labels = [], []
     for i in range(6):
-        eta, label = (0.05, "long") if i < 3 else (0.001, "short")   # n_eff_min ~ 25 vs ~ 1
+        eta, label = (0.05, "long") if i < 3 else (0.0005, "short")   # n_eff_min ~ 25 vs < 1
         rng = np.random.default_rng(100 + i)
         P, F, flags, _ = simulate("flat", lam=LAM, eta=eta, every=10, n_snapshots=1000, rng=rng)
         d = write_run(tmp_path / f"r{i}", f"r{i}", P, F, flags, every=10)

@@ -85,8 +85,11 @@ def effective_sample_size(x) -> np.ndarray:
 
 
 #: Smallest effective number of independent snapshots (along the slowest fitted PC) at which
-#: psi's interval is given; below it the interval is refused (calibration: docs/flatness.md).
-MIN_N_EFF = 2.0
+#: psi's interval is given; below it the interval is refused. n_eff ~ 1 is the AR(1) fit's
+#: bound (phi = 1 - 2/T): the PC did not relax within the window (a random walk, or slower).
+#: Not higher, because a refusal near the calibrated range selects runs whose psi is biased
+#: (docs/flatness.md).
+MIN_N_EFF = 1.05
 #: Smallest n_eff_min at which the interval was calibrated; between MIN_N_EFF and this the
 #: interval is given with a caveat in ``note``.
 CALIBRATED_N_EFF = 5.0
