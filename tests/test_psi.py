@@ -76,7 +76,7 @@ def test_psi_interval_coverage_on_isotropic_langevin():
     hits = 0
     n = 40
     for s in range(n):
-        res = trajectory_psi("isotropic", seed=s, steps=20_000, resamples=300, confidence=0.90)
+        res = trajectory_psi("isotropic", seed=s, steps=20_000, resamples=150, confidence=0.90)
         hits += res.ci_low <= truth <= res.ci_high
     assert hits / n >= 0.90 - 2.5 * np.sqrt(0.09 / n), (hits, n, truth)
 
@@ -106,7 +106,8 @@ def test_duplicated_snapshots_do_not_narrow_the_interval():
     ({"confidence": 1.5}, "`confidence` must be in"),
     ({"resamples": 10}, r"`resamples` must be 0 \(no interval\) or an integer >= 99"),
     ({"projections": np.ones((5, 4))}, "at least 8 snapshots"),
-    ({"block_length": 0}, "`block_length` must be an integer"),
+    ({"min_n_eff": -1}, "`min_n_eff` must be a number >= 0"),
+    ({"min_lever_arm": "x"}, "`min_lever_arm` must be a number >= 0"),
     ({"widths": [np.nan, np.nan, 1.0, 2.0]}, r"at least 3 usable components; got 2 \(0 drift, 2 censored"),
 ])
 def test_psi_input_errors(kw, match):
@@ -134,6 +135,6 @@ def test_psi_interval_covers_with_direction_scatter():
     n, hits = 200, 0
     for _ in range(n):
         P = rng.normal(size=(300, 12)) * np.exp(-np.log(F) + rng.normal(0, 0.3, 12))
-        res = psi_fit(P, F, resamples=200, confidence=0.90, rng=rng)
+        res = psi_fit(P, F, resamples=120, confidence=0.90, rng=rng)
         hits += res.ci_low <= 2.0 <= res.ci_high
     assert abs(hits / n - 0.90) <= 3 * np.sqrt(0.09 / n), hits

@@ -176,3 +176,70 @@ def test_random_walk_window_is_a_random_walk():
                        match=r"\[trajectory\] dynamics: must be one of \['train', 'random_walk'\]; got 'levy'"):
         collect_trajectory(model, "mse", X, y, method="sgd", lr=0.1, batch_size=8, generator=g, window=40,
                            every=1, n_components=3, dynamics="levy")
+
+
+def _linreg(seed=0, n=200):
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    y = X @ torch.ones(5, 1, dtype=torch.float64) + 0.5 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    return g, X, y, torch.nn.Linear(5, 1).double()
+
+
+def test_window_starts_after_the_plateau_and_records_its_loss_trend(caplog):
+    pytest.importorskip("torch")
+    from varprinciple.collect.trajectory import collect_trajectory
+    kw = dict(method="sgd", lr=0.02, batch_size=10, window=400, every=5, n_components=3, profile_points=3)
+    # from the initialisation, without settling, the loss falls across the window: flagged
+    g, X, y, model = _linreg()
+    raw = collect_trajectory(model, "mse", X, y, generator=g, **kw)
+    assert raw.window["settle_steps"] == 0 and raw.window["plateau_reached"] is None
+    assert raw.window["loss_change"] < -0.1 and raw.window["loss_level"] is False
+    # the plateau rule trains on in blocks of 200 steps until the loss moves < 5 % per block
+    g, X, y, model = _linreg()
+    res = collect_trajectory(model, "mse", X, y, generator=g, settle_steps=100, plateau_tol=0.05,
+                             plateau_steps=200, **kw)
+    w = res.window
+    assert w["plateau_reached"] is True and w["settle_steps"] >= 300 and (w["settle_steps"] - 100) % 200 == 0
+    assert abs(w["loss_change"]) < 0.1 and w["loss_level"] is True
+    assert int(res.projections["step"].min()) >= w["settle_steps"] == w["window_start_step"]
+    # an unreachable tolerance stops at max_settle_steps, logged and recorded
+    g, X, y, model = _linreg()
+    with caplog.at_level("WARNING"):
+        res = collect_trajectory(model, "mse", X, y, generator=g, plateau_tol=1e-12, plateau_steps=100,
+                                 max_settle_steps=300, **kw)
+    assert res.window["plateau_reached"] is False and res.window["settle_steps"] == 300
+    assert "did not level" in caplog.text
+
+
+def test_window_notes_reach_the_psi_row():
+    from varprinciple.stats.psi_analysis import _window_notes
+    meta = {"trajectory": {"loss_change": -0.35, "loss_level": False, "plateau_reached": False}}
+    out = _window_notes(meta, "no interval: n_eff 4.0 < 10 along PC 7 (docs/flatness.md)")
+    assert out["note"].startswith("no interval") and "trends by -35% across it" in out["note"]
+    assert "had not levelled" in out["note"] and out["loss_change"] == -0.35
+    assert _window_notes({"trajectory": {"loss_change": 0.01, "loss_level": True}}, None)["note"] is None
+    assert _window_notes({}, None) == {"loss_change": None, "plateau_reached": None, "note": None}
+
+
+def test_settle_steps_above_the_cap_are_refused():
+    from varprinciple.collect.config import validate_config
+    with pytest.raises(ConfigError, match=r"\[trajectory\] settle_steps: must be <= max_settle_steps \(100\)"):
+        validate_config({"trajectory": {"window": 2000, "settle_steps": 500, "max_settle_steps": 100}})
+
+
+def test_window_length_follows_the_measured_relaxation_time():
+    pytest.importorskip("torch")
+    from varprinciple.collect.trajectory import collect_trajectory, window_n_eff_min
+    g, X, y, model = _linreg(seed=1)
+    kw = dict(method="sgd", lr=0.03, batch_size=10, every=2, n_components=3, profile_points=3, sampler="independent")
+    # settle first; a 100-step window is short against the flat directions' relaxation (~1/(lr lambda))
+    res = collect_trajectory(model, "mse", X, y, generator=g, window=100, settle_steps=500, window_n_eff=15,
+                             max_window=6000, **kw)
+    w = res.window
+    assert w["window_tries"][0] == 100 and len(w["window_tries"]) >= 2 and w["window_used"] == w["window_tries"][-1]
+    assert w["window_n_eff_min"] == pytest.approx(window_n_eff_min(res))
+    assert w["window_n_eff_min"] >= 15 or w["window_used"] == 6000
+    assert w["window_start_step"] == 500 + sum(w["window_tries"][:-1])
+    half = w["window_start_step"] + w["window_used"] // 2      # the measuring half of the last window
+    assert half <= int(res.projections["step"].min()) <= half + 2

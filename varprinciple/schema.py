@@ -402,7 +402,7 @@ TRAJECTORY = register_optional_table(TableSpec(
 ))
 
 #: The second half's snapshots projected on the PCs (centred on the first half's mean):
-#: the time series behind trajectory.parquet's variances (block bootstrap of psi).
+#: the time series behind trajectory.parquet's variances (psi's stationary variances are fitted to it).
 TRAJECTORY_PROJECTIONS = register_optional_table(TableSpec(
     "trajectory_projections.parquet",
     (

@@ -67,6 +67,7 @@ class DatasetName(StrEnum):
     """Data sources; none is downloaded."""
 
     DIGITS = "digits"
+    MNIST = "mnist"
     MNIST1D = "mnist1d"
     TEACHER_STUDENT = "teacher_student"
     FUNCTION_1D = "function_1d"
@@ -265,6 +266,21 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
         "dynamics": ConfigKey("str", "train", "what moves the weights in the window: 'train' (the run's "
                               "own method) or 'random_walk' (the control: isotropic Gaussian steps, no "
                               "gradient; docs/flatness.md)", choices=("train", "random_walk")),
+        "settle_steps": ConfigKey("int", 0, "steps trained (the run's own method) after training stops "
+                                  "and before the window, so that it starts at stationarity, e.g. a fixed "
+                                  "number after the target loss (docs/flatness.md)", lo=0),
+        "plateau_tol": ConfigKey("float", None, "then train on in blocks of plateau_steps until the "
+                                 "training loss changed by less than this fraction over the last block "
+                                 "(e.g. 0.02; default: off; docs/flatness.md)", lo=0, lo_open=True),
+        "plateau_steps": ConfigKey("int", 500, "block length M of the plateau rule (steps)", lo=1),
+        "max_settle_steps": ConfigKey("int", 20000, "most steps trained before the window by settle_steps "
+                                      "and the plateau rule together (a window that starts unlevelled is "
+                                      "logged and recorded in run.json)", lo=0),
+        "window_n_eff": ConfigKey("float", None, "choose the window from the measured relaxation time: "
+                                  "when the smallest n_eff over the non-drift PCs is below this (e.g. 20), "
+                                  "a longer window follows (the short one counts as settling; default: "
+                                  "off; docs/flatness.md)", lo=0, lo_open=True),
+        "max_window": ConfigKey("int", 200000, "longest window window_n_eff may choose (steps)", lo=1),
         "walk_sd": ConfigKey("float", None, "random_walk: per-coordinate step sd (default: the SGD noise "
                              "of one update, lr * sqrt(Tr(C_B) / D) at the window's start, B the [train] "
                              "batch_size or, for full-batch methods, the [probe] batch_size)", lo=0,
@@ -277,7 +293,7 @@ SWEEP_KEYS: tuple[tuple[str, str], ...] = tuple(
     (s, k) for s, keys in CONFIG_KEYS.items() for k, spec in keys.items() if spec.sweep)
 
 REGRESSION_DATA = (DatasetName.TEACHER_STUDENT.value, DatasetName.FUNCTION_1D.value)
-IMAGE_DATA = (DatasetName.DIGITS.value, DatasetName.IDX.value, DatasetName.NPZ.value)
+IMAGE_DATA = (DatasetName.DIGITS.value, DatasetName.MNIST.value, DatasetName.IDX.value, DatasetName.NPZ.value)
 
 
 @dataclass(frozen=True)
@@ -488,6 +504,9 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
                               f"({half}); got {traj['n_components']}")
     if probe["blocks"] is not None and not probe["blocks"]:
         raise ConfigError("[probe] blocks: give at least one block name, or \"layers\" (or omit the key)")
+    if traj["settle_steps"] > traj["max_settle_steps"]:
+        raise ConfigError(f"[trajectory] settle_steps: must be <= max_settle_steps ({traj['max_settle_steps']}); "
+                          f"got {traj['settle_steps']}")
     if traj["params"] is not None and not traj["params"]:
         raise ConfigError("[trajectory] params: give at least one parameter name (or omit the key)")
     if not probe["sources"]:

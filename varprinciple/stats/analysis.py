@@ -362,8 +362,10 @@ def analyze(
                             "pivotal interval, or Phi(delta_z) with d_z's interval mapped through Phi; "
                             "prob_superiority_empirical: Mann-Whitney U/(n_a n_b) or the share of positive "
                             "paired differences (no interval)",
-        "psi_ci": "percentile bootstrap: moving blocks over time (PCs and widths fixed); "
-                  "p for psi > 0 inverts it (docs/flatness.md)",
+        "psi_ci": "stationary variances (AR(1) window correction per PC); basic interval of a parametric "
+                  "AR(1) bootstrap (PCs and widths fixed), widened for scatter about the power law and by "
+                  "t(df = 2 n_eff_min); refused below n_eff 1.05 or a lever arm of 0.2 decades, caveat below "
+                  "n_eff 5; p for psi > 0 inverts it (docs/flatness.md)",
         "loss_tolerance": LOSS_TOLERANCE,
     }
     import numpy as _np

@@ -70,6 +70,22 @@ def _float(x):
     return None if x is None or not np.isfinite(x) else float(x)
 
 
+def _window_notes(meta: Mapping, note: str | None) -> dict:
+    """``loss_change``, ``plateau_reached`` and ``note`` (with the stationarity caveats from
+    run.json's ``trajectory`` record appended) of one run."""
+    traj = meta.get("trajectory") if isinstance(meta, Mapping) else None
+    traj = traj if isinstance(traj, Mapping) else {}
+    notes = [note] if note else []
+    change = traj.get("loss_change")
+    if traj.get("loss_level") is False and isinstance(change, (int, float)):
+        notes.append(f"window not stationary: the training loss trends by {change:+.0%} across it "
+                     f"(docs/flatness.md)")
+    if traj.get("plateau_reached") is False:
+        notes.append("the loss had not levelled (plateau rule) when the window started")
+    return {"loss_change": change if isinstance(change, (int, float)) else None,
+            "plateau_reached": traj.get("plateau_reached"), "note": "; ".join(notes) or None}
+
+
 def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, dict] | None = None,
                  confidence: float = 0.95, alpha: float = 0.05, margin: float | None = None,
                  resamples: int = 2000, seed: int = 0, threshold: str = "width",
@@ -122,13 +138,19 @@ def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, 
             continue
         rng = np.random.default_rng([int(seed), zlib.crc32(run.run_id.encode())])
         row = dict(base)
+        per = {}
         try:
             res = psi_from_tables(pcs, proj, threshold=threshold, confidence=confidence, resamples=resamples,
                                   rng=rng)
             row.update(res.to_frame().iloc[0].to_dict())
             row["problem"] = None
+            comps_sorted = pcs.sort_values("component")["component"].astype(int).tolist()
+            per = {key: dict(zip(comps_sorted, getattr(res, key))) for key in ("tau", "n_eff", "variance")}
         except InputError as exc:
-            row.update(psi=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, problem=str(exc))
+            row.update(psi=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan, problem=str(exc),
+                       note=f"no psi: {exc}", refused=True)
+        # the collector's stationarity record (run.json trajectory: plateau rule, loss trend)
+        row.update(_window_notes(getattr(run, "meta", None) or {}, row.get("note")))
         # threshold sensitivity: psi with the other width column (f = 2 when the main one is f = e)
         other = SENSITIVITY.get(threshold)
         row.update(psi_sensitivity=np.nan, psi_sensitivity_ci_low=np.nan, psi_sensitivity_ci_high=np.nan,
@@ -143,15 +165,20 @@ def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, 
                 pass
         rows.append(row)
         comps = pcs.sort_values("component")
-        records.append({**{k: _float(row.get(k)) if k not in ("run_id", "method", "group", "problem") else row.get(k)
+        records.append({**{k: _float(row.get(k)) if k not in ("run_id", "method", "group", "problem", "note")
+                           else row.get(k)
                            for k in ("run_id", "method", "group", "psi", "ci_low", "ci_high", "p_value",
-                                     "n_eff_min", "problem")},
+                                     "n_eff_min", "lever_arm", "psi_window", "problem", "note")},
+                        "refused": bool(row.get("refused", False)),
                         "intercept": _float(row.get("intercept")), "threshold": threshold,
                         "sensitivity_threshold": row["sensitivity_threshold"],
                         **{k: _float(row[k]) for k in ("psi_sensitivity", "psi_sensitivity_ci_low",
                                                        "psi_sensitivity_ci_high")},
                         "components": [{"component": int(c), "variance": _float(v), "variance_short": _float(vs),
-                                        "width": _float(w), "drift": bool(dr)}
+                                        "width": _float(w), "drift": bool(dr),
+                                        "variance_stationary": _float(per.get("variance", {}).get(int(c))),
+                                        "tau": _float(per.get("tau", {}).get(int(c))),
+                                        "n_eff": _float(per.get("n_eff", {}).get(int(c)))}
                                        for c, v, vs, w, dr in zip(comps["component"], comps["variance"],
                                                                   comps["variance_short"], comps[threshold],
                                                                   comps["drift"])]})
@@ -166,10 +193,17 @@ def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, 
             if not keep.any():
                 continue
             g = group_test(v[keep], confidence=confidence, null=0.0)
+            # a run whose own interval was refused (n_eff or lever arm too small) has a psi whose
+            # small-sample bias is not controlled: the group's interval is refused with it
+            refused = sub.loc[sub["refused"].fillna(False).astype(bool) & np.isfinite(sub["psi"].to_numpy(float)),
+                              "run_id"].tolist() if "refused" in sub else []
+            note = (f"no interval: {len(refused)} of {len(sub)} runs refused theirs ({', '.join(refused[:3])}"
+                    f"{', ...' if len(refused) > 3 else ''}: see their notes)") if refused else None
+            ci_low, ci_high, p = (np.nan, np.nan, np.nan) if refused else (g.ci_low, g.ci_high, g.p_value)
             groups.append({"group": label, "group_key": key_of.get(label), "quantity": "psi", "source": None,
-                           "block": None, "step": None, "estimate": g.estimate, "ci_low": g.ci_low,
-                           "ci_high": g.ci_high, "p_value": g.p_value, "null": 0.0, "log_mean": np.nan,
-                           "log_ci_low": np.nan, "log_ci_high": np.nan, "n_runs": g.n_runs})
+                           "block": None, "step": None, "estimate": g.estimate, "ci_low": ci_low,
+                           "ci_high": ci_high, "p_value": p, "null": 0.0, "log_mean": np.nan,
+                           "log_ci_low": np.nan, "log_ci_high": np.nan, "n_runs": g.n_runs, "note": note})
             units[label] = Unit(label=label, key=key_of.get(label), source=None, block=None,
                                 values={n: float(x) for n, x, k in zip(nets, v, keep) if k})
     comparisons = []
