@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,13 @@ import torch
 from torch import nn
 
 from .. import schema
+from ..run_json import build_run_json
 from ..errors import InputError
 from ..io import write_run
 from ._model import state_fingerprint
 from .losses import Loss, parse_loss
 from .rows import NpyRows
-from .run import derive_seed, git_revision, package_versions
+from .run import derive_seed
 
 __all__ = ["probe_model", "probe_checkpoints", "load_checkpoint", "reprobe_run"]
 
@@ -148,17 +148,14 @@ def write_probe_run(out: Path, model: nn.Module, loss, X, results: list, *, run_
         sites = res.info.get("dropout_sites", sites)
     n_params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
     sd = _settings_dict(settings)
-    run_meta = {
-        "schema_version": schema.SCHEMA_VERSION, "run_id": run_id, "method": method, "seed": int(seed),
+    run_meta = build_run_json(run_id, method, {
+        "seed": int(seed),
         "loss": loss.value, "loss_normalisation": _LOSS_NOTE.get(loss.value, "custom: mean of per-sample losses"),
         "n_params": n_params, "model": type(model).__name__, "n_train": int(len(X)),
         "probe_batch_size": sd.get("batch_size"), "probe_drop_prob": sd.get("drop_prob"),
         "probe_steps": [int(i["step"]) for i in info], "probe_settings": sd, "probes": info,
         "dropout_sites": sites or [], "checkpoint_fingerprint": fingerprints,
-        "versions": package_versions(), "git_revision": git_revision(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    run_meta.update(dict(meta or {}))
+    }, meta=meta)
     tables = {}
     for name, frames in (("exact_variance.parquet", [r.exact_variance for r in results]),
                          ("flatness.parquet", [r.flatness for r in results])):

@@ -114,7 +114,7 @@ def executor_iv(executor: Any, *, workers: int, scheduler: Any = None,
 
 
 def _versions_here() -> dict[str, str | None]:
-    from .run import package_versions
+    from ..provenance import package_versions
     v = package_versions()
     return {k: v.get(k) for k in VERSION_PACKAGES}
 

@@ -21,25 +21,24 @@ owner may still be writing (e.g. a task of a sweep whose client was killed) is l
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import itertools
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .. import schema
+from ..provenance import git_revision, package_versions
+from ..run_json import build_run_json, run_name
 from ..errors import ConfigError, InputError, VarPrincipleError
 from .config import CollectConfig, LossName, Method
 from .staging import PARTIAL_SUFFIX, Attempt, discard_unfinished, listed_files, reap_stages, run_is_complete, stage_dir
@@ -140,10 +139,6 @@ def _probe_seed_part(c: dict) -> dict:
     return part
 
 
-def _num(x: float) -> str:
-    return f"{x:g}"
-
-
 def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
     """Expand the sweep lists of a config into runs, in a fixed order.
 
@@ -177,13 +172,8 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
                 p["drop_prob"] = dp if dp is not None else tr["drop_prob"][0]
             if p["dropout_layers"] is None:
                 p["dropout_layers"] = c["model"]["dropout_layers"]
-            name = f"{m.value}-lr{_num(lr)}"
-            if bs is not None:
-                name += f"-bs{bs}"
-            if dp is not None:
-                name += f"-drop{_num(dp)}"
-            group = name
-            name += f"-seed{seed}"
+            group = run_name(m.value, lr=lr, batch_size=bs, drop_prob=dp)
+            name = run_name(m.value, lr=lr, batch_size=bs, drop_prob=dp, seed=seed)
             if name in seen:  # pragma: no cover - lists are checked for duplicates
                 continue
             seen.add(name)
@@ -199,43 +189,6 @@ def expand_sweep(cfg: CollectConfig) -> list[RunSpec]:
                 init_seed=derive_seed("init", c["data"], c["model"], int(seed)) if matched else None,
                 order_seed=derive_seed("order", c["data"], int(seed)) if matched else None))
     return specs
-
-
-# ------------------------------------------------------------------------- provenance
-
-
-@functools.lru_cache(maxsize=1)
-def _package_versions() -> tuple:
-    from importlib.metadata import PackageNotFoundError, version
-    out: list[tuple[str, str | None]] = [("python", sys.version.split()[0])]
-    for name in ("varprinciple", "torch", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn",
-                 "mnist1d"):
-        try:
-            out.append((name, version(name)))
-        except PackageNotFoundError:
-            out.append((name, None))
-    return tuple(out)
-
-
-def package_versions() -> dict[str, str | None]:
-    """Versions of Python and of the packages a run depends on (None if absent)."""
-    return dict(_package_versions())
-
-
-@functools.lru_cache(maxsize=1)
-def git_revision() -> str | None:
-    """The git commit of the package source (with ``-dirty`` if modified), or None."""
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        if rev.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        return rev.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 # ---------------------------------------------------------------------------- one run
@@ -533,10 +486,7 @@ def _run_attempt(spec: RunSpec, att: Attempt, *, base_dir: str, device: str, pro
         f = _concat(frames)
         if f is not None:
             tables[name] = f
-    meta = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "run_id": spec.run_id,
-        "method": spec.method,
+    meta = build_run_json(spec.run_id, spec.method, {
         "group": spec.group,
         "seed": spec.seed,
         "train_seed": spec.train_seed,
@@ -586,14 +536,11 @@ def _run_attempt(spec: RunSpec, att: Attempt, *, base_dir: str, device: str, pro
         "config": c,
         "config_hash": spec.config_hash,
         "config_source": (extra_meta or {}).get("config_source"),
-        "versions": package_versions(),
-        "git_revision": git_revision(),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_s": {"train": result.wall_s - state["probe_s"], "probes": state["probe_s"],
                    "total": time.perf_counter() - t_start},
-    }
+    })
     from ..io import write_run
     att.check()  # still our own directory (write_run would recreate a deleted one)
     write_run(stage, meta, eigen=_concat(eig), noise=_concat(noise), tables=tables)

@@ -10,10 +10,8 @@ output v1 and the per-direction table) is owned by :mod:`varprinciple.results`.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -363,13 +361,11 @@ def analyze(
                   "p for psi > 0 inverts it (docs/flatness.md)",
         "loss_tolerance": LOSS_TOLERANCE,
     }
-    import numpy as _np
-    import scipy as _sp
+    from .. import provenance as _prov
     provenance = {
-        "package_version": __version__, "input": input_name,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "n_runs": len(runs), "n_skipped": len(logset.skipped), "python": platform.python_version(),
-        "numpy": _np.__version__, "scipy": _sp.__version__, "pandas": pd.__version__,
+        "package_version": __version__, "input": input_name, "created": _prov.created(),
+        "n_runs": len(runs), "n_skipped": len(logset.skipped),
+        **_prov.package_versions(("numpy", "scipy", "pandas")),
     }
     if logset.identical:
         notes.append("runs with identical noise tables (not independent replicates): "

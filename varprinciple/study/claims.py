@@ -32,7 +32,6 @@ This module is the claim model; :mod:`varprinciple.report.study_page` only rende
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -43,6 +42,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import InputError
+from ..run_json import parse_run_name
 from ..stats.inference import _tost_from  # the statistics layer's TOST on (difference, se, df)
 from ..stats.inference import holm
 
@@ -181,26 +181,9 @@ class ClaimRow:
 # ============================================================================ helpers
 
 
-_LABEL = re.compile(r"^(?P<method>[a-z+_]+?)(?:-lr(?P<lr>[0-9.eE+-]+?))?(?:-bs(?P<bs>\d+))?"
-                    r"(?:-drop(?P<drop>[0-9.eE+-]+))?$")
-
-
-def label_fields(label: str) -> dict:
-    """Method, lr, batch size and drop probability from a group label of ``collect``
-    (``sgd+dropout-lr0.1-bs32-drop0.1``); missing parts are None.
-
-    Examples
-    --------
-    >>> label_fields("sgd+dropout-lr0.1-bs32-drop0.1")
-    {'method': 'sgd+dropout', 'lr': 0.1, 'batch_size': 32, 'drop_prob': 0.1}
-    >>> label_fields("gd-lr0.4")["lr"]
-    0.4
-    """
-    m = _LABEL.match(str(label))
-    if not m:
-        return {"method": None, "lr": None, "batch_size": None, "drop_prob": None}
-    return {"method": m["method"], "lr": float(m["lr"]) if m["lr"] else None,
-            "batch_size": int(m["bs"]) if m["bs"] else None, "drop_prob": float(m["drop"]) if m["drop"] else None}
+#: Method, lr, batch size and drop probability of a group label (its one parser, beside the
+#: builder of run names: :func:`varprinciple.run_json.parse_run_name`).
+label_fields = parse_run_name
 
 
 def _num(x) -> float | None:
