@@ -15,6 +15,7 @@ from scipy import stats as sps
 from ..errors import InputError
 
 __all__ = ["GroupTest", "group_test", "RobustLocation", "robust_location", "OUTLIER_Z", "Tost", "tost",
+           "tost_from", "tost_p",
            "Comparison", "compare_groups", "holm"]
 
 #: A network is flagged as an outlier when its modified z-score |x - median| / (1.4826 MAD)
@@ -198,11 +199,49 @@ class Tost:
         return pd.DataFrame([asdict(self)])
 
 
+def _tost_sides(diff, se, df, margin):
+    p_lo = sps.t.sf((diff + margin) / se, df)   # H0: diff <= -margin
+    p_up = sps.t.cdf((diff - margin) / se, df)  # H0: diff >= +margin
+    return p_lo, p_up
+
+
+def tost_p(difference, se, df, margin: float) -> np.ndarray:
+    """The TOST p of ``difference`` (standard error ``se``, ``df`` degrees of freedom) for
+    ``|difference| < margin``: the larger of the two one-sided t p-values (vectorised; no
+    checks, for simulations of the rule -- :func:`tost_from` is the checked, scalar form).
+
+    Examples
+    --------
+    >>> tost_p([0.0, 0.25], 0.1, 10.0, 0.3).round(4)
+    array([0.0067, 0.3139])
+    """
+    return np.maximum(*_tost_sides(np.asarray(difference, float), se, df, margin))
+
+
+def tost_from(difference: float, se: float, df: float, *, margin: float, alpha: float = 0.05) -> Tost:
+    """Equivalence test within ``(-margin, margin)`` of an estimate with standard error ``se``
+    and ``df`` degrees of freedom (from a results row); :func:`tost` computes them from samples.
+
+    A non-positive or NaN ``se`` or ``df`` gives NaN p-values and ``equivalent`` False.
+
+    Examples
+    --------
+    >>> res = tost_from(0.02, 0.05, 8.0, margin=0.2)
+    >>> res.equivalent, round(res.ci_low, 3), round(res.ci_high, 3)
+    (True, -0.073, 0.113)
+    """
+    if not (np.isfinite(margin) and margin > 0):
+        raise InputError(f"`margin` must be a positive number; got {margin!r}.")
+    _check_level(alpha, "alpha")
+    if alpha >= 0.5:
+        raise InputError(f"`alpha` must be in (0, 0.5); got {alpha!r}.")
+    return _tost_from(float(difference), float(se), float(df), float(margin), float(alpha))
+
+
 def _tost_from(diff: float, se: float, df: float, margin: float, alpha: float) -> Tost:
     if not (se > 0 and df > 0):
         return Tost(diff, margin, np.nan, np.nan, np.nan, False, np.nan, np.nan, df, alpha)
-    p_lo = float(sps.t.sf((diff + margin) / se, df))   # H0: diff <= -margin
-    p_up = float(sps.t.cdf((diff - margin) / se, df))  # H0: diff >= +margin
+    p_lo, p_up = (float(x) for x in _tost_sides(diff, se, df, margin))
     p = max(p_lo, p_up)
     tq = float(sps.t.ppf(1 - alpha, df))
     return Tost(diff, margin, p, p_lo, p_up, bool(p < alpha), diff - tq * se, diff + tq * se, df, alpha)

@@ -43,8 +43,7 @@ from scipy import stats as sps
 
 from ..errors import InputError
 from ..run_json import parse_run_name
-from ..stats.inference import _tost_from  # the statistics layer's TOST on (difference, se, df)
-from ..stats.inference import holm
+from ..stats.inference import holm, tost_from
 
 __all__ = ["ClaimKind", "Verdict", "ClaimSpec", "ClaimRow", "claims_table", "claims_frame", "verdict_of",
            "verdict_text", "label_fields", "CLAIM_TABLES"]
@@ -336,7 +335,7 @@ def _p_value(kind: ClaimKind, est, se, df, null, margin, alpha) -> float | None:
         return float(sps.t.sf((est - null) / se, df))
     if kind is ClaimKind.LESS:
         return float(sps.t.cdf((est - null) / se, df))
-    p = _tost_from(est - null, se, df, margin, alpha).p_value
+    p = tost_from(est - null, se, df, margin=margin, alpha=alpha).p_value
     return float(p) if math.isfinite(p) else None
 
 

@@ -29,6 +29,7 @@ from scipy import optimize
 from scipy import stats as sps
 
 from ..errors import InputError
+from ..stats.inference import tost_p
 
 __all__ = ["welch_mde", "tost_power", "DesignResult", "design_summary"]
 
@@ -67,13 +68,6 @@ def welch_mde(n: int, sd: float, *, alpha: float = 0.05, power: float = 0.8, kin
     return float(optimize.brentq(f, 1e-9, 15 * se))
 
 
-def _tost_p(d, se_hat, df, margin):
-    """The statistics layer's TOST p (max of the two one-sided t p-values), vectorised."""
-    p_lo = sps.t.sf((d + margin) / se_hat, df)
-    p_up = sps.t.cdf((d - margin) / se_hat, df)
-    return np.maximum(p_lo, p_up)
-
-
 def tost_power(n: int, sd: float, margin: float, *, alpha: float = 0.05, true_difference: float = 0.0,
                kind: str = "welch", family_size: int = 1, reps: int = 200_000,
                rng: np.random.Generator | None = None) -> tuple[float, float]:
@@ -108,7 +102,7 @@ def tost_power(n: int, sd: float, margin: float, *, alpha: float = 0.05, true_di
         d = rng.normal(true_difference, sd / np.sqrt(n), shape)
         se_hat = sd / np.sqrt(n) * np.sqrt(rng.chisquare(n - 1, shape) / (n - 1))
         df = float(n - 1)
-    p = _tost_p(d, se_hat, df, margin)
+    p = tost_p(d, se_hat, df, margin)
     if m > 1:
         from ..stats.inference import holm
         p = np.apply_along_axis(holm, 1, p) if reps * m <= 50_000 else _holm_rows(p)
