@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..errors import InputError
 from ..results import COMPARISON_COLUMNS
 from .inference import compare_groups
@@ -237,8 +238,8 @@ def training_loss_at(run, step: int) -> float | None:
     """A run's full-batch training loss at ``step``: its ``training.parquet`` row there, else
     run.json's ``probes[].train_loss``; None when neither logged it."""
     path = getattr(run, "path", None)
-    if path is not None and (path / "training.parquet").exists():
-        tr = run.optional_table("training.parquet")
+    if path is not None and (path / schema.TRAINING.file).exists():
+        tr = run.optional_table(schema.TRAINING.file)
         hit = tr.loc[tr["step"] == step, "train_loss"]
         if len(hit):
             return float(hit.iloc[0])
@@ -256,9 +257,9 @@ def target_reached(run) -> bool:
 
 def _flat_value(run, quantity: str, step: int, block) -> float | None:
     path = getattr(run, "path", None)
-    if path is None or not (path / "flatness.parquet").exists():
+    if path is None or not (path / schema.FLATNESS.file).exists():
         return None
-    t = run.optional_table("flatness.parquet")
+    t = run.optional_table(schema.FLATNESS.file)
     sel = (t["quantity"] == quantity) & (t["step"] == step)
     if "source" in t:
         sel &= t["source"].isna()
