@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import InputError
+from .defaults import ALPHA, CONFIDENCE
 
 __all__ = ["GroupTest", "group_test", "RobustLocation", "robust_location", "OUTLIER_Z", "Tost", "tost",
            "tost_from", "tost_p",
@@ -56,7 +57,7 @@ class GroupTest:
         return pd.DataFrame([asdict(self)])
 
 
-def group_test(values, *, confidence: float = 0.95, null: float = 0.0) -> GroupTest:
+def group_test(values, *, confidence: float = CONFIDENCE, null: float = 0.0) -> GroupTest:
     """One-sample t inference over runs: mean, t interval, one-sided p for mean > null.
 
     Parameters
@@ -116,7 +117,7 @@ class RobustLocation:
         return pd.DataFrame([asdict(self)])
 
 
-def robust_location(values, *, confidence: float = 0.95, null: float = 0.0) -> RobustLocation:
+def robust_location(values, *, confidence: float = CONFIDENCE, null: float = 0.0) -> RobustLocation:
     """Robust companions of :func:`group_test`: median with an order-statistic interval,
     signed-rank and sign tests, and outlying runs.
 
@@ -218,7 +219,7 @@ def tost_p(difference, se, df, margin: float) -> np.ndarray:
     return np.maximum(*_tost_sides(np.asarray(difference, float), se, df, margin))
 
 
-def tost_from(difference: float, se: float, df: float, *, margin: float, alpha: float = 0.05) -> Tost:
+def tost_from(difference: float, se: float, df: float, *, margin: float, alpha: float = ALPHA) -> Tost:
     """Equivalence test within ``(-margin, margin)`` of an estimate with standard error ``se``
     and ``df`` degrees of freedom (from a results row); :func:`tost` computes them from samples.
 
@@ -281,7 +282,7 @@ def _pair_iv(a, b, paired, alpha, margin):
     return a, b
 
 
-def tost(a, b, *, margin: float, paired: bool = False, alpha: float = 0.05) -> Tost:
+def tost(a, b, *, margin: float, paired: bool = False, alpha: float = ALPHA) -> Tost:
     """Equivalence test of ``mean(a) - mean(b)`` within ``(-margin, margin)``.
 
     Welch's t (unequal variances) for independent samples, the paired t otherwise; the
@@ -326,7 +327,7 @@ class Comparison:
         return pd.DataFrame([asdict(self)])
 
 
-def compare_groups(a, b, *, paired: bool = False, confidence: float = 0.95, alpha: float = 0.05,
+def compare_groups(a, b, *, paired: bool = False, confidence: float = CONFIDENCE, alpha: float = ALPHA,
                    margin: float | None = None) -> Comparison:
     """Compare two groups of per-run values: difference a - b, t interval, two-sided p, TOST.
 

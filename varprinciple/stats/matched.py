@@ -26,6 +26,7 @@ import pandas as pd
 from .. import schema
 from ..errors import InputError
 from ..results import COMPARISON_COLUMNS
+from .defaults import CONFIDENCE
 from .inference import compare_groups
 
 __all__ = ["LOSS_TOLERANCE", "LOSS_COLUMNS", "MatchedComparison", "LossAdjustedComparison",
@@ -88,7 +89,7 @@ class MatchedComparison:
 
 
 def matched_comparison(q_a, loss_a, q_b, loss_b, *, reached_a=None, reached_b=None,
-                       tolerance: float = LOSS_TOLERANCE, confidence: float = 0.95) -> MatchedComparison:
+                       tolerance: float = LOSS_TOLERANCE, confidence: float = CONFIDENCE) -> MatchedComparison:
     """Compare a flatness quantity of two groups of runs, with their training losses beside it.
 
     Parameters
@@ -178,7 +179,7 @@ class LossAdjustedComparison:
         return pd.DataFrame([asdict(self)])
 
 
-def loss_adjusted_comparison(q_a, loss_a, q_b, loss_b, *, confidence: float = 0.95) -> LossAdjustedComparison:
+def loss_adjusted_comparison(q_a, loss_a, q_b, loss_b, *, confidence: float = CONFIDENCE) -> LossAdjustedComparison:
     """Group difference of log q at a common training loss (OLS with a common loss slope).
 
     Raises
@@ -272,7 +273,7 @@ def _flat_value(run, quantity: str, step: int, block) -> float | None:
 
 
 def annotate_flatness_comparisons(comparisons: pd.DataFrame, runs, labels, sel: Mapping[str, int], *,
-                                  tolerance: float = LOSS_TOLERANCE, confidence: float = 0.95,
+                                  tolerance: float = LOSS_TOLERANCE, confidence: float = CONFIDENCE,
                                   network_of: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Add the groups' training losses and the loss-adjusted comparison to flatness rows.
 

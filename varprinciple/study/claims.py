@@ -43,6 +43,7 @@ from scipy import stats as sps
 
 from ..errors import InputError
 from ..run_json import parse_run_name
+from ..stats.defaults import ALPHA, CONFIDENCE
 from ..stats.inference import holm, tost_from
 
 __all__ = ["ClaimKind", "Verdict", "ClaimSpec", "ClaimRow", "claims_table", "claims_frame", "verdict_of",
@@ -379,8 +380,8 @@ def verdict_text(v: Verdict | str, margin: float | None) -> str:
     return v.value
 
 
-def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *, alpha: float = 0.05,
-                 confidence: float = 0.95) -> list[ClaimRow]:
+def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *, alpha: float = ALPHA,
+                 confidence: float = CONFIDENCE) -> list[ClaimRow]:
     """The claims table from results JSONs (one per experiment).
 
     Parameters

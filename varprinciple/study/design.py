@@ -29,6 +29,7 @@ from scipy import optimize
 from scipy import stats as sps
 
 from ..errors import InputError
+from ..stats.defaults import ALPHA
 from ..stats.inference import tost_p
 
 __all__ = ["welch_mde", "tost_power", "DesignResult", "design_summary"]
@@ -49,7 +50,7 @@ def _se_df(n, sd, kind):
     return (sd * np.sqrt(2.0 / n), 2 * n - 2) if kind == "welch" else (sd / np.sqrt(n), n - 1)
 
 
-def welch_mde(n: int, sd: float, *, alpha: float = 0.05, power: float = 0.8, kind: str = "welch") -> float:
+def welch_mde(n: int, sd: float, *, alpha: float = ALPHA, power: float = 0.8, kind: str = "welch") -> float:
     """Minimum detectable difference of a two-sided t test with ``n`` runs per arm.
 
     Examples
@@ -68,7 +69,7 @@ def welch_mde(n: int, sd: float, *, alpha: float = 0.05, power: float = 0.8, kin
     return float(optimize.brentq(f, 1e-9, 15 * se))
 
 
-def tost_power(n: int, sd: float, margin: float, *, alpha: float = 0.05, true_difference: float = 0.0,
+def tost_power(n: int, sd: float, margin: float, *, alpha: float = ALPHA, true_difference: float = 0.0,
                kind: str = "welch", family_size: int = 1, reps: int = 200_000,
                rng: np.random.Generator | None = None) -> tuple[float, float]:
     """Power of the applied TOST rule (equivalence within ``±margin``, Holm over
@@ -170,7 +171,7 @@ class DesignResult:
         return "\n".join(lines)
 
 
-def design_summary(*, sd: float, n: int, margins: dict, alpha: float = 0.05, target_power: float = 0.8,
+def design_summary(*, sd: float, n: int, margins: dict, alpha: float = ALPHA, target_power: float = 0.8,
                    kind: str = "welch", grid=(3, 4, 5, 6, 8, 10, 12, 15), seed: int = 0, family_size: int = 1,
                    family: str | None = None, reps: int = 100_000) -> DesignResult:
     """TOST power of the applied rule at each margin and the MDE over a grid of runs per arm.
