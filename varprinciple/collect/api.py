@@ -16,7 +16,6 @@ reproducible; PyTorch's global generator (used by ``nn.Dropout``) is seeded insi
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from ..io import write_run
 from .losses import Loss, parse_loss
 from .rows import NpyRows
 from .probe_runner import ProbeSeries
+from .probe_settings import settings_record
 
 __all__ = ["probe_model", "probe_checkpoints", "load_checkpoint", "reprobe_run"]
 
@@ -88,13 +88,8 @@ def _as_tensor(a: Any, name: str, *, rows: bool = False) -> torch.Tensor | NpyRo
     raise InputError(f"`{name}` must be {kinds}; got {type(a).__name__}")
 
 
-def _settings_dict(settings) -> dict:
-    if dataclasses.is_dataclass(settings):
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(settings).items()}
-    return {}
-
-
-def _probe_iv(model, X, y, out, run_id, method, meta, settings):
+def check_probe_args(model, X, y, out, run_id, method, meta, settings):
+    """Check the arguments of an own-model run (probe_checkpoints, the Recorder); returns ``(X, y, out)``."""
     if not isinstance(model, nn.Module):
         raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
     X, y = _as_tensor(X, "X", rows=True), _as_tensor(y, "y")
@@ -127,7 +122,7 @@ def write_probe_run(out: Path, model: nn.Module, loss, X, results: list, *, run_
     for res in results:
         sites = res.info.get("dropout_sites", sites)
     n_params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-    sd = _settings_dict(settings)
+    sd = settings_record(settings)
     run_meta = build_run_json(run_id, method, {
         "seed": int(seed),
         "loss": loss.value, "loss_normalisation": _LOSS_NOTE.get(loss.value, "custom: mean of per-sample losses"),
@@ -196,7 +191,7 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
     """
     from .probe import ProbeSettings
 
-    X, y, out = _probe_iv(model, X, y, out, run_id, method, meta, settings)
+    X, y, out = check_probe_args(model, X, y, out, run_id, method, meta, settings)
     loss = parse_loss(loss)
     if not isinstance(checkpoints, Mapping) or not checkpoints:
         raise InputError("`checkpoints` must be a non-empty mapping of step -> state_dict path")

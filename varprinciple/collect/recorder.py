@@ -29,9 +29,10 @@ from torch import nn
 
 from .. import schema
 from ..errors import InputError
-from .api import _probe_iv, _settings_dict, write_probe_run
+from .api import check_probe_args, write_probe_run
 from .losses import Loss, parse_loss
 from .probe_runner import probe_info, probe_step
+from .probe_settings import settings_record
 
 __all__ = ["Recorder"]
 
@@ -110,7 +111,7 @@ class Recorder:
         from .probe import ProbeSettings
 
         rid = run_id if run_id is not None else (Path(out).name if out is not None else "")
-        self.X, self.y, self.out = _probe_iv(model, X, y, out, rid, method, meta, settings)
+        self.X, self.y, self.out = check_probe_args(model, X, y, out, rid, method, meta, settings)
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise InputError(f"`every` must be an integer >= 1; got {every!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -122,7 +123,7 @@ class Recorder:
         self.checkpoints, self.progress = bool(checkpoints), bool(progress)
         self._parts = self.out / _PARTS
         self._ident = {"run_id": rid, "method": method, "seed": self.seed, "every": self.every,
-                       "probe_settings": _settings_dict(self.settings)}
+                       "probe_settings": settings_record(self.settings)}
         self._resume(overwrite)
 
     # ------------------------------------------------------------------ resume
