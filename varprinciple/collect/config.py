@@ -264,10 +264,11 @@ def _check_scalar(where: str, spec: ConfigKey, v: Any) -> Any:
     elif kind == "str":
         if not isinstance(v, str):
             raise ConfigError(f"{where}: must be a string; got {_fmt(v)}")
-    if spec.choices is not None and v not in spec.choices:
-        close = difflib.get_close_matches(v, list(spec.choices), n=1, cutoff=0.5)
+    choices = spec.allowed()
+    if choices is not None and v not in choices:
+        close = difflib.get_close_matches(v, list(choices), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, spec.choices))}; got {_fmt(v)}{hint}")
+        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, choices))}; got {_fmt(v)}{hint}")
     if kind in ("int", "float"):
         if spec.lo is not None and (v <= spec.lo if spec.lo_open else v < spec.lo):
             raise ConfigError(f"{where}: must be {'>' if spec.lo_open else '>='} {_fmt_num(spec.lo)}; "
@@ -476,8 +477,8 @@ def config_reference() -> str:
         lines += [f"### [{sec}]", "", "| key | type | default | allowed | sweep | meaning |",
                   "|---|---|---|---|---|---|"]
         for k, spec in keys.items():
-            if spec.choices:
-                allowed = ", ".join(f"`{c}`" for c in spec.choices)
+            if spec.allowed():
+                allowed = ", ".join(f"`{c}`" for c in spec.allowed())
             else:
                 parts = []
                 if spec.lo is not None:

@@ -32,7 +32,7 @@ PROBE_KEYS: dict[str, ConfigKey] = {
     "top_k": ConfigKey("int", 20, "Hessian eigenpairs per probe", lo=1),
     "n_samples": ConfigKey("int", 1000, "noise draws K per source per probe", lo=2),
     "sources": ConfigKey("str_list", ["sgd", "dropout", "isotropic"], "noise sources",
-                         choices=("sgd", "dropout", "isotropic"), unique=True),
+                         choices_of="varprinciple.collect.noise:source_names", unique=True),
     "batch_size": ConfigKey("int", None, "SGD-probe batch size B of every run (default: the "
                             "single [train] batch_size; required when that lists several values)",
                             lo=1),
