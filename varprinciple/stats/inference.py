@@ -14,6 +14,7 @@ from scipy import stats as sps
 
 from ..errors import InputError
 from .defaults import ALPHA, CONFIDENCE
+from .estimate import DifferenceEstimate
 
 __all__ = ["GroupTest", "group_test", "RobustLocation", "robust_location", "OUTLIER_Z", "Tost", "tost",
            "tost_from", "tost_p",
@@ -303,15 +304,9 @@ def tost(a, b, *, margin: float, paired: bool = False, alpha: float = ALPHA) -> 
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(DifferenceEstimate):
     """Difference ``a - b`` of two groups' means with a two-sided t test (and optional TOST)."""
 
-    difference: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    se: float
-    df: float
     paired: bool
     n_a: int
     n_b: int
@@ -321,10 +316,6 @@ class Comparison:
     equivalent: bool | None
     tost_ci_low: float
     tost_ci_high: float
-
-    def to_frame(self) -> pd.DataFrame:
-        """One-row DataFrame of the fields."""
-        return pd.DataFrame([asdict(self)])
 
 
 def compare_groups(a, b, *, paired: bool = False, confidence: float = CONFIDENCE, alpha: float = ALPHA,

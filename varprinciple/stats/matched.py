@@ -18,7 +18,7 @@ This module imports no torch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from .. import schema
 from ..errors import InputError
 from ..results import COMPARISON_COLUMNS
 from .defaults import CONFIDENCE
+from .estimate import DifferenceEstimate
 from .inference import compare_groups
 
 __all__ = ["LOSS_TOLERANCE", "LOSS_COLUMNS", "MatchedComparison", "LossAdjustedComparison",
@@ -55,7 +56,7 @@ def _reached(r, n: int, name: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class MatchedComparison:
+class MatchedComparison(DifferenceEstimate):
     """log q_a − log q_b over runs (Welch), beside the groups' training losses.
 
     ``difference`` etc. are on the log scale (exp(difference) is the ratio of geometric
@@ -65,12 +66,6 @@ class MatchedComparison:
     count runs excluded because they did not reach the target loss.
     """
 
-    difference: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    se: float
-    df: float
     n_a: int
     n_b: int
     loss_a: float
@@ -82,10 +77,6 @@ class MatchedComparison:
     n_unmatched_b: int
     confidence: float
     note: str | None
-
-    def to_frame(self) -> pd.DataFrame:
-        """One-row DataFrame of the fields."""
-        return pd.DataFrame([asdict(self)])
 
 
 def matched_comparison(q_a, loss_a, q_b, loss_b, *, reached_a=None, reached_b=None,
@@ -149,7 +140,7 @@ def matched_comparison(q_a, loss_a, q_b, loss_b, *, reached_a=None, reached_b=No
 
 
 @dataclass(frozen=True)
-class LossAdjustedComparison:
+class LossAdjustedComparison(DifferenceEstimate):
     """γ of log q = α + β log L + γ [group a] + e: the group difference at a common loss.
 
     ``difference``/``ci_low``/``ci_high``/``p_value`` (two-sided) are γ's, t on ``df`` =
@@ -158,12 +149,6 @@ class LossAdjustedComparison:
     given).
     """
 
-    difference: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    se: float
-    df: float
     slope: float
     slope_ci_low: float
     slope_ci_high: float
@@ -173,10 +158,6 @@ class LossAdjustedComparison:
     n_a: int
     n_b: int
     confidence: float
-
-    def to_frame(self) -> pd.DataFrame:
-        """One-row DataFrame of the fields."""
-        return pd.DataFrame([asdict(self)])
 
 
 def loss_adjusted_comparison(q_a, loss_a, q_b, loss_b, *, confidence: float = CONFIDENCE) -> LossAdjustedComparison:
