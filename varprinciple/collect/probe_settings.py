@@ -278,12 +278,7 @@ class ProbeSettings:
 
     def to_dict(self) -> dict:
         """Plain-JSON form (for run.json)."""
-        d = asdict(self)
-        d["sources"] = list(self.sources)
-        if self.dropout_layers is not None:
-            d["dropout_layers"] = list(self.dropout_layers)
-        if isinstance(self.blocks, tuple):
-            d["blocks"] = list(self.blocks)
+        d = settings_record(self)
         if self.blocks is None:
             del d["blocks"]  # run.json of a probe without blocks is as before
         return d
