@@ -39,7 +39,7 @@ def dask_setup(worker) -> None:  # noqa: ARG001 - the preload hook's signature
         md.version = lambda name: "0.0.0+other" if name == "varprinciple" else real(name)
     delay = os.environ.get("VP_TEST_CHECKPOINT_DELAY")
     if delay:
-        from varprinciple.collect import run
+        from varprinciple.collect import one_run as run
         save = run._save_state
 
         def slow_save(model, path):

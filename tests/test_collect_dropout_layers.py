@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from varprinciple.collect.api import probe_checkpoints, reprobe_run  # noqa: E402
 from varprinciple.collect.config import load_config  # noqa: E402
-from varprinciple.collect.run import _build, collect, expand_sweep, probe_settings  # noqa: E402
+from varprinciple.collect.run import build_run, collect, expand_sweep, probe_settings  # noqa: E402
 from varprinciple.io import read_run  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -59,12 +59,12 @@ def test_probe_dropout_layers_subset_of_trained_dropout(tmp_path):
     assert "dropout" in set(run.noise["source"])
     # the trained model still drops at both layers: the switch lasts only for the probe
     spec = expand_sweep(cfg)[0]
-    _, _, model, *_ = _build(spec, str(tmp_path), "cpu")
+    _, _, model, *_ = build_run(spec, str(tmp_path), "cpu")
     assert model.drop0.p == 0.2 and model.drop1.p == 0.2
     # oracle: the same probe through the API on the model with drop0 switched off by hand
     model.load_state_dict(torch.load(tmp_path / "logs" / res.ran[0] / "model.pt", weights_only=True))
     model.drop0.p = 0.0
-    ds, loss, _, _, ((X, y, _l), _t), names = _build(spec, str(tmp_path), "cpu")
+    ds, loss, _, _, ((X, y, _l), _t), names = build_run(spec, str(tmp_path), "cpu")
     ck = {s: tmp_path / "logs" / res.ran[0] / "checkpoints" / f"step_{s}.pt" for s in m["probe_steps"]}
     api = probe_checkpoints(model, loss, X, y, ck, out=tmp_path / "api", run_id="api", method="dropout",
                             settings=probe_settings(m["config"]["probe"], names), seed=m["probe_seed"])

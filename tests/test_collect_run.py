@@ -203,12 +203,12 @@ def test_preflight_errors_before_training(tmp_path):
 def test_dropout_method_without_training_dropout_layers_is_refused(tmp_path):
     # validation refuses `[model] dropout_layers = []`; the build step refuses it too when a
     # resolved configuration bypasses validation (a dropout run must really train with dropout)
-    from varprinciple.collect.run import _build, expand_sweep
+    from varprinciple.collect.run import build_run, expand_sweep
     spec = expand_sweep(tiny(tmp_path, methods='["dropout"]'))[0]
     spec.config["model"]["dropout_layers"] = []
     with pytest.raises(ConfigError, match=r"^\[model\] dropout_layers: method 'dropout' needs at least one "
                                           r"dropout layer in the model; got \[\]$"):
-        _build(spec, str(tmp_path), "cpu")
+        build_run(spec, str(tmp_path), "cpu")
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from varprinciple.collect.config import validate_config
-from varprinciple.collect.run import _build, expand_sweep
+from varprinciple.collect.run import build_run, expand_sweep
 from varprinciple.simulate import simulate
 from varprinciple.stats import analyze
 
@@ -20,7 +20,7 @@ CFG = {"data": {"name": "teacher_student", "n_train": 64, "n_test": 0},
 
 
 def _init(spec):
-    _ds, _loss, model, g, _t, _d = _build(spec, ".", "cpu")
+    _ds, _loss, model, g, _t, _d = build_run(spec, ".", "cpu")
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), g
 
 

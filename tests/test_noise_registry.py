@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,52 @@ def test_a_new_source_runs_through_the_probe_unchanged(tmp_path):
         SOURCES.pop("rademacher-test", None)
     with pytest.raises(ConfigError, match=r"`sources` entry 'rademacher-test' is not one of"):
         ProbeSettings(sources=("rademacher-test",))
+
+
+_TOY_SOURCE = '''
+"""A toy noise source: random-sign multiples of the full-batch gradient."""
+import torch
+
+from varprinciple.collect.noise import NoiseDraws, NoiseSourceBase, project, register_source
+
+
+@register_source
+class ToySource(NoiseSourceBase):
+    name = "toy-test"
+
+    def sample(self, ctx):
+        g = ctx.op.gradient
+        s = (torch.randint(0, 2, (ctx.settings.n_samples, 1), generator=ctx.generator) * 2 - 1).to(g.dtype)
+        full = s * g
+        return NoiseDraws(self.name, project(full, ctx.directions).numpy(), full[:ctx.n_full], float(g @ g), True,
+                          ((g @ ctx.directions) ** 2).numpy())
+'''
+
+
+def test_a_toy_source_is_one_module_and_one_registration_line(tmp_path, monkeypatch):
+    """Adding a source: one new module, one line that imports (registers) it; the config, the
+    probe settings and `collect` then accept it with no other edit."""
+    import importlib
+
+    from varprinciple.collect.config import validate_config
+    from varprinciple.collect.run import collect
+    from varprinciple.io import read_logset
+
+    cfg_raw = {"data": {"n_train": 40}, "model": {"widths": [3]}, "train": {"method": "gd", "steps": 3},
+               "probe": {"top_k": 2, "n_samples": 6, "n_random": 1, "hutchinson_probes": 2, "tr_hc_samples": 0,
+                         "batch_size": 8, "sources": ["sgd", "toy-test"]}}
+    with pytest.raises(ConfigError, match=r"\[probe\] sources.*must be one of 'sgd', 'dropout', 'isotropic'"):
+        validate_config(cfg_raw)
+    (tmp_path / "toy_noise_source.py").write_text(_TOY_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module("toy_noise_source")  # the registration line
+        cfg = validate_config(cfg_raw)
+        assert ProbeSettings(sources=("toy-test",)).sources == ("toy-test",)
+        res = collect(cfg, tmp_path / "logs")
+        noise = read_logset(res.out).runs[0].noise
+        assert set(noise["source"]) == {"sgd", "toy-test"}
+        assert (noise["source"] == "toy-test").sum() == 6 * 3  # K draws x (2 eigenvectors + 1 random)
+    finally:
+        SOURCES.pop("toy-test", None)
+        monkeypatch.delitem(sys.modules, "toy_noise_source", raising=False)

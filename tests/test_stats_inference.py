@@ -124,3 +124,20 @@ def test_small_samples_give_undefined_comparisons():
 def test_argument_errors(call, match):
     with pytest.raises(InputError, match=match):
         call()
+
+
+def test_comparisons_share_one_estimate_type_whose_intervals_match_scipy():
+    from varprinciple.stats.estimate import DifferenceEstimate
+    from varprinciple.stats.inference import Comparison
+    from varprinciple.stats.matched import LossAdjustedComparison, MatchedComparison
+
+    assert all(issubclass(c, DifferenceEstimate) for c in (Comparison, MatchedComparison, LossAdjustedComparison))
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(1.0, 1.0, 9), rng.normal(0.2, 2.0, 13)
+    res = compare_groups(a, b, confidence=0.95)
+    assert res.conf_int() == (res.ci_low, res.ci_high)
+    for level in (0.8, 0.95, 0.99):  # oracle: scipy's Welch interval at that level
+        ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+        np.testing.assert_allclose(res.conf_int(level), (ci.low, ci.high), rtol=1e-10)
+    row = res.summary_frame().iloc[0]
+    assert (row["estimate"], row["se"], row["df"], row["p_value"]) == (res.difference, res.se, res.df, res.p_value)

@@ -16,11 +16,9 @@ reproducible; PyTorch's global generator (used by ``nn.Dropout``) is seeded insi
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +28,13 @@ import torch
 from torch import nn
 
 from .. import schema
+from ..run_json import build_run_json
 from ..errors import InputError
 from ..io import write_run
-from ._model import state_fingerprint
 from .losses import Loss, parse_loss
 from .rows import NpyRows
-from .run import derive_seed, git_revision, package_versions
+from .probe_runner import ProbeSeries
+from .probe_settings import settings_record
 
 __all__ = ["probe_model", "probe_checkpoints", "load_checkpoint", "reprobe_run"]
 
@@ -89,13 +88,8 @@ def _as_tensor(a: Any, name: str, *, rows: bool = False) -> torch.Tensor | NpyRo
     raise InputError(f"`{name}` must be {kinds}; got {type(a).__name__}")
 
 
-def _settings_dict(settings) -> dict:
-    if dataclasses.is_dataclass(settings):
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(settings).items()}
-    return {}
-
-
-def _probe_iv(model, X, y, out, run_id, method, meta, settings):
+def check_probe_args(model, X, y, out, run_id, method, meta, settings):
+    """Check the arguments of an own-model run (probe_checkpoints, the Recorder); returns ``(X, y, out)``."""
     if not isinstance(model, nn.Module):
         raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
     X, y = _as_tensor(X, "X", rows=True), _as_tensor(y, "y")
@@ -120,25 +114,6 @@ def _probe_iv(model, X, y, out, run_id, method, meta, settings):
     return X, y, out
 
 
-def probe_step(model: nn.Module, loss, X, y, *, step: int, settings, seed: int, v0=None, progress: bool = False):
-    """One probe of ``model`` (its current parameters) at ``step`` with the run's seeded streams:
-    the probe's generator from ``derive_seed(seed, step)``, PyTorch's global generator seeded
-    inside ``torch.random.fork_rng`` (restored after, so a training loop's stream is untouched).
-    Returns ``(ProbeResult, checkpoint fingerprint)``; shared by :func:`probe_checkpoints` and
-    :class:`~varprinciple.collect.recorder.Recorder`."""
-    from .probe import probe
-
-    fingerprint = state_fingerprint(model)
-    pseed = derive_seed(int(seed), step)
-    gen = torch.Generator().manual_seed(pseed)
-    # torch.manual_seed also reseeds CUDA: fork (and so restore) the data's device too
-    devs = [X.device.index or 0] if isinstance(X, torch.Tensor) and X.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devs):
-        torch.manual_seed(derive_seed(pseed, "global"))
-        res = probe(model, loss, X, y, settings=settings, step=step, generator=gen, v0=v0, progress=progress)
-    return res, fingerprint
-
-
 def write_probe_run(out: Path, model: nn.Module, loss, X, results: list, *, run_id: str, method: str, settings,
                     seed: int, info: list[dict], fingerprints: dict, meta: Mapping[str, Any] | None) -> dict:
     """Write the run of probe results ``results`` (one per step, in step order) at ``out``: the
@@ -147,21 +122,18 @@ def write_probe_run(out: Path, model: nn.Module, loss, X, results: list, *, run_
     for res in results:
         sites = res.info.get("dropout_sites", sites)
     n_params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-    sd = _settings_dict(settings)
-    run_meta = {
-        "schema_version": schema.SCHEMA_VERSION, "run_id": run_id, "method": method, "seed": int(seed),
+    sd = settings_record(settings)
+    run_meta = build_run_json(run_id, method, {
+        "seed": int(seed),
         "loss": loss.value, "loss_normalisation": _LOSS_NOTE.get(loss.value, "custom: mean of per-sample losses"),
         "n_params": n_params, "model": type(model).__name__, "n_train": int(len(X)),
         "probe_batch_size": sd.get("batch_size"), "probe_drop_prob": sd.get("drop_prob"),
         "probe_steps": [int(i["step"]) for i in info], "probe_settings": sd, "probes": info,
         "dropout_sites": sites or [], "checkpoint_fingerprint": fingerprints,
-        "versions": package_versions(), "git_revision": git_revision(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    run_meta.update(dict(meta or {}))
+    }, meta=meta)
     tables = {}
-    for name, frames in (("exact_variance.parquet", [r.exact_variance for r in results]),
-                         ("flatness.parquet", [r.flatness for r in results])):
+    for name, frames in ((schema.EXACT_VARIANCE.file, [r.exact_variance for r in results]),
+                         (schema.FLATNESS.file, [r.flatness for r in results])):
         frames = [f for f in frames if f is not None and len(f)]
         if frames:
             tables[name] = pd.concat(frames, ignore_index=True)
@@ -219,7 +191,7 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
     """
     from .probe import ProbeSettings
 
-    X, y, out = _probe_iv(model, X, y, out, run_id, method, meta, settings)
+    X, y, out = check_probe_args(model, X, y, out, run_id, method, meta, settings)
     loss = parse_loss(loss)
     if not isinstance(checkpoints, Mapping) or not checkpoints:
         raise InputError("`checkpoints` must be a non-empty mapping of step -> state_dict path")
@@ -234,21 +206,16 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
             if (out / name).exists():
                 (out / name).unlink()
     settings = settings if settings is not None else ProbeSettings()
-    results, info, fingerprints = [], [], {}
-    v0 = None
+    series = ProbeSeries(loss, X, y, settings=settings, seed=seed, progress=progress)
     work = copy.deepcopy(model)
     for step in sorted(int(s) for s in checkpoints):
         path = checkpoints[step]
         if path is not None:
             load_checkpoint(work, path)
-        res, fingerprints[str(step)] = probe_step(work, loss, X, y, step=step, settings=settings, seed=seed,
-                                                  v0=v0, progress=progress)
-        v0 = res.top_vector
-        results.append(res)
-        info.append({"step": step, "n_hvp": int(res.n_hvp), "checkpoint": None if path is None else str(path),
-                     "timings": {k: float(v) for k, v in dict(res.timings).items()}})
-    run_meta = write_probe_run(out, work, loss, X, results, run_id=run_id, method=method, settings=settings,
-                               seed=seed, info=info, fingerprints=fingerprints, meta=meta)
+        series.probe(work, step, checkpoint=None if path is None else str(path))
+    run_meta = write_probe_run(out, work, loss, X, series.results, run_id=run_id, method=method,
+                               settings=settings, seed=seed, info=series.info, fingerprints=series.fingerprints,
+                               meta=meta)
     logger.info("probed %s at step(s) %s into %s", run_id, run_meta["probe_steps"], out)
     return out
 
@@ -304,7 +271,8 @@ def reprobe_run(run_dir: str | os.PathLike, *, out: str | os.PathLike, settings=
     InputError
         If ``run_dir`` has no run.json with a collect config, or a checkpoint is missing.
     """
-    from .run import RunSpec, _build, probe_settings, unprobed_dropout
+    from .assembly import build_run, probe_settings, unprobed_dropout
+    from .sweep import RunSpec
 
     run_dir = Path(run_dir)
     spec, meta = RunSpec.from_run_dir(run_dir, missing_hint="; use probe_checkpoints with your model")
@@ -312,7 +280,7 @@ def reprobe_run(run_dir: str | os.PathLike, *, out: str | os.PathLike, settings=
     if base_dir is None:
         src = meta.get("config_source")
         base_dir = str(Path(src).resolve().parent) if src else "."
-    ds, loss, model, _g, ((X, y, _l), _test), drop_names = _build(spec, base_dir, "cpu")
+    ds, loss, model, _g, ((X, y, _l), _test), drop_names = build_run(spec, base_dir, "cpu")
     avail = {}
     for p in sorted((run_dir / "checkpoints").glob("step_*.pt")):
         avail[int(p.stem.split("_")[1])] = p

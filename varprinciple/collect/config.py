@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .config_key import ConfigKey
+from .probe_settings import PROBE_KEYS, isotropic_reference_sampled, tr_hc_in_range
 
 __all__ = [
     "Method",
@@ -98,29 +100,6 @@ class Function1D(StrEnum):
     SIN = "sin"
     ABS = "abs"
     CUBIC = "cubic"
-
-
-@dataclass(frozen=True)
-class ConfigKey:
-    """One config key: its type, default and allowed values.
-
-    ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``int_list`` or ``str_list``.
-    ``default`` None means unset (the key's documented fallback applies). ``lo``/``hi``
-    bound numbers (``lo_open``/``hi_open``: strict). ``sweep``: a list of values expands
-    into a sweep. ``scalar_choices``: strings a list key also accepts in place of a list.
-    """
-
-    kind: str
-    default: Any
-    doc: str
-    choices: tuple[str, ...] | None = None
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    sweep: bool = False
-    unique: bool = False
-    scalar_choices: tuple[str, ...] | None = None
 
 
 def _c(enum: type[StrEnum]) -> tuple[str, ...]:
@@ -204,49 +183,7 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
                              "steps: the SGD model of the theory; docs/flatness.md)",
                              choices=("epochs", "independent")),
     },
-    "probe": {
-        "every": ConfigKey("int", 0, "also probe every N steps (0: only at the end of training)",
-                           lo=0),
-        "top_k": ConfigKey("int", 20, "Hessian eigenpairs per probe", lo=1),
-        "n_samples": ConfigKey("int", 1000, "noise draws K per source per probe", lo=2),
-        "sources": ConfigKey("str_list", ["sgd", "dropout", "isotropic"], "noise sources",
-                             choices=("sgd", "dropout", "isotropic"), unique=True),
-        "batch_size": ConfigKey("int", None, "SGD-probe batch size B of every run (default: the "
-                                "single [train] batch_size; required when that lists several values)",
-                                lo=1),
-        "n_random": ConfigKey("int", 10, "random unit directions per probe", lo=0),
-        "drop_prob": ConfigKey("float", None, "DROP probability of the dropout source (default: "
-                               "the run's [train] drop_prob, its first value if a list)", lo=0,
-                               hi=1, lo_open=True, hi_open=True),
-        "dropout_layers": ConfigKey("int_list", None, "layers of the dropout source (default: "
-                                    "[model] dropout_layers)", lo=0, unique=True),
-        "isotropic_of": ConfigKey("str", "sgd", "source whose centred trace the isotropic control "
-                                  "matches", choices=("sgd", "dropout")),
-        "dtype": ConfigKey("str", "float64", "probe dtype", choices=("float32", "float64")),
-        "eig_tol": ConfigKey("float", 1e-10, "eigsh tolerance", lo=0, hi=1, lo_open=True, hi_open=True),
-        "exact_variance": ConfigKey("bool", True, "log the exact SGD variance from per-sample "
-                                    "gradients and dropout's exact moments from two masks per sample"),
-        "hutchinson_probes": ConfigKey("int", 64, "Rademacher probes of the deflated Hutchinson "
-                                       "estimate of Tr(H)", lo=2),
-        "tr_hc_samples": ConfigKey("int", 64, "full noise draws per source for rho = D Tr(HC)/(Tr(H) "
-                                   "Tr(C)) (0: off; else 3..n_samples)", lo=0),
-        "store_vectors_max_params": ConfigKey("int", 50_000, "log eigenvectors up to this many "
-                                              "parameters", lo=0),
-        "memory_budget_mb": ConfigKey("int", 2048, "working-memory budget of a probe: HVPs, per-sample "
-                                      "gradients and dropout draws are chunked over data to fit it", lo=1),
-        "dropout_samples": ConfigKey("int", None, "sampled dropout draws K (default: n_samples); with "
-                                     "exact_variance the exact moments do not need them, so fewer suffice",
-                                     lo=2),
-        "at_start": ConfigKey("bool", False, "also probe step 0 (the initialisation, before training)"),
-        "frozen_batchnorm": ConfigKey("bool", False, "allow BatchNorm layers, probed in eval mode with "
-                                      "their running statistics frozen"),
-        "blocks": ConfigKey("str_list", None, "per-layer probes: \"layers\" (one block per module with "
-                            "parameters, weight and bias together) or a list of named_parameters() or module "
-                            "names, e.g. [\"fc1.weight\", \"out\"] (mlp layers are fc0, fc1, ..., out); per "
-                            "block the top-k eigenpairs of its Hessian block H_bb and the noise projected on "
-                            "them, rows with the block column "
-                            "(docs/probes.md; default: off)", unique=True, scalar_choices=("layers",)),
-    },
+    "probe": PROBE_KEYS,  # declared beside ProbeSettings, their one owner
     "trajectory": {
         "window": ConfigKey("int", 0, "steps trained after training stops, with weight snapshots "
                             "(0: off; 2000 recommended; docs/flatness.md)", lo=0),
@@ -343,10 +280,11 @@ def _check_scalar(where: str, spec: ConfigKey, v: Any) -> Any:
     elif kind == "str":
         if not isinstance(v, str):
             raise ConfigError(f"{where}: must be a string; got {_fmt(v)}")
-    if spec.choices is not None and v not in spec.choices:
-        close = difflib.get_close_matches(v, list(spec.choices), n=1, cutoff=0.5)
+    choices = spec.allowed()
+    if choices is not None and v not in choices:
+        close = difflib.get_close_matches(v, list(choices), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, spec.choices))}; got {_fmt(v)}{hint}")
+        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, choices))}; got {_fmt(v)}{hint}")
     if kind in ("int", "float"):
         if spec.lo is not None and (v <= spec.lo if spec.lo_open else v < spec.lo):
             raise ConfigError(f"{where}: must be {'>' if spec.lo_open else '>='} {_fmt_num(spec.lo)}; "
@@ -481,7 +419,7 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
             raise ConfigError(f"[train] method: {dm[0]!r} needs hidden layers; arch 'linear' has none")
         if "dropout" in probe["sources"]:
             raise ConfigError("[probe] sources: 'dropout' needs hidden layers; arch 'linear' has none")
-    if probe["tr_hc_samples"] and not 3 <= probe["tr_hc_samples"] <= probe["n_samples"]:
+    if not tr_hc_in_range(probe["tr_hc_samples"], probe["n_samples"]):
         raise ConfigError(f"[probe] tr_hc_samples: must be 0 or in [3, n_samples = {probe['n_samples']}]; "
                           f"got {probe['tr_hc_samples']}")
     if len(train["batch_size"]) > 1 and probe["batch_size"] is None:
@@ -511,7 +449,7 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
         raise ConfigError("[trajectory] params: give at least one parameter name (or omit the key)")
     if not probe["sources"]:
         raise ConfigError("[probe] sources: give at least one noise source")
-    if "isotropic" in probe["sources"] and probe["isotropic_of"] not in probe["sources"]:
+    if not isotropic_reference_sampled(probe["sources"], probe["isotropic_of"]):
         raise ConfigError(f"[probe] isotropic_of: {probe['isotropic_of']!r} is not among the sources "
                           f"{probe['sources']}")
 
@@ -558,8 +496,8 @@ def config_reference() -> str:
         lines += [f"### [{sec}]", "", "| key | type | default | allowed | sweep | meaning |",
                   "|---|---|---|---|---|---|"]
         for k, spec in keys.items():
-            if spec.choices:
-                allowed = ", ".join(f"`{c}`" for c in spec.choices)
+            if spec.allowed():
+                allowed = ", ".join(f"`{c}`" for c in spec.allowed())
             else:
                 parts = []
                 if spec.lo is not None:

@@ -1,6 +1,6 @@
 """Where the runs of a sweep execute: this machine's process pool, or a Dask cluster.
 
-:func:`varprinciple.collect.run.collect` dispatches here with ``executor="dask"``
+:func:`varprinciple.collect.run.collect` dispatches here: :func:`run_local` (this machine), or with ``executor="dask"``
 (``varprinciple collect CONFIG --out LOGDIR --executor dask``; the ``dask`` extra). The
 cluster is a ``LocalCluster`` (processes, one thread each, no dashboard), a running
 scheduler given by address or scheduler file, or a ``distributed.Client`` the caller made
@@ -44,6 +44,7 @@ import os
 import signal
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -51,7 +52,7 @@ from typing import Any
 
 from ..errors import ConfigError, VarPrincipleError
 
-__all__ = ["Executor", "executor_iv", "run_dask", "check_workers", "version_mismatch",
+__all__ = ["Executor", "executor_iv", "run_local", "run_dask", "check_workers", "version_mismatch",
            "VERSION_PACKAGES", "WAIT_FOR_WORKERS_S", "MARKER"]
 
 logger = logging.getLogger(__name__)
@@ -110,11 +111,89 @@ def executor_iv(executor: Any, *, workers: int, scheduler: Any = None,
     return ex
 
 
+# ------------------------------------------------------------------------ local executor
+
+
+def _worker_init(threads: int, level: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _worker_run(spec, out: str, base_dir: str, device: str, extra: dict) -> str:
+    from .one_run import run_one
+    try:
+        return str(run_one(spec, out, base_dir=base_dir, device=device, progress=False, extra_meta=extra))
+    except VarPrincipleError as exc:  # subclasses with custom __init__ do not unpickle; keep the message
+        raise VarPrincipleError(str(exc)) from None
+
+
+def run_local(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: str, extra: Mapping,
+              workers: int, progress: bool) -> list[tuple[str, BaseException]]:
+    """Run ``todo`` (:class:`~varprinciple.collect.sweep.RunSpec`) on this machine: in this
+    process with ``workers=1`` (or one run), else in a pool of ``workers`` spawned processes.
+    Returns the failed runs ``(run_id, error)``; an error that is not a VarPrincipleError is raised."""
+    from .one_run import run_one
+    failures: list[tuple[str, BaseException]] = []
+    if workers == 1 or len(todo) <= 1:
+        import torch
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        bar = None
+        if progress and len(todo) > 1:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc="runs", unit="run")
+        try:
+            for s in todo:
+                try:
+                    run_one(s, out, base_dir=base_dir, device=device, progress=progress,
+                            extra_meta=extra)
+                except VarPrincipleError as exc:
+                    failures.append((s.run_id, exc))
+                    logger.error("%s failed: %s", s.run_id, exc)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            torch.set_num_threads(old_threads)
+    else:
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc="runs", unit="run")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
+            futs = {pool.submit(_worker_run, s, str(out), base_dir, device, extra): s for s in todo}
+            pending = set(futs)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    s = futs[f]
+                    exc = f.exception()
+                    if exc is None:
+                        logger.info("finished %s", s.run_id)
+                    elif isinstance(exc, VarPrincipleError):
+                        failures.append((s.run_id, exc))
+                        logger.error("%s failed: %s", s.run_id, exc)
+                    else:
+                        for other in pending:
+                            other.cancel()
+                        raise exc
+                    if bar is not None:
+                        bar.update(1)
+        if bar is not None:
+            bar.close()
+    return failures
+
+
 # ------------------------------------------------------------------ worker-side checks
 
 
 def _versions_here() -> dict[str, str | None]:
-    from .run import package_versions
+    from ..provenance import package_versions
     v = package_versions()
     return {k: v.get(k) for k in VERSION_PACKAGES}
 
@@ -163,14 +242,14 @@ def _where() -> str:
 def _task_device(device: str) -> str:
     """The device of a run on this worker: plain "cuda" picks GPU ``name % count`` on a
     worker named by an integer (a LocalCluster), else cuda:0 (one visible GPU per worker)."""
-    from .run import _device_iv
+    from .assembly import device_iv
     if device == "cuda":
         import torch
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         name = _worker_name()
         idx = name % n if isinstance(name, int) and n > 1 else 0
-        return _device_iv(f"cuda:{idx}" if n else "cuda")
-    return _device_iv(device)
+        return device_iv(f"cuda:{idx}" if n else "cuda")
+    return device_iv(device)
 
 
 def _worker_info(out: str, marker: str, token: str, device: str, dask_worker: Any = None) -> dict:
@@ -291,9 +370,10 @@ def _test_kill_hook(run_id: str) -> None:
         return
     flag.write_text("killed")
     from .. import io as vio
+    from .. import schema
 
     def die(stage, meta, **kwargs):  # the run is trained and probed; its tables half written
-        (Path(stage) / "eigen.parquet").write_bytes(b"PAR1 half a file")
+        (Path(stage) / schema.EIGEN_FILE).write_bytes(b"PAR1 half a file")
         os.kill(os.getpid(), signal.SIGKILL)
 
     vio.write_run = die
@@ -304,7 +384,8 @@ def _run_task(payload: Mapping[str, Any]) -> dict:
 
     Errors raised by the run come back as values (never retried: they are deterministic).
     """
-    from .run import RunSpec, run_one
+    from .one_run import run_one
+    from .sweep import RunSpec
     from .staging import run_is_complete
     spec = RunSpec(**payload["spec"])
     out = Path(payload["out"])
@@ -373,7 +454,7 @@ def _marker_token(out: Path) -> str:
 def run_dask(todo: Sequence, out: Path, *, base_dir: str, threads: int, device: str, extra: Mapping,
              workers: int = 1, scheduler: Any = None, scheduler_file: str | Path | None = None,
              progress: bool = False) -> list[tuple[str, VarPrincipleError]]:
-    """Run ``todo`` (:class:`~varprinciple.collect.run.RunSpec`) on a Dask cluster.
+    """Run ``todo`` (:class:`~varprinciple.collect.sweep.RunSpec`) on a Dask cluster.
 
     Returns the failed runs as ``(run_id, error)``; the others are written to ``out``.
     Called by :func:`varprinciple.collect.run.collect` (which checks the config, skips

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
@@ -35,6 +35,7 @@ from .curvature import (BlockHessianOperator, EigenResult, HessianOperator, hess
 from .flatness import flatness_frame, hutchinson_trace
 from .losses import Loss, parse_loss
 from .noise import NoiseDraws, SourceContext, get_source, pair_chunk, random_directions, source_names
+from .probe_settings import ProbeSettings
 from .progress import ProbeProgress, tick
 from .rows import NpyRows
 
@@ -43,200 +44,13 @@ __all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe"]
 logger = logging.getLogger(__name__)
 
 
-class NoiseSource(StrEnum):
-    """Noise sources a probe can sample."""
-
-    SGD = "sgd"
-    DROPOUT = "dropout"
-    ISOTROPIC = "isotropic"
+#: Noise sources a probe can sample: the registered ones (:mod:`.noise.registry`), as an enum.
+NoiseSource = StrEnum("NoiseSource", [(n.upper().replace("-", "_"), n) for n in source_names()])
+NoiseSource.__doc__ = "Noise sources a probe can sample (the registered ones at import)."
 
 
 def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_num(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """What a probe measures and how (all validated on construction).
-
-    Parameters
-    ----------
-    top_k : int
-        Number of top (largest algebraic) Hessian eigenpairs.
-    n_samples : int
-        Noise draws ``K`` per source per probe.
-    sources : tuple of str
-        Subset of ``("sgd", "dropout", "isotropic")``.
-    batch_size : int
-        Probe SGD batch size ``B`` (``B < n``); runs trained by GD still get SGD probes.
-    n_random : int
-        Random unit directions ``m`` (basis ``"random"``), drawn from the probe's generator.
-    drop_prob : float or None
-        DROP probability of the dropout source (PyTorch's convention; the paper's p is the
-        keep probability ``1 - drop_prob``). None: each site's own probability. Given, it
-        overrides every site's (``nn.Dropout(0)`` modules then become sites too).
-    dropout_layers : tuple of str or None
-        Module names whose outputs get dropout (needs ``drop_prob``; any other train-mode
-        dropout is refused). None: every dropout the model applies in train mode
-        (``nn.Dropout``, ``F.dropout``, attention dropout; :mod:`.noise.dropout_sites`), else
-        (a model without dropout, ``drop_prob`` given) the input of its last ``nn.Linear``.
-    isotropic_of : str
-        Source whose covariance trace the isotropic control matches (must be sampled too).
-    dtype : {"float64", "float32"}
-    eig_tol : float
-        eigsh tolerance (raised to 100 eps of the dtype).
-    exact_variance : bool
-        Log the exact projected SGD variance from per-sample gradients and the dropout
-        source's exact variance, trace and Tr(HC), estimated without bias from two masks
-        per sample (:mod:`.noise.dropout_exact`; about two per-sample-gradient passes).
-    dropout_samples : int or None
-        Sampled dropout draws ``K`` (None: ``n_samples``). With ``exact_variance`` the
-        exact moments no longer come from the draws, so a smaller ``K`` is a cheaper choice.
-    hutchinson_probes : int
-        Rademacher probes for the deflated Hutchinson estimate of Tr(H) (>= 2).
-    tr_hc_samples : int
-        Full noise draws per source for the matrix-free Tr(HC) and rho (0 = skip; else 3..K).
-    store_vectors_max_params : int
-        Eigenvectors are logged only when the model has at most this many parameters.
-    frozen_batchnorm : bool
-        Allow BatchNorm layers (with running statistics): the probe runs the model in eval
-        mode, so they normalise with their frozen running statistics. Off: refused.
-    memory_budget_mb : int
-        Working-memory budget of the probe: when the full batch's HVP graph does not fit half
-        of it, HVPs are summed over data chunks; per-sample gradients, the two-mask dropout
-        pass and dropout draws are chunked over samples (and draws) to fit it. The inputs
-        themselves are held in memory outside the budget, unless they are given as
-        :class:`~varprinciple.collect.rows.NpyRows` (read from disk per chunk).
-    blocks : "layers", tuple of str or None
-        Per-layer probes (:mod:`.blocks`): ``"layers"`` (one block per module with parameters,
-        weight and bias together) or names of parameters (``named_parameters()``) or modules.
-        Per block, the top ``min(top_k, D_b)`` eigenpairs of the block-diagonal Hessian H_bb and
-        ``n_random`` random unit directions supported on the block; every source's draws are
-        projected on them too, rows tagged with the ``block`` column. None (default): off.
-
-    Examples
-    --------
-    >>> ProbeSettings(top_k=5, sources=["sgd", "isotropic"]).sources
-    ('sgd', 'isotropic')
-    >>> ProbeSettings(top_k=0)
-    Traceback (most recent call last):
-    ...
-    varprinciple.errors.ConfigError: `top_k` must be an integer >= 1; got 0.
-    """
-
-    top_k: int = 20
-    n_samples: int = 1000
-    sources: tuple[str, ...] = ("sgd", "dropout", "isotropic")
-    batch_size: int = 32
-    n_random: int = 10
-    drop_prob: float | None = None
-    dropout_layers: tuple[str, ...] | None = None
-    isotropic_of: str = "sgd"
-    dtype: str = "float64"
-    eig_tol: float = 1e-10
-    exact_variance: bool = True
-    dropout_samples: int | None = None
-    frozen_batchnorm: bool = False
-    hutchinson_probes: int = 64
-    tr_hc_samples: int = 64
-    store_vectors_max_params: int = 50_000
-    memory_budget_mb: int = 2048
-    blocks: str | tuple[str, ...] | None = None
-
-    def __post_init__(self):
-        def need_int(name, lo):
-            v = getattr(self, name)
-            if not _is_int(v) or v < lo:
-                raise ConfigError(f"`{name}` must be an integer >= {lo}; got {v!r}.")
-
-        need_int("top_k", 1)
-        need_int("n_samples", 2)
-        need_int("batch_size", 1)
-        need_int("n_random", 0)
-        need_int("hutchinson_probes", 2)
-        need_int("tr_hc_samples", 0)
-        need_int("store_vectors_max_params", 0)
-        if not _is_num(self.memory_budget_mb) or not self.memory_budget_mb > 0:
-            raise ConfigError(f"`memory_budget_mb` must be a positive number; got {self.memory_budget_mb!r}.")
-        src = self.sources
-        if isinstance(src, str) or not isinstance(src, (tuple, list)):
-            raise ConfigError(f"`sources` must be a list of source names; got {src!r}.")
-        allowed = source_names()
-        for s in src:
-            if s not in allowed:
-                raise ConfigError(f"`sources` entry {s!r} is not one of {allowed}.")
-        if not src:
-            raise ConfigError(f"`sources` must name at least one of {allowed}; got none.")
-        if len(set(src)) != len(src):
-            raise ConfigError(f"`sources` has duplicates: {list(src)}.")
-        object.__setattr__(self, "sources", tuple(str(s) for s in src))
-        if self.isotropic_of not in ("sgd", "dropout"):
-            raise ConfigError(f"`isotropic_of` must be 'sgd' or 'dropout'; got {self.isotropic_of!r}.")
-        if "isotropic" in self.sources and self.isotropic_of not in self.sources:
-            raise ConfigError(f"`isotropic_of` = {self.isotropic_of!r} must also be in `sources` "
-                              f"{list(self.sources)}.")
-        if self.drop_prob is not None and (not _is_num(self.drop_prob) or not 0 < self.drop_prob < 1):
-            raise ConfigError(f"`drop_prob` (the DROP probability) must be in (0, 1); got {self.drop_prob!r}.")
-        if self.dropout_layers is not None:
-            dl = self.dropout_layers
-            if isinstance(dl, str) or not isinstance(dl, (tuple, list)) or not all(isinstance(x, str) for x in dl):
-                raise ConfigError(f"`dropout_layers` must be a list of module names; got {dl!r}.")
-            if not dl:
-                raise ConfigError("`dropout_layers` must name at least one module (or be unset).")
-            if self.drop_prob is None:
-                raise ConfigError("`dropout_layers` needs `drop_prob` (the DROP probability) to be set.")
-            object.__setattr__(self, "dropout_layers", tuple(dl))
-        resolve_dtype(self.dtype)
-        if not _is_num(self.eig_tol) or not 0 < self.eig_tol < 1:
-            raise ConfigError(f"`eig_tol` must be in (0, 1); got {self.eig_tol!r}.")
-        if not isinstance(self.frozen_batchnorm, bool):
-            raise ConfigError(f"`frozen_batchnorm` must be true or false; got {self.frozen_batchnorm!r}.")
-        if not isinstance(self.exact_variance, bool):
-            raise ConfigError(f"`exact_variance` must be true or false; got {self.exact_variance!r}.")
-        if self.dropout_samples is not None and (not _is_int(self.dropout_samples) or self.dropout_samples < 2):
-            raise ConfigError(f"`dropout_samples` must be an integer >= 2 or unset; got {self.dropout_samples!r}.")
-        if self.tr_hc_samples and not 3 <= self.tr_hc_samples <= self.n_samples:
-            raise ConfigError(f"`tr_hc_samples` must be 0 or in [3, n_samples={self.n_samples}]; "
-                              f"got {self.tr_hc_samples}.")
-        if self.blocks is not None:
-            b = self.blocks
-            if isinstance(b, str):
-                if b != LAYERS:
-                    raise ConfigError(f"`blocks` must be \"layers\", a list of parameter/module names or None; "
-                                      f"got {b!r}.")
-            elif not isinstance(b, (tuple, list)) or not b or not all(isinstance(x, str) and x for x in b):
-                raise ConfigError(f"`blocks` must be \"layers\" or a non-empty list of parameter/module names; "
-                                  f"got {b!r}.")
-            elif len(set(b)) != len(b):
-                raise ConfigError(f"`blocks` has duplicates: {list(b)}.")
-            else:
-                object.__setattr__(self, "blocks", tuple(b))
-        if ("dropout" in self.sources and not self.exact_variance and self.tr_hc_samples
-                and self.tr_hc_samples > self.n_dropout):
-            raise ConfigError(f"`tr_hc_samples` ({self.tr_hc_samples}) must be <= `dropout_samples` "
-                              f"({self.n_dropout}) when `exact_variance` is false (Tr(HC) then uses "
-                              "full dropout draws).")
-
-    @property
-    def n_dropout(self) -> int:
-        """Sampled dropout draws: ``dropout_samples``, else ``n_samples``."""
-        return self.n_samples if self.dropout_samples is None else int(self.dropout_samples)
-
-    def to_dict(self) -> dict:
-        """Plain-JSON form (for run.json)."""
-        d = asdict(self)
-        d["sources"] = list(self.sources)
-        if self.dropout_layers is not None:
-            d["dropout_layers"] = list(self.dropout_layers)
-        if isinstance(self.blocks, tuple):
-            d["blocks"] = list(self.blocks)
-        if self.blocks is None:
-            del d["blocks"]  # run.json of a probe without blocks is as before
-        return d
 
 
 @dataclass(frozen=True)

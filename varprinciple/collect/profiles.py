@@ -128,12 +128,13 @@ def interpolation_profile(model: nn.Module, loss, X, y, state_a: dict, state_b: 
 
 
 def _rebuild(run_dir: Path):
-    from .run import RunSpec, _build
+    from .assembly import build_run
+    from .sweep import RunSpec
     spec, meta = RunSpec.from_run_dir(run_dir)
     cfg = spec.config
     src = meta.get("config_source")
     base_dir = str(Path(src).resolve().parent) if src else "."
-    _ds, loss, model, _g, ((X, y, _l), _t), _ = _build(spec, base_dir, "cpu")
+    _ds, loss, model, _g, ((X, y, _l), _t), _ = build_run(spec, base_dir, "cpu")
     return meta, cfg, loss, model, X, y
 
 

@@ -29,8 +29,10 @@ from torch import nn
 
 from .. import schema
 from ..errors import InputError
-from .api import _probe_iv, _settings_dict, probe_step, write_probe_run
+from .api import check_probe_args, write_probe_run
 from .losses import Loss, parse_loss
+from .probe_runner import probe_info, probe_step
+from .probe_settings import settings_record
 
 __all__ = ["Recorder"]
 
@@ -109,7 +111,7 @@ class Recorder:
         from .probe import ProbeSettings
 
         rid = run_id if run_id is not None else (Path(out).name if out is not None else "")
-        self.X, self.y, self.out = _probe_iv(model, X, y, out, rid, method, meta, settings)
+        self.X, self.y, self.out = check_probe_args(model, X, y, out, rid, method, meta, settings)
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise InputError(f"`every` must be an integer >= 1; got {every!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -121,7 +123,7 @@ class Recorder:
         self.checkpoints, self.progress = bool(checkpoints), bool(progress)
         self._parts = self.out / _PARTS
         self._ident = {"run_id": rid, "method": method, "seed": self.seed, "every": self.every,
-                       "probe_settings": _settings_dict(self.settings)}
+                       "probe_settings": settings_record(self.settings)}
         self._resume(overwrite)
 
     # ------------------------------------------------------------------ resume
@@ -185,8 +187,7 @@ class Recorder:
             if f is not None:
                 _atomic_write(d / f"{t}.parquet", lambda p, f=f: f.to_parquet(p, index=False))
         _atomic_write(d / "top_vector.npy", lambda p: _save_npy(p, res.top_vector))
-        info = {"step": step, "n_hvp": int(res.n_hvp), "checkpoint": ckpt, "fingerprint": fp,
-                "timings": {k: float(v) for k, v in dict(res.timings).items()},
+        info = {**probe_info(step, res, checkpoint=ckpt), "fingerprint": fp,
                 "dropout_sites": res.info.get("dropout_sites", [])}
         _atomic_write(d / "probe.json", lambda p: p.write_text(json.dumps(info)))
         self._done[step] = SimpleNamespace(eigen=res.eigen, noise=res.noise, exact_variance=res.exact_variance,
@@ -199,7 +200,7 @@ class Recorder:
         results = [SimpleNamespace(eigen=p.eigen, noise=p.noise, exact_variance=p.exact_variance,
                                    flatness=p.flatness, info={"dropout_sites": p.info["dropout_sites"]})
                    for p in parts]
-        info = [{k: p.info[k] for k in ("step", "n_hvp", "checkpoint", "timings")} for p in parts]
+        info = [{k: v for k, v in p.info.items() if k not in ("fingerprint", "dropout_sites")} for p in parts]
         fps = {str(p.info["step"]): p.info["fingerprint"] for p in parts}
         meta = {**self.meta, "recorder": {"every": self.every},
                 "checkpoints": [p.info["checkpoint"] for p in parts if p.info["checkpoint"]]}

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .. import schema
 from ..errors import InputError
 from .config import Method
 from .losses import Loss, mean_loss, per_sample_loss
@@ -35,7 +36,7 @@ __all__ = ["TrainResult", "train", "prepare_tensors", "evaluate", "TRAINING_FILE
 
 logger = logging.getLogger(__name__)
 
-TRAINING_FILE = "training.parquet"
+TRAINING_FILE = schema.TRAINING.file
 #: minibatch samplers of :func:`train` (the ``[train] sampler`` key)
 SAMPLERS = ("epochs", "independent")
 

@@ -15,6 +15,7 @@ def _int_list(option: str, text: str) -> list[int]:
 
 
 def register(subparsers) -> None:
+    from ..stats.defaults import ALPHA
     p = subparsers.add_parser(
         "power", help=HELP,
         description=HELP + ". Simulates studies in memory over a grid of designs, analyses each as "
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--directions", default="10,20", help="Hessian directions to try (default 10,20)")
     p.add_argument("--samples", default="100,400", help="noise samples per probe to try (default 100,400)")
     p.add_argument("--target-power", type=float, default=0.8, help="power to reach (default 0.8)")
-    p.add_argument("--alpha", type=float, default=0.05, help="level of the tests (default 0.05)")
+    p.add_argument("--alpha", type=float, default=ALPHA, help=f"level of the tests (default {ALPHA})")
     p.add_argument("--replicates", type=int, default=200,
                    help="simulated studies per design (default 200; MC SE <= 0.035)")
     g = p.add_argument_group("noise model (see varprinciple simulate)")

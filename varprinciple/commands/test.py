@@ -12,6 +12,7 @@ logger = logging.getLogger(__name__)
 
 def register(subparsers) -> argparse.ArgumentParser:
     from ..stats.analysis import DEFAULT_RESAMPLES
+    from ..stats.defaults import ALPHA, CONFIDENCE
     p = subparsers.add_parser(
         "test", help="test the variance principle on a log set",
         description="Per-run exponent b of noise variance vs Hessian eigenvalue, group means over runs, "
@@ -20,8 +21,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", default=None,
                    help="write JSON output v1 here and its per-direction table beside it (OUT minus .json, + "
                         ".directions.parquet)")
-    p.add_argument("--confidence", type=float, default=0.95, help="two-sided interval level (default 0.95)")
-    p.add_argument("--alpha", type=float, default=0.05, help="TOST level (default 0.05)")
+    p.add_argument("--confidence", type=float, default=CONFIDENCE, help=f"two-sided interval level (default {CONFIDENCE})")
+    p.add_argument("--alpha", type=float, default=ALPHA, help=f"TOST level (default {ALPHA})")
     p.add_argument("--equivalence-margin", type=float, default=None, metavar="DELTA",
                    help="equivalence margin for slope comparisons, in exponent units (enables TOST)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling statistics (default 0)")

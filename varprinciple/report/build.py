@@ -5,11 +5,9 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import atomic_write_bytes
+from ..provenance import REPORT_PACKAGES
 from ._input import ReportData, load_results
 from .format import ReportTable, render
 from .pages import FigureOutput, PageContext, html_page, latex_document, markdown_page
@@ -27,7 +26,7 @@ __all__ = ["ReportFormat", "ReportFile", "ReportResult", "build_report", "parse_
 logger = logging.getLogger(__name__)
 
 #: Packages whose versions every report records.
-VERSION_PACKAGES = ("varprinciple", "numpy", "scipy", "pandas", "pyarrow", "statsmodels", "matplotlib")
+VERSION_PACKAGES = REPORT_PACKAGES
 
 
 class ReportFormat(StrEnum):
@@ -107,14 +106,10 @@ def parse_formats(formats: str | Iterable[str] | None) -> tuple[ReportFormat, ..
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages a report depends on."""
-    out = {"python": platform.python_version()}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    """Versions of Python and the packages a report depends on (:mod:`varprinciple.provenance`),
+    shown as "not installed" for one that is absent."""
+    from ..provenance import package_versions as versions
+    return {k: "not installed" if v is None else v for k, v in versions(VERSION_PACKAGES).items()}
 
 
 def _write_text(path: Path, text: str) -> None:

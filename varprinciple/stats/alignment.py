@@ -86,7 +86,7 @@ def isotropy_test(values, eigenvalues, *, resamples: int = 999, rng: np.random.G
     resamples : int, default 999
         Number of Haar rotations N; 0 gives ``p_value = nan``.
     rng : numpy.random.Generator, optional
-        Source of the rotations (``default_rng(0)`` when omitted).
+        Source of the rotations (fresh entropy when omitted).
 
     Returns
     -------
@@ -230,7 +230,7 @@ def _alignment_from_cov(S, lam, K, B, *, rng=None, resampler=None) -> IsotropyTe
             R2 = resampler.rotation_squares(k)
         else:
             from ._resampling import haar_rotations
-            Q = haar_rotations(B, k, rng=rng if rng is not None else np.random.default_rng(0))
+            Q = haar_rotations(B, k, rng=rng if rng is not None else np.random.default_rng())  # None: fresh
             R2 = Q * Q
         D = np.clip(np.linalg.eigvalsh(S), 0.0, None)
         diag_rot = R2 @ D  # (N, k): diagonal of each rotated covariance
@@ -309,7 +309,7 @@ def curvature_test(values, eigenvalues, *, resamples: int = 999, rng: np.random.
     resamples : int, default 999
         Number of random permutations N; 0 gives ``p_value = nan``.
     rng : numpy.random.Generator, optional
-        Source of the permutations (``default_rng(0)`` when omitted).
+        Source of the permutations (fresh entropy when omitted).
 
     Returns
     -------
@@ -365,7 +365,7 @@ def curvature_test(values, eigenvalues, *, resamples: int = 999, rng: np.random.
     p = np.nan
     if B > 0:
         if _permutations is None:
-            g = rng if rng is not None else np.random.default_rng(0)
+            g = rng if rng is not None else np.random.default_rng()  # None: fresh entropy
             perms = np.argsort(g.random((B, n)), axis=1)
         else:
             perms = _permutations

@@ -10,10 +10,8 @@ output v1 and the per-direction table) is owned by :mod:`varprinciple.results`.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +30,7 @@ from ..results import (COMPARISON_COLUMNS, DIRECTION_COLUMNS, FLATNESS_COLUMNS, 
                        int_or_null, results_dict, write_results)
 from ._resampling import Resampler
 from .comparisons import CONTROL_SOURCES, MAX_DEFAULT_GROUPS, Quantity, comparison_rows, parse_compare
+from .defaults import ALPHA, CONFIDENCE, MAX_RESAMPLES, RESAMPLES, check_resamples
 from .flatness import flatness_rows
 from .group_level import analysed_steps, at_analysed_step, curvature_alignment_rows, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
@@ -49,11 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: The results JSON's version (owned by :data:`varprinciple.results.RESULTS_SCHEMA_VERSION`).
 JSON_SCHEMA_VERSION = RESULTS_SCHEMA_VERSION
-#: Default number of resamples (Haar rotations of the isotropy test and permutations of the
-#: curvature test); see docs/statistics.md for the timing that set it.
-DEFAULT_RESAMPLES = 999
-#: rotations and permutations are held in memory: bound their number
-MAX_RESAMPLES = 100_000
+#: Default number of resamples (:data:`varprinciple.stats.defaults.RESAMPLES`).
+DEFAULT_RESAMPLES = RESAMPLES
 
 
 @dataclass(frozen=True)
@@ -135,12 +131,7 @@ def _analyze_iv(confidence, alpha, equivalence_margin, seed, resamples, step, fl
                          f"got {equivalence_margin!r}.")
     if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
         raise InputError(f"`seed` must be an integer >= 0; got {seed!r}.")
-    if not (isinstance(resamples, (int, np.integer)) and not isinstance(resamples, bool) and resamples >= 0):
-        raise InputError(f"`resamples` must be an integer >= 0; got {resamples!r}.")
-    if 0 < resamples < 99:
-        raise InputError(f"`resamples` must be 0 (off) or at least 99; got {resamples!r}.")
-    if resamples > MAX_RESAMPLES:
-        raise InputError(f"`resamples` must be at most {MAX_RESAMPLES}; got {resamples!r}.")
+    check_resamples(resamples)
     if step is not None and not (isinstance(step, (int, np.integer)) and not isinstance(step, bool)
                                  and step >= 0):
         raise InputError(f"`step` must be an integer >= 0; got {step!r}.")
@@ -183,8 +174,8 @@ def _progress(iterable, total: int, enabled: bool | None):
 def analyze(
     source: str | os.PathLike | vio.LogSet,
     *,
-    confidence: float = 0.95,
-    alpha: float = 0.05,
+    confidence: float = CONFIDENCE,
+    alpha: float = ALPHA,
     equivalence_margin: float | None = None,
     seed: int = 0,
     resamples: int = DEFAULT_RESAMPLES,
@@ -368,13 +359,11 @@ def analyze(
                   "n_eff 5; p for psi > 0 inverts it (docs/flatness.md)",
         "loss_tolerance": LOSS_TOLERANCE,
     }
-    import numpy as _np
-    import scipy as _sp
+    from .. import provenance as _prov
     provenance = {
-        "package_version": __version__, "input": input_name,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "n_runs": len(runs), "n_skipped": len(logset.skipped), "python": platform.python_version(),
-        "numpy": _np.__version__, "scipy": _sp.__version__, "pandas": pd.__version__,
+        "package_version": __version__, "input": input_name, "created": _prov.created(),
+        "n_runs": len(runs), "n_skipped": len(logset.skipped),
+        **_prov.package_versions(("numpy", "scipy", "pandas")),
     }
     if logset.identical:
         notes.append("runs with identical noise tables (not independent replicates): "

@@ -28,6 +28,7 @@ from scipy import stats as sps
 from scipy.special import gammaln, nctdtr
 
 from ..errors import InputError
+from .defaults import CONFIDENCE
 
 __all__ = ["EffectKind", "EffectSize", "standardized_difference", "Superiority", "prob_superiority",
            "hedges_j", "superiority_from", "GPQ_GRID", "NOTE_J_UNDEFINED"]
@@ -178,7 +179,7 @@ def _gpq_t_interval(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[fl
     return root(alpha), root(1 - alpha)
 
 
-def standardized_difference(a, b, *, paired: bool = False, confidence: float = 0.95,
+def standardized_difference(a, b, *, paired: bool = False, confidence: float = CONFIDENCE,
                             equal_variances: bool = False) -> EffectSize:
     """Bonett's d or Hedges' g (independent) or d_z (paired) of ``a - b`` with an interval.
 
@@ -263,7 +264,7 @@ def standardized_difference(a, b, *, paired: bool = False, confidence: float = 0
     return EffectSize(est, math.sqrt(2) * lo, math.sqrt(2) * hi, kind, float(df), confidence, note)
 
 
-def prob_superiority(a, b, *, paired: bool = False, confidence: float = 0.95,
+def prob_superiority(a, b, *, paired: bool = False, confidence: float = CONFIDENCE,
                      equal_variances: bool = False) -> Superiority:
     """Probability of superiority with an interval, under the normal model of the t tests.
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from .comparisons import Quantity, Unit
 from .group_level import groupby_keep_none
 from .inference import group_test
@@ -20,7 +21,7 @@ from .replicates import network_values
 
 __all__ = ["FLATNESS_FILE", "FLAT_COMPARED", "flatness_rows"]
 
-FLATNESS_FILE = "flatness.parquet"
+FLATNESS_FILE = schema.FLATNESS.file
 #: flatness quantities compared between groups, with the compared Quantity (log scale)
 FLAT_COMPARED = {"lambda_max": Quantity.LOG_LAMBDA_MAX, "hessian_trace": Quantity.LOG_HESSIAN_TRACE}
 

@@ -13,8 +13,11 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import InputError
+from .defaults import ALPHA, CONFIDENCE
+from .estimate import DifferenceEstimate
 
 __all__ = ["GroupTest", "group_test", "RobustLocation", "robust_location", "OUTLIER_Z", "Tost", "tost",
+           "tost_from", "tost_p",
            "Comparison", "compare_groups", "holm"]
 
 #: A network is flagged as an outlier when its modified z-score |x - median| / (1.4826 MAD)
@@ -55,7 +58,7 @@ class GroupTest:
         return pd.DataFrame([asdict(self)])
 
 
-def group_test(values, *, confidence: float = 0.95, null: float = 0.0) -> GroupTest:
+def group_test(values, *, confidence: float = CONFIDENCE, null: float = 0.0) -> GroupTest:
     """One-sample t inference over runs: mean, t interval, one-sided p for mean > null.
 
     Parameters
@@ -115,7 +118,7 @@ class RobustLocation:
         return pd.DataFrame([asdict(self)])
 
 
-def robust_location(values, *, confidence: float = 0.95, null: float = 0.0) -> RobustLocation:
+def robust_location(values, *, confidence: float = CONFIDENCE, null: float = 0.0) -> RobustLocation:
     """Robust companions of :func:`group_test`: median with an order-statistic interval,
     signed-rank and sign tests, and outlying runs.
 
@@ -198,11 +201,49 @@ class Tost:
         return pd.DataFrame([asdict(self)])
 
 
+def _tost_sides(diff, se, df, margin):
+    p_lo = sps.t.sf((diff + margin) / se, df)   # H0: diff <= -margin
+    p_up = sps.t.cdf((diff - margin) / se, df)  # H0: diff >= +margin
+    return p_lo, p_up
+
+
+def tost_p(difference, se, df, margin: float) -> np.ndarray:
+    """The TOST p of ``difference`` (standard error ``se``, ``df`` degrees of freedom) for
+    ``|difference| < margin``: the larger of the two one-sided t p-values (vectorised; no
+    checks, for simulations of the rule -- :func:`tost_from` is the checked, scalar form).
+
+    Examples
+    --------
+    >>> tost_p([0.0, 0.25], 0.1, 10.0, 0.3).round(4)
+    array([0.0067, 0.3139])
+    """
+    return np.maximum(*_tost_sides(np.asarray(difference, float), se, df, margin))
+
+
+def tost_from(difference: float, se: float, df: float, *, margin: float, alpha: float = ALPHA) -> Tost:
+    """Equivalence test within ``(-margin, margin)`` of an estimate with standard error ``se``
+    and ``df`` degrees of freedom (from a results row); :func:`tost` computes them from samples.
+
+    A non-positive or NaN ``se`` or ``df`` gives NaN p-values and ``equivalent`` False.
+
+    Examples
+    --------
+    >>> res = tost_from(0.02, 0.05, 8.0, margin=0.2)
+    >>> res.equivalent, round(res.ci_low, 3), round(res.ci_high, 3)
+    (True, -0.073, 0.113)
+    """
+    if not (np.isfinite(margin) and margin > 0):
+        raise InputError(f"`margin` must be a positive number; got {margin!r}.")
+    _check_level(alpha, "alpha")
+    if alpha >= 0.5:
+        raise InputError(f"`alpha` must be in (0, 0.5); got {alpha!r}.")
+    return _tost_from(float(difference), float(se), float(df), float(margin), float(alpha))
+
+
 def _tost_from(diff: float, se: float, df: float, margin: float, alpha: float) -> Tost:
     if not (se > 0 and df > 0):
         return Tost(diff, margin, np.nan, np.nan, np.nan, False, np.nan, np.nan, df, alpha)
-    p_lo = float(sps.t.sf((diff + margin) / se, df))   # H0: diff <= -margin
-    p_up = float(sps.t.cdf((diff - margin) / se, df))  # H0: diff >= +margin
+    p_lo, p_up = (float(x) for x in _tost_sides(diff, se, df, margin))
     p = max(p_lo, p_up)
     tq = float(sps.t.ppf(1 - alpha, df))
     return Tost(diff, margin, p, p_lo, p_up, bool(p < alpha), diff - tq * se, diff + tq * se, df, alpha)
@@ -242,7 +283,7 @@ def _pair_iv(a, b, paired, alpha, margin):
     return a, b
 
 
-def tost(a, b, *, margin: float, paired: bool = False, alpha: float = 0.05) -> Tost:
+def tost(a, b, *, margin: float, paired: bool = False, alpha: float = ALPHA) -> Tost:
     """Equivalence test of ``mean(a) - mean(b)`` within ``(-margin, margin)``.
 
     Welch's t (unequal variances) for independent samples, the paired t otherwise; the
@@ -263,15 +304,9 @@ def tost(a, b, *, margin: float, paired: bool = False, alpha: float = 0.05) -> T
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(DifferenceEstimate):
     """Difference ``a - b`` of two groups' means with a two-sided t test (and optional TOST)."""
 
-    difference: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    se: float
-    df: float
     paired: bool
     n_a: int
     n_b: int
@@ -282,12 +317,8 @@ class Comparison:
     tost_ci_low: float
     tost_ci_high: float
 
-    def to_frame(self) -> pd.DataFrame:
-        """One-row DataFrame of the fields."""
-        return pd.DataFrame([asdict(self)])
 
-
-def compare_groups(a, b, *, paired: bool = False, confidence: float = 0.95, alpha: float = 0.05,
+def compare_groups(a, b, *, paired: bool = False, confidence: float = CONFIDENCE, alpha: float = ALPHA,
                    margin: float | None = None) -> Comparison:
     """Compare two groups of per-run values: difference a - b, t interval, two-sided p, TOST.
 

@@ -18,13 +18,16 @@ This module imports no torch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..errors import InputError
 from ..results import COMPARISON_COLUMNS
+from .defaults import CONFIDENCE
+from .estimate import DifferenceEstimate
 from .inference import compare_groups
 
 __all__ = ["LOSS_TOLERANCE", "LOSS_COLUMNS", "MatchedComparison", "LossAdjustedComparison",
@@ -53,7 +56,7 @@ def _reached(r, n: int, name: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class MatchedComparison:
+class MatchedComparison(DifferenceEstimate):
     """log q_a − log q_b over runs (Welch), beside the groups' training losses.
 
     ``difference`` etc. are on the log scale (exp(difference) is the ratio of geometric
@@ -63,12 +66,6 @@ class MatchedComparison:
     count runs excluded because they did not reach the target loss.
     """
 
-    difference: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    se: float
-    df: float
     n_a: int
     n_b: int
     loss_a: float
@@ -81,13 +78,9 @@ class MatchedComparison:
     confidence: float
     note: str | None
 
-    def to_frame(self) -> pd.DataFrame:
-        """One-row DataFrame of the fields."""
-        return pd.DataFrame([asdict(self)])
-
 
 def matched_comparison(q_a, loss_a, q_b, loss_b, *, reached_a=None, reached_b=None,
-                       tolerance: float = LOSS_TOLERANCE, confidence: float = 0.95) -> MatchedComparison:
+                       tolerance: float = LOSS_TOLERANCE, confidence: float = CONFIDENCE) -> MatchedComparison:
     """Compare a flatness quantity of two groups of runs, with their training losses beside it.
 
     Parameters
@@ -147,7 +140,7 @@ def matched_comparison(q_a, loss_a, q_b, loss_b, *, reached_a=None, reached_b=No
 
 
 @dataclass(frozen=True)
-class LossAdjustedComparison:
+class LossAdjustedComparison(DifferenceEstimate):
     """γ of log q = α + β log L + γ [group a] + e: the group difference at a common loss.
 
     ``difference``/``ci_low``/``ci_high``/``p_value`` (two-sided) are γ's, t on ``df`` =
@@ -156,12 +149,6 @@ class LossAdjustedComparison:
     given).
     """
 
-    difference: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    se: float
-    df: float
     slope: float
     slope_ci_low: float
     slope_ci_high: float
@@ -172,12 +159,8 @@ class LossAdjustedComparison:
     n_b: int
     confidence: float
 
-    def to_frame(self) -> pd.DataFrame:
-        """One-row DataFrame of the fields."""
-        return pd.DataFrame([asdict(self)])
 
-
-def loss_adjusted_comparison(q_a, loss_a, q_b, loss_b, *, confidence: float = 0.95) -> LossAdjustedComparison:
+def loss_adjusted_comparison(q_a, loss_a, q_b, loss_b, *, confidence: float = CONFIDENCE) -> LossAdjustedComparison:
     """Group difference of log q at a common training loss (OLS with a common loss slope).
 
     Raises
@@ -237,8 +220,8 @@ def training_loss_at(run, step: int) -> float | None:
     """A run's full-batch training loss at ``step``: its ``training.parquet`` row there, else
     run.json's ``probes[].train_loss``; None when neither logged it."""
     path = getattr(run, "path", None)
-    if path is not None and (path / "training.parquet").exists():
-        tr = run.optional_table("training.parquet")
+    if path is not None and (path / schema.TRAINING.file).exists():
+        tr = run.optional_table(schema.TRAINING.file)
         hit = tr.loc[tr["step"] == step, "train_loss"]
         if len(hit):
             return float(hit.iloc[0])
@@ -256,9 +239,9 @@ def target_reached(run) -> bool:
 
 def _flat_value(run, quantity: str, step: int, block) -> float | None:
     path = getattr(run, "path", None)
-    if path is None or not (path / "flatness.parquet").exists():
+    if path is None or not (path / schema.FLATNESS.file).exists():
         return None
-    t = run.optional_table("flatness.parquet")
+    t = run.optional_table(schema.FLATNESS.file)
     sel = (t["quantity"] == quantity) & (t["step"] == step)
     if "source" in t:
         sel &= t["source"].isna()
@@ -271,7 +254,7 @@ def _flat_value(run, quantity: str, step: int, block) -> float | None:
 
 
 def annotate_flatness_comparisons(comparisons: pd.DataFrame, runs, labels, sel: Mapping[str, int], *,
-                                  tolerance: float = LOSS_TOLERANCE, confidence: float = 0.95,
+                                  tolerance: float = LOSS_TOLERANCE, confidence: float = CONFIDENCE,
                                   network_of: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Add the groups' training losses and the loss-adjusted comparison to flatness rows.
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .defaults import ALPHA
 
 __all__ = ["PowerKind", "PowerResult", "power_analysis"]
 
@@ -158,7 +159,7 @@ def power_analysis(
     n_directions: Sequence[int] = (10, 20),
     n_samples: Sequence[int] = (100, 400),
     target_power: float = 0.8,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
     replicates: int = 200,
     slope_sd: float = 0.1,
     scatter: float = 0.2,

@@ -32,7 +32,6 @@ This module is the claim model; :mod:`varprinciple.report.study_page` only rende
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -43,8 +42,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import InputError
-from ..stats.inference import _tost_from  # the statistics layer's TOST on (difference, se, df)
-from ..stats.inference import holm
+from ..run_json import parse_run_name
+from ..stats.defaults import ALPHA, CONFIDENCE
+from ..stats.inference import holm, tost_from
 
 __all__ = ["ClaimKind", "Verdict", "ClaimSpec", "ClaimRow", "claims_table", "claims_frame", "verdict_of",
            "verdict_text", "label_fields", "CLAIM_TABLES"]
@@ -181,26 +181,9 @@ class ClaimRow:
 # ============================================================================ helpers
 
 
-_LABEL = re.compile(r"^(?P<method>[a-z+_]+?)(?:-lr(?P<lr>[0-9.eE+-]+?))?(?:-bs(?P<bs>\d+))?"
-                    r"(?:-drop(?P<drop>[0-9.eE+-]+))?$")
-
-
-def label_fields(label: str) -> dict:
-    """Method, lr, batch size and drop probability from a group label of ``collect``
-    (``sgd+dropout-lr0.1-bs32-drop0.1``); missing parts are None.
-
-    Examples
-    --------
-    >>> label_fields("sgd+dropout-lr0.1-bs32-drop0.1")
-    {'method': 'sgd+dropout', 'lr': 0.1, 'batch_size': 32, 'drop_prob': 0.1}
-    >>> label_fields("gd-lr0.4")["lr"]
-    0.4
-    """
-    m = _LABEL.match(str(label))
-    if not m:
-        return {"method": None, "lr": None, "batch_size": None, "drop_prob": None}
-    return {"method": m["method"], "lr": float(m["lr"]) if m["lr"] else None,
-            "batch_size": int(m["bs"]) if m["bs"] else None, "drop_prob": float(m["drop"]) if m["drop"] else None}
+#: Method, lr, batch size and drop probability of a group label (its one parser, beside the
+#: builder of run names: :func:`varprinciple.run_json.parse_run_name`).
+label_fields = parse_run_name
 
 
 def _num(x) -> float | None:
@@ -353,7 +336,7 @@ def _p_value(kind: ClaimKind, est, se, df, null, margin, alpha) -> float | None:
         return float(sps.t.sf((est - null) / se, df))
     if kind is ClaimKind.LESS:
         return float(sps.t.cdf((est - null) / se, df))
-    p = _tost_from(est - null, se, df, margin, alpha).p_value
+    p = tost_from(est - null, se, df, margin=margin, alpha=alpha).p_value
     return float(p) if math.isfinite(p) else None
 
 
@@ -397,8 +380,8 @@ def verdict_text(v: Verdict | str, margin: float | None) -> str:
     return v.value
 
 
-def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *, alpha: float = 0.05,
-                 confidence: float = 0.95) -> list[ClaimRow]:
+def claims_table(results: Mapping[str, Mapping], claims: Sequence[ClaimSpec], *, alpha: float = ALPHA,
+                 confidence: float = CONFIDENCE) -> list[ClaimRow]:
     """The claims table from results JSONs (one per experiment).
 
     Parameters

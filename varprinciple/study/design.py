@@ -29,6 +29,8 @@ from scipy import optimize
 from scipy import stats as sps
 
 from ..errors import InputError
+from ..stats.defaults import ALPHA
+from ..stats.inference import tost_p
 
 __all__ = ["welch_mde", "tost_power", "DesignResult", "design_summary"]
 
@@ -48,7 +50,7 @@ def _se_df(n, sd, kind):
     return (sd * np.sqrt(2.0 / n), 2 * n - 2) if kind == "welch" else (sd / np.sqrt(n), n - 1)
 
 
-def welch_mde(n: int, sd: float, *, alpha: float = 0.05, power: float = 0.8, kind: str = "welch") -> float:
+def welch_mde(n: int, sd: float, *, alpha: float = ALPHA, power: float = 0.8, kind: str = "welch") -> float:
     """Minimum detectable difference of a two-sided t test with ``n`` runs per arm.
 
     Examples
@@ -67,14 +69,7 @@ def welch_mde(n: int, sd: float, *, alpha: float = 0.05, power: float = 0.8, kin
     return float(optimize.brentq(f, 1e-9, 15 * se))
 
 
-def _tost_p(d, se_hat, df, margin):
-    """The statistics layer's TOST p (max of the two one-sided t p-values), vectorised."""
-    p_lo = sps.t.sf((d + margin) / se_hat, df)
-    p_up = sps.t.cdf((d - margin) / se_hat, df)
-    return np.maximum(p_lo, p_up)
-
-
-def tost_power(n: int, sd: float, margin: float, *, alpha: float = 0.05, true_difference: float = 0.0,
+def tost_power(n: int, sd: float, margin: float, *, alpha: float = ALPHA, true_difference: float = 0.0,
                kind: str = "welch", family_size: int = 1, reps: int = 200_000,
                rng: np.random.Generator | None = None) -> tuple[float, float]:
     """Power of the applied TOST rule (equivalence within ``±margin``, Holm over
@@ -108,7 +103,7 @@ def tost_power(n: int, sd: float, margin: float, *, alpha: float = 0.05, true_di
         d = rng.normal(true_difference, sd / np.sqrt(n), shape)
         se_hat = sd / np.sqrt(n) * np.sqrt(rng.chisquare(n - 1, shape) / (n - 1))
         df = float(n - 1)
-    p = _tost_p(d, se_hat, df, margin)
+    p = tost_p(d, se_hat, df, margin)
     if m > 1:
         from ..stats.inference import holm
         p = np.apply_along_axis(holm, 1, p) if reps * m <= 50_000 else _holm_rows(p)
@@ -176,7 +171,7 @@ class DesignResult:
         return "\n".join(lines)
 
 
-def design_summary(*, sd: float, n: int, margins: dict, alpha: float = 0.05, target_power: float = 0.8,
+def design_summary(*, sd: float, n: int, margins: dict, alpha: float = ALPHA, target_power: float = 0.8,
                    kind: str = "welch", grid=(3, 4, 5, 6, 8, 10, 12, 15), seed: int = 0, family_size: int = 1,
                    family: str | None = None, reps: int = 100_000) -> DesignResult:
     """TOST power of the applied rule at each margin and the MDE over a grid of runs per arm.

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
+from ..stats.defaults import ALPHA, CONFIDENCE, RESAMPLES
 from .claims import ClaimSpec
 
 __all__ = ["Experiment", "StudyManifest", "load_manifest"]
@@ -120,7 +121,7 @@ def load_manifest(path: str | os.PathLike) -> StudyManifest:
     vals = {k: _typed(path, "study", k, st[k], t) for k, t in _STUDY_KEYS.items() if k in st}
     if "name" not in vals:
         raise _err(path, "[study] name: required")
-    conf, alpha = vals.get("confidence", 0.95), vals.get("alpha", 0.05)
+    conf, alpha = vals.get("confidence", CONFIDENCE), vals.get("alpha", ALPHA)
     if not 0 < conf < 1:
         raise _err(path, f"[study] confidence: must be in (0, 1); got {conf}")
     if not 0 < alpha < 0.5:
@@ -195,7 +196,7 @@ def load_manifest(path: str | os.PathLike) -> StudyManifest:
                 raise _err(path, f"[[claim]] {c.id}: control {x!r} is not a declared claim id")
     return StudyManifest(path=path, name=vals["name"], title=vals.get("title", vals["name"]),
                          workers=vals.get("workers", 2), confidence=conf, alpha=alpha,
-                         resamples=vals.get("resamples", 999), quick_resamples=vals.get("quick_resamples", 0),
+                         resamples=vals.get("resamples", RESAMPLES), quick_resamples=vals.get("quick_resamples", 0),
                          seed=vals.get("seed", 0), margins=margins, margin_why=why, power=power,
                          experiments=tuple(exps), claims=tuple(claims), raw=raw,
                          limits=" ".join(vals.get("limits", "").split()))

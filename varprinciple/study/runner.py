@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import resource
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import provenance
 from ..io import write_json
 from .claims import ClaimRow, claims_frame, claims_table
 from .design import DesignResult, design_summary
@@ -210,9 +209,8 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
     wall = time.perf_counter() - t0
     statement = {
         "study": m.name, "manifest": str(m.path), "quick": quick, "command": command,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "device": device, "workers": workers, "torch_threads_per_run": 1},
+        "created": provenance.created(),
+        "machine": {**provenance.machine(), "device": device, "workers": workers, "torch_threads_per_run": 1},
         "wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "experiments": timing,
         "margins": dict(m.margins), "margin_why": dict(m.margin_why), "power": dict(m.power),
         "alpha": m.alpha, "confidence": m.confidence, "resamples": resamples,

@@ -10,6 +10,7 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from ...errors import ConfigError
+from ..probe_settings import DEFAULT_MEMORY_BUDGET_MB
 from ..progress import tick, ticking
 from ._common import _BYTES, _CACHE_BYTES, NoiseDraws, chunk_for as _chunk_for, project
 from .dropout_sites import DropoutSites
@@ -42,7 +43,7 @@ def dropout_gradients(sites: DropoutSites, masks: tuple[torch.Tensor, ...], *,
 
 
 def dropout_cut_tangents(sites: DropoutSites, directions: torch.Tensor, *,
-                         memory_budget_mb: float = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+                         memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> tuple[torch.Tensor, torch.Tensor]:
     """The first dropout site's tensor ``h0`` ``(n, *shape)`` (dropout off) and its directional
     derivatives ``T[j] = J_h v_j`` ``(d, n, *shape)`` by forward-mode AD (mask-independent)."""
     pm = sites.pm
@@ -93,7 +94,7 @@ def _cut_projections(sites: DropoutSites, keeps: tuple[torch.Tensor, ...], direc
 
 def dropout_noise(sites: DropoutSites, directions: torch.Tensor, *, gradient: torch.Tensor,
                   n_samples: int, generator: torch.Generator, n_full: int = 0,
-                  memory_budget_mb: float = 2048, method: str = "auto",
+                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, method: str = "auto",
                   trace_samples: int = 32) -> NoiseDraws:
     """``n_samples`` dropout noise draws :math:`\\nabla R_{drop}(\\theta,\\eta_k) - \\nabla R_S`
     projected on ``directions``, batched over draws in chunks sized by the memory budget.

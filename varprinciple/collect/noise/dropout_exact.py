@@ -31,6 +31,7 @@ import torch
 from torch.func import grad, vmap
 
 from ...errors import ConfigError
+from ..probe_settings import DEFAULT_MEMORY_BUDGET_MB
 from ..progress import tick
 
 __all__ = ["DropoutPairMoments", "dropout_pair_moments", "pair_chunk"]
@@ -84,7 +85,7 @@ def pair_chunk(pm, memory_budget_mb: float) -> int:
 
 
 def dropout_pair_moments(sites, directions: torch.Tensor, *, generator: torch.Generator,
-                         n_groups: int = 64, memory_budget_mb: float = 2048,
+                         n_groups: int = 64, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
                          chunk: int | None = None) -> DropoutPairMoments:
     """Exact-moment estimates of dropout noise from two independent masks per sample.
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError
+from ..probe_settings import DEFAULT_MEMORY_BUDGET_MB
 from ..progress import tick
 from ._common import _BYTES, NoiseDraws, chunk_for as _chunk_for, project
 
@@ -15,7 +16,7 @@ __all__ = ["isotropic_noise"]
 
 
 def isotropic_noise(D: int, directions: torch.Tensor, *, trace: float, n_samples: int,
-                    generator: torch.Generator, n_full: int = 0, memory_budget_mb: float = 2048,
+                    generator: torch.Generator, n_full: int = 0, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
                     of: str = "sgd") -> NoiseDraws:
     """Isotropic control: ``n_samples`` vectors :math:`\\xi\\sim N(0, (\\mathrm{tr}\\,C/D) I_D)`
     through :func:`project`. Its exact variance along a unit direction is ``trace / D``.

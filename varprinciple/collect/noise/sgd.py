@@ -11,6 +11,7 @@ from torch.func import grad, jvp, vmap
 
 from ...errors import ConfigError
 from .._model import ProbedModel
+from ..probe_settings import DEFAULT_MEMORY_BUDGET_MB
 from ..progress import tick
 from ._common import _BYTES, NoiseDraws, chunk_for as _chunk_for
 
@@ -38,7 +39,7 @@ class PerSampleProjections:
 
 
 def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tensor,
-                           memory_budget_mb: float = 2048, method: str = "auto",
+                           memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, method: str = "auto",
                            chunk: int | None = None, keep: bool = False) -> PerSampleProjections:
     """Directional derivatives ``P = G V`` of the per-sample losses, chunked by memory.
 
@@ -137,7 +138,7 @@ def sgd_subsets(n: int, B: int, K: int, *, generator: torch.Generator) -> torch.
 
 def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tensor, batch_size: int,
               n_samples: int, generator: torch.Generator, n_full: int = 0,
-              memory_budget_mb: float = 2048, method: str = "auto",
+              memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, method: str = "auto",
               exact_variance: bool = True) -> NoiseDraws:
     """``n_samples`` SGD noise draws :math:`\\nabla R_B - \\nabla R_S` projected on ``directions``.
 
