@@ -169,3 +169,46 @@ def test_psi_analysis_reports_refusals_per_run_and_group(tmp_path):
     comp = rec["r1"]["components"]
     assert comp[0]["tau"] is None and comp[0]["drift"] and comp[-1]["n_eff"] < comp[1]["n_eff"]
     assert rec["r3"]["refused"] is True and rec["r1"]["lever_arm"] == pytest.approx(1.0)
+
+
+def test_censored_width_as_pandas_na_and_the_summary_shows_per_run_psi(tmp_path):
+    # a writer using pandas' nullable Float64 stores a censored width as <NA> (valid per the
+    # schema: width null when censored); the analysis must read it, and the printed summary
+    # must show each run's psi with n_eff_min, lever arm and the refusal reason
+    from varprinciple.stats import analyze
+    from varprinciple.stats._summary import format_summary
+
+    for i, eta in enumerate((0.05, 0.05, 0.0005)):
+        P, F, flags, _ = simulate("flat", lam=LAM, eta=eta, every=10, n_snapshots=600,
+                                  rng=np.random.default_rng(300 + i))
+        d = write_run(tmp_path / f"r{i}", f"r{i}", P, F, flags, every=10)
+        pcs = pd.read_parquet(d / "trajectory.parquet")
+        pcs["width"] = pcs["width"].astype("Float64")
+        pcs.loc[len(pcs) - 1, "width"] = pd.NA          # the flattest PC's width censored
+        pcs.to_parquet(d / "trajectory.parquet")
+        _write_minimal_noise_tables(d, np.random.default_rng(400 + i), scale=1.0 + 0.1 * i)
+    res = analyze(tmp_path, resamples=99)
+    recs = {r["run_id"]: r for r in res.extra["variance_flatness"]}
+    assert recs["r0"]["components"][-1]["width"] is None and np.isfinite(recs["r0"]["psi"])
+    assert recs["r2"]["refused"] and recs["r2"]["note"].startswith("no interval: n_eff")
+    text = format_summary(res)
+    assert "ψ per run" in text and "n_eff_min" in text and "lever arm" in text
+    psi_part = text.split("ψ per run", 1)[1].split("\n\n", 1)[0]
+    line = next(ln for ln in psi_part.splitlines() if ln.strip().startswith("r2 "))
+    assert "no interval: n_eff" in line
+
+
+def _write_minimal_noise_tables(d, rng, k=6, K=30, scale=1.0):
+    """eigen.parquet and noise.parquet (the required log tables), written with pyarrow alone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lam = scale * np.geomspace(5.0, 0.05, k)
+    pq.write_table(pa.table({"step": pa.array(np.zeros(k, np.int64)), "rank": pa.array(np.arange(k, dtype=np.int64)),
+                             "eigenvalue": pa.array(lam)}), d / "eigen.parquet")
+    vals = rng.standard_normal((K, k)) * np.sqrt(lam)
+    pq.write_table(pa.table({"step": pa.array(np.zeros(K * k, np.int64)), "source": pa.array(["sgd"] * (K * k)),
+                             "basis": pa.array(["hessian"] * (K * k)),
+                             "direction": pa.array(np.tile(np.arange(k, dtype=np.int64), K)),
+                             "sample": pa.array(np.repeat(np.arange(K, dtype=np.int64), k)),
+                             "value": pa.array(vals.ravel())}), d / "noise.parquet")

@@ -20,12 +20,14 @@ def _f(x, nd: int = 3) -> str:
 
 
 def _p(x) -> str:
-    if x is None or not np.isfinite(x):
+    if x is None or pd.isna(x) or not np.isfinite(x):
         return "-"
     return "<1e-4" if x < 1e-4 else f"{x:.4f}"
 
 
 def _ci(lo, hi) -> str:
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return "-"
     return f"[{_f(lo)}, {_f(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "-"
 
 
@@ -93,6 +95,17 @@ def format_summary(res) -> str:
         rows = [{"group": r.group, "quantity": r.quantity, "source": r.source if isinstance(r.source, str) else "-",
                  "mean": _f(r.estimate), f"{conf}% CI": _ci(r.ci_low, r.ci_high), "n_runs": r.n_runs}
                 for r in res.flatness.itertuples(index=False)]
+        out.append(_table(rows))
+    psi_runs = [r for r in res.extra.get("variance_flatness", []) if isinstance(r, dict)]
+    if psi_runs:
+        out.append("")
+        out.append(f"ψ per run (σ² ∝ F^-ψ over the non-drift PCs; {conf}% CI, p one-sided ψ > 0; n_eff_min: smallest "
+                   "effective sample size along a fitted PC; lever arm: decades of F spanned; docs/flatness.md):")
+        rows = [{"run": r.get("run_id"), "group": r.get("group"), "psi": _f(r.get("psi")),
+                 f"{conf}% CI": _ci(r.get("ci_low"), r.get("ci_high")), "p": _p(r.get("p_value")),
+                 "n_eff_min": _f(r.get("n_eff_min"), 1), "lever arm": _f(r.get("lever_arm"), 2),
+                 "note": r.get("note") or r.get("problem") or ""}
+                for r in psi_runs]
         out.append(_table(rows))
     out.append("")
     margin = s["equivalence_margin"]

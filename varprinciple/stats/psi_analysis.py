@@ -67,7 +67,14 @@ def _table(run, name):
 
 
 def _float(x):
-    return None if x is None or not np.isfinite(x) else float(x)
+    """A finite float or None (None, NaN, inf and pandas' NA of nullable columns alike)."""
+    if x is None or x is pd.NA:
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
 
 
 def _window_notes(meta: Mapping, note: str | None) -> dict:
