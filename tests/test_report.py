@@ -682,3 +682,14 @@ def test_comparisons_table_shows_effect_sizes_and_adjusted_tost(tmp_path):
         assert_est_ci(est_ci, c["effect_size"], c["effect_size_ci_low"], c["effect_size_ci_high"])
         assert_est_ci(cells[-1], c["prob_superiority"], c["prob_superiority_ci_low"], c["prob_superiority_ci_high"])
     assert "Bonett's d" in md and "Holm TOST p: the TOST p-values adjusted" in md
+
+
+def test_latex_escape_maps_any_note_text_to_ascii():
+    # notes are free text from the statistics (section signs, Greek letters, arrows): LaTeX output
+    # must stay ASCII whatever they hold (known symbols mapped, others decomposed or named)
+    from varprinciple.report.format import latex_escape
+
+    text = "docs §5.3: τ 12, φ̂ → 0.9, n_eff ≠ T, ā, ½, 中"
+    out = latex_escape(text)
+    assert all(ord(c) < 128 for c in out), out
+    assert r"\S{}5.3" in out and r"$\tau$" in out and r"$\rightarrow$" in out and "cjk" in out

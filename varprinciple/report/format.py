@@ -22,6 +22,7 @@ import html
 import io
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -329,6 +330,12 @@ _LATEX_SPECIAL = {
     "σ": r"$\sigma$", "∝": r"$\propto$", "²": r"$^2$", "≈": r"$\approx$", "·": r"$\cdot$",
     "−": "$-$", "’": "'", "“": "``", "”": "''", "Σ": r"$\Sigma$", "≪": r"$\ll$", "≫": r"$\gg$",
     "\u0304": "",  # combining macron (b̄): dropped
+    "\u0302": "",  # combining circumflex (ψ̂): dropped
+    # symbols the statistics' notes use (free text from the results JSON)
+    "§": r"\S{}", "τ": r"$\tau$", "φ": r"$\varphi$", "θ": r"$\theta$", "μ": r"$\mu$", "δ": r"$\delta$",
+    "Δ": r"$\Delta$", "Φ": r"$\Phi$", "γ": r"$\gamma$", "β": r"$\beta$", "Γ": r"$\Gamma$", "χ": r"$\chi$",
+    "η": r"$\eta$", "κ": r"$\kappa$", "→": r"$\rightarrow$", "√": r"$\surd$", "≠": r"$\neq$", "…": r"\ldots{}",
+    "‘": "`", "½": r"$\frac{1}{2}$", "³": r"$^3$", "⁶": r"$^6$", "∞": r"$\infty$", "\u00a0": "~",
 }
 
 
@@ -342,7 +349,16 @@ def latex_escape(text: str) -> str:
     >>> latex_escape("p < .001, λ")
     'p $<$ .001, $\\lambda$'
     """
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    out = []
+    for ch in str(text):
+        if ch in _LATEX_SPECIAL:
+            out.append(_LATEX_SPECIAL[ch])
+        elif ord(ch) < 128:
+            out.append(ch)
+        else:  # any other symbol: its ASCII decomposition (ā -> a), else its Unicode name
+            base = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+            out.append(base or f"[{unicodedata.name(ch, 'U+%04X' % ord(ch)).lower()}]")
+    return "".join(out)
 
 
 def to_latex(table: ReportTable, *, label: str | None = None) -> str:

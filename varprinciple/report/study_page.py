@@ -153,7 +153,7 @@ def summarize_claims(rows: Sequence[ClaimRow], *, confidence: float = 0.95) -> l
         var = np.array([r.se ** 2 for r in ok])
         with np.errstate(invalid="ignore"):  # statsmodels also computes HKSJ variants, NaN for few units (unused)
             res = combine_effects(eff, var, method_re="dl", alpha=1 - confidence)
-        lo, hi = res.conf_int(alpha=1 - confidence, use_t=False)[1]
+            lo, hi = res.conf_int(alpha=1 - confidence, use_t=False)[1]
         out.append(ClaimSummary(**kw, pooled=float(res.mean_effect_re), ci_low=float(lo), ci_high=float(hi),
                                 tau2=float(res.tau2), i2=float(res.i2)))
     return out
