@@ -146,9 +146,8 @@ def _robust_fields(vals: np.ndarray, nets: list, confidence: float, notes: list[
         notes.append(f"outlying network(s) {names} (modified z > {OUTLIER_Z}): the t interval's SD includes "
                      f"them; the median {r.median:.3g} and the signed-rank p {r.signrank_p:.3g} beside it do not "
                      "lean on them")
-    if vals.size >= 2 and not np.isfinite(r.median_ci_low):
-        notes.append(f"no median interval: {vals.size} networks are too few for a {confidence:.0%} "
-                     "order-statistic interval")
+    # a missing median interval (too few networks for an order-statistic interval at this
+    # level) is no caveat on the row's own numbers: median_ci_low/high are simply null
     return out
 
 
