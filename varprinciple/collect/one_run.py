@@ -75,10 +75,9 @@ def _trajectory(model, loss, X, y, g, t, traj, start_step: int, progress: bool, 
                              max_memory_mb=traj["max_memory_mb"], momentum=t["momentum"],
                              weight_decay=t["weight_decay"], start_step=start_step, progress=progress,
                              sampler=t.get("sampler", "epochs"), dynamics=dynamics, walk_sd=walk_sd,
-                             settle_steps=traj.get("settle_steps", 0), plateau_tol=traj.get("plateau_tol"),
-                             plateau_steps=traj.get("plateau_steps", 500),
-                             max_settle_steps=traj.get("max_settle_steps", 20000),
-                             window_n_eff=traj.get("window_n_eff"), max_window=traj.get("max_window", 200000))
+                             # the [trajectory] window keys, resolved with their defaults by the config
+                             **{k: traj[k] for k in ("settle_steps", "plateau_tol", "plateau_steps",
+                                                     "max_settle_steps", "window_n_eff", "max_window")})
     for name, frame in res.tables().items():
         tables[name] = _concat([tables.get(name), frame])
     return {"window": traj["window"], "every": traj["every"], "params": traj["params"],
