@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -154,6 +153,22 @@ def test_refused_interval_keeps_its_note():
     row.update(ci_low=None, ci_high=None, se=None, df=None, note="no interval: n_eff 4 < 10")
     rows = claims_table({"e": _res([row])}, [_spec()])
     assert rows[0].verdict == "not evaluated" and rows[0].note.startswith("no interval: n_eff 4 < 10")
+
+
+def test_interval_withheld_by_the_statistics_is_not_rebuilt_from_se():
+    # the statistics layer refuses a group interval (rare large draws) by nulling CI and p but
+    # keeps se/df; the claim must not rebuild the interval from them, give it a verdict, or let
+    # its p into the Holm family
+    refused = _group("sgd-lr0.1-bs32", "sgd", 0.9, 0.1)
+    refused.update(ci_low=None, ci_high=None, p_value=None, note="no interval or p: rare large draws")
+    sound = _group("dropout-lr0.1-drop0.1", "dropout", 0.5, 0.1)
+    specs = [_spec(), _spec(id="b_dropout", text="dropout b > 0", select={"source": "dropout"})]
+    rows = {r.claim_id: r for r in claims_table({"e": _res([refused, sound])}, specs)}
+    r = rows["b_sgd"]
+    assert r.verdict == "not evaluated" and r.ci_low is None and r.ci_high is None and r.p_value is None
+    assert r.note.startswith("no interval or p: rare large draws")
+    assert rows["b_dropout"].verdict == "supported"
+    assert rows["b_dropout"].p_holm == pytest.approx(rows["b_dropout"].p_value)  # a family of one
 
 
 def test_every_note_field_travels_with_the_claim_row():

@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
@@ -236,16 +235,19 @@ def _group_label(row: Mapping) -> str | None:
 
 
 def _stat(est, se, df, ci_low, ci_high, n_runs, conf) -> tuple:
-    """(estimate, se, df, ci_low, ci_high, note): the row's own se/df; only a row without them
-    (the flatness table's) is read as a t interval over its n_runs with df = n_runs − 1."""
-    note = None
+    """(estimate, se, df, ci_low, ci_high): the row's own se/df; only a row without them
+    (the flatness table's) is read as a t interval over its n_runs with df = n_runs − 1.
+
+    A row whose interval the statistics withheld (null CI: refused, with its reason in the
+    row's note) keeps no interval here either: its se is dropped, so it gets no p and no
+    verdict, instead of an interval rebuilt from se/df around the refusal.
+    """
     if se is None and df is None and n_runs is not None and n_runs >= 2 and ci_low is not None \
             and ci_high is not None:
         df = float(n_runs - 1)
         se = (ci_high - ci_low) / (2 * sps.t.ppf(0.5 + conf / 2, df))
-    if se is not None and df is not None and (ci_low is None or ci_high is None) and est is not None:
-        h = sps.t.ppf(0.5 + conf / 2, df) * se
-        ci_low, ci_high = est - h, est + h
+    if ci_low is None or ci_high is None:
+        se = None
     return est, se, df, ci_low, ci_high
 
 
