@@ -29,7 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .. import schema
 from ..errors import ConfigError, InputError
 from ._model import ProbedModel, resolve_dtype
-from .blocks import LAYERS, ParameterBlock, block_random_directions, embed, resolve_blocks
+from .blocks import ParameterBlock, block_random_directions, embed, resolve_blocks
 from .curvature import (BlockHessianOperator, EigenResult, HessianOperator, hessian_chunk, hessian_graph_bytes,
                         top_eigenpairs)
 from .flatness import flatness_frame, hutchinson_trace

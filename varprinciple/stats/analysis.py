@@ -30,7 +30,7 @@ from ..results import (COMPARISON_COLUMNS, DIRECTION_COLUMNS, FLATNESS_COLUMNS, 
                        int_or_null, results_dict, write_results)
 from ._resampling import Resampler
 from .comparisons import CONTROL_SOURCES, MAX_DEFAULT_GROUPS, Quantity, comparison_rows, parse_compare
-from .defaults import ALPHA, CONFIDENCE, MAX_RESAMPLES, RESAMPLES, check_resamples
+from .defaults import ALPHA, CONFIDENCE, RESAMPLES, check_resamples
 from .flatness import flatness_rows
 from .group_level import analysed_steps, at_analysed_step, curvature_alignment_rows, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
