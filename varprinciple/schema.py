@@ -379,11 +379,13 @@ EXACT_VARIANCE = register_optional_table(TableSpec(
         ColumnSpec("variance", "float64", nonnegative=True),
         ColumnSpec("block", "string", required=False, nullable=True),
         ColumnSpec("se", "float64", required=False, nullable=True, nonnegative=True),
+        ColumnSpec("group_variance", "list<float32>", required=False, nullable=True, finite=False),
     ),
     "Noise variance along each probed direction from its exact formula: SGD's from the per-sample "
     "gradients (exact), dropout's unbiased two-masks-per-sample estimate (sampling error far below "
     "the K draws'); optional `se`: the standard error of an estimated variance (dropout; null when "
-    "exact).",
+    "exact); optional `group_variance`: the estimate's contributions of J random groups of samples "
+    "(float64 list summing to `variance`; dropout), from which the statistics fit b without draws.",
     unique_key=("step", "source", "block", "basis", "direction"),
 ))
 

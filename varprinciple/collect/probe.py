@@ -120,7 +120,7 @@ def _noise_frame(step: int, draws: NoiseDraws, k: int, m: int) -> pd.DataFrame:
 
 
 def _exact_frame(step: int, draws: NoiseDraws, k: int, m: int) -> pd.DataFrame:
-    return pd.DataFrame({
+    df = pd.DataFrame({
         "step": np.full(k + m, step, dtype=np.int64),
         "source": draws.source,
         "basis": ["hessian"] * k + ["random"] * m,
@@ -130,6 +130,9 @@ def _exact_frame(step: int, draws: NoiseDraws, k: int, m: int) -> pd.DataFrame:
         "se": (np.full(k + m, np.nan) if draws.exact_variance_se is None
                else np.asarray(draws.exact_variance_se, dtype=np.float64)),
     })
+    if draws.exact_variance_groups is not None:  # per direction its J group contributions (dropout)
+        df["group_variance"] = list(np.asarray(draws.exact_variance_groups, dtype=np.float64).T)
+    return df
 
 
 def _block_directions(op: HessianOperator, pblocks: list[ParameterBlock], V: torch.Tensor, layout: list,
@@ -158,8 +161,9 @@ def _split(draws: NoiseDraws, layout: list):
     for name, kb, mb, c0 in layout:
         ev = None if draws.exact_variance is None else draws.exact_variance[c0:c0 + kb + mb]
         es = None if draws.exact_variance_se is None else draws.exact_variance_se[c0:c0 + kb + mb]
+        eg = None if draws.exact_variance_groups is None else draws.exact_variance_groups[:, c0:c0 + kb + mb]
         yield name, kb, mb, replace(draws, values=draws.values[:, c0:c0 + kb + mb], exact_variance=ev,
-                                    exact_variance_se=es)
+                                    exact_variance_se=es, exact_variance_groups=eg)
 
 
 def _probe_iv(model, loss, X, y, settings, step, generator, v0):

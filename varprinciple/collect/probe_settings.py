@@ -57,8 +57,8 @@ PROBE_KEYS: dict[str, ConfigKey] = {
     "memory_budget_mb": ConfigKey("int", 2048, "working-memory budget of a probe: HVPs, per-sample "
                                   "gradients and dropout draws are chunked over data to fit it", lo=1),
     "dropout_samples": ConfigKey("int", None, "sampled dropout draws K (default: n_samples); with "
-                                 "exact_variance the exact moments do not need them, so fewer suffice",
-                                 lo=2),
+                                 "exact_variance the exact moments do not need them, so fewer suffice; 0: "
+                                 "none (b from the exact variances, docs/probes.md)", lo=0),
     "at_start": ConfigKey("bool", False, "also probe step 0 (the initialisation, before training)"),
     "frozen_batchnorm": ConfigKey("bool", False, "allow BatchNorm layers, probed in eval mode with "
                                   "their running statistics frozen"),
@@ -144,7 +144,10 @@ class ProbeSettings:
         per sample (:mod:`.noise.dropout_exact`; about two per-sample-gradient passes).
     dropout_samples : int or None
         Sampled dropout draws ``K`` (None: ``n_samples``). With ``exact_variance`` the
-        exact moments no longer come from the draws, so a smaller ``K`` is a cheaper choice.
+        exact moments no longer come from the draws, so a smaller ``K`` is a cheaper choice;
+        0 (needs ``exact_variance``) samples none: the statistics fit b from the exact
+        variances and their per-group contributions (``docs/probes.md``), and the source
+        costs about two per-sample-gradient passes.
     hutchinson_probes : int
         Rademacher probes for the deflated Hutchinson estimate of Tr(H) (>= 2).
     tr_hc_samples : int
@@ -247,8 +250,12 @@ class ProbeSettings:
             raise ConfigError(f"`frozen_batchnorm` must be true or false; got {self.frozen_batchnorm!r}.")
         if not isinstance(self.exact_variance, bool):
             raise ConfigError(f"`exact_variance` must be true or false; got {self.exact_variance!r}.")
-        if self.dropout_samples is not None and (not _is_int(self.dropout_samples) or self.dropout_samples < 2):
-            raise ConfigError(f"`dropout_samples` must be an integer >= 2 or unset; got {self.dropout_samples!r}.")
+        if self.dropout_samples is not None and (not _is_int(self.dropout_samples) or self.dropout_samples == 1
+                                                 or self.dropout_samples < 0):
+            raise ConfigError(f"`dropout_samples` must be 0 or an integer >= 2 or unset; got {self.dropout_samples!r}.")
+        if self.dropout_samples == 0 and not self.exact_variance:
+            raise ConfigError("`dropout_samples` = 0 (no sampled dropout draws) needs `exact_variance` = true: the "
+                              "statistics then use the exact two-mask variances.")
         if not tr_hc_in_range(self.tr_hc_samples, self.n_samples):
             raise ConfigError(f"`tr_hc_samples` must be 0 or in [3, n_samples={self.n_samples}]; "
                               f"got {self.tr_hc_samples}.")

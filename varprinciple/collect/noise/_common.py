@@ -65,6 +65,9 @@ class NoiseDraws:
         two-mask estimate (dropout).
     exact_variance_se : ndarray or None, ``(d,)``
         Standard error of ``exact_variance`` when it is an estimate (dropout); None when exact.
+    exact_variance_groups : ndarray or None, ``(J, d)``
+        Contributions of ``J`` random groups of samples to ``exact_variance`` (they sum to it;
+        dropout), from which the statistics' jackknife takes the sampling error of b.
     """
 
     source: str
@@ -76,6 +79,7 @@ class NoiseDraws:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     exact_variance_se: np.ndarray | None = None
+    exact_variance_groups: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:

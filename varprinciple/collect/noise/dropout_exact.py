@@ -47,7 +47,8 @@ class DropoutPairMoments:
     ----------
     variance, variance_se : ndarray, ``(d,)``
         :math:`v_j^\\top C_{drop} v_j` per direction (column of the directions given) and its
-        standard error (from the group sums).
+        standard error (from the group sums; unreliable with few or dominating samples: the
+        statistics use ``group_variance``'s jackknife instead, docs/statistics.md §1.4).
     trace, trace_se : float
         :math:`\\mathrm{Tr}\\,C_{drop}` and its standard error (from the group sums).
     group_trace : ndarray, ``(J,)``
@@ -60,6 +61,8 @@ class DropoutPairMoments:
     chunk : int
         Samples per ``vmap`` chunk.
     seconds : float
+    group_variance : ndarray, ``(J, d)``
+        Per-group contributions to ``variance`` (they sum to it).
     """
 
     variance: np.ndarray
@@ -71,6 +74,7 @@ class DropoutPairMoments:
     n: int
     chunk: int
     seconds: float
+    group_variance: np.ndarray | None = None
 
     @property
     def n_groups(self) -> int:
@@ -179,4 +183,4 @@ def dropout_pair_moments(sites, directions: torch.Tensor, *, generator: torch.Ge
     gv = (gu2 / norm).cpu().numpy()
     vse = np.sqrt(J * gv.var(axis=0, ddof=1)) if J > 1 else np.full(gv.shape[1], np.nan)
     return DropoutPairMoments(gv.sum(0), vse, float(trace), se, gt, W, n, c,
-                              time.perf_counter() - t0)
+                              time.perf_counter() - t0, gv)

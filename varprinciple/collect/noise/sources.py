@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
+from ._common import NoiseDraws
 from .dropout import DropoutSites, dropout_noise
 from .dropout_exact import dropout_pair_moments
 from .isotropic import isotropic_noise
@@ -45,11 +48,18 @@ class DropoutSource(NoiseSourceBase):
         if s.exact_variance:
             pairs = dropout_pair_moments(self.sites, ctx.directions, generator=ctx.generator,
                                          n_groups=s.tr_hc_samples, memory_budget_mb=s.memory_budget_mb)
-        nd = dropout_noise(self.sites, ctx.directions, gradient=ctx.op.gradient, n_samples=s.n_dropout,
-                           generator=ctx.generator, n_full=0 if pairs is not None else ctx.n_full,
-                           memory_budget_mb=s.memory_budget_mb, trace_samples=4 if pairs is not None else 32)
+        if s.n_dropout == 0:  # exact moments only (ProbeSettings guarantees pairs)
+            d = ctx.directions.shape[1]
+            nd = NoiseDraws("dropout", np.zeros((0, d)), ctx.op.gradient.new_zeros((0, ctx.pm.n_params)),
+                            pairs.trace, False, extra={"sites": [x[0] for x in self.sites.sites],
+                                                       "drop_probs": self.sites.drop_probs})
+        else:
+            nd = dropout_noise(self.sites, ctx.directions, gradient=ctx.op.gradient, n_samples=s.n_dropout,
+                               generator=ctx.generator, n_full=0 if pairs is not None else ctx.n_full,
+                               memory_budget_mb=s.memory_budget_mb, trace_samples=4 if pairs is not None else 32)
         if pairs is not None:
             nd = replace(nd, trace=pairs.trace, exact_variance=pairs.variance, exact_variance_se=pairs.variance_se,
+                         exact_variance_groups=pairs.group_variance,
                          extra={**nd.extra, "pairs": pairs, "pair_chunk": pairs.chunk, "pair_seconds": pairs.seconds})
         return nd
 
