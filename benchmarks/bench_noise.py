@@ -6,6 +6,7 @@ Run::
     PYTHONPATH=. python benchmarks/bench_noise.py            # digits MLP + 113k-parameter probe
     PYTHONPATH=. python benchmarks/bench_noise.py --quick    # digits MLP only
     PYTHONPATH=. python benchmarks/bench_noise.py --dropout-exact   # exact dropout moments only
+    PYTHONPATH=. python benchmarks/bench_noise.py --dropout-cost    # dropout source, draws off, 1/2/4 sites
 
 Everything is float64 on the full digits training set (n = 1,797), K = 1,000 draws projected on
 d = 30 directions (as a probe with top_k = 20 and n_random = 10). Times are the minimum over
@@ -221,10 +222,47 @@ def bench_dropout_exact(args):
                   f"{t_seq / (t_pairs + t_draws):.1f}x faster than K = {K} sequential passes")
 
 
+def bench_dropout_cost(args):
+    """The dropout source's whole cost with ``[probe] dropout_samples = 0`` (exact moments only: the
+    two-mask pass + J HVPs for Tr(HC)), in per-sample-gradient passes, at 1, 2 and 4 dropout sites,
+    beside K' = 200 sampled draws (what the statistics needed before issue 19)."""
+    X, y = digits()
+    d, J, Kc = 30, 64, 200
+    widths = (64, 100, 100, 100, 100, 10)
+    print(f"\n== dropout source cost, MLP {'-'.join(map(str, widths))}, p = 0.2, n = {len(X)}, d = {d}, J = {J}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("  sites | params | 1 per-sample pass | exact moments (2-mask pass + J HVPs) | in passes "
+          f"| + K' = {Kc} draws | total with draws, in passes")
+    for drop_after in [(3,), (2, 3), (0, 1, 2, 3)]:
+        net = train(mlp(widths, drop_after=drop_after), X, y, 200, 0.3)
+        pmd = ProbedModel(net, Loss.CROSS_ENTROPY, X, y, dtype=torch.float64)
+        opd = HessianOperator(pmd)
+        sites = DropoutSites(pmd)
+        Vd = random_directions(pmd.n_params, d, generator=torch.Generator().manual_seed(0))
+        f = vmap(grad(pmd.one_sample_loss), in_dims=(None, 0, 0))
+        f(pmd.params, pmd.X[:4], pmd.y[:4])
+        reps = args.repeats
+        t_pass = best(lambda: [pmd.flatten(f(pmd.params, pmd.X[s:s + 600], pmd.y[s:s + 600]), batched=True)
+                               for s in range(0, pmd.n, 600)], reps)
+        out = {}
+
+        def exact():
+            out["m"] = dropout_pair_moments(sites, Vd, generator=torch.Generator().manual_seed(3), n_groups=J)
+            opd.matmat(out["m"].W)
+        t_exact = best(exact, reps)
+        t_draws = best(lambda: dropout_noise(sites, Vd, gradient=opd.gradient, n_samples=Kc, n_full=0,
+                                             trace_samples=4, generator=torch.Generator().manual_seed(2)), reps)
+        sites.remove()
+        print(f"  {len(drop_after)} | {pmd.n_params:,} | {t_pass:.3f} s | {t_exact:.3f} s | "
+              f"{t_exact / t_pass:.2f} | {t_draws:.3f} s | {(t_exact + t_draws) / t_pass:.2f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--dropout-exact", action="store_true", help="only the exact dropout moments section")
+    p.add_argument("--dropout-cost", action="store_true",
+                   help="only the dropout source's cost with dropout_samples = 0 at 1, 2, 4 sites")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: see bench_curvature)")
@@ -233,6 +271,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.dropout_exact:
         bench_dropout_exact(args)
+        return
+    if args.dropout_cost:
+        bench_dropout_cost(args)
         return
     bench_digits(args)
     if not args.quick:

@@ -75,6 +75,10 @@ RELATION_FIELDS = (
     # isotropy_p is max(rotation p, jackknife p) since issue 17; the rotation test's own p; the
     # Spearman r of the directions' kurtosis with lambda (tails changing along the spectrum)
     "isotropy_p_rotation", "kurtosis_spearman_r",
+    # issue 19: what b was fitted from -- "draws" (the sampled draws' variances) or "exact" (the
+    # exact per-direction variances, dropout's two-mask estimate, with the jackknife over its
+    # exact_groups groups of samples; null otherwise)
+    "variance_input", "exact_groups",
 )
 #: Fields every ``groups`` row carries (group x source x block at the analysed step).
 GROUP_FIELDS = (

@@ -35,7 +35,8 @@ from .flatness import flatness_rows
 from .group_level import analysed_steps, at_analysed_step, curvature_alignment_rows, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
 from .matched import LOSS_TOLERANCE, annotate_flatness_comparisons
-from .per_probe import ProbeOptions, directions_frame, probe_relation, refuse_rare_draw_probes
+from .per_probe import (ProbeOptions, directions_frame, exact_groups, exact_only_blocks, probe_relation,
+                        refuse_rare_draw_probes)
 from .psi_analysis import psi_analysis
 from .relation import DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR
 from .replicates import find_networks, pair_keys
@@ -258,8 +259,9 @@ def analyze(
     rel_rows: list[dict] = []
     dir_parts: list[dict] = []
     for run, label in _progress(zip(runs, labels), len(runs), progress):
-        for blk in run.blocks:
-            row, cols = probe_relation(run, label, blk, opts, resampler)
+        exact = exact_groups(run)  # exact-variance groups: b from them where present (issue 19)
+        for blk in [*run.blocks, *exact_only_blocks(run, exact)]:
+            row, cols = probe_relation(run, label, blk, opts, resampler, exact=exact)
             rel_rows.append(row)
             dir_parts.append(cols)
     relations = pd.DataFrame(rel_rows)

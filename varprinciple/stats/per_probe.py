@@ -10,7 +10,8 @@ one more ``_..._fields`` function added to :func:`probe_relation`'s list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -19,12 +20,21 @@ from ..results import DIRECTION_COLUMNS, RANDOM_REASON
 from ._resampling import Resampler
 from .alignment import (_alignment_from_cov, _ratio_interval, curvature_test,
                         isotropy_jackknife_p, isotropy_tail_reason)
+from .relation_exact import exact_relation_fit
 from .relation import (MIN_DIRECTIONS_CI, MIN_DRAWS_RARE, RARE_DRAW_ALPHA, RARE_DRAW_SHARE, ExclusionReason,
                        _fit_core, _nan_fit, exclusion_reasons, spearman)
 
 __all__ = ["ProbeOptions", "ProbeData", "probe_relation", "directions_frame", "rare_draw_sources",
            "refuse_rare_draw_probes", "RARE_SOURCE_NOTE", "kurtosis_gradient",
-           "heavy_tail_sources", "refuse_heavy_tail_isotropy"]
+           "heavy_tail_sources", "refuse_heavy_tail_isotropy", "exact_groups", "exact_only_blocks",
+           "VarianceInput"]
+
+
+class VarianceInput(StrEnum):
+    """What a probe's b was fitted from (the ``variance_input`` field of a relations row)."""
+
+    DRAWS = "draws"
+    EXACT = "exact"
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class ProbeData:
     lam: np.ndarray          # eigenvalues of the Hessian directions
     reasons: np.ndarray      # exclusion reason per Hessian direction (None: included)
     included: np.ndarray     # bool mask over the Hessian directions: enters the log fit
+    groups: np.ndarray | None = None   # (J, d) exact-variance group contributions, or None
+    variance: np.ndarray | None = None  # (d,) the variances b is fitted from (exact when groups)
 
     @property
     def n_included(self) -> int:
@@ -56,20 +68,97 @@ class ProbeData:
         return self.block.n_samples
 
 
-def _prepare(blk, opts: ProbeOptions) -> ProbeData:
+def _prepare(blk, opts: ProbeOptions, groups: np.ndarray | None = None) -> ProbeData:
     H = blk.is_hessian
     lam = blk.eigenvalue[H]
     reasons = exclusion_reasons(lam, residuals=blk.residual[H], floor_rel=opts.floor_rel,
                                 residual_factor=opts.residual_factor)
     inc = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
-    return ProbeData(blk, H, lam, reasons, inc)
+    var = blk.variance if groups is None else groups.sum(axis=0)
+    return ProbeData(blk, H, lam, reasons, inc, groups, var)
+
+
+def exact_groups(run) -> dict:
+    """The run's exact-variance group contributions by probe: ``{(step, source, block): {(basis,
+    direction): (J,) array}}`` from the ``group_variance`` column of ``exact_variance.parquet``
+    (dropout's two-mask estimate); ``{}`` without it. A probe whose rows do not all carry groups
+    of one length is left out (its b comes from the draws)."""
+    from .. import schema
+    df = run.optional_table(schema.EXACT_VARIANCE.file)
+    if df is None or "group_variance" not in df:
+        return {}
+    blocks = df["block"] if "block" in df else pd.Series([None] * len(df), index=df.index)
+    out: dict = {}
+    bad = set()
+    for step, src, blk, bas, dr, gv in zip(df["step"], df["source"], blocks, df["basis"], df["direction"],
+                                           df["group_variance"]):
+        key = (int(step), str(src), None if blk is None or (isinstance(blk, float) and np.isnan(blk)) else blk)
+        if gv is None or (isinstance(gv, float) and np.isnan(gv)):
+            bad.add(key)
+            continue
+        out.setdefault(key, {})[(str(bas), int(dr))] = np.asarray(gv, dtype=float)
+    for key, cols in list(out.items()):
+        if key in bad or len({v.shape for v in cols.values()}) != 1:
+            del out[key]
+    return out
+
+
+def _block_groups(blk, cols: dict | None) -> np.ndarray | None:
+    """The (J, d) group matrix aligned with ``blk``'s columns, or None if a column has none."""
+    if not cols:
+        return None
+    try:
+        return np.column_stack([cols[(str(b), int(d))] for b, d in zip(blk.basis, blk.direction)])
+    except KeyError:
+        return None
+
+
+def exact_only_blocks(run, groups: dict) -> list:
+    """Noise blocks (no draws, ``values`` of shape (0, d)) for the probes that have exact-variance
+    groups but no sampled draws (``[probe] dropout_samples = 0``), eigenvalues from the run's
+    eigen table; the variance is the exact one."""
+    from ..io import NoiseBlock
+    have = {(int(b.step), b.source, b.block) for b in run.blocks}
+    todo = [k for k in groups if k not in have]
+    if not todo:
+        return []
+    eig = run.eigen
+    eb = eig["block"] if "block" in eig else pd.Series([None] * len(eig), index=eig.index)
+    look = {(int(s), None if b is None or (isinstance(b, float) and np.isnan(b)) else b, int(r)): (v, e)
+            for s, b, r, v, e in zip(eig["step"], eb, eig["rank"], eig["eigenvalue"],
+                                     eig["residual"] if "residual" in eig else [np.nan] * len(eig))}
+    out = []
+    for step, src, blk in sorted(todo, key=lambda k: (k[0], k[1], str(k[2]))):
+        cols = groups[(step, src, blk)]
+        keys = sorted(cols, key=lambda c: (c[0] != "hessian", c[1]))
+        basis = np.array([c[0] for c in keys], dtype=object)
+        direction = np.array([c[1] for c in keys], dtype=np.int64)
+        ev = [look.get((step, blk, d), (np.nan, np.nan)) if b == "hessian" else (np.nan, np.nan)
+              for b, d in keys]
+        G = np.column_stack([cols[c] for c in keys])
+        out.append(NoiseBlock(step, src, blk, np.zeros((0, len(keys))), basis, direction,
+                              np.array([e[0] for e in ev], dtype=float), np.array([e[1] for e in ev], dtype=float),
+                              np.zeros(0, dtype=np.int64), G.sum(axis=0)))
+    return out
 
 
 def _fit_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
     """The exponent b (OLS on log-log) with its CI and one-sided p; exclusions by reason."""
     excluded = {r.value: int(np.count_nonzero(d.reasons == r.value)) for r in ExclusionReason}
     K, n, n_out = d.n_samples, d.n_included, int((~d.included).sum())
-    if n >= 2:
+    note, src = None, VarianceInput.DRAWS.value
+    if d.groups is not None:  # exact variances: the jackknife over groups of samples
+        ef = exact_relation_fit(d.groups[:, d.hessian], d.lam, residuals=d.block.residual[d.hessian],
+                                confidence=opts.confidence, floor_rel=opts.floor_rel,
+                                residual_factor=opts.residual_factor)
+        fit, note, src = replace(ef.fit, n_samples=K), ef.note, VarianceInput.EXACT.value
+        if K < 3:
+            note = _append(note, "no ratio, alignment_k, isotropy or curvature test: no sampled draws "
+                                 "(b from the exact variances)")
+    elif K < 2:
+        fit = _nan_fit(n, n_out, K, opts.confidence, excluded)
+        note = "no slope: no draws and no exact-variance groups"
+    elif n >= 2:
         Xh = d.block.values[:, d.hessian]
         fit = _fit_core(Xh[:, d.included], np.log(d.lam[d.included]), K, n, n_out, opts.confidence, excluded)
     else:
@@ -82,14 +171,15 @@ def _fit_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
         "n_hessian": int(d.hessian.sum()), "n_excluded": fit.n_excluded,
         **{f"n_excluded_{k}": v for k, v in excluded.items()},
         "n_samples": K, "n_random": int((~d.hessian).sum()),
-        "max_draw_share": fit.max_draw_share, "draw_share_p": fit.draw_share_p, "note": None,
+        "max_draw_share": fit.max_draw_share, "draw_share_p": fit.draw_share_p, "note": note,
+        "variance_input": src, "exact_groups": None if d.groups is None else int(d.groups.shape[0]),
     }
 
 
 def _spearman_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
     """Spearman's r of variance on eigenvalue over all Hessian directions (rank statistics
     may use eigenvalues <= 0)."""
-    r_s, p_s = spearman(d.lam, d.block.variance[d.hessian])
+    r_s, p_s = spearman(d.lam, d.variance[d.hessian])
     return {"spearman_r": r_s, "spearman_p": p_s,
             "kurtosis_spearman_r": kurtosis_gradient(d.block.values[:, d.hessian], d.lam)}
 
@@ -127,7 +217,7 @@ def _ratio_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
     H = d.hessian
     nh, nr = int(H.sum()), int((~H).sum())
     ratio = (np.nan, np.nan, np.nan, np.nan)
-    if nr > 0 and nh > 0:
+    if nr > 0 and nh > 0 and d.n_samples >= 3:
         order = np.concatenate([np.flatnonzero(H), np.flatnonzero(~H)])
         vr = _ratio_interval(d.block.values[:, order], nh, opts.confidence)
         ratio = (vr.estimate, vr.ci_low, vr.ci_high, vr.df)
@@ -143,7 +233,7 @@ def _alignment_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
     n, K = d.n_included, d.n_samples
     align = (np.nan, np.nan, np.nan)
     why = None
-    if n >= 2:
+    if n >= 2 and K >= 3:
         Xi = d.block.values[:, d.hessian][:, d.included]
         Xc = Xi - Xi.mean(axis=0)
         S = (Xc.T @ Xc) / (K - 1)
@@ -163,7 +253,7 @@ def _curvature_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
     included directions, studentized slope; null when resampling is off)."""
     n = d.n_included
     p = np.nan
-    if n >= MIN_DIRECTIONS_CI and opts.resamples > 0 and resampler is not None:
+    if n >= MIN_DIRECTIONS_CI and opts.resamples > 0 and resampler is not None and d.n_samples >= 3:
         Xi = d.block.values[:, d.hessian][:, d.included]
         p = curvature_test(Xi, d.lam[d.included], resamples=opts.resamples,
                            _permutations=resampler.permutations(n)).p_value
@@ -175,7 +265,7 @@ ROW_PARTS = (_fit_fields, _spearman_fields, _ratio_fields, _alignment_fields, _c
 
 
 def probe_relation(run, group: str, blk, opts: ProbeOptions,
-                   resampler: Resampler | None) -> tuple[dict, dict]:
+                   resampler: Resampler | None, *, exact: dict | None = None) -> tuple[dict, dict]:
     """The relation row and the per-direction columns of one noise block.
 
     Parameters
@@ -187,6 +277,9 @@ def probe_relation(run, group: str, blk, opts: ProbeOptions,
     opts : ProbeOptions
     resampler : Resampler or None
         Source of Haar rotations and permutations (None when resampling is off).
+    exact : dict, optional
+        :func:`exact_groups` of the run: where it covers every column of ``blk``, b is fitted
+        from the exact variances (``variance_input`` "exact"), else from the draws.
 
     Returns
     -------
@@ -197,7 +290,7 @@ def probe_relation(run, group: str, blk, opts: ProbeOptions,
         ``variance``, ``included``, ``reason``) and scalars identifying the probe; turned
         into the per-direction table by :func:`directions_frame`.
     """
-    d = _prepare(blk, opts)
+    d = _prepare(blk, opts, _block_groups(blk, (exact or {}).get((int(blk.step), blk.source, blk.block))))
     row = {"run_id": run.run_id, "method": run.method, "group": group, "source": blk.source,
            "basis": "hessian", "step": int(blk.step), "block": blk.block}
     for part in ROW_PARTS:
@@ -213,7 +306,7 @@ def probe_relation(run, group: str, blk, opts: ProbeOptions,
     inc_all[np.flatnonzero(d.hessian)[d.included]] = True
     cols = {
         "basis": blk.basis, "direction": blk.direction, "eigenvalue": blk.eigenvalue,
-        "residual": blk.residual, "variance": blk.variance, "included": inc_all, "reason": reason_all,
+        "residual": blk.residual, "variance": d.variance, "included": inc_all, "reason": reason_all,
         "n": n_dir, "run_id": run.run_id, "method": run.method, "group": group, "source": blk.source,
         "step": int(blk.step), "block": blk.block, "n_samples": blk.n_samples,
     }
@@ -342,8 +435,10 @@ def refuse_rare_draw_probes(relations: pd.DataFrame) -> tuple[pd.DataFrame, dict
     if not flagged:
         return rel, flagged
     notes = rel["note"].tolist() if "note" in rel else [None] * len(rel)
+    exact = (rel["variance_input"] == VarianceInput.EXACT.value).to_numpy() if "variance_input" in rel else \
+        np.zeros(len(rel), dtype=bool)
     for i, (g, src, K) in enumerate(zip(rel["group"], rel["source"], rel["n_samples"])):
-        if (g, src) not in flagged:
+        if (g, src) not in flagged or exact[i]:  # b from exact variances: no draw enters it
             continue
         m, M = flagged[(g, src)]
         rel.iat[i, rel.columns.get_loc("rare_draw_source")] = True

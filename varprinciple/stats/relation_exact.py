@@ -17,10 +17,8 @@ the groups in the draws' place:
   degrees of freedom; the sampling part's df is ``2 (J - 1) / (kurtosis - 1)`` of the per-group
   jackknife values of b.
 
-Where a few groups carry a direction's estimate (few samples, or rare high-loss samples) the
-jackknife's standard error is itself too noisy to hold: the interval is refused below
-:data:`MIN_GROUP_NEFF` effective groups (calibrated on an independent generator,
-``scripts/calib_dropout_exact.py``, docs/statistics.md §1.4).
+Calibrated on an independent generator (``scripts/calib_dropout_exact.py``, docs/statistics.md
+§1.4) from n = 24 training samples; fewer than :data:`MIN_GROUPS` groups get no interval.
 """
 
 from __future__ import annotations
@@ -34,27 +32,11 @@ from .relation import (DEFAULT_FLOOR_REL, DEFAULT_RESIDUAL_FACTOR, ExclusionReas
                        _nan_fit, exclusion_reasons)
 from ._relation_fit import EQUAL_LOG_EIGENVALUES
 
-__all__ = ["MIN_GROUP_NEFF", "group_neff", "exact_jackknife", "exact_relation_fit", "ExactFit"]
+__all__ = ["MIN_GROUPS", "exact_jackknife", "exact_relation_fit", "ExactFit"]
 
-#: Fewest effective groups, ``(sum_g G_gj)^2 / sum_g G_gj^2`` minimised over the included
-#: directions, with an interval (calibrated: docs/statistics.md §1.4).
-MIN_GROUP_NEFF = 0.0
-
-
-def group_neff(groups) -> np.ndarray:
-    """Effective number of groups per direction, ``(sum_g G_gj)^2 / sum_g G_gj^2``: J when every
-    group contributes alike, 1 when one group carries the direction's whole estimate.
-
-    Examples
-    --------
-    >>> group_neff([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0]]).tolist()
-    [3.0, 1.0]
-    """
-    G = np.asarray(groups, dtype=float)
-    s = G.sum(axis=0)
-    q = np.einsum("gj,gj->j", G, G)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(q > 0, s * s / q, np.nan)
+#: Fewest groups of samples with an interval (J = min(tr_hc_samples, n) in the collector;
+#: calibrated down to J = 8, docs/statistics.md §1.4).
+MIN_GROUPS = 8
 
 
 def exact_jackknife(groups):
@@ -82,12 +64,10 @@ def exact_jackknife(groups):
 @dataclass(frozen=True)
 class ExactFit:
     """The fit of exact variances: ``fit`` (a :class:`RelationFit` whose ``n_samples`` counts the
-    J groups of samples, the jackknife's units), ``min_group_neff`` (the smallest
-    :func:`group_neff` of an included direction) and ``note`` (why an interval was refused;
-    None otherwise)."""
+    J groups of samples, the jackknife's units) and ``note`` (why an interval was refused; None
+    otherwise)."""
 
     fit: RelationFit
-    min_group_neff: float
     note: str | None = None
 
 
@@ -125,8 +105,8 @@ def exact_relation_fit(groups, eigenvalues, *, residuals=None, confidence: float
     Returns
     -------
     ExactFit
-        ``fit.n_samples`` is J; no interval (NaN, reason in ``note``) with
-        fewer than :data:`MIN_GROUP_NEFF` effective groups along an included direction.
+        ``fit.n_samples`` is J; no interval (NaN, reason in ``note``) with fewer than
+        :data:`MIN_GROUPS` groups.
 
     Examples
     --------
@@ -144,23 +124,16 @@ def exact_relation_fit(groups, eigenvalues, *, residuals=None, confidence: float
     excluded = {r.value: int(np.count_nonzero(reasons == r.value)) for r in ExclusionReason}
     J, n, n_exc = G.shape[0], int(inc.sum()), int((~inc).sum())
     Gi = G[:, inc]
-    neff = float(np.nanmin(group_neff(Gi))) if n else np.nan
     x = np.log(lam[inc])
     if n < 2 or not np.ptp(x) > EQUAL_LOG_EIGENVALUES or not np.all(Gi.sum(axis=0) > 0):
-        return ExactFit(_nan_fit(n, n_exc, J, confidence, excluded), neff)
-    jk = exact_jackknife(Gi)
+        return ExactFit(_nan_fit(n, n_exc, J, confidence, excluded))
+    jk = exact_jackknife(Gi) if J >= MIN_GROUPS else None
     if jk is None:
         y = np.log(Gi.sum(axis=0))
         dx = x - x.mean()
         b = float(dx @ y / (dx @ dx))
         fit = _nan_fit(n, n_exc, J, confidence, excluded, slope=b, intercept=float(y.mean() - b * x.mean()))
-        return ExactFit(fit, neff,
-                        f"no interval: a direction's exact variance rests on one group of samples (J = {J})")
-    fit = _fit_jackknife(*jk, x, J, n_exc, confidence, excluded)
-    if np.isfinite(fit.ci_low) and not neff >= MIN_GROUP_NEFF:
-        fit = _nan_fit(n, n_exc, J, confidence, excluded, slope=fit.slope, intercept=fit.intercept)
-        return ExactFit(fit, neff,
-                        (f"no interval from exact variances: {neff:.1f} effective groups of samples < "
-                              f"{MIN_GROUP_NEFF:g} along a direction (few or dominating samples; "
-                              f"docs/statistics.md §1.4)"))
-    return ExactFit(fit, neff)
+        why = (f"{J} groups of samples < {MIN_GROUPS}" if J < MIN_GROUPS
+               else "a direction's exact variance rests on one group of samples")
+        return ExactFit(fit, f"no interval from exact variances: {why} (docs/statistics.md §1.4)")
+    return ExactFit(_fit_jackknife(*jk, x, J, n_exc, confidence, excluded))
