@@ -11,7 +11,7 @@ other randomness is the two masks per sample, as in the collector. The estimator
 the J group sums of ``(v' delta_i)^2 / (2 n^2)`` (what ``exact_variance_groups.parquet`` logs).
 
 Run: ``PYTHONPATH=. python scripts/calib_dropout_exact.py --reps 1000`` (numbers in
-docs/statistics.md §1.4).
+docs/statistics.md, "b from exact variances").
 """
 
 from __future__ import annotations
@@ -94,24 +94,24 @@ def main(argv=None):
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10])
     ap.add_argument("--tau", type=float, nargs="+", default=[0.0, 0.3])
     ap.add_argument("--b", type=float, nargs="+", default=[0.0, 1.0])
-    ap.add_argument("--J", type=int, default=64)
+    ap.add_argument("--J", type=int, nargs="+", default=[64], help="groups of samples (collector: min(64, n))")
     ap.add_argument("--tilt", action="store_true", help="rare large samples load on the flat directions")
     ap.add_argument("--spike-rate", type=float, default=0.02)
     a = ap.parse_args(argv)
     rng = np.random.default_rng(a.seed)
-    print("| n | k | tau | b | refused | coverage ± MC SE | type-I ± MC SE | sd of (vhat - v)/se |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| n | J | k | tau | b | refused | coverage ± MC SE | type-I ± MC SE | sd of (vhat - v)/se |")
+    print("|---|---|---|---|---|---|---|---|---|")
     t0 = time.perf_counter()
-    for n in a.n:
+    for n, J in [(n, J) for n in a.n for J in a.J]:
         for k in a.k:
             for tau in a.tau:
                 for b in a.b:
-                    r = run_design(rng, reps=a.reps, n=n, k=k, b=b, tau=tau, J=a.J, tilt=a.tilt, spike_rate=a.spike_rate)
+                    r = run_design(rng, reps=a.reps, n=n, k=k, b=b, tau=tau, J=J, tilt=a.tilt, spike_rate=a.spike_rate)
                     m = max(r["m"], 1)
                     cov = f"{r['coverage']:.3f} ± {np.sqrt(r['coverage'] * (1 - r['coverage']) / m):.3f}"
                     t1 = ("—" if not np.isfinite(r["type1"]) else
                           f"{r['type1']:.3f} ± {np.sqrt(r['type1'] * (1 - r['type1']) / m):.3f}")
-                    print(f"| {n} | {k} | {tau} | {b:g} | {r['refused']:.3f} | {cov} | {t1} | "
+                    print(f"| {n} | {min(J, n)} | {k} | {tau} | {b:g} | {r['refused']:.3f} | {cov} | {t1} | "
                           f"{r['sd_z_variance']:.2f} |", flush=True)
     print(f"({a.reps} replicate probes per row, J = min({a.J}, n), tilt {a.tilt}, spike rate {a.spike_rate}, "
           f"seed {a.seed}, {time.perf_counter() - t0:.0f} s)")

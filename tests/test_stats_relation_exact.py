@@ -51,7 +51,7 @@ def test_bad_groups_raise():
 @pytest.mark.parametrize("n, b", [(24, 0.0), (100, 1.0)])
 def test_coverage_and_type1_on_the_independent_generator(n, b):
     """Heavy tails (t3, rare 10x samples), two mask sites, AR(0.7) loadings, k = 10, scatter 0.3.
-    docs/statistics.md §1.4 has the 1,000-replicate table; 300 here: coverage within 3 MC SEs
+    docs/statistics.md, "b from exact variances" has the 1,000-replicate table; 300 here: coverage within 3 MC SEs
     of 0.95 (0.013), type-I of the one-sided p below 0.05 + 3 MC SEs."""
     rng = np.random.default_rng(20261206 + n)
     R = 300

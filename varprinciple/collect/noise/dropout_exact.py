@@ -48,7 +48,7 @@ class DropoutPairMoments:
     variance, variance_se : ndarray, ``(d,)``
         :math:`v_j^\\top C_{drop} v_j` per direction (column of the directions given) and its
         standard error (from the group sums; unreliable with few or dominating samples: the
-        statistics use ``group_variance``'s jackknife instead, docs/statistics.md §1.4).
+        statistics use ``group_variance``'s jackknife instead, docs/statistics.md, "b from exact variances").
     trace, trace_se : float
         :math:`\\mathrm{Tr}\\,C_{drop}` and its standard error (from the group sums).
     group_trace : ndarray, ``(J,)``
