@@ -74,6 +74,12 @@ def test_dropout_samples_zero_needs_exact_variance():
         ProbeSettings(dropout_samples=0, exact_variance=False)
     with pytest.raises(ConfigError, match="`dropout_samples` must be 0 or an integer >= 2"):
         ProbeSettings(dropout_samples=1)
+    from varprinciple.collect.config import validate_config
+    assert validate_config({"probe": {"dropout_samples": 0}}) is not None
+    with pytest.raises(ConfigError, match=r"\[probe\] dropout_samples: = 0 .* needs `exact_variance` = true"):
+        validate_config({"probe": {"dropout_samples": 0, "exact_variance": False}})
+    with pytest.raises(ConfigError, match=r"\[probe\] dropout_samples: must be 0 or an integer >= 2"):
+        validate_config({"probe": {"dropout_samples": 1}})
 
 
 @pytest.mark.torch

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .config_key import ConfigKey
-from .probe_settings import PROBE_KEYS, isotropic_reference_sampled, tr_hc_in_range
+from .probe_settings import PROBE_KEYS, dropout_samples_problem, isotropic_reference_sampled, tr_hc_in_range
 
 __all__ = [
     "Method",
@@ -422,6 +422,9 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
     if not tr_hc_in_range(probe["tr_hc_samples"], probe["n_samples"]):
         raise ConfigError(f"[probe] tr_hc_samples: must be 0 or in [3, n_samples = {probe['n_samples']}]; "
                           f"got {probe['tr_hc_samples']}")
+    why = dropout_samples_problem(probe["dropout_samples"], probe["exact_variance"])
+    if why:
+        raise ConfigError(f"[probe] dropout_samples: {why}")
     if len(train["batch_size"]) > 1 and probe["batch_size"] is None:
         raise ConfigError(f"[probe] batch_size: required when [train] batch_size lists several values "
                           f"({train['batch_size']}), so that the probe B of gd runs does not depend "

@@ -4,7 +4,8 @@
   range, choices, documentation); :data:`varprinciple.collect.config.CONFIG_KEYS` holds it as
   its ``"probe"`` rows and ``docs/collection.md``'s table is generated from it;
 - :class:`ProbeSettings` (what one probe measures) takes its defaults and integer lower bounds
-  from it; :func:`tr_hc_in_range` and :func:`isotropic_reference_sampled` are the cross-checks
+  from it; :func:`tr_hc_in_range`, :func:`isotropic_reference_sampled` and
+  :func:`dropout_samples_problem` are the cross-checks
   both boundaries (config load and ``ProbeSettings``) apply;
 - :data:`DEFAULT_MEMORY_BUDGET_MB` is the working-memory budget every noise source defaults to.
 
@@ -23,7 +24,7 @@ from ..errors import ConfigError
 from .config_key import ConfigKey
 
 __all__ = ["PROBE_KEYS", "ProbeSettings", "DEFAULT_MEMORY_BUDGET_MB", "API_BATCH_SIZE", "tr_hc_in_range",
-           "isotropic_reference_sampled", "settings_record"]
+           "isotropic_reference_sampled", "settings_record", "dropout_samples_problem"]
 
 #: The ``[probe]`` section of a collect config.
 PROBE_KEYS: dict[str, ConfigKey] = {
@@ -93,6 +94,19 @@ def settings_record(settings) -> dict:
     if is_dataclass(settings):
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
     return {}
+
+
+def dropout_samples_problem(dropout_samples, exact_variance) -> str | None:
+    """Why ``dropout_samples`` is invalid beside ``exact_variance`` (None when it is valid): unset,
+    0 (no draws: needs the exact moments, the statistics' input then) or an integer >= 2."""
+    if dropout_samples is None:
+        return None
+    if not _is_int(dropout_samples) or dropout_samples == 1 or dropout_samples < 0:
+        return f"must be 0 or an integer >= 2 or unset; got {dropout_samples!r}"
+    if dropout_samples == 0 and not exact_variance:
+        return ("= 0 (no sampled dropout draws) needs `exact_variance` = true: the statistics then use the "
+                "exact two-mask variances")
+    return None
 
 
 def isotropic_reference_sampled(sources: Sequence[str], isotropic_of: str) -> bool:
@@ -250,12 +264,9 @@ class ProbeSettings:
             raise ConfigError(f"`frozen_batchnorm` must be true or false; got {self.frozen_batchnorm!r}.")
         if not isinstance(self.exact_variance, bool):
             raise ConfigError(f"`exact_variance` must be true or false; got {self.exact_variance!r}.")
-        if self.dropout_samples is not None and (not _is_int(self.dropout_samples) or self.dropout_samples == 1
-                                                 or self.dropout_samples < 0):
-            raise ConfigError(f"`dropout_samples` must be 0 or an integer >= 2 or unset; got {self.dropout_samples!r}.")
-        if self.dropout_samples == 0 and not self.exact_variance:
-            raise ConfigError("`dropout_samples` = 0 (no sampled dropout draws) needs `exact_variance` = true: the "
-                              "statistics then use the exact two-mask variances.")
+        why = dropout_samples_problem(self.dropout_samples, self.exact_variance)
+        if why:
+            raise ConfigError(f"`dropout_samples` {why}.")
         if not tr_hc_in_range(self.tr_hc_samples, self.n_samples):
             raise ConfigError(f"`tr_hc_samples` must be 0 or in [3, n_samples={self.n_samples}]; "
                               f"got {self.tr_hc_samples}.")

@@ -137,5 +137,5 @@ def exact_relation_fit(groups, eigenvalues, *, residuals=None, confidence: float
         fit = _nan_fit(n, n_exc, J, confidence, excluded, slope=b, intercept=float(y.mean() - b * x.mean()))
         why = (f"{J} groups of samples < {MIN_GROUPS}" if J < MIN_GROUPS
                else "a direction's exact variance rests on one group of samples")
-        return ExactFit(fit, f"no interval from exact variances: {why} (docs/statistics.md, "b from exact variances")")
+        return ExactFit(fit, f"no interval from exact variances: {why} (docs/statistics.md, 'b from exact variances')")
     return ExactFit(_fit_jackknife(*jk, x, J, n_exc, confidence, excluded))
