@@ -111,7 +111,9 @@ def test_group_jackknife_matches_a_monte_carlo_over_masks():
         ses.append(np.sqrt((infl * infl).sum(0)))
     sites.remove()
     ratio = np.std(logs, axis=0, ddof=1) / np.sqrt(np.mean(np.square(ses), axis=0))
-    assert np.all((ratio > 0.75) & (ratio < 1.33)), ratio
+    # measured 0.79-0.90 (the jackknife variance is mildly conservative); the ratio's own MC
+    # error is ~0.06 at 150 replicates
+    assert np.all((ratio > 0.7) & (ratio < 1.3)), ratio
 
 
 @pytest.mark.torch
@@ -139,3 +141,16 @@ def test_exact_only_probe_end_to_end(tmp_path):
     assert rel.loc["dropout", "n_samples"] == 0
     assert np.isfinite(rel.loc["dropout", "ci_low"]) and "no sampled draws" in rel.loc["dropout", "note"]
     assert rel.loc["sgd", "variance_input"] == "draws"
+
+
+def test_rare_draw_refusal_spares_exact_rows():
+    """A rare-draw source refuses its draws' intervals below K = 100, not those of its exact fits."""
+    import pandas as pd
+    from varprinciple.stats.per_probe import refuse_rare_draw_probes
+    rows = [{"group": "g", "source": "dropout", "n_samples": 20, "ci_low": 0.1, "ci_high": 0.9, "p_value": 0.01,
+             "curvature_p": 0.02, "max_draw_share": 0.95, "draw_share_p": 1e-9, "note": None,
+             "variance_input": vi} for vi in ("draws", "exact")]
+    rel, flagged = refuse_rare_draw_probes(pd.DataFrame(rows))
+    assert ("g", "dropout") in flagged
+    assert np.isnan(rel.loc[0, "ci_low"]) and "rare large draws" in rel.loc[0, "note"]
+    assert rel.loc[1, "ci_low"] == 0.1 and pd.isna(rel.loc[1, "note"])

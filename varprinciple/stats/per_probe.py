@@ -20,9 +20,9 @@ from ..results import DIRECTION_COLUMNS, RANDOM_REASON
 from ._resampling import Resampler
 from .alignment import (_alignment_from_cov, _ratio_interval, curvature_test,
                         isotropy_jackknife_p, isotropy_tail_reason)
-from .relation_exact import exact_relation_fit
 from .relation import (MIN_DIRECTIONS_CI, MIN_DRAWS_RARE, RARE_DRAW_ALPHA, RARE_DRAW_SHARE, ExclusionReason,
-                       _fit_core, _nan_fit, exclusion_reasons, spearman)
+                       _fit_core, _nan_fit, draw_share, exclusion_reasons, spearman)
+from .relation_exact import exact_relation_fit
 
 __all__ = ["ProbeOptions", "ProbeData", "probe_relation", "directions_frame", "rare_draw_sources",
            "refuse_rare_draw_probes", "RARE_SOURCE_NOTE", "kurtosis_gradient",
@@ -152,6 +152,9 @@ def _fit_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
                                 confidence=opts.confidence, floor_rel=opts.floor_rel,
                                 residual_factor=opts.residual_factor)
         fit, note, src = replace(ef.fit, n_samples=K), ef.note, VarianceInput.EXACT.value
+        if K >= 4 and n >= 1:  # the draws' tail diagnostic still serves the isotropy refusal
+            share, share_p = draw_share(d.block.values[:, d.hessian][:, d.included])
+            fit = replace(fit, max_draw_share=share, draw_share_p=share_p)
         if K < 3:
             note = _append(note, "no ratio, alignment_k, isotropy or curvature test: no sampled draws "
                                  "(b from the exact variances)")
