@@ -80,6 +80,8 @@ def test_dropout_samples_zero_needs_exact_variance():
         validate_config({"probe": {"dropout_samples": 0, "exact_variance": False}})
     with pytest.raises(ConfigError, match=r"\[probe\] dropout_samples: must be 0 or an integer >= 2"):
         validate_config({"probe": {"dropout_samples": 1}})
+    with pytest.raises(ConfigError, match=r"dropout_samples` = 0 .* needs `tr_hc_samples` >= 8.*got 0"):
+        ProbeSettings(dropout_samples=0, tr_hc_samples=0)
 
 
 @pytest.mark.torch

@@ -422,7 +422,7 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
     if not tr_hc_in_range(probe["tr_hc_samples"], probe["n_samples"]):
         raise ConfigError(f"[probe] tr_hc_samples: must be 0 or in [3, n_samples = {probe['n_samples']}]; "
                           f"got {probe['tr_hc_samples']}")
-    why = dropout_samples_problem(probe["dropout_samples"], probe["exact_variance"])
+    why = dropout_samples_problem(probe["dropout_samples"], probe["exact_variance"], probe["tr_hc_samples"])
     if why:
         raise ConfigError(f"[probe] dropout_samples: {why}")
     if len(train["batch_size"]) > 1 and probe["batch_size"] is None:

@@ -96,9 +96,12 @@ def settings_record(settings) -> dict:
     return {}
 
 
-def dropout_samples_problem(dropout_samples, exact_variance) -> str | None:
-    """Why ``dropout_samples`` is invalid beside ``exact_variance`` (None when it is valid): unset,
-    0 (no draws: needs the exact moments, the statistics' input then) or an integer >= 2."""
+def dropout_samples_problem(dropout_samples, exact_variance, tr_hc_samples) -> str | None:
+    """Why ``dropout_samples`` is invalid beside ``exact_variance`` and ``tr_hc_samples`` (None when
+    it is valid): unset, an integer >= 2, or 0 (no draws: b then comes from the exact moments'
+    ``tr_hc_samples`` groups of samples, which need ``exact_variance`` and at least
+    :data:`varprinciple.stats.relation_exact.MIN_GROUPS` groups for an interval)."""
+    from ..stats.relation_exact import MIN_GROUPS
     if dropout_samples is None:
         return None
     if not _is_int(dropout_samples) or dropout_samples == 1 or dropout_samples < 0:
@@ -106,6 +109,9 @@ def dropout_samples_problem(dropout_samples, exact_variance) -> str | None:
     if dropout_samples == 0 and not exact_variance:
         return ("= 0 (no sampled dropout draws) needs `exact_variance` = true: the statistics then use the "
                 "exact two-mask variances")
+    if dropout_samples == 0 and _is_int(tr_hc_samples) and tr_hc_samples < MIN_GROUPS:
+        return (f"= 0 (no sampled dropout draws) needs `tr_hc_samples` >= {MIN_GROUPS}: b's interval comes from "
+                f"that many groups of samples; got {tr_hc_samples}")
     return None
 
 
@@ -264,7 +270,7 @@ class ProbeSettings:
             raise ConfigError(f"`frozen_batchnorm` must be true or false; got {self.frozen_batchnorm!r}.")
         if not isinstance(self.exact_variance, bool):
             raise ConfigError(f"`exact_variance` must be true or false; got {self.exact_variance!r}.")
-        why = dropout_samples_problem(self.dropout_samples, self.exact_variance)
+        why = dropout_samples_problem(self.dropout_samples, self.exact_variance, self.tr_hc_samples)
         if why:
             raise ConfigError(f"`dropout_samples` {why}.")
         if not tr_hc_in_range(self.tr_hc_samples, self.n_samples):

@@ -6,6 +6,12 @@ relation row (one ``relations`` row of the results, fields in
 small function each: the exponent fit, the rank correlation, the Hessian/random variance
 ratio, alignment_k with its isotropy test, the curvature test. A new per-probe statistic is
 one more ``_..._fields`` function added to :func:`probe_relation`'s list.
+
+The exponent is fitted from the exact per-direction variances
+(:func:`varprinciple.stats.relation_exact.exact_relation_fit`, ``variance_input`` "exact") where
+the run's ``exact_variance.parquet`` carries their per-group contributions for every column of
+the probe (:func:`exact_groups`; probes logged without draws come from :func:`exact_only_blocks`),
+else from the sampled draws (``variance_input`` "draws").
 """
 
 from __future__ import annotations
@@ -158,9 +164,6 @@ def _fit_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
         if K < 3:
             note = _append(note, "no ratio, alignment_k, isotropy or curvature test: no sampled draws "
                                  "(b from the exact variances)")
-    elif K < 2:
-        fit = _nan_fit(n, n_out, K, opts.confidence, excluded)
-        note = "no slope: no draws and no exact-variance groups"
     elif n >= 2:
         Xh = d.block.values[:, d.hessian]
         fit = _fit_core(Xh[:, d.included], np.log(d.lam[d.included]), K, n, n_out, opts.confidence, excluded)
