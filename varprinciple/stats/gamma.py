@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from .. import schema
+from ..results import GAMMA_FIELDS
 from .inference import group_test
 from .replicates import network_values
 
@@ -159,8 +160,9 @@ def gamma_analysis(runs, labels, *, key_of, sel, confidence: float, network_of=N
         t = t[t["step"] == sel[run.run_id]]
         for blk, sub in t.groupby("block", sort=False):
             f = gamma_fit(sub["h_ii"].to_numpy(float), sub["c_ii"].to_numpy(float))
-            recs.append({"run_id": run.run_id, "group": label, "block": str(blk), "step": int(sel[run.run_id]),
-                         **{k: _nan_none(v) for k, v in f.to_dict().items()}})
+            rec = {"run_id": run.run_id, "group": label, "block": str(blk), "step": int(sel[run.run_id]),
+                   **{k: _nan_none(v) for k, v in f.to_dict().items()}}
+            recs.append({k: rec[k] for k in GAMMA_FIELDS})
     groups = []
     if not recs:
         return GammaAnalysis()
