@@ -1,6 +1,6 @@
 """Per-parameter diagonals h_ii and c_ii ([probe] diag_params; varprinciple.collect.diagonal):
-exact against a dense Hessian and a per-sample gradient loop, chunked or not, and written to
-diagonal.parquet by `collect`."""
+exact against a dense Hessian and a per-sample gradient loop, chunked or not (collect writing
+diagonal.parquet: tests/test_gamma.py's end-to-end test)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from _tiny_config import tiny_toml  # noqa: E402
-from varprinciple import io, schema  # noqa: E402
+from varprinciple import schema  # noqa: E402
 from varprinciple.collect.blocks import resolve_blocks  # noqa: E402
-from varprinciple.collect.config import load_config  # noqa: E402
 from varprinciple.collect.curvature import dense_hessian  # noqa: E402
 from varprinciple.collect.diagonal import diagonal_frame  # noqa: E402
 from varprinciple.collect.noise import sgd_variance_factor  # noqa: E402
@@ -97,18 +95,3 @@ def test_diag_params_is_validated():
         diagonal_frame(_net(), "mse", *_data("mse", n=6), step=0,
                        settings=ProbeSettings(sources=("sgd",), batch_size=8, diag_params=3),
                        generator=torch.Generator())
-
-
-def test_collect_writes_diagonal_parquet(tmp_path):
-    from varprinciple.collect.run import collect
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(tiny_toml(methods='"sgd"', steps=20, log_every=10,
-                             probe_extra='sources = ["sgd"]\ndiag_params = 5'))
-    collect(load_config(cfg), tmp_path / "logs")
-    run = io.read_logset(tmp_path / "logs").runs[0]
-    d = run.optional_table(schema.DIAGONAL.file)
-    # digits 64-4-10: layers fc0 (260 parameters) and out (50), 5 sampled each
-    assert sorted(d["block"].unique()) == ["fc0", "out"] and len(d) == 10
-    assert (d["c_ii"] >= 0).all() and np.isfinite(d["h_ii"]).all()
-    assert run.meta["config"]["probe"]["diag_params"] == 5
-    assert "diagonal" in run.meta["probes"][0]["timings"]

@@ -34,7 +34,7 @@ from .inference import group_test
 from .replicates import network_values
 
 __all__ = ["GammaFit", "GammaAnalysis", "gamma_fit", "gamma_group", "gamma_analysis", "MIN_GAMMA_NETWORKS",
-           "MIN_GAMMA_PARAMS", "GAMMA_NULL", "GAMMA_SOURCE"]
+           "MIN_GAMMA_PARAMS", "GAMMA_NULL", "GAMMA_SOURCE", "theil_sen"]
 
 #: Fewest independent networks for a group interval (calibration: docs/statistics.md, "gamma").
 MIN_GAMMA_NETWORKS = 3
@@ -46,6 +46,30 @@ GAMMA_NULL = 1.0
 GAMMA_SOURCE = "sgd"
 #: Span of log10 h_ii below which a per-run slope is flagged as fitted over a short lever arm.
 SHORT_LEVER_DECADES = 1.0
+#: Most points whose pairs enter the Theil-Sen median (memory ~ 16 MAX^2 bytes); beyond it an
+#: evenly spaced subsample in order of log h_ii.
+THEIL_SEN_MAX = 3000
+
+
+def theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Theil-Sen slope (median of pairwise slopes over pairs with distinct x) and Conover's
+    intercept median(y) - slope median(x), as :func:`scipy.stats.theilslopes` without its interval
+    (which sorts the n^2 slopes; this takes a median). Above :data:`THEIL_SEN_MAX` points an
+    evenly spaced subsample in order of x is used.
+
+    Examples
+    --------
+    >>> theil_sen(np.array([0.0, 1, 2, 3, 4]), np.array([0.0, 2, 4, 6, 100]))  # one outlier
+    (2.0, 0.0)
+    """
+    if x.size > THEIL_SEN_MAX:
+        o = np.argsort(x, kind="stable")[np.linspace(0, x.size - 1, THEIL_SEN_MAX).round().astype(int)]
+        x, y = x[o], y[o]
+    i, j = np.triu_indices(x.size, 1)
+    dx = x[j] - x[i]
+    ok = dx != 0
+    slope = float(np.median((y[j] - y[i])[ok] / dx[ok]))
+    return slope, float(np.median(y) - slope * np.median(x))
 
 
 @dataclass(frozen=True)
@@ -101,12 +125,12 @@ def gamma_fit(h, c) -> GammaFit:
     if np.ptp(x) == 0:
         return GammaFit(np.nan, np.nan, np.nan, np.nan, n, k, int(nonpos.sum()), int(czero.sum()), dec,
                         "no fit: every usable h_ii is equal")
-    ts = sps.theilslopes(y, x)
+    ts_slope, ts_icpt = theil_sen(x, y)
     ols = np.polyfit(x, y, 1)
     r = sps.spearmanr(x, y).statistic
     note = (f"h_ii spans {dec:.2f} decades < {SHORT_LEVER_DECADES:g}: a short lever arm"
             if dec < SHORT_LEVER_DECADES else None)
-    return GammaFit(float(ts.slope), float(ols[0]), float(ts.intercept), float(r), n, k, int(nonpos.sum()),
+    return GammaFit(ts_slope, float(ols[0]), ts_icpt, float(r), n, k, int(nonpos.sum()),
                     int(czero.sum()), dec, note)
 
 
