@@ -54,6 +54,7 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     print(f"reps {a.reps}, layer {a.rows}x{a.cols}, tau {a.tau}, seed {a.seed}")
-    for r in run(a.reps, rows=a.rows, cols=a.cols, seed=a.seed, tau=a.tau):
-        print(f"n={r['n']} {r['estimator']:9s} coverage {r['coverage']:.3f} (MC SE {r['coverage_se']:.3f})  "
-              f"type-I {r['type1']:.3f} (MC SE {r['type1_se']:.3f})")
+    for n in (3, 4, 6):
+        for r in run(a.reps, (n,), rows=a.rows, cols=a.cols, seed=a.seed + n, tau=a.tau):
+            print(f"n={r['n']} {r['estimator']:9s} coverage {r['coverage']:.3f} (MC SE {r['coverage_se']:.3f})  "
+                  f"type-I {r['type1']:.3f} (MC SE {r['type1_se']:.3f})", flush=True)
