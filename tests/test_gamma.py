@@ -90,6 +90,11 @@ def test_analysis_gives_gamma_rows_per_layer_and_claims_read_them(tmp_path):
     runs = a.extra["gamma"]
     assert len(runs) == 6 and all(tuple(r) == GAMMA_FIELDS for r in runs)
     assert "γ per layer" in a.summary()
+    from varprinciple.report._input import ReportData
+    from varprinciple.report.format import to_markdown
+    from varprinciple.report.tables import gamma_table
+    md = to_markdown(gamma_table(ReportData(a.to_json_dict(), None, "mem")))
+    assert "γ per run and layer" in md and sum(line.startswith("| sgd-") for line in md.splitlines()) == 6
     res = {"gamma_ce": a.to_json_dict()}
     spec = ClaimSpec("control_gamma_ce", "controls", "gamma > 1", "gamma", "flatness", "greater", null=1.0,
                      select={"quantity": "gamma", "source": "sgd", "block": "*"})
