@@ -83,7 +83,8 @@ def gradient_variance_diagonal(pm: ProbedModel, index: np.ndarray, *, gradient: 
     from torch.func import grad, vmap
     f = vmap(grad(pm.one_sample_loss), in_dims=(None, 0, 0))
     n, D = pm.n, pm.n_params
-    c = max(1, min(n, chunk_for(memory_budget_mb, 3 * D * _BYTES)))
+    # per sample: its gradient, the flattened copy and the activations (as the SGD source plans it)
+    c = max(1, min(n, chunk_for(memory_budget_mb, _BYTES * (3 * D + 4 * pm.activation_numel()))))
     idx = torch.as_tensor(index, device=pm.device)
     g = gradient.to(pm.device)[idx]
     acc = torch.zeros(len(index), dtype=torch.float64, device=pm.device)
