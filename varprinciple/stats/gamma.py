@@ -199,7 +199,7 @@ def gamma_analysis(runs, labels, *, key_of, sel, confidence: float, network_of=N
         short = int(sum(1 for n in sub["note"] if isinstance(n, str) and "lever arm" in n))
         for q, col in (("gamma", "gamma"), ("gamma_ols", "gamma_ols")):
             vals = sub[col].to_numpy(float)
-            nets, v, _ = network_values(sub["run_id"].tolist(), vals, network_of)
+            _, v, _ = network_values(sub["run_id"].tolist(), vals, network_of)
             g, refusal = gamma_group(v, confidence=confidence)
             notes = [x for x in (refusal, excl,
                                  f"{short} run(s) fitted over < {SHORT_LEVER_DECADES:g} decade of h_ii" if short
