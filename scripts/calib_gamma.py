@@ -52,9 +52,10 @@ if __name__ == "__main__":
     ap.add_argument("--cols", type=int, default=25)
     ap.add_argument("--tau", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ns", type=int, nargs="+", default=[3, 4, 6], help="numbers of networks")
     a = ap.parse_args()
     print(f"reps {a.reps}, layer {a.rows}x{a.cols}, tau {a.tau}, seed {a.seed}")
-    for n in (3, 4, 6):
+    for n in a.ns:
         for r in run(a.reps, (n,), rows=a.rows, cols=a.cols, seed=a.seed + n, tau=a.tau):
             print(f"n={r['n']} {r['estimator']:9s} coverage {r['coverage']:.3f} (MC SE {r['coverage_se']:.3f})  "
                   f"type-I {r['type1']:.3f} (MC SE {r['type1_se']:.3f})", flush=True)
