@@ -95,3 +95,17 @@ def test_diag_params_is_validated():
         diagonal_frame(_net(), "mse", *_data("mse", n=6), step=0,
                        settings=ProbeSettings(sources=("sgd",), batch_size=8, diag_params=3),
                        generator=torch.Generator())
+
+
+def test_recorder_keeps_the_diagonals_across_a_resume(tmp_path):
+    from varprinciple import io
+    from varprinciple.collect.recorder import Recorder
+    X, y = _data("mse")
+    s = ProbeSettings(top_k=2, n_samples=4, sources=("sgd",), batch_size=8, n_random=1, hutchinson_probes=2,
+                      tr_hc_samples=0, diag_params=3)
+    rec = Recorder(_net(), "mse", X, y, out=tmp_path / "r", every=1, settings=s, checkpoints=False)
+    rec.step(0)
+    rec = Recorder(_net(), "mse", X, y, out=tmp_path / "r", every=1, settings=s, checkpoints=False)  # resumes
+    rec.step(1)
+    d = io.read_run(tmp_path / "r").optional_table(schema.DIAGONAL.file)
+    assert sorted(d["step"].unique()) == [0, 1] and len(d) == 2 * 3 * 3  # 3 layers x 3 parameters per step
