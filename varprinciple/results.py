@@ -37,6 +37,7 @@ __all__ = [
     "COMPARISON_COLUMNS",
     "FLATNESS_FIELDS",
     "FLATNESS_COLUMNS",
+    "GAMMA_FIELDS",
     "DIRECTION_COLUMNS",
     "DIRECTION_TYPES",
     "DIRECTIONS_REQUIRED",
@@ -117,6 +118,14 @@ FLATNESS_COLUMNS = ("group", "group_key", "quantity", "source", "block", "step",
 #: Fields every ``flatness`` row of the JSON carries.
 FLATNESS_FIELDS = tuple("group_label" if c == "group" else "group" if c == "group_key" else c
                         for c in FLATNESS_COLUMNS)
+
+#: Fields of each row of the optional top-level ``gamma`` list (one per run x layer with a
+#: ``diagonal.parquet``; varprinciple.stats.gamma): gamma (Theil-Sen slope of log c_ii on log
+#: h_ii), gamma_ols, intercept, spearman_r, n_params sampled, n_used (h_ii > 0, c_ii > 0),
+#: n_h_nonpositive, frac_h_nonpositive, n_c_zero, decades of h_ii used, note. Its group rows are
+#: ``flatness`` rows with quantity ``gamma`` / ``gamma_ols`` and source ``sgd`` (null 1).
+GAMMA_FIELDS = ("run_id", "group", "block", "step", "gamma", "gamma_ols", "intercept", "spearman_r", "n_params",
+                "n_used", "n_h_nonpositive", "frac_h_nonpositive", "n_c_zero", "decades", "note")
 
 #: Top-level keys holding lists (absent or null reads as empty).
 RESULTS_LIST_KEYS = ("relations", "groups", "comparisons", "flatness", "skipped", "identical", "notes")

@@ -389,6 +389,24 @@ EXACT_VARIANCE = register_optional_table(TableSpec(
     unique_key=("step", "source", "block", "basis", "direction"),
 ))
 
+#: Per-parameter diagonals of the Hessian and of the SGD noise covariance (``[probe]
+#: diag_params``; varprinciple.collect.diagonal): per probe and block a uniform sample of
+#: parameters (flat coordinate ``param`` of theta) with exact h_ii (HVPs with unit vectors, any
+#: sign) and c_ii (per-sample gradient variance times (n-B)/(B(n-1)), B the probe batch size).
+DIAGONAL = register_optional_table(TableSpec(
+    "diagonal.parquet",
+    (
+        ColumnSpec("step", "int64", nonnegative=True),
+        ColumnSpec("block", "string"),
+        ColumnSpec("param", "int64", nonnegative=True),
+        ColumnSpec("h_ii", "float64"),
+        ColumnSpec("c_ii", "float64", nonnegative=True),
+    ),
+    "Exact per-parameter Hessian diagonal h_ii and SGD-noise variance c_ii on a random sample of "
+    "parameters per layer (C_ii ~ H_ii^gamma, Zhang, Yang & Tu 2026).",
+    unique_key=("step", "block", "param"),
+))
+
 #: Flatness and alignment scalars per probe: quantity is one of lambda_max,
 #: hessian_trace, rho (Zhu et al.'s D Tr(HC) / (Tr(H) Tr(C)), per noise source),
 #: tr_hc, tr_c; se is the estimator's standard error (null when exact).

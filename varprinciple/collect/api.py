@@ -133,7 +133,8 @@ def write_probe_run(out: Path, model: nn.Module, loss, X, results: list, *, run_
     }, meta=meta)
     tables = {}
     for name, frames in ((schema.EXACT_VARIANCE.file, [r.exact_variance for r in results]),
-                         (schema.FLATNESS.file, [r.flatness for r in results])):
+                         (schema.FLATNESS.file, [r.flatness for r in results]),
+                         (schema.DIAGONAL.file, [getattr(r, "diagonal", None) for r in results])):
         frames = [f for f in frames if f is not None and len(f)]
         if frames:
             tables[name] = pd.concat(frames, ignore_index=True)

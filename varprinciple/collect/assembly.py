@@ -170,7 +170,8 @@ def probe_settings(p: Mapping[str, Any], dropout_modules: list[str]):
         tr_hc_samples=p["tr_hc_samples"], store_vectors_max_params=p["store_vectors_max_params"],
         memory_budget_mb=p["memory_budget_mb"], dropout_samples=p.get("dropout_samples"),
         frozen_batchnorm=bool(p.get("frozen_batchnorm", False)),
-        blocks=p.get("blocks") if isinstance(p.get("blocks"), (str, type(None))) else tuple(p["blocks"]))
+        blocks=p.get("blocks") if isinstance(p.get("blocks"), (str, type(None))) else tuple(p["blocks"]),
+        diag_params=int(p.get("diag_params", 0)))
 
 
 def preflight(specs: list[RunSpec], base_dir: str) -> None:

@@ -151,7 +151,8 @@ def _run_attempt(spec: RunSpec, att: Attempt, *, base_dir: str, device: str, pro
     traj = _trajectory(model, loss, X, y, g, t, c["trajectory"], result.steps, progress, tables,
                        profile_seed=derive_seed(spec.probe_seed, "profiles"), walk_batch=walk_batch(t, p))
     for name, frames in ((schema.EXACT_VARIANCE.file, [r.exact_variance for r in series.results]),
-                         (schema.FLATNESS.file, [r.flatness for r in series.results])):
+                         (schema.FLATNESS.file, [r.flatness for r in series.results]),
+                         (schema.DIAGONAL.file, [r.diagonal for r in series.results])):
         f = _concat(frames)
         if f is not None:
             tables[name] = f

@@ -78,6 +78,8 @@ class ProbeResult:
     info : dict
         Extras: n_params (trainable), n_train, loss_value, sources' traces, chunk sizes,
         ``dropout_sites`` (name, kind, call, drop_prob, where) and ``dropout_skipped`` (p = 0).
+    diagonal : DataFrame or None
+        schema DIAGONAL rows (``diag_params``; added by the probe runner, :mod:`.diagonal`).
     """
 
     eigen: pd.DataFrame
@@ -88,12 +90,15 @@ class ProbeResult:
     n_hvp: int
     timings: dict
     info: dict = field(default_factory=dict)
+    diagonal: pd.DataFrame | None = None
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Optional tables by file name, for ``io.write_run(..., tables=...)``."""
         out = {schema.FLATNESS.file: self.flatness}
         if self.exact_variance is not None:
             out[schema.EXACT_VARIANCE.file] = self.exact_variance
+        if self.diagonal is not None:
+            out[schema.DIAGONAL.file] = self.diagonal
         return out
 
     def to_frame(self) -> pd.DataFrame:

@@ -69,6 +69,9 @@ PROBE_KEYS: dict[str, ConfigKey] = {
                         "block the top-k eigenpairs of its Hessian block H_bb and the noise projected on "
                         "them, rows with the block column "
                         "(docs/probes.md; default: off)", unique=True, scalar_choices=("layers",)),
+    "diag_params": ConfigKey("int", 0, "parameters sampled per layer (per `blocks` block, else per "
+                             "layer) for the exact diagonals h_ii and c_ii of C_ii ~ H_ii^gamma, table "
+                             "diagonal.parquet (0: off; docs/probes.md)", lo=0),
 }
 
 #: Working-memory budget (MB) of a probe and the default of every noise source.
@@ -189,6 +192,10 @@ class ProbeSettings:
         Per block, the top ``min(top_k, D_b)`` eigenpairs of the block-diagonal Hessian H_bb and
         ``n_random`` random unit directions supported on the block; every source's draws are
         projected on them too, rows tagged with the ``block`` column. None (default): off.
+    diag_params : int
+        Parameters sampled uniformly per block (``blocks``, else one block per layer) for the
+        exact Hessian diagonal ``h_ii`` and SGD-noise variance ``c_ii``
+        (:mod:`.diagonal`, table ``diagonal.parquet``); all of a smaller block. 0 (default): off.
 
     Examples
     --------
@@ -218,6 +225,7 @@ class ProbeSettings:
     store_vectors_max_params: int = _default("store_vectors_max_params")
     memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB
     blocks: str | tuple[str, ...] | None = None
+    diag_params: int = _default("diag_params")
 
     def __post_init__(self):
         from ._model import resolve_dtype
@@ -231,7 +239,7 @@ class ProbeSettings:
                 raise ConfigError(f"`{name}` must be an integer >= {lo}; got {v!r}.")
 
         for name in ("top_k", "n_samples", "batch_size", "n_random", "hutchinson_probes", "tr_hc_samples",
-                     "store_vectors_max_params"):
+                     "store_vectors_max_params", "diag_params"):
             need_int(name)
         if not _is_num(self.memory_budget_mb) or not self.memory_budget_mb > 0:
             raise ConfigError(f"`memory_budget_mb` must be a positive number; got {self.memory_budget_mb!r}.")
@@ -305,4 +313,6 @@ class ProbeSettings:
         d = settings_record(self)
         if self.blocks is None:
             del d["blocks"]  # run.json of a probe without blocks is as before
+        if not self.diag_params:
+            del d["diag_params"]  # nor without diagonals
         return d

@@ -39,7 +39,7 @@ __all__ = ["Recorder"]
 logger = logging.getLogger(__name__)
 
 _PARTS = ".recorder"
-_TABLES = ("eigen", "noise", "exact_variance", "flatness")
+_TABLES = ("eigen", "noise", "exact_variance", "flatness", "diagonal")
 
 
 def _save_npy(path: Path, a: np.ndarray) -> None:
@@ -191,14 +191,16 @@ class Recorder:
                 "dropout_sites": res.info.get("dropout_sites", [])}
         _atomic_write(d / "probe.json", lambda p: p.write_text(json.dumps(info)))
         self._done[step] = SimpleNamespace(eigen=res.eigen, noise=res.noise, exact_variance=res.exact_variance,
-                                           flatness=res.flatness, info=info, top_vector=res.top_vector)
+                                           flatness=res.flatness, diagonal=res.diagonal, info=info,
+                                           top_vector=res.top_vector)
         self._write()
         return res
 
     def _write(self) -> None:
         parts = [self._done[s] for s in self.steps]
         results = [SimpleNamespace(eigen=p.eigen, noise=p.noise, exact_variance=p.exact_variance,
-                                   flatness=p.flatness, info={"dropout_sites": p.info["dropout_sites"]})
+                                   flatness=p.flatness, diagonal=p.diagonal,
+                                   info={"dropout_sites": p.info["dropout_sites"]})
                    for p in parts]
         info = [{k: v for k, v in p.info.items() if k not in ("fingerprint", "dropout_sites")} for p in parts]
         fps = {str(p.info["step"]): p.info["fingerprint"] for p in parts}

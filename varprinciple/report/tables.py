@@ -41,6 +41,7 @@ __all__ = [
     "relations_table",
     "comparisons_table",
     "flatness_table",
+    "gamma_table",
     "skipped_table",
     "build_tables",
 ]
@@ -57,6 +58,8 @@ QUANTITY_LABELS = {
     "log_lambda_max": "log λ_max",
     "log_hessian_trace": "log Tr(H)",
     "curvature_alignment": "mean Spearman r(λ, s²)",
+    "gamma": "γ (C_ii ∝ H_ii^γ)",
+    "gamma_ols": "γ (C_ii ∝ H_ii^γ, OLS)",
 }
 #: Flatness quantities shown as columns of the groups table, in this order.
 GROUP_FLATNESS_COLUMNS = ("lambda_max", "hessian_trace", "psi")
@@ -461,6 +464,28 @@ def flatness_table(data: ReportData) -> ReportTable | None:
     return ReportTable("flatness", "Flatness per group", df, tuple(cols), tuple(notes))
 
 
+def gamma_table(data: ReportData) -> ReportTable | None:
+    """Per run x layer: γ of C_ii ∝ H_ii^γ (the JSON's ``gamma`` list, stats.gamma)."""
+    rows = data.rows("gamma")
+    if not rows:
+        return None
+    df = _frame([dict(r) for r in rows], ["run_id", "group", "block", "step", "gamma", "gamma_ols", "spearman_r",
+                                          "n_params", "n_used", "frac_h_nonpositive", "decades", "note"])
+    cols = [Column("Run", _text("run_id")), Column("Group", _text("group")), Column("Layer", _text("block")),
+            Column("Step", lambda r: format_int(r.get("step")), "r"),
+            Column("γ (Theil–Sen)", lambda r: format_fixed(r.get("gamma")), "r"),
+            Column("γ (OLS)", lambda r: format_fixed(r.get("gamma_ols")), "r"),
+            Column("Spearman r", lambda r: format_r(r.get("spearman_r")), "r"),
+            Column("n used / sampled", lambda r: f"{format_int(r.get('n_used'))} / {format_int(r.get('n_params'))}",
+                   "r"),
+            Column("share h_ii ≤ 0", lambda r: format_percent(r.get("frac_h_nonpositive")), "r"),
+            Column("decades of h_ii", lambda r: format_fixed(r.get("decades")), "r")]
+    notes = ("γ: slope of log C_ii on log H_ii over a layer's sampled parameters with H_ii > 0 (Zhang, Yang & "
+             "Tu 2026); the group mean over networks with its t interval is in the flatness table "
+             "(docs/statistics.md §7).",)
+    return ReportTable("gamma", "γ per run and layer (C_ii ∝ H_ii^γ)", df, tuple(_with_caveats(cols, rows)), notes)
+
+
 def skipped_table(data: ReportData) -> ReportTable | None:
     """Runs the analysis left out, with their problems."""
     rows = data.rows("skipped")
@@ -477,7 +502,7 @@ def skipped_table(data: ReportData) -> ReportTable | None:
 
 #: Table builders in report order.
 TABLE_BUILDERS: tuple[Callable[[ReportData], ReportTable | None], ...] = (
-    groups_table, comparisons_table, flatness_table, relations_table, skipped_table)
+    groups_table, comparisons_table, flatness_table, gamma_table, relations_table, skipped_table)
 
 
 def build_tables(data: ReportData) -> list[ReportTable]:

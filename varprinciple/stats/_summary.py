@@ -107,6 +107,7 @@ def format_summary(res) -> str:
                  "note": r.get("note") or r.get("problem") or ""}
                 for r in psi_runs]
         out.append(_table(rows))
+    out += _gamma_lines(res, conf)
     out.append("")
     margin = s["equivalence_margin"]
     out.append(f"Comparisons (difference a - b; {conf}% CI; two-sided p; Holm over the confirmatory family; "
@@ -137,6 +138,25 @@ def format_summary(res) -> str:
     for n in res.notes:
         out.append(f"NOTE {n}")
     return "\n".join(out)
+
+
+def _gamma_lines(res, conf: int) -> list[str]:
+    """gamma of C_ii ~ H_ii^gamma per layer (stats.gamma): group rows with their notes, then per run."""
+    runs = [r for r in res.extra.get("gamma", []) if isinstance(r, dict)]
+    if not runs:
+        return []
+    out = ["", f"γ per layer (C_ii ∝ H_ii^γ, Zhang, Yang & Tu 2026; per run Theil–Sen slope of log c_ii on log "
+               f"h_ii, gamma_ols = OLS; group: mean over networks, {conf}% t CI, p one-sided γ > 1):"]
+    f = res.flatness
+    g = f[f["quantity"].isin(["gamma", "gamma_ols"])] if len(f) else f
+    out.append(_table([{"group": r.group, "block": r.block, "quantity": r.quantity, "mean": _f(r.estimate),
+                        f"{conf}% CI": _ci(r.ci_low, r.ci_high), "p": _p(r.p_value), "n_runs": r.n_runs,
+                        "note": r.note if isinstance(r.note, str) else ""} for r in g.itertuples(index=False)]))
+    out.append(_table([{"run": r["run_id"], "block": r["block"], "gamma": _f(r["gamma"]),
+                        "gamma_ols": _f(r["gamma_ols"]), "n_used": r["n_used"],
+                        "h<=0": _f(r["frac_h_nonpositive"], 2), "decades": _f(r["decades"], 2),
+                        "note": r.get("note") or ""} for r in runs]))
+    return out
 
 
 def _row_notes(res) -> list[str]:

@@ -32,6 +32,7 @@ from ._resampling import Resampler
 from .comparisons import CONTROL_SOURCES, MAX_DEFAULT_GROUPS, Quantity, comparison_rows, parse_compare
 from .defaults import ALPHA, CONFIDENCE, RESAMPLES, check_resamples
 from .flatness import flatness_rows
+from .gamma import gamma_analysis
 from .group_level import analysed_steps, at_analysed_step, curvature_alignment_rows, group_rows
 from .grouping import group_keys, parse_group_by, unique_labels
 from .matched import LOSS_TOLERANCE, annotate_flatness_comparisons
@@ -295,6 +296,10 @@ def analyze(
     # mean Spearman r(lambda, s^2) over networks: alignment with curvature at group level
     flat_rows = flat_rows + psi.groups + curvature_alignment_rows(at_step, key_of, confidence,
                                                                   networks.network_of)
+    # gamma of C_ii ~ H_ii^gamma per layer from the optional diagonal.parquet (stats.gamma)
+    gam = gamma_analysis(runs, labels, key_of=key_of, sel=sel, confidence=confidence,
+                         network_of=networks.network_of)
+    flat_rows = flat_rows + gam.groups
     flatness = int_or_null(pd.DataFrame(flat_rows, columns=list(FLATNESS_COLUMNS)), "step")
 
     # ---- comparisons
@@ -309,7 +314,8 @@ def analyze(
     # the groups' training losses (and the loss-adjusted difference) beside every flatness comparison
     comparisons = annotate_flatness_comparisons(comparisons, runs, labels, sel, tolerance=LOSS_TOLERANCE,
                                                 confidence=confidence, network_of=networks.network_of)
-    extra = {k: v for k, v in (("variance_flatness", psi.records), ("loss_profiles", psi.profiles)) if v}
+    extra = {k: v for k, v in (("variance_flatness", psi.records), ("loss_profiles", psi.profiles),
+                               ("gamma", gam.runs)) if v}
 
     settings = {
         "confidence": confidence, "alpha": alpha, "equivalence_margin": equivalence_margin, "seed": seed,
@@ -360,6 +366,10 @@ def analyze(
                   "t(df = 2 n_eff_min); refused below n_eff 1.05 or a lever arm of 0.2 decades, caveat below "
                   "n_eff 5; p for psi > 0 inverts it (docs/flatness.md)",
         "loss_tolerance": LOSS_TOLERANCE,
+        "gamma_ci": "gamma of C_ii ~ H_ii^gamma per layer (diagonal.parquet): per run the Theil-Sen slope of "
+                    "log c_ii on log h_ii over sampled parameters with h_ii > 0 (quantity gamma; OLS as "
+                    "gamma_ols), then a one-sample t interval over networks, p one-sided gamma > 1; refused "
+                    "below 3 networks (docs/statistics.md)",
     }
     from .. import provenance as _prov
     provenance = {
