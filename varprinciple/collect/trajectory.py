@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..errors import ConfigError
 
 __all__ = ["TrajectoryResult", "SnapshotPCA", "landscape_width", "analyse_trajectory",
@@ -40,9 +41,9 @@ __all__ = ["TrajectoryResult", "SnapshotPCA", "landscape_width", "analyse_trajec
 
 logger = logging.getLogger(__name__)
 
-TRAJECTORY_FILE = "trajectory.parquet"
-PROJECTIONS_FILE = "trajectory_projections.parquet"
-PROFILES_FILE = "loss_profiles.parquet"
+TRAJECTORY_FILE = schema.TRAJECTORY.file
+PROJECTIONS_FILE = schema.TRAJECTORY_PROJECTIONS.file
+PROFILES_FILE = schema.LOSS_PROFILES.file
 
 #: What moves the weights in the window: the run's own training steps, or the random-walk control.
 DYNAMICS = ("train", "random_walk")

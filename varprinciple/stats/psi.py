@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..errors import InputError
 
 __all__ = ["PsiResult", "StationaryVariance", "psi_fit", "psi_from_tables", "stationary_variance",
@@ -491,8 +492,8 @@ def psi_from_tables(pcs: pd.DataFrame, projections: pd.DataFrame, *, threshold: 
     >>> res.n_components, res.n_drift, round(res.psi)
     (5, 1, 2)
     """
-    for name, df, cols in (("trajectory.parquet", pcs, ("component", threshold, "drift")),
-                           ("trajectory_projections.parquet", projections, ("step", "component", "value"))):
+    for name, df, cols in ((schema.TRAJECTORY.file, pcs, ("component", threshold, "drift")),
+                           (schema.TRAJECTORY_PROJECTIONS.file, projections, ("step", "component", "value"))):
         miss = [c for c in cols if c not in df.columns]
         if miss:
             raise InputError(f"{name}: column {miss[0]!r} missing")
@@ -501,7 +502,7 @@ def psi_from_tables(pcs: pd.DataFrame, projections: pd.DataFrame, *, threshold: 
     comps = pcs["component"].to_numpy()
     missing = [c for c in comps if c not in wide.columns]
     if missing or wide[comps].isna().any().any():
-        raise InputError(f"trajectory_projections.parquet: column 'component': component "
+        raise InputError(f"{schema.TRAJECTORY_PROJECTIONS.file}: column 'component': component "
                          f"{missing[0] if missing else int(wide[comps].isna().any().idxmax())} is not "
                          f"projected at every step")
     drift = pcs["drift"].to_numpy(bool) if exclude_drift else None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..errors import InputError
 from .comparisons import Unit, adjust_family, compare_units
 from .inference import group_test
@@ -29,9 +30,9 @@ from .psi import psi_from_tables
 
 __all__ = ["PsiAnalysis", "psi_analysis", "TRAJECTORY_FILE", "PROJECTIONS_FILE", "PROFILES_FILE"]
 
-TRAJECTORY_FILE = "trajectory.parquet"
-PROJECTIONS_FILE = "trajectory_projections.parquet"
-PROFILES_FILE = "loss_profiles.parquet"
+TRAJECTORY_FILE = schema.TRAJECTORY.file
+PROJECTIONS_FILE = schema.TRAJECTORY_PROJECTIONS.file
+PROFILES_FILE = schema.LOSS_PROFILES.file
 #: The width column of the threshold-sensitivity psi, by the main one (f = e <-> f = 2).
 SENSITIVITY = {"width": "width_2", "width_2": "width"}
 
