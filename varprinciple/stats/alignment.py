@@ -30,6 +30,7 @@ from scipy import stats as sps
 
 from ..errors import InputError
 from ._resampling import Resampler
+from .defaults import CONFIDENCE, RESAMPLES, check_resamples
 
 __all__ = ["IsotropyTest", "isotropy_test", "isotropy_jackknife_p", "isotropy_tail_reason", "AlignmentTest",
            "alignment_test", "CurvatureTest", "curvature_test", "studentized_slopes", "VarianceRatio", "variance_ratio", "MIN_RANDOM_CI"]
@@ -52,9 +53,7 @@ class IsotropyTest:
 
 
 def _check_resamples(resamples) -> int:
-    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 0:
-        raise InputError(f"`resamples` must be an integer >= 0; got {resamples!r}.")
-    return int(resamples)
+    return check_resamples(resamples, minimum=1)
 
 
 def _alignment_iv(values, eigenvalues, resamples):
@@ -70,7 +69,7 @@ def _alignment_iv(values, eigenvalues, resamples):
     return X, lam, _check_resamples(resamples)
 
 
-def isotropy_test(values, eigenvalues, *, resamples: int = 999, rng: np.random.Generator | None = None,
+def isotropy_test(values, eigenvalues, *, resamples: int = RESAMPLES, rng: np.random.Generator | None = None,
                   _resampler: Resampler | None = None) -> IsotropyTest:
     """alignment_k of the noise within the probed Hessian subspace, with its rotation (isotropy) test.
 
@@ -295,7 +294,7 @@ def _curvature_iv(values, eigenvalues, resamples):
     return X, lam, B
 
 
-def curvature_test(values, eigenvalues, *, resamples: int = 999, rng: np.random.Generator | None = None,
+def curvature_test(values, eigenvalues, *, resamples: int = RESAMPLES, rng: np.random.Generator | None = None,
                    _permutations: np.ndarray | None = None) -> CurvatureTest:
     """Does the noise variance grow with curvature? A permutation test of the log-log slope.
 
@@ -417,7 +416,7 @@ class VarianceRatio:
         return pd.DataFrame([asdict(self)])
 
 
-def variance_ratio(hessian_values, random_values, *, confidence: float = 0.95) -> VarianceRatio:
+def variance_ratio(hessian_values, random_values, *, confidence: float = CONFIDENCE) -> VarianceRatio:
     """Ratio of the mean noise variance over the logged Hessian directions to that along a
     uniformly random direction, with a calibrated interval.
 
