@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from .config_key import ConfigKey
 
 __all__ = ["PROBE_KEYS", "ProbeSettings", "DEFAULT_MEMORY_BUDGET_MB", "API_BATCH_SIZE", "tr_hc_in_range",
-           "isotropic_reference_sampled", "settings_record"]
+           "isotropic_reference_sampled"]
 
 #: The ``[probe]`` section of a collect config.
 PROBE_KEYS: dict[str, ConfigKey] = {
@@ -84,15 +84,6 @@ def _default(key: str) -> Any:
 def tr_hc_in_range(tr_hc_samples: int, n_samples: int) -> bool:
     """``tr_hc_samples`` is 0 (off) or in ``[3, n_samples]``."""
     return not tr_hc_samples or 3 <= tr_hc_samples <= n_samples
-
-
-def settings_record(settings) -> dict:
-    """The run.json form of probe settings (every field; tuples as lists; ``{}`` for an object
-    that is not a dataclass): the ``probe_settings`` key of an own-model run."""
-    from dataclasses import is_dataclass
-    if is_dataclass(settings):
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
-    return {}
 
 
 def isotropic_reference_sampled(sources: Sequence[str], isotropic_of: str) -> bool:
@@ -277,8 +268,10 @@ class ProbeSettings:
         return self.n_samples if self.dropout_samples is None else int(self.dropout_samples)
 
     def to_dict(self) -> dict:
-        """Plain-JSON form (for run.json)."""
-        d = settings_record(self)
+        """Plain-JSON form: every field, tuples as lists, ``blocks`` only when set (the one
+        rendering of the settings: run.json's ``probe_settings`` of an own-model run, the
+        Recorder's resume identity)."""
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
         if self.blocks is None:
             del d["blocks"]  # run.json of a probe without blocks is as before
         return d

@@ -32,7 +32,6 @@ from ..errors import InputError
 from .api import check_probe_args, write_probe_run
 from .losses import Loss, parse_loss
 from .probe_runner import probe_info, probe_step
-from .probe_settings import settings_record
 
 __all__ = ["Recorder"]
 
@@ -125,7 +124,7 @@ class Recorder:
         self.checkpoints, self.progress = bool(checkpoints), bool(progress)
         self._parts = self.out / _PARTS
         self._ident = {"run_id": rid, "method": method, "seed": self.seed, "every": self.every,
-                       "probe_settings": settings_record(self.settings)}
+                       "probe_settings": self.settings.to_dict()}
         self._resume(overwrite)
 
     # ------------------------------------------------------------------ resume
