@@ -34,7 +34,7 @@ from ..io import write_run
 from .losses import Loss, parse_loss
 from .rows import NpyRows
 from .probe_runner import ProbeSeries
-from .probe_settings import ProbeSettings
+from .probe_settings import ProbeSettings, fits_model_iv
 
 __all__ = ["probe_model", "probe_checkpoints", "load_checkpoint", "reprobe_run"]
 
@@ -111,6 +111,9 @@ def check_probe_args(model, X, y, out, run_id, method, meta, settings):
         raise InputError(f"`out` {out}: is a file; expected a run directory")
     if settings is not None and not isinstance(settings, ProbeSettings):
         raise InputError(f"`settings` must be a ProbeSettings; got {type(settings).__name__}")
+    s = settings if settings is not None else ProbeSettings()
+    fits_model_iv(sources=s.sources, batch_size=s.batch_size, top_k=s.top_k, n_train=len(X),
+                  n_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
     return X, y, out
 
 
