@@ -1,4 +1,4 @@
-"""The closed choice sets of a collect config (``StrEnum``\ s; the CLI and the TOML accept the
+"""The closed choice sets of a collect config (``StrEnum`` classes; the CLI and the TOML accept the
 same strings) and which datasets are regression or image data.
 
 Re-exported by :mod:`varprinciple.collect.config` (import from there). No torch.
