@@ -192,7 +192,6 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
         On bad arguments, an existing run at ``out`` (without ``overwrite``), or an
         unreadable checkpoint.
     """
-
     X, y, out = check_probe_args(model, X, y, out, run_id, method, meta, settings)
     loss = parse_loss(loss)
     if not isinstance(checkpoints, Mapping) or not checkpoints:
