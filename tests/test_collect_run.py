@@ -187,7 +187,7 @@ def test_preflight_errors_before_training(tmp_path):
                  f'loss = "cross_entropy"\nsteps = 2\n[probe]\ntop_k = 2\nn_samples = 5\nbatch_size = 4\n'
                  f'tr_hc_samples = 0\nhutchinson_probes = 2\n')
     with pytest.raises(ConfigError, match=r"^\[train\] loss: 'cross_entropy' needs class labels; the data are a "
-                                          r"regression task$"):
+                                          r"regression task \(use 'mse'\)$"):
         collect(load_config(p), tmp_path / "logs")
     assert not (tmp_path / "logs").exists()
     with pytest.raises(ConfigError, match=r"^--workers: must be an integer >= 1; got 0$"):

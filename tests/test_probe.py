@@ -157,9 +157,9 @@ def test_probe_refusals():
     bn = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3))
     with pytest.raises(ConfigError, match=r"model layer '1' \(BatchNorm1d\) depends on the batch"):
         probe(bn, "cross_entropy", X, y, settings=_small(), step=0, generator=g)
-    with pytest.raises(ConfigError, match=r"`batch_size` \(40\) must be smaller than the number of training"):
+    with pytest.raises(ConfigError, match=r"^`batch_size`: must be < the number of training samples \(40\); got 40$"):
         probe(_net(), "cross_entropy", X, y, settings=_small(batch_size=40), step=0, generator=g)
-    with pytest.raises(ConfigError, match=r"`top_k` \(500\) exceeds the number of parameters \(115\)"):
+    with pytest.raises(ConfigError, match=r"^`top_k`: must be <= the number of parameters \(115\); got 500$"):
         probe(_net(), "cross_entropy", X, y, settings=_small(top_k=500), step=0, generator=g)
     nodrop = nn.Sequential(nn.Linear(4, 3))
     with pytest.raises(ConfigError, match="the model applies no dropout in train mode .*; set `drop_prob`"):

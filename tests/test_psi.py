@@ -104,7 +104,7 @@ def test_duplicated_snapshots_do_not_narrow_the_interval():
     ({"widths": np.ones(3)}, "`widths` must have one value per component"),
     ({"drift": [True]}, "`drift` must have one flag per component"),
     ({"confidence": 1.5}, "`confidence` must be in"),
-    ({"resamples": 10}, r"`resamples` must be 0 \(no interval\) or an integer >= 99"),
+    ({"resamples": 10}, r"`resamples` must be 0 \(off\) or at least 99"),
     ({"projections": np.ones((5, 4))}, "at least 8 snapshots"),
     ({"min_n_eff": -1}, "`min_n_eff` must be a number >= 0"),
     ({"min_lever_arm": "x"}, "`min_lever_arm` must be a number >= 0"),

@@ -9,25 +9,23 @@ same directory and renamed, and ``run.json`` is written last, so a directory who
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema
+from ._noise_blocks import NoiseBlock, eigen_lookup, fingerprint, noise_blocks
 from .errors import DuplicateRunWarning, InputError, LogValidationError, Problem
+from .io_write import atomic_write_bytes, file_record, refresh_file_records, to_arrow, write_json, write_table
 
 __all__ = [
     "NoiseBlock",
@@ -51,94 +49,6 @@ logger = logging.getLogger(__name__)
 
 
 # ============================================================================ writing
-
-
-def _umask_mode() -> int:
-    """The mode a plainly created file gets (mkstemp would leave 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return _finite_or_none(float(obj))
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def _nan_to_none(obj: Any) -> Any:
-    """Replace NaN/Inf floats by None recursively (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return _finite_or_none(obj)
-    if isinstance(obj, np.floating):
-        return _finite_or_none(float(obj))
-    if isinstance(obj, Mapping):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
-
-
-def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
-    """Write ``obj`` as JSON atomically; NaN/Inf become ``null``."""
-    text = json.dumps(_nan_to_none(obj), indent=indent, default=_json_default, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode())
-
-
-def _to_arrow(table: pa.Table | pd.DataFrame) -> pa.Table:
-    if isinstance(table, pa.Table):
-        return table
-    if isinstance(table, pd.DataFrame):
-        return pa.Table.from_pandas(table, preserve_index=False)
-    raise InputError(f"expected a pandas DataFrame or pyarrow Table; got {type(table).__name__}.")
-
-
-def write_table(path: str | os.PathLike, table: pa.Table | pd.DataFrame) -> None:
-    """Write a DataFrame or Arrow table to Parquet atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(_to_arrow(table), tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_run(
@@ -192,8 +102,8 @@ def write_run(
     meta = dict(meta)
     meta.setdefault("schema_version", schema.SCHEMA_VERSION)
     # Validate everything in memory first, with the reader's own checks.
-    run = _build_run(run_dir, meta, _to_arrow(eigen), _to_arrow(noise))
-    extra = {name: _to_arrow(t) for name, t in (tables or {}).items()}
+    run = _build_run(run_dir, meta, to_arrow(eigen), to_arrow(noise))
+    extra = {name: to_arrow(t) for name, t in (tables or {}).items()}
     problems = list(run.problems)
     for name, t in extra.items():
         spec = schema.OPTIONAL_TABLES.get(name)
@@ -203,68 +113,15 @@ def write_run(
     if problems:
         raise LogValidationError(problems)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_table(run_dir / schema.EIGEN_FILE, _to_arrow(eigen))
-    write_table(run_dir / schema.NOISE_FILE, _to_arrow(noise))
+    write_table(run_dir / schema.EIGEN_FILE, to_arrow(eigen))
+    write_table(run_dir / schema.NOISE_FILE, to_arrow(noise))
     for name, t in extra.items():
         write_table(run_dir / name, t)
     write_json(run_dir / schema.RUN_JSON, meta)
     return run_dir
 
 
-def file_record(path: str | os.PathLike) -> dict[str, Any]:
-    """``{"bytes": size, "sha256": hex}`` of a file: its entry in run.json's ``files``
-    (:data:`varprinciple.schema.RUN_FILES`)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-        size = f.tell()
-    return {"bytes": size, "sha256": h.hexdigest()}
-
-
-def refresh_file_records(run_dir: str | os.PathLike, files: Iterable[str]) -> None:
-    """After a tool rewrote ``files`` (paths relative to ``run_dir``) of a published run:
-    record their new size and hash in its run.json's ``files``, if it keeps that key (a run
-    without it, e.g. written by another tool, is left as it is)."""
-    run_dir = Path(run_dir)
-    meta = json.loads((run_dir / schema.RUN_JSON).read_text())
-    if isinstance(meta, dict) and isinstance(meta.get(schema.RUN_FILES), dict):
-        for rel in files:
-            meta[schema.RUN_FILES][rel] = file_record(run_dir / rel)
-        write_json(run_dir / schema.RUN_JSON, meta)
-
-
 # ============================================================================ reading
-
-
-@dataclass(frozen=True)
-class NoiseBlock:
-    """The noise draws of one (step, source, block) of a run, as a samples x directions matrix.
-
-    Columns are ordered Hessian directions first (by rank), then random directions.
-    ``eigenvalue`` and ``residual`` are NaN for random directions (and ``residual``
-    where the log has none). ``variance`` is the column variance with ddof = 1, centred
-    on the sample mean (DESIGN.md: dropout noise has non-zero mean).
-    """
-
-    step: int
-    source: str
-    block: str | None
-    values: np.ndarray  # (K, d) float64
-    basis: np.ndarray  # (d,) object array of "hessian"/"random"
-    direction: np.ndarray  # (d,) int64
-    eigenvalue: np.ndarray  # (d,) float64
-    residual: np.ndarray  # (d,) float64
-    samples: np.ndarray  # (K,) int64
-    variance: np.ndarray  # (d,) float64
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.values.shape[0])
-
-    @property
-    def is_hessian(self) -> np.ndarray:
-        return self.basis == schema.Basis.HESSIAN.value
 
 
 @dataclass
@@ -517,167 +374,22 @@ def _build_run(run_dir: Path, meta: dict, eig: pa.Table, noi: pa.Table) -> RunLo
     path = str(run_dir)
     problems = _meta_problems(run_dir, meta)
     eig_n, pe = schema.normalize_table(eig, schema.EIGEN)
-    noi_n, pn = schema.normalize_table(noi, schema.NOISE, check_key=False)  # key: _noise_blocks
+    noi_n, pn = schema.normalize_table(noi, schema.NOISE, check_key=False)  # key: noise_blocks
     problems += [Problem(path, m, rid, schema.EIGEN_FILE, k) for k, m in pe]
     problems += [Problem(path, m, rid, schema.NOISE_FILE, k) for k, m in pn]
     run = RunLog(run_dir, meta, eig_n if eig_n is not None else eig, noi_n if noi_n is not None else noi)
     if eig_n is None or noi_n is None:
         run.problems = problems
         return run
-    eig_lookup, pe2 = _eigen_lookup(eig_n, path, rid)
+    eig_lookup, pe2 = eigen_lookup(eig_n, path, rid)
     problems += pe2
-    blocks, pn2 = _noise_blocks(noi_n, eig_lookup, path, rid)
+    blocks, pn2 = noise_blocks(noi_n, eig_lookup, path, rid)
     problems += pn2
     run.problems = problems
     if not problems:
         run.blocks = blocks
-        run.fingerprint = _fingerprint(blocks)
+        run.fingerprint = fingerprint(blocks)
     return run
-
-
-def _block_codes(table: pa.Table) -> tuple[np.ndarray, list[str | None]]:
-    if "block" not in table.column_names:
-        return np.zeros(table.num_rows, dtype=np.int64), [None]
-    enc = table.column("block").combine_chunks().dictionary_encode()
-    names = enc.dictionary.to_pylist()
-    # a null block (whole-network rows beside per-block rows) is the code after the named ones
-    codes = enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes, names + [None]
-
-
-def _eigen_lookup(eig: pa.Table, path: str, rid: str | None):
-    step = eig.column("step").to_numpy()
-    rank = eig.column("rank").to_numpy()
-    val = eig.column("eigenvalue").to_numpy()
-    res = (eig.column("residual").to_numpy() if "residual" in eig.column_names
-           else np.full(len(val), np.nan))
-    bcode, bnames = _block_codes(eig)
-    lookup: dict[tuple[int, str | None, int], tuple[float, float]] = {}
-    # (step, block, rank) is unique: schema.EIGEN.unique_key, checked by normalize_table
-    for s, b, r, v, e in zip(step.tolist(), bcode.tolist(), rank.tolist(), val.tolist(), res.tolist()):
-        lookup[(s, bnames[b], r)] = (v, e)
-    return lookup, []
-
-
-def _noise_blocks(noi: pa.Table, eig_lookup, path: str, rid: str | None):
-    F = schema.NOISE_FILE
-    step = noi.column("step").to_numpy()
-    src_enc = noi.column("source").combine_chunks().dictionary_encode()
-    src = src_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    src_names = src_enc.dictionary.to_pylist()
-    bas_enc = noi.column("basis").combine_chunks().dictionary_encode()
-    bas_names = bas_enc.dictionary.to_pylist()
-    # code hessian as 0, random as 1, so that Hessian directions come first
-    bas_map = np.array([0 if b == schema.Basis.HESSIAN.value else 1 for b in bas_names], dtype=np.int64)
-    bas = bas_map[bas_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    direction = noi.column("direction").to_numpy()
-    sample = noi.column("sample").to_numpy()
-    value = noi.column("value").to_numpy()
-    blk, blk_names = _block_codes(noi)
-
-    order = _canonical_order(step, src, blk, sample, bas, direction)
-    if order is not None:
-        step, src, blk, sample, bas, direction, value = (
-            a[order] for a in (step, src, blk, sample, bas, direction, value))
-    n = len(step)
-    gchange = np.empty(n, dtype=bool)
-    gchange[0] = True
-    gchange[1:] = (step[1:] != step[:-1]) | (src[1:] != src[:-1]) | (blk[1:] != blk[:-1])
-    starts = np.flatnonzero(gchange)
-    ends = np.append(starts[1:], n)
-    problems: list[Problem] = []
-    blocks: list[NoiseBlock] = []
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        s_, so_, bl_ = int(step[a]), src_names[src[a]], blk_names[blk[a]]
-        where = f"step {s_}, source {so_!r}" + (f", block {bl_!r}" if bl_ is not None else "")
-        smp, val = sample[a:b], value[a:b]
-        width = int(direction[a:b].max()) + 1
-        colkey = bas[a:b] * width + direction[a:b]
-        # rows are sorted by (sample, basis, direction): a new draw starts where sample changes
-        new_draw = np.empty(b - a, dtype=bool)
-        new_draw[0] = True
-        new_draw[1:] = smp[1:] != smp[:-1]
-        ndup = int(np.count_nonzero(~new_draw[1:] & (colkey[1:] == colkey[:-1])))
-        if ndup:
-            problems.append(Problem(path, f"{where}: {ndup} duplicate (sample, basis, direction) "
-                                    f"row{'s' if ndup > 1 else ''}", rid, F, "column 'sample'"))
-            continue
-        draw_start = np.flatnonzero(new_draw)
-        K = len(draw_start)
-        counts = np.diff(np.append(draw_start, b - a))
-        if K < 2:
-            problems.append(Problem(path, f"{where}: {K} sample (need at least 2)", rid, F, "column 'sample'"))
-            continue
-        d0 = int(counts[0])
-        covered = bool(np.all(counts == d0)) and np.array_equal(
-            colkey.reshape(K, d0), np.broadcast_to(colkey[:d0], (K, d0)))
-        ucols = colkey[:d0] if covered else np.unique(colkey)
-        d = len(ucols)
-        col_bas = ucols // width
-        col_dir = ucols % width
-        eigval = np.full(d, np.nan)
-        resid = np.full(d, np.nan)
-        missing = []
-        for j in np.flatnonzero(col_bas == 0).tolist():
-            hit = eig_lookup.get((s_, bl_, int(col_dir[j])))
-            if hit is None:
-                missing.append(int(col_dir[j]))
-            else:
-                eigval[j], resid[j] = hit
-        if missing:
-            problems.append(Problem(path, f"{where}: no eigenvalue for Hessian direction(s) "
-                                    f"{missing[:10]}{' ...' if len(missing) > 10 else ''} "
-                                    f"(expected rows with this step and rank)", rid,
-                                    schema.EIGEN_FILE, "column 'rank'"))
-        if not covered:
-            short = int(np.count_nonzero(counts != d))
-            problems.append(Problem(path, f"{where}: {max(short, 1)} of {K} draws do not cover all {d} directions",
-                                    rid, F, "column 'sample'"))
-            continue
-        mat = val.reshape(K, d)  # every draw covers the same directions, in the same order
-        usmp = smp[draw_start]
-        var = mat.var(axis=0, ddof=1)
-        zero = np.flatnonzero(~(var > 0))
-        if len(zero):
-            names = [f"{'hessian' if col_bas[j] == 0 else 'random'} {int(col_dir[j])}" for j in zero[:5]]
-            problems.append(Problem(path, f"{where}: zero variance along direction(s) {', '.join(names)}"
-                                    + (" ..." if len(zero) > 5 else ""), rid, F, "column 'value'"))
-        if len(zero) or missing:
-            continue
-        basis_names = np.where(col_bas == 0, schema.Basis.HESSIAN.value, schema.Basis.RANDOM.value).astype(object)
-        blocks.append(NoiseBlock(s_, so_, bl_, mat, basis_names, col_dir.astype(np.int64), eigval, resid,
-                                 usmp.astype(np.int64), var))
-    return blocks, problems
-
-
-def _canonical_order(step, src, blk, sample, bas, direction) -> np.ndarray | None:
-    """Permutation sorting rows by (step, source, block, sample, basis, direction), or None
-    when they already are (the usual layout of writers), which saves the sort."""
-    if step[0] == step.min() == step.max():  # one probe step: no need to factorise
-        ustep, step_code = step[:1], np.zeros(len(step), dtype=np.int64)
-    else:
-        ustep, step_code = np.unique(step, return_inverse=True)
-    radices = [len(ustep), int(src.max()) + 1, int(blk.max()) + 1, int(sample.max()) + 1, 2,
-               int(direction.max()) + 1]
-    if float(np.prod([float(r) for r in radices])) < 2.0 ** 62:
-        key = step_code.astype(np.int64)
-        for arr, r in zip((src, blk, sample, bas, direction), radices[1:]):
-            key = key * r + arr
-        if np.all(key[1:] >= key[:-1]):
-            return None
-        return np.argsort(key, kind="stable")
-    return np.lexsort((direction, bas, sample, blk, src, step))
-
-
-def _fingerprint(blocks: list[NoiseBlock]) -> str:
-    """Identifies a run's noise content: equal for identical noise tables."""
-    h = hashlib.blake2b(digest_size=16)
-    for b in blocks:
-        h.update(f"{b.step}|{b.source}|{b.block}|{b.values.shape}".encode())
-        h.update(np.ascontiguousarray(b.variance).tobytes())
-        h.update(np.ascontiguousarray(b.values[0]).tobytes())
-        h.update(np.ascontiguousarray(b.values[-1]).tobytes())
-    return h.hexdigest()
 
 
 def read_logset(root: str | os.PathLike, *, skip_invalid: bool = False) -> LogSet:

@@ -43,6 +43,7 @@ __all__ = [
     "DIRECTIONS_REQUIRED",
     "DIRECTIONS_SUFFIX",
     "RESULTS_LIST_KEYS",
+    "SETTINGS_FIELDS",
     "RANDOM_REASON",
     "directions_path",
     "directions_path_of",
@@ -128,6 +129,12 @@ GAMMA_FIELDS = ("run_id", "group", "block", "step", "gamma", "gamma_ols", "inter
                 "n_used", "n_h_nonpositive", "frac_h_nonpositive", "n_c_zero", "decades", "note")
 
 #: Top-level keys holding lists (absent or null reads as empty).
+#: Fields every ``settings`` object carries (the analysis' options as used). ``seed`` is the seed
+#: given (null: fresh entropy was asked for); ``seed_entropy`` is the integer every resampling
+#: stream was derived from -- the seed itself, or ``numpy.random.SeedSequence().entropy`` drawn
+#: for ``seed=None`` -- so that ``analyze(..., seed=seed_entropy)`` reproduces the numbers.
+SETTINGS_FIELDS = ("confidence", "alpha", "equivalence_margin", "seed", "seed_entropy", "resamples", "group_by",
+                   "step", "compare", "skip_invalid", "floor_rel", "residual_factor")
 RESULTS_LIST_KEYS = ("relations", "groups", "comparisons", "flatness", "skipped", "identical", "notes")
 _OBJECT_LIST_KEYS = ("relations", "groups", "comparisons", "flatness", "skipped")
 

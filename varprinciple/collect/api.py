@@ -34,7 +34,7 @@ from ..io import write_run
 from .losses import Loss, parse_loss
 from .rows import NpyRows
 from .probe_runner import ProbeSeries
-from .probe_settings import settings_record
+from .probe_settings import ProbeSettings, fits_model_iv
 
 __all__ = ["probe_model", "probe_checkpoints", "load_checkpoint", "reprobe_run"]
 
@@ -109,8 +109,11 @@ def check_probe_args(model, X, y, out, run_id, method, meta, settings):
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"`out` {out}: is a file; expected a run directory")
-    if settings is not None and not hasattr(settings, "top_k"):
+    if settings is not None and not isinstance(settings, ProbeSettings):
         raise InputError(f"`settings` must be a ProbeSettings; got {type(settings).__name__}")
+    s = settings if settings is not None else ProbeSettings()
+    fits_model_iv(sources=s.sources, batch_size=s.batch_size, top_k=s.top_k, n_train=len(X),
+                  n_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
     return X, y, out
 
 
@@ -122,7 +125,7 @@ def write_probe_run(out: Path, model: nn.Module, loss, X, results: list, *, run_
     for res in results:
         sites = res.info.get("dropout_sites", sites)
     n_params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-    sd = settings_record(settings)
+    sd = settings.to_dict()
     run_meta = build_run_json(run_id, method, {
         "seed": int(seed),
         "loss": loss.value, "loss_normalisation": _LOSS_NOTE.get(loss.value, "custom: mean of per-sample losses"),
@@ -190,8 +193,6 @@ def probe_checkpoints(model: nn.Module, loss: Loss | str, X, y,
         On bad arguments, an existing run at ``out`` (without ``overwrite``), or an
         unreadable checkpoint.
     """
-    from .probe import ProbeSettings
-
     X, y, out = check_probe_args(model, X, y, out, run_id, method, meta, settings)
     loss = parse_loss(loss)
     if not isinstance(checkpoints, Mapping) or not checkpoints:

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from .config import LossName, Method
+from .config import LossName, Method, loss_task_iv
+from .probe_settings import batch_fits_iv, fits_model_iv
 from .sweep import RunSpec, canonical_json, walk_batch
 
 __all__ = ["build_run", "preflight", "probe_settings", "unprobed_dropout", "dropout_switched_off",
@@ -59,19 +60,15 @@ def build_run(spec: RunSpec, base_dir: str, device: str):
     c = spec.config
     ds = _load_data_cached(c["data"], base_dir)
     t, p, mdl = c["train"], c["probe"], c["model"]
-    if t["batch_size"] is not None and t["batch_size"] >= ds.n_train:
-        raise ConfigError(f"[train] batch_size: must be < the number of training samples "
-                          f"({ds.n_train}); got {t['batch_size']}")
-    if "sgd" in p["sources"] and p["batch_size"] >= ds.n_train:
-        raise ConfigError(f"[probe] batch_size: must be < the number of training samples "
-                          f"({ds.n_train}); got {p['batch_size']}")
+    if t["batch_size"] is not None:
+        batch_fits_iv(t["batch_size"], ds.n_train, key="[train] batch_size")
+    if "sgd" in p["sources"]:  # before any training (top_k is checked once the model exists)
+        batch_fits_iv(p["batch_size"], ds.n_train, key="[probe] batch_size")
     traj = c.get("trajectory") or {}
     if traj.get("window") and traj.get("dynamics") == "random_walk" and traj.get("walk_sd") is None:
         from .trajectory import check_walk_batch
         check_walk_batch(walk_batch(t, p), ds.n_train)
-    if ds.task == "regression" and t["loss"] == LossName.CROSS_ENTROPY:
-        raise ConfigError(f"[train] loss: 'cross_entropy' needs class labels; the data are a "
-                          f"regression task")
+    loss_task_iv(t["loss"], ds.task)  # file data: the task is known once loaded
     loss = _resolve_loss(t["loss"], ds.task)
     dtype = torch.float64 if t["dtype"] == "float64" else torch.float32
     # seed_scheme "matched": initial weights from init_seed, then the data order and dropout
@@ -94,13 +91,14 @@ def build_run(spec: RunSpec, base_dir: str, device: str):
         if isinstance(mod, nn.Dropout) and m.dropout and i in train_layers:
             mod.p = float(t["drop_prob"])
             n_train_drop += 1
+    # the built model's fact (the config refuses what it can see: an arch without hidden layers,
+    # an empty layer list); a resolved configuration that bypassed validation stops here
     if m.dropout and not n_train_drop:
         raise ConfigError(f"[model] dropout_layers: method {m.value!r} needs at least one dropout "
                           f"layer in the model; got {mdl['dropout_layers']}")
     from .models import n_params
-    if p["top_k"] > n_params(model):
-        raise ConfigError(f"[probe] top_k: must be <= the number of parameters ({n_params(model)}); "
-                          f"got {p['top_k']}")
+    fits_model_iv(sources=p["sources"], batch_size=p["batch_size"], top_k=p["top_k"], n_train=ds.n_train,
+                  n_params=n_params(model), section="[probe]")
     if (c.get("trajectory") or {}).get("params"):  # unknown names fail here, before any training
         from .trajectory import parameter_subset
         parameter_subset(model, c["trajectory"]["params"])

@@ -28,10 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .choices import IMAGE_DATA, REGRESSION_DATA, Activation, Arch, DatasetName, Function1D, LossName, Method
 from .config_key import ConfigKey
 from .probe_settings import PROBE_KEYS, dropout_samples_problem, isotropic_reference_sampled, tr_hc_in_range
 
 __all__ = [
+    "mnist1d_samples_iv",
+    "loss_task_iv",
     "Method",
     "DatasetName",
     "Arch",
@@ -46,60 +49,6 @@ __all__ = [
     "default_study_path",
     "config_reference",
 ]
-
-
-class Method(StrEnum):
-    """Training method: full-batch GD, minibatch SGD, and dropout with either."""
-
-    GD = "gd"
-    SGD = "sgd"
-    DROPOUT = "dropout"
-    SGD_DROPOUT = "sgd+dropout"
-
-    @property
-    def minibatch(self) -> bool:
-        return self in (Method.SGD, Method.SGD_DROPOUT)
-
-    @property
-    def dropout(self) -> bool:
-        return self in (Method.DROPOUT, Method.SGD_DROPOUT)
-
-
-class DatasetName(StrEnum):
-    """Data sources; none is downloaded."""
-
-    DIGITS = "digits"
-    MNIST = "mnist"
-    MNIST1D = "mnist1d"
-    TEACHER_STUDENT = "teacher_student"
-    FUNCTION_1D = "function_1d"
-    NPZ = "npz"
-    IDX = "idx"
-
-
-class Arch(StrEnum):
-    LINEAR = "linear"
-    MLP = "mlp"
-    CNN = "cnn"
-
-
-class Activation(StrEnum):
-    RELU = "relu"
-    TANH = "tanh"
-
-
-class LossName(StrEnum):
-    """Loss choice in a config; ``auto`` is cross-entropy for classification, MSE otherwise."""
-
-    AUTO = "auto"
-    MSE = "mse"
-    CROSS_ENTROPY = "cross_entropy"
-
-
-class Function1D(StrEnum):
-    SIN = "sin"
-    ABS = "abs"
-    CUBIC = "cubic"
 
 
 def _c(enum: type[StrEnum]) -> tuple[str, ...]:
@@ -229,8 +178,6 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
 SWEEP_KEYS: tuple[tuple[str, str], ...] = tuple(
     (s, k) for s, keys in CONFIG_KEYS.items() for k, spec in keys.items() if spec.sweep)
 
-REGRESSION_DATA = (DatasetName.TEACHER_STUDENT.value, DatasetName.FUNCTION_1D.value)
-IMAGE_DATA = (DatasetName.DIGITS.value, DatasetName.MNIST.value, DatasetName.IDX.value, DatasetName.NPZ.value)
 
 
 @dataclass(frozen=True)
@@ -385,18 +332,32 @@ def validate_config(raw: Mapping[str, Any], *, source: str | None = None,
     return CollectConfig(sections, source=source, base_dir=str(base_dir))
 
 
+def mnist1d_samples_iv(n_samples) -> None:
+    """mnist1d makes equal numbers of its 10 classes: ``n_samples`` a multiple of 10 (>= 10).
+    The one check, made by the config and by :func:`~varprinciple.collect.data.make_mnist1d`."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 10 or n_samples % 10:
+        raise ConfigError(f"[data] n_samples: mnist1d makes equal numbers of the 10 classes; give a "
+                          f"multiple of 10 (>= 10); got {n_samples!r}")
+
+
+def loss_task_iv(loss: str, task: str) -> None:
+    """``cross_entropy`` needs class labels: refused for a regression task. The one check, made by
+    the config for named data and by the run's assembly for data read from files."""
+    if loss == LossName.CROSS_ENTROPY and task == "regression":
+        raise ConfigError("[train] loss: 'cross_entropy' needs class labels; the data are a regression task "
+                          "(use 'mse')")
+
+
 def _cross_check(s: dict[str, dict[str, Any]]) -> None:
     data, model, train, probe = s["data"], s["model"], s["train"], s["probe"]
     if data["name"] in (DatasetName.NPZ, DatasetName.IDX) and data["path"] is None:
         raise ConfigError(f"[data] path: required for name = {data['name']!r}")
-    if data["name"] == DatasetName.MNIST1D and data["n_samples"] is not None and data["n_samples"] % 10:
-        raise ConfigError(f"[data] n_samples: mnist1d makes equal numbers of the 10 classes; give a "
-                          f"multiple of 10 (>= 10); got {data['n_samples']}")
+    if data["name"] == DatasetName.MNIST1D and data["n_samples"] is not None:
+        mnist1d_samples_iv(data["n_samples"])
     if train["steps"] is not None and train["epochs"] is not None:
         raise ConfigError("[train] epochs: give either steps or epochs, not both")
-    if train["loss"] == LossName.CROSS_ENTROPY and data["name"] in REGRESSION_DATA:
-        raise ConfigError(f"[train] loss: 'cross_entropy' needs class labels; dataset "
-                          f"{data['name']!r} is a regression task (use 'mse')")
+    if data["name"] in REGRESSION_DATA:  # named data: the task is known before loading
+        loss_task_iv(train["loss"], "regression")
     if model["arch"] == Arch.CNN and data["name"] not in IMAGE_DATA:
         raise ConfigError(f"[model] arch: 'cnn' needs image data ({', '.join(map(repr, IMAGE_DATA))}); "
                           f"got dataset {data['name']!r}")

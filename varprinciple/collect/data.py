@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from .config import DatasetName, Function1D
+from .config import DatasetName, Function1D, mnist1d_samples_iv
 
 __all__ = ["Dataset", "load_data", "read_idx", "write_idx", "load_npz", "load_mnist_subset", "make_mnist1d",
            "make_teacher_student", "make_function_1d"]
@@ -226,15 +226,18 @@ def make_mnist1d(n_samples: int = 5000, *, seed: int = 0) -> tuple[np.ndarray, n
 
     Uses ``mnist1d.data.make_dataset`` with its built-in templates, so nothing is
     downloaded. That function seeds Python's and numpy's global generators; their state is
-    saved and restored around the call.
+    saved and restored around the call. ``n_samples`` is checked here (a multiple of 10);
+    :func:`load_data` gets it from a validated config, checked there.
     """
+    mnist1d_samples_iv(n_samples)
+    return _mnist1d(n_samples, seed)
+
+
+def _mnist1d(n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:  # pragma: no cover - part of the collect extra
         raise InputError(f"data name 'mnist1d' needs the mnist1d package ({exc})") from None
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 10 or n_samples % 10:
-        raise ConfigError(f"[data] n_samples: mnist1d makes equal numbers of the 10 classes; give a "
-                          f"multiple of 10 (>= 10); got {n_samples!r}")
     args = get_dataset_args()
     args.num_samples = int(n_samples)
     args.seed = int(seed)
@@ -313,7 +316,7 @@ def load_data(data: Mapping[str, Any], *, base_dir: str | Path = ".") -> Dataset
     elif name is DatasetName.MNIST:
         X, y = load_mnist_subset()
     elif name is DatasetName.MNIST1D:
-        X, y = make_mnist1d(data.get("n_samples") or 5000, seed=split_seed)
+        X, y = _mnist1d(data.get("n_samples") or 5000, split_seed)  # n_samples checked by the config
     elif name is DatasetName.TEACHER_STUDENT:
         X, y = make_teacher_student(data.get("n_samples") or 1250, n_features=data.get("n_features", 10),
                                     n_outputs=data.get("n_outputs", 1),

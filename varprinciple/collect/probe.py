@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import schema
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ._model import ProbedModel, resolve_dtype
 from .blocks import ParameterBlock, block_random_directions, embed, resolve_blocks
 from .curvature import (BlockHessianOperator, EigenResult, HessianOperator, hessian_chunk, hessian_graph_bytes,
@@ -35,11 +35,11 @@ from .curvature import (BlockHessianOperator, EigenResult, HessianOperator, hess
 from .flatness import flatness_frame, hutchinson_trace
 from .losses import Loss, parse_loss
 from .noise import NoiseDraws, SourceContext, get_source, pair_chunk, random_directions, source_names
-from .probe_settings import ProbeSettings
+from .probe_settings import ProbeSettings, fits_model_iv
 from .progress import ProbeProgress, tick
 from .rows import NpyRows
 
-__all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe"]
+__all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe", "run_probe"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +185,8 @@ def _probe_iv(model, loss, X, y, settings, step, generator, v0):
                          "and `y` a torch tensor.")
     if v0 is not None and not isinstance(v0, np.ndarray):
         raise InputError(f"`v0` must be a numpy array or None; got {type(v0).__name__}.")
+    fits_model_iv(sources=settings.sources, batch_size=settings.batch_size, top_k=settings.top_k, n_train=len(X),
+                  n_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
     return parse_loss(loss)
 
 
@@ -353,6 +355,16 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     (2, 400, ['isotropic', 'sgd'])
     """
     loss = _probe_iv(model, loss, X, y, settings, step, generator, v0)
+    return run_probe(model, loss, X, y, settings=settings, step=step, generator=generator, v0=v0,
+                     progress=progress)
+
+
+def run_probe(model: nn.Module, loss: Loss | str, X, y: torch.Tensor, *, settings: ProbeSettings, step: int,
+              generator: torch.Generator, v0: np.ndarray | None = None, progress: bool = False) -> ProbeResult:
+    """:func:`probe` without its argument checks, for callers that made them at their own boundary
+    (the run's assembly in ``collect``; ``check_probe_args`` of the own-model API): the probe
+    runner (:mod:`.probe_runner`) calls this."""
+    loss = parse_loss(loss)
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     prog = ProbeProgress(step, bar=progress)
@@ -364,16 +376,11 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         stack.enter_context(_no_mha_fastpath())
         pm = ProbedModel(model, loss, X, y, dtype=resolve_dtype(settings.dtype),
                          frozen_batchnorm=settings.frozen_batchnorm)
-        if "sgd" in settings.sources and not settings.batch_size < pm.n:
-            raise ConfigError(f"`batch_size` ({settings.batch_size}) must be smaller than the number of "
-                              f"training samples n={pm.n}.")
         for name in settings.sources:  # each source validates and sets up before any expensive stage
             srcs[name] = get_source(name)
             srcs[name].prepare(pm, settings)
         sites = getattr(srcs.get("dropout"), "sites", None)
         D = pm.n_params
-        if settings.top_k > D:
-            raise ConfigError(f"`top_k` ({settings.top_k}) exceeds the number of parameters ({D}).")
         pblocks = None if settings.blocks is None else resolve_blocks(settings.blocks, pm.names, pm.numels)
         hchunk = hessian_chunk(pm, settings.memory_budget_mb)
         op = HessianOperator(pm, chunk=hchunk)

@@ -36,7 +36,7 @@ def probe_step(model: nn.Module, loss, X, y, *, step: int, settings, seed: int, 
     """One probe of ``model`` (its current parameters) at ``step`` with the run's seeded streams
     (module docstring); ``switched_off`` names ``nn.Dropout`` modules set to ``p = 0`` for the
     probe. Returns ``(ProbeResult, checkpoint fingerprint)``."""
-    from .probe import probe
+    from .probe import run_probe  # checked at the caller's boundary (assembly, check_probe_args)
 
     fingerprint = state_fingerprint(model)
     pseed = derive_seed(int(seed), step)
@@ -45,7 +45,7 @@ def probe_step(model: nn.Module, loss, X, y, *, step: int, settings, seed: int, 
     devs = [X.device.index or 0] if isinstance(X, torch.Tensor) and X.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devs), dropout_switched_off(model, list(switched_off)):
         torch.manual_seed(derive_seed(pseed, "global"))
-        res = probe(model, loss, X, y, settings=settings, step=step, generator=gen, v0=v0, progress=progress)
+        res = run_probe(model, loss, X, y, settings=settings, step=step, generator=gen, v0=v0, progress=progress)
         if settings.diag_params:  # per-parameter diagonals on their own stream (.diagonal)
             from .diagonal import diagonal_frame
             t = time.perf_counter()

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from .config_key import ConfigKey
 
 __all__ = ["PROBE_KEYS", "ProbeSettings", "DEFAULT_MEMORY_BUDGET_MB", "API_BATCH_SIZE", "tr_hc_in_range",
-           "isotropic_reference_sampled", "settings_record", "dropout_samples_problem"]
+           "isotropic_reference_sampled", "dropout_samples_problem", "batch_fits_iv", "fits_model_iv"]
 
 #: The ``[probe]`` section of a collect config.
 PROBE_KEYS: dict[str, ConfigKey] = {
@@ -90,13 +90,38 @@ def tr_hc_in_range(tr_hc_samples: int, n_samples: int) -> bool:
     return not tr_hc_samples or 3 <= tr_hc_samples <= n_samples
 
 
-def settings_record(settings) -> dict:
-    """The run.json form of probe settings (every field; tuples as lists; ``{}`` for an object
-    that is not a dataclass): the ``probe_settings`` key of an own-model run."""
-    from dataclasses import is_dataclass
-    if is_dataclass(settings):
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
-    return {}
+def batch_fits_iv(batch_size: int, n_train: int, *, key: str) -> None:
+    """A minibatch is a strict subset of the training set: ``batch_size < n_train``, else a
+    one-line ConfigError naming ``key`` (``"[train] batch_size"``, ``"[probe] batch_size"``,
+    ``"`batch_size`"``)."""
+    if not batch_size < n_train:
+        raise ConfigError(f"{key}: must be < the number of training samples ({n_train}); got {batch_size}")
+
+
+def fits_model_iv(*, sources: Sequence[str], batch_size: int, top_k: int, n_train: int, n_params: int,
+                  section: str | None = None) -> None:
+    """The probe settings against the data and the model: the SGD source's batch is smaller than
+    the training set, ``top_k`` at most the parameter count.
+
+    The one check of both, made at each boundary before any work: the run's assembly
+    (``section="[probe]"``: keys named as in the config), the own-model API
+    (``probe_model``/``probe_checkpoints``/``Recorder``) and :func:`~varprinciple.collect.probe.probe`
+    (``section=None``: keys named as arguments). Raises a one-line ConfigError.
+
+    Examples
+    --------
+    >>> fits_model_iv(sources=("sgd",), batch_size=8, top_k=20, n_train=100, n_params=10)
+    Traceback (most recent call last):
+    ...
+    varprinciple.errors.ConfigError: `top_k`: must be <= the number of parameters (10); got 20
+    """
+    def key(k: str) -> str:
+        return f"`{k}`" if section is None else f"{section} {k}"
+
+    if "sgd" in sources:
+        batch_fits_iv(batch_size, n_train, key=key("batch_size"))
+    if top_k > n_params:
+        raise ConfigError(f"{key('top_k')}: must be <= the number of parameters ({n_params}); got {top_k}")
 
 
 def dropout_samples_problem(dropout_samples, exact_variance, tr_hc_samples) -> str | None:
@@ -309,8 +334,10 @@ class ProbeSettings:
         return self.n_samples if self.dropout_samples is None else int(self.dropout_samples)
 
     def to_dict(self) -> dict:
-        """Plain-JSON form (for run.json)."""
-        d = settings_record(self)
+        """Plain-JSON form: every field, tuples as lists, ``blocks`` only when set (the one
+        rendering of the settings: run.json's ``probe_settings`` of an own-model run, the
+        Recorder's resume identity)."""
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
         if self.blocks is None:
             del d["blocks"]  # run.json of a probe without blocks is as before
         if not self.diag_params:

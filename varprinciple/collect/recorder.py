@@ -32,14 +32,15 @@ from ..errors import InputError
 from .api import check_probe_args, write_probe_run
 from .losses import Loss, parse_loss
 from .probe_runner import probe_info, probe_step
-from .probe_settings import settings_record
 
 __all__ = ["Recorder"]
 
 logger = logging.getLogger(__name__)
 
 _PARTS = ".recorder"
-_TABLES = ("eigen", "noise", "exact_variance", "flatness", "diagonal")
+#: ProbeResult attribute -> the log table file it becomes (the part files use the same names)
+_TABLES = {"eigen": schema.EIGEN_FILE, "noise": schema.NOISE_FILE, "exact_variance": schema.EXACT_VARIANCE.file,
+           "flatness": schema.FLATNESS.file, "diagonal": schema.DIAGONAL.file}
 
 
 def _save_npy(path: Path, a: np.ndarray) -> None:
@@ -123,7 +124,7 @@ class Recorder:
         self.checkpoints, self.progress = bool(checkpoints), bool(progress)
         self._parts = self.out / _PARTS
         self._ident = {"run_id": rid, "method": method, "seed": self.seed, "every": self.every,
-                       "probe_settings": settings_record(self.settings)}
+                       "probe_settings": self.settings.to_dict()}
         self._resume(overwrite)
 
     # ------------------------------------------------------------------ resume
@@ -153,7 +154,7 @@ class Recorder:
 
     def _load(self, d: Path) -> SimpleNamespace:
         info = json.loads((d / "probe.json").read_text())
-        frames = {t: pd.read_parquet(d / f"{t}.parquet") if (d / f"{t}.parquet").exists() else None for t in _TABLES}
+        frames = {t: pd.read_parquet(d / f) if (d / f).exists() else None for t, f in _TABLES.items()}
         return SimpleNamespace(**frames, info=info, top_vector=np.load(d / "top_vector.npy"))
 
     @property
@@ -182,10 +183,10 @@ class Recorder:
             _atomic_write(self.out / ckpt, lambda p: torch.save(state, p))
         d = self._parts / f"step_{step}"
         d.mkdir(parents=True, exist_ok=True)
-        for t in _TABLES:
+        for t, name in _TABLES.items():
             f = getattr(res, t)
             if f is not None:
-                _atomic_write(d / f"{t}.parquet", lambda p, f=f: f.to_parquet(p, index=False))
+                _atomic_write(d / name, lambda p, f=f: f.to_parquet(p, index=False))
         _atomic_write(d / "top_vector.npy", lambda p: _save_npy(p, res.top_vector))
         info = {**probe_info(step, res, checkpoint=ckpt), "fingerprint": fp,
                 "dropout_sites": res.info.get("dropout_sites", [])}

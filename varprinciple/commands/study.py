@@ -92,7 +92,7 @@ def handler(args: argparse.Namespace) -> int:
         raise ConfigError("--quick, --design, --render and --experiment need --study MANIFEST")
     if args.fixed_steps and args.config:
         raise ConfigError("--fixed-steps selects a built-in config; it cannot be combined with --config")
-    from ..collect.study import run_study
+    from ..study.default import run_study
 
     args.out = args.out or "study"
 

@@ -131,8 +131,8 @@ def _analyze_iv(confidence, alpha, equivalence_margin, seed, resamples, step, fl
                                                and equivalence_margin > 0):
         raise InputError(f"`equivalence_margin` must be a positive number (exponent units); "
                          f"got {equivalence_margin!r}.")
-    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
-        raise InputError(f"`seed` must be an integer >= 0; got {seed!r}.")
+    if seed is not None and not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+        raise InputError(f"`seed` must be an integer >= 0 or None (fresh entropy); got {seed!r}.")
     check_resamples(resamples)
     if step is not None and not (isinstance(step, (int, np.integer)) and not isinstance(step, bool)
                                  and step >= 0):
@@ -179,7 +179,7 @@ def analyze(
     confidence: float = CONFIDENCE,
     alpha: float = ALPHA,
     equivalence_margin: float | None = None,
-    seed: int = 0,
+    seed: int | None = 0,
     resamples: int = DEFAULT_RESAMPLES,
     group_by: str | Sequence[str] | None = None,
     step: int | None = None,
@@ -201,8 +201,10 @@ def analyze(
         Level of the TOST (its interval is at 1 - 2 alpha).
     equivalence_margin : float, optional
         Equivalence margin for slope comparisons (exponent units); None: no TOST.
-    seed : int, default 0
-        Seed of every resampling-based statistic.
+    seed : int or None, default 0
+        Seed of every resampling-based statistic. None draws fresh entropy
+        (``numpy.random.SeedSequence().entropy``) and records it in the results as
+        ``settings.seed_entropy``: ``analyze(..., seed=that value)`` reproduces the numbers.
     resamples : int, default 999
         Bootstrap replicates and Haar rotations: 0 switches both off (their fields null),
         otherwise at least 99.
@@ -250,7 +252,9 @@ def analyze(
     if not runs:
         raise InputError(f"{input_name}: no valid run to analyse.")
     B = int(resamples)
-    resampler = Resampler(B, seed) if B > 0 else None
+    # the entropy every resampling stream derives from: the seed given, else fresh (recorded)
+    entropy = int(np.random.SeedSequence().entropy) if seed is None else int(seed)
+    resampler = Resampler(B, entropy) if B > 0 else None
     keys = group_keys([r.meta for r in runs], group_by=gb)
     labels = unique_labels(keys)
     logger.info("analysing %d runs (%d resamples)", len(runs), B)
@@ -291,7 +295,7 @@ def analyze(
     # summaries, its comparisons (own Holm family, TOST at the equivalence margin) the others
     pair_of = pair_keys(runs, networks.network_of)
     psi = psi_analysis(runs, labels, key_of=key_of, confidence=confidence, alpha=alpha,
-                       margin=equivalence_margin, resamples=B, seed=seed, network_of=networks.network_of,
+                       margin=equivalence_margin, resamples=B, seed=entropy, network_of=networks.network_of,
                        pair_of=pair_of)
     # mean Spearman r(lambda, s^2) over networks: alignment with curvature at group level
     flat_rows = flat_rows + psi.groups + curvature_alignment_rows(at_step, key_of, confidence,
@@ -319,7 +323,7 @@ def analyze(
 
     settings = {
         "confidence": confidence, "alpha": alpha, "equivalence_margin": equivalence_margin, "seed": seed,
-        "resamples": B, "group_by": list(gb) if gb else None, "step": step,
+        "seed_entropy": entropy, "resamples": B, "group_by": list(gb) if gb else None, "step": step,
         "compare": [f"{a} vs {b}" for a, b in declared] if declared else None, "skip_invalid": skip_invalid,
         "floor_rel": floor_rel, "residual_factor": residual_factor,
         "control_sources": list(CONTROL_SOURCES), "max_default_groups": MAX_DEFAULT_GROUPS,

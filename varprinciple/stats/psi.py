@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..errors import InputError
+from .defaults import CONFIDENCE, PSI_RESAMPLES, check_resamples
 
 __all__ = ["PsiResult", "StationaryVariance", "psi_fit", "psi_from_tables", "stationary_variance",
            "effective_sample_size", "autocorrelation_time", "MIN_N_EFF", "CALIBRATED_N_EFF", "MIN_LEVER_ARM",
@@ -295,9 +297,7 @@ def _psi_iv(P, widths, drift, confidence, resamples, min_n_eff, min_lever_arm):
         raise InputError(f"`drift` must have one flag per component ({w.size}); got {d.size}.")
     if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
         raise InputError(f"`confidence` must be in (0, 1); got {confidence!r}.")
-    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or 0 < resamples < 99 \
-            or resamples < 0:
-        raise InputError(f"`resamples` must be 0 (no interval) or an integer >= 99; got {resamples!r}.")
+    check_resamples(resamples)
     if P.shape[0] < 8:
         raise InputError(f"`projections` needs at least 8 snapshots; got {P.shape[0]}.")
     for name, v in (("min_n_eff", min_n_eff), ("min_lever_arm", min_lever_arm)):
@@ -318,7 +318,7 @@ def _trend_r2(x: np.ndarray) -> float:
 DRIFT_TREND_MAX = 0.5
 
 
-def psi_fit(projections, widths, *, drift=None, confidence: float = 0.95, resamples: int = 2000,
+def psi_fit(projections, widths, *, drift=None, confidence: float = CONFIDENCE, resamples: int = PSI_RESAMPLES,
             threshold: str = "width", min_n_eff: float = MIN_N_EFF, min_lever_arm: float = MIN_LEVER_ARM,
             rng: np.random.Generator | None = None) -> PsiResult:
     """ψ of one trajectory from its stationary variances, with an AR(1)-bootstrap interval.
@@ -332,7 +332,7 @@ def psi_fit(projections, widths, *, drift=None, confidence: float = 0.95, resamp
     drift : array_like of bool, optional
         PCs to exclude as drift (the logged ``drift`` column: PC1).
     confidence : float, default 0.95
-    resamples : int, default 2000
+    resamples : int, default :data:`~varprinciple.stats.defaults.PSI_RESAMPLES` (2,000)
         0 skips the bootstrap (interval, p and se are NaN; ``psi`` is then not
         bootstrap-bias-corrected).
     threshold : str
@@ -491,8 +491,8 @@ def psi_from_tables(pcs: pd.DataFrame, projections: pd.DataFrame, *, threshold: 
     >>> res.n_components, res.n_drift, round(res.psi)
     (5, 1, 2)
     """
-    for name, df, cols in (("trajectory.parquet", pcs, ("component", threshold, "drift")),
-                           ("trajectory_projections.parquet", projections, ("step", "component", "value"))):
+    for name, df, cols in ((schema.TRAJECTORY.file, pcs, ("component", threshold, "drift")),
+                           (schema.TRAJECTORY_PROJECTIONS.file, projections, ("step", "component", "value"))):
         miss = [c for c in cols if c not in df.columns]
         if miss:
             raise InputError(f"{name}: column {miss[0]!r} missing")
@@ -501,7 +501,7 @@ def psi_from_tables(pcs: pd.DataFrame, projections: pd.DataFrame, *, threshold: 
     comps = pcs["component"].to_numpy()
     missing = [c for c in comps if c not in wide.columns]
     if missing or wide[comps].isna().any().any():
-        raise InputError(f"trajectory_projections.parquet: column 'component': component "
+        raise InputError(f"{schema.TRAJECTORY_PROJECTIONS.file}: column 'component': component "
                          f"{missing[0] if missing else int(wide[comps].isna().any().idxmax())} is not "
                          f"projected at every step")
     drift = pcs["drift"].to_numpy(bool) if exclude_drift else None

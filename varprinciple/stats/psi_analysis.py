@@ -21,17 +21,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..errors import InputError
 from .comparisons import Unit, adjust_family, compare_units
+from .defaults import ALPHA, CONFIDENCE, PSI_RESAMPLES
 from .inference import group_test
 from .replicates import network_values
 from .psi import psi_from_tables
 
 __all__ = ["PsiAnalysis", "psi_analysis", "TRAJECTORY_FILE", "PROJECTIONS_FILE", "PROFILES_FILE"]
 
-TRAJECTORY_FILE = "trajectory.parquet"
-PROJECTIONS_FILE = "trajectory_projections.parquet"
-PROFILES_FILE = "loss_profiles.parquet"
+TRAJECTORY_FILE = schema.TRAJECTORY.file
+PROJECTIONS_FILE = schema.TRAJECTORY_PROJECTIONS.file
+PROFILES_FILE = schema.LOSS_PROFILES.file
 #: The width column of the threshold-sensitivity psi, by the main one (f = e <-> f = 2).
 SENSITIVITY = {"width": "width_2", "width_2": "width"}
 
@@ -94,8 +96,8 @@ def _window_notes(meta: Mapping, note: str | None) -> dict:
 
 
 def psi_analysis(runs: Sequence, labels: Sequence[str], *, key_of: Mapping[str, dict] | None = None,
-                 confidence: float = 0.95, alpha: float = 0.05, margin: float | None = None,
-                 resamples: int = 2000, seed: int = 0, threshold: str = "width",
+                 confidence: float = CONFIDENCE, alpha: float = ALPHA, margin: float | None = None,
+                 resamples: int = PSI_RESAMPLES, seed: int = 0, threshold: str = "width",
                  network_of: Mapping[str, str] | None = None,
                  pair_of: Mapping[str, str] | None = None) -> PsiAnalysis:
     """ψ per run, per group and between groups (runs are the replicates).

@@ -29,7 +29,8 @@ from .claims import ClaimRow, claims_frame, claims_table
 from .design import DesignResult, design_summary
 from .manifest import StudyManifest, load_manifest
 
-__all__ = ["ManifestResult", "run_manifest", "render_manifest", "study_design", "write_design"]
+__all__ = ["ManifestResult", "ExperimentRun", "run_experiment", "run_manifest", "render_manifest", "study_design",
+           "write_design"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,51 @@ class ManifestResult:
 
     def to_frame(self):
         return claims_frame(self.claims)
+
+
+@dataclass(frozen=True)
+class ExperimentRun:
+    """One experiment collected and tested by :func:`run_experiment`."""
+
+    collected: tuple  # CollectResult per config, in order
+    analysis: object  # varprinciple.stats.AnalysisResult
+    results: Path  # the results JSON written
+    directions: Path  # its per-direction table
+    collect_s: float
+    analysis_s: float
+
+    @property
+    def n_runs(self) -> int:
+        return sum(len(c.run_ids) for c in self.collected)
+
+    @property
+    def n_ran(self) -> int:
+        return sum(len(c.ran) for c in self.collected)
+
+
+def run_experiment(configs, logs: Path, results: Path, *, workers: int, device: str = "cpu", seed: int | None = 0,
+                   resamples: int | None = None, confidence: float | None = None, alpha: float | None = None,
+                   equivalence_margin: float | None = None, progress: bool | None = None) -> ExperimentRun:
+    """Collect every config of one experiment into the log set ``logs`` (resumable) and test it
+    into ``results`` (JSON output v1 + its per-direction table): the one collect -> analyse step
+    of a study, used by :func:`run_manifest` for each experiment and by the default study
+    (:func:`varprinciple.study.default.run_study`). ``None`` options take the statistics
+    defaults (:mod:`varprinciple.stats.defaults`)."""
+    from ..collect.config import CollectConfig, load_config
+    from ..collect.run import collect
+    from ..stats import analyze
+    from ..stats.defaults import ALPHA, CONFIDENCE, RESAMPLES
+
+    t0 = time.perf_counter()
+    collected = tuple(collect(c if isinstance(c, CollectConfig) else load_config(c), logs, workers=workers,
+                              device=device, progress=progress) for c in configs)
+    tc = time.perf_counter() - t0
+    analysis = analyze(logs, seed=seed, resamples=RESAMPLES if resamples is None else resamples,
+                       confidence=CONFIDENCE if confidence is None else confidence,
+                       alpha=ALPHA if alpha is None else alpha, equivalence_margin=equivalence_margin,
+                       progress=progress)
+    json_path, dir_path = analysis.write(results)
+    return ExperimentRun(collected, analysis, Path(json_path), Path(dir_path), tc, time.perf_counter() - t0 - tc)
 
 
 def study_design(m: StudyManifest, rows=None) -> DesignResult | None:
@@ -171,10 +217,6 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
     report : bool
         Write the per-experiment reports and the study page.
     """
-    from ..collect.config import load_config
-    from ..collect.run import collect
-    from ..stats import analyze
-
     t0 = time.perf_counter()
     m = manifest if isinstance(manifest, StudyManifest) else load_manifest(manifest)
     out = Path(out) if out is not None else Path("reports") / (m.name + ("-quick" if quick else ""))
@@ -186,21 +228,14 @@ def run_manifest(manifest: str | os.PathLike | StudyManifest, out: str | os.Path
     n_ran = 0
     previous = _previous_statement(out / "study.json")
     for e in exps:
-        logs = out / "logs" / e.name
-        te = time.perf_counter()
-        n_runs = 0
-        for cfg_path in e.config_paths(quick):
-            res = collect(load_config(cfg_path), logs, workers=workers, device=device, progress=progress)
-            n_runs += len(res.run_ids)
-            n_ran += len(res.ran)
-        tc = time.perf_counter() - te
-        analysis = analyze(logs, seed=m.seed, resamples=resamples, confidence=m.confidence, alpha=m.alpha,
-                           equivalence_margin=e.equivalence_margin, progress=progress)
-        json_path = out / "results" / f"{e.name}.json"
-        analysis.write(json_path)
-        results[e.name] = json.loads(json_path.read_text(encoding="utf-8"))
-        timing[e.name] = {"runs": n_runs, "collect_s": tc, "analysis_s": time.perf_counter() - te - tc}
-        logger.info("%s: %d runs, collected in %.1f s", e.name, n_runs, tc)
+        ex = run_experiment(e.config_paths(quick), out / "logs" / e.name, out / "results" / f"{e.name}.json",
+                            workers=workers, device=device, seed=m.seed, resamples=resamples,
+                            confidence=m.confidence, alpha=m.alpha, equivalence_margin=e.equivalence_margin,
+                            progress=progress)
+        n_ran += ex.n_ran
+        results[e.name] = json.loads(ex.results.read_text(encoding="utf-8"))
+        timing[e.name] = {"runs": ex.n_runs, "collect_s": ex.collect_s, "analysis_s": ex.analysis_s}
+        logger.info("%s: %d runs, collected in %.1f s", e.name, ex.n_runs, ex.collect_s)
     rows = claims_table(results, m.claims, alpha=m.alpha, confidence=m.confidence)
     _write_claims(out, m, rows)
     design = study_design(m, rows)
