@@ -31,7 +31,7 @@ import pandas as pd
 
 from .. import schema
 
-__all__ = ["WIDTH_RISE", "OUTCOME_QUANTITIES", "profile_width", "run_outcomes"]
+__all__ = ["OUTCOME_QUANTITIES", "WIDTH_RISE", "profile_width", "run_outcomes"]
 
 #: Loss rise above the centre that marks a profile's edge (nats for cross-entropy).
 WIDTH_RISE = 0.1
