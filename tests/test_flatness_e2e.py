@@ -21,7 +21,7 @@ CFG = {"data": {"n_train": 150, "n_test": 20}, "model": {"widths": [8]},
                  "lr": 0.2, "log_every": 100, "target_loss": 0.25, "target_check_every": 5},
        "probe": {"top_k": 3, "n_samples": 8, "n_random": 2, "hutchinson_probes": 4, "tr_hc_samples": 4,
                  "sources": ["sgd"], "isotropic_of": "sgd"},
-       "trajectory": {"window": 160, "every": 4, "n_components": 5, "profile_points": 5}}
+       "trajectory": {"window": 160, "every": 4, "n_components": 5, "profile_points": 5, "random_profiles": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,9 @@ def test_psi_analysis_of_a_sweep(logs):
     assert rec["sensitivity_threshold"] == "width_2" and rec["psi_sensitivity"] is not None
     assert res.per_run["psi_sensitivity"].notna().all()
     assert len(rec["components"]) == 5 and rec["components"][0]["drift"] is True
-    assert {p["kind"] for p in res.profiles} == {"pc"} and len(res.profiles) == 9 * 5
+    # PC profiles of every run (and the filter-normalised random ones, `random_profiles`)
+    assert {p["kind"] for p in res.profiles} == {"pc", "random"}
+    assert sum(p["kind"] == "pc" for p in res.profiles) == 9 * 5
     # order-independent per-run streams
     again = psi_analysis(ls.runs[::-1], labels[::-1], margin=1.0, resamples=200, seed=1)
     pd.testing.assert_frame_equal(res.per_run.set_index("run_id").sort_index(),
@@ -77,6 +79,29 @@ def test_flatness_comparisons_carry_training_losses(logs):
 
 
 @pytest.mark.slow
+def test_outcomes_are_summarised_and_compared_between_groups(logs):
+    """Test accuracy, generalisation gap and profile width: one flatness row per group and
+    comparisons of every pair (raw scale, log scale for the width), from the runs' own logs."""
+    ls = read_logset(logs)
+    res = analyze(logs, resamples=0)
+    flat = res.flatness
+    for q in ("test_accuracy", "generalisation_gap", "filter_width"):
+        rows = flat[flat["quantity"] == q]
+        assert len(rows) == 3 and (rows["n_runs"] == 3).all(), q
+    acc = flat[flat["quantity"] == "test_accuracy"].set_index("group")["estimate"]
+    for label in acc.index:
+        finals = [r.meta["final"]["test_accuracy"] for r in ls.runs if _labels(ls)[ls.runs.index(r)] == label]
+        assert acc[label] == pytest.approx(np.mean(finals), rel=1e-9)
+    comps = res.comparisons
+    for q in ("test_accuracy", "generalisation_gap", "log_filter_width"):
+        c = comps[comps["quantity"] == q]
+        assert len(c) == 3 and c["ci_low"].notna().all(), q
+    gap = flat[flat["quantity"] == "generalisation_gap"].set_index("group")["estimate"]
+    c = comps[comps["quantity"] == "generalisation_gap"].iloc[0]
+    assert c["difference"] == pytest.approx(gap[c["label_a"]] - gap[c["label_b"]], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.slow
 def test_varprinciple_test_reports_psi_losses_and_report_draws_them(logs, tmp_path):
     from varprinciple.report.build import build_report
 
@@ -89,7 +114,7 @@ def test_varprinciple_test_reports_psi_losses_and_report_draws_them(logs, tmp_pa
     lam = [c for c in d["comparisons"] if c["quantity"] == "log_lambda_max"]
     assert lam and all(c["loss_a"] is not None and c["loss_mismatch"] is False for c in lam)
     assert all(c["loss_a"] is None for c in d["comparisons"] if c["quantity"] == "slope")
-    assert len(d["variance_flatness"]) == 9 and len(d["loss_profiles"]) == 45
+    assert len(d["variance_flatness"]) == 9 and len(d["loss_profiles"]) == 9 * (5 + 2)
     path = tmp_path / "r.json"
     res.write(path)
     rep = build_report(path, tmp_path / "rep", dpi=40)

@@ -42,6 +42,14 @@ def test_quick_study_end_to_end(tmp_path):
     evaluated = [c for c in claims if c["verdict"] != "not evaluated"]
     assert {c["claim_id"] for c in evaluated} >= {"flatter_lambda_max", "b_dropout", "b_sgd", "b_similar",
                                                     "aligned_rho_sgd", "control_linear_b1", "control_eos"}
+    # issue-18 designs: rows per probe rate, test accuracy / gap and the profile width compared
+    rate_rows = [c for c in claims if c["claim_id"] == "b_similar_probe_rate"]
+    assert {c["experiment"] for c in rate_rows} == {"digits_mlp_probe_drop005", "digits_mlp_probe_drop03"}
+    assert {c["claim_id"] for c in evaluated} >= {"flatter_filter_width", "better_test_accuracy", "smaller_gap"}
+    # the sweep re-probes the SAME networks as digits_mlp (same configs, matched seeds)
+    for run in (out / "logs" / "digits_mlp_probe_drop03").iterdir():
+        fp = json.loads((run / "run.json").read_text())["checkpoint_fingerprint"]
+        assert fp == json.loads((out / "logs" / "digits_mlp" / run.name / "run.json").read_text())["checkpoint_fingerprint"]
     assert (out / "claims.csv").read_text().startswith("claim_id,")
     # the study page leads with the findings, then the design statement
     html = (out / "report.html").read_text()

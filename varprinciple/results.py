@@ -113,7 +113,11 @@ COMPARISON_COLUMNS = (
 #: label/key/source gathered in ``group_a`` / ``group_b`` objects.
 COMPARISON_FIELDS = ("quantity", "group_a", "group_b") + tuple(
     c for c in COMPARISON_COLUMNS if c[:-2] not in ("label", "key", "source") and c != "quantity")
-#: Columns of ``AnalysisResult.flatness`` (group x quantity x source x block).
+#: Columns of ``AnalysisResult.flatness`` (group x quantity x source x block). Quantities: the
+#: probes' (``lambda_max``, ``hessian_trace``, ``rho``, ...), ``psi``, ``curvature_alignment``
+#: and the per-run outcomes of :mod:`varprinciple.stats.outcomes` (``test_accuracy``,
+#: ``generalisation_gap``, ``filter_width``), whose comparisons have quantities
+#: ``test_accuracy``, ``generalisation_gap`` and ``log_filter_width`` (docs/statistics.md).
 FLATNESS_COLUMNS = ("group", "group_key", "quantity", "source", "block", "step", "estimate", "ci_low",
                     "ci_high", "p_value", "null", "log_mean", "log_ci_low", "log_ci_high", "n_runs", "note")
 #: Fields every ``flatness`` row of the JSON carries.

@@ -43,6 +43,11 @@ class Quantity(StrEnum):
     SLOPE = "slope"
     LOG_LAMBDA_MAX = "log_lambda_max"
     LOG_HESSIAN_TRACE = "log_hessian_trace"
+    #: the filter-normalised random-profile width (:mod:`.outcomes`), log scale
+    LOG_FILTER_WIDTH = "log_filter_width"
+    #: test accuracy and test − train loss at the analysed step (:mod:`.outcomes`)
+    TEST_ACCURACY = "test_accuracy"
+    GENERALISATION_GAP = "generalisation_gap"
 
 
 def parse_compare(compare: str | Sequence[str] | None) -> list[tuple[str, str]] | None:

@@ -2,8 +2,10 @@
 
 Per group x quantity x source x block at each run's analysed step: the mean over runs
 with a t interval (``rho`` is tested against its isotropic value 1), and on the log
-scale for positive quantities; ``lambda_max`` and ``hessian_trace`` become units compared
-between groups on the log scale (:data:`FLAT_COMPARED`).
+scale for positive quantities; ``lambda_max``, ``hessian_trace`` and the filter-normalised
+profile width ``filter_width`` become units compared between groups on the log scale,
+``test_accuracy`` and ``generalisation_gap`` (per-run outcomes, :mod:`.outcomes`) on their own
+scale (:data:`FLAT_COMPARED`).
 """
 
 from __future__ import annotations
@@ -17,17 +19,30 @@ from .. import schema
 from .comparisons import Quantity, Unit
 from .group_level import groupby_keep_none
 from .inference import group_test
+from .outcomes import run_outcomes
 from .replicates import network_values
 
 __all__ = ["FLATNESS_FILE", "FLAT_COMPARED", "flatness_rows"]
 
 FLATNESS_FILE = schema.FLATNESS.file
-#: flatness quantities compared between groups, with the compared Quantity (log scale)
-FLAT_COMPARED = {"lambda_max": Quantity.LOG_LAMBDA_MAX, "hessian_trace": Quantity.LOG_HESSIAN_TRACE}
+#: flatness quantities compared between groups, with the compared Quantity (``log_*``: on
+#: the log scale, the others on their own)
+FLAT_COMPARED = {"lambda_max": Quantity.LOG_LAMBDA_MAX, "hessian_trace": Quantity.LOG_HESSIAN_TRACE,
+                 "filter_width": Quantity.LOG_FILTER_WIDTH, "test_accuracy": Quantity.TEST_ACCURACY,
+                 "generalisation_gap": Quantity.GENERALISATION_GAP}
 
 
 def _none_if_nan(x):
     return None if (x is None or (isinstance(x, float) and np.isnan(x))) else x
+
+
+def _notes(notes: pd.Series) -> str | None:
+    """The runs' caveats of one row, each once ("; "-joined), with how many runs carry it."""
+    found = [n for n in notes if isinstance(n, str) and n]
+    if not found:
+        return None
+    counts = pd.Series(found).value_counts(sort=False)
+    return "; ".join(f"{n} ({k} of {len(notes)} runs)" for n, k in counts.items())
 
 
 def flatness_rows(runs, labels, key_of, sel, conf, network_of=None) -> tuple[list[dict], dict[str, list[Unit]]]:
@@ -41,6 +56,10 @@ def flatness_rows(runs, labels, key_of, sel, conf, network_of=None) -> tuple[lis
     for run, label in zip(runs, labels):
         if run.run_id not in sel:
             continue
+        # per-run outcomes (test accuracy, generalisation gap, profile width) at the analysed step
+        for q, (e, why) in run_outcomes(run, sel[run.run_id]).items():
+            rows.append({"run_id": run.run_id, "group": label, "quantity": q, "source": None, "block": None,
+                         "estimate": float(e), "step": int(sel[run.run_id]), "note": why})
         t = run.optional_table(FLATNESS_FILE) if isinstance(run.path, Path) and run.path.is_dir() else None
         if t is None or t.empty:
             continue
@@ -49,7 +68,7 @@ def flatness_rows(runs, labels, key_of, sel, conf, network_of=None) -> tuple[lis
         blk = t["block"] if "block" in t else pd.Series([None] * len(t), index=t.index)
         for q, s, b, e, st in zip(t["quantity"], src, blk, t["estimate"], t["step"]):
             rows.append({"run_id": run.run_id, "group": label, "quantity": q, "source": _none_if_nan(s),
-                         "block": _none_if_nan(b), "estimate": float(e), "step": int(st)})
+                         "block": _none_if_nan(b), "estimate": float(e), "step": int(st), "note": None})
     out, units = [], {}
     if not rows:
         return out, units
@@ -62,13 +81,18 @@ def flatness_rows(runs, labels, key_of, sel, conf, network_of=None) -> tuple[lis
                "step": int(sub["step"].iloc[0]) if sub["step"].nunique() == 1 else None,
                "estimate": g.estimate, "ci_low": g.ci_low, "ci_high": g.ci_high,
                "p_value": g.p_value if null is not None else np.nan, "null": null,
-               "log_mean": np.nan, "log_ci_low": np.nan, "log_ci_high": np.nan, "n_runs": g.n_runs}
+               "log_mean": np.nan, "log_ci_low": np.nan, "log_ci_high": np.nan, "n_runs": g.n_runs,
+               "note": _notes(sub["note"])}
+        comp = FLAT_COMPARED.get(q)
         if np.all(v > 0):
             lg = group_test(np.log(v), confidence=conf)
             rec.update(log_mean=lg.estimate, log_ci_low=lg.ci_low, log_ci_high=lg.ci_high)
-            if q in FLAT_COMPARED:
-                units.setdefault(FLAT_COMPARED[q].value, []).append(
+            if comp is not None and comp.value.startswith("log_"):
+                units.setdefault(comp.value, []).append(
                     Unit(label, key_of[label], s if isinstance(s, str) else None, b,
                          dict(zip(nets, np.log(v).tolist()))))
+        if comp is not None and not comp.value.startswith("log_"):
+            units.setdefault(comp.value, []).append(
+                Unit(label, key_of[label], s if isinstance(s, str) else None, b, dict(zip(nets, v.tolist()))))
         out.append(rec)
     return out, units
