@@ -117,3 +117,48 @@ def test_main_job_flatness_line_carries_the_loss_note():
     assert "−0.80 [−0.90, −0.70]" in line and "training losses 0.00300 vs 0.00450" in line
     after = text.splitlines()[text.splitlines().index(line) + 1]
     assert "not a matched-loss comparison" in after and "at matched loss" not in line
+
+
+def test_terminal_prints_each_caveat_once(tmp_path, capsys):
+    """`varprinciple test` prints the findings block and then the summary tables: every caveat
+    of the results (row notes, study-wide notes, skipped and identical runs) appears on the
+    terminal exactly as often as the walker lists it — beside its number, never a second time
+    as a NOTE line of the summary."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from varprinciple.cli import main
+    from varprinciple.io import write_run
+
+    rng = np.random.default_rng(3)
+    lam = np.geomspace(8.0, 0.2, 6)
+    root = tmp_path / "logs"
+    for method in ("sgd", "dropout"):
+        for r in range(3):
+            x = rng.standard_normal((40, 6)) * lam ** 0.5
+            noise = pd.DataFrame({"step": 0, "source": "sgd", "basis": "hessian",
+                                  "direction": np.tile(np.arange(6), 40),
+                                  "sample": np.repeat(np.arange(40), 6), "value": x.ravel()})
+            eig = pd.DataFrame({"step": 0, "rank": np.arange(6), "eigenvalue": lam})
+            write_run(root / f"{method}{r}", {"run_id": f"{method}{r}", "method": method}, eigen=eig, noise=noise)
+    shutil.copytree(root / "sgd0", root / "sgd3")  # identical noise tables: a caveat
+    meta = json.loads((root / "sgd3" / "run.json").read_text())
+    meta["run_id"] = "sgd3"
+    (root / "sgd3" / "run.json").write_text(json.dumps(meta))
+    (root / "dropout2" / "noise.parquet").unlink()  # a skipped run: a caveat
+    out = tmp_path / "r.json"
+    assert main(["test", str(root), "--resamples", "0", "--skip-invalid", "--no-progress", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    cav = list(iter_caveats(res))
+    assert {c.table for c in cav} >= {"skipped", "identical"} and len(cav) >= 3
+    for text in {c.text for c in cav}:
+        expected = sum(text in c.text for c in cav)
+        assert printed.count(text) == expected, (text, printed.count(text), expected)
+    assert "NOTE " not in printed and "WARNING identical" not in printed
+    # the Python summary alone still carries them
+    from varprinciple.stats import analyze
+    alone = analyze(root, resamples=0, skip_invalid=True, progress=False).summary()
+    assert "WARNING identical" in alone and "missing file" in alone

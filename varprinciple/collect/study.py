@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StudyResult:
-    """Where the study's outputs are, and its printed summary (None without statistics)."""
+    """Where the study's outputs are, and its printed summary (None without statistics): the
+    detailed tables, without the caveats that the findings block printed before them shows."""
 
     out: Path
     logs: Path
@@ -95,5 +96,5 @@ def run_study(out: str | os.PathLike = "study", *, config: str | os.PathLike | C
     t0 = time.perf_counter()
     result = analyze(logs, seed=seed, progress=progress)
     json_path, dir_path = result.write(out / "results.json")
-    return StudyResult(out, logs, Path(json_path), Path(dir_path), result.summary(), collected,
+    return StudyResult(out, logs, Path(json_path), Path(dir_path), result.summary(caveats=False), collected,
                        time.perf_counter() - t0)

@@ -108,10 +108,13 @@ class AnalysisResult:
         :func:`varprinciple.results.directions_path`."""
         return write_results(json_path, self.to_json_dict(), self.directions_table())
 
-    def summary(self) -> str:
-        """A readable summary of the analysis."""
+    def summary(self, *, caveats: bool = True) -> str:
+        """A readable summary of the analysis: its tables and, with ``caveats``, every row note,
+        study-wide note and skipped or identical run. The CLI prints the findings block
+        (:func:`varprinciple.report.findings_text`, each caveat beside its number) and then
+        ``summary(caveats=False)``, so that no caveat is printed twice."""
         from ._summary import format_summary
-        return format_summary(self)
+        return format_summary(self, caveats=caveats)
 
 
 # ============================================================================ options
