@@ -75,6 +75,9 @@ RELATION_FIELDS = (
     # isotropy_p is max(rotation p, jackknife p) since issue 17; the rotation test's own p; the
     # Spearman r of the directions' kurtosis with lambda (tails changing along the spectrum)
     "isotropy_p_rotation", "kurtosis_spearman_r",
+    # the tail rule of isotropy_p (stats/isotropy.py): draws beyond 4.5 robust SDs and the
+    # permutation p of their concentration across directions (null without resamples)
+    "tail_draws", "tail_concentration_p",
 )
 #: Fields every ``groups`` row carries (group x source x block at the analysed step).
 GROUP_FIELDS = (

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from .caveats import Caveat, iter_caveats
 from .format import format_estimate_ci, format_fixed, format_p, format_percent, format_sig
 
-__all__ = ["Finding", "findings", "findings_text", "findings_markdown", "findings_html", "readable_group",
+__all__ = ["Finding", "findings", "findings_text", "collapse_probe_caveats", "caveat_head", "COLLAPSE_MIN", "findings_markdown", "findings_html", "readable_group",
            "readable_source"]
 
 _METHOD = {"gd": "GD", "sgd": "SGD", "dropout": "dropout", "sgd+dropout": "SGD + dropout"}
@@ -202,8 +202,45 @@ def _header(results: Mapping) -> str:
             "every caveat of the results is listed beside its number)")
 
 
+#: Per-probe caveats of one kind and noise source shown as one line on the terminal from this many on.
+COLLAPSE_MIN = 3
+
+
+def caveat_head(text: str) -> str:
+    """The kind of a caveat: its text up to the first colon (``no isotropy_p``), or the whole text."""
+    head = text.split(":", 1)[0]
+    return head if head != text and len(head) <= 40 else text
+
+
+def collapse_probe_caveats(results: Mapping, caveats: list[Caveat]) -> tuple[list[Caveat], list[tuple]]:
+    """Split per-probe (``relations``) caveats of one kind and noise source that recur in at
+    least ``COLLAPSE_MIN`` probes from the rest: ``(kept, groups)``, each group ``(source,
+    head, caveats, n_probes_of_source)``. The terminal shows a group as one line; the reports
+    and the results JSON keep every probe's caveat beside its numbers."""
+    rel = [r for r in results.get("relations") or [] if isinstance(r, Mapping)]
+    by: dict[tuple, list[Caveat]] = {}
+    for c in caveats:
+        if c.table == "relations" and c.index is not None and c.index < len(rel):
+            by.setdefault((rel[c.index].get("source"), caveat_head(c.text)), []).append(c)
+    big = {k for k, v in by.items() if len({c.index for c in v}) >= COLLAPSE_MIN}
+    kept = [c for c in caveats if not (c.table == "relations" and c.index is not None and c.index < len(rel)
+                                        and (rel[c.index].get("source"), caveat_head(c.text)) in big)]
+    groups = [(src, head, by[(src, head)], sum(r.get("source") == src for r in rel)) for src, head in sorted(
+        big, key=lambda k: (str(k[0]), k[1]))]
+    return kept, groups
+
+
+def _collapsed_line(src, head: str, cav: list[Caveat], n_src: int) -> str:
+    n = len({c.index for c in cav})
+    first = cav[0]
+    why = first.text[len(head) + 1:].strip() if first.text.startswith(head + ":") else first.text
+    return (f"  {head} in {n} of {n_src} probes of {readable_source(src)} (e.g. {first.where}: {why}); "
+            "each probe's reason is beside its row in report.md and in the results JSON")
+
+
 def findings_text(results: Mapping) -> str:
-    """The findings block for a terminal (plain text)."""
+    """The findings block for a terminal (plain text). Per-probe caveats of one kind that recur
+    in several probes of a noise source are one line each (:func:`collapse_probe_caveats`)."""
     fs, rest = findings(results)
     lines = [_header(results)]
     if not fs:
@@ -212,8 +249,12 @@ def findings_text(results: Mapping) -> str:
         lines.append(f"  {f.line()}")
         lines += [f"      caveat: {c}" for c in f.caveats]
     if rest:
-        lines.append(f"Other caveats ({len(rest)}):")
-        lines += [f"  {c.line()}" for c in rest]
+        kept, groups = collapse_probe_caveats(results, rest)
+        lines.append(f"Other caveats ({len(rest)}" + (f", {len(rest) - len(kept)} of them in {len(groups)} "
+                                                      f"line{'s' if len(groups) > 1 else ''}" if groups else "")
+                     + "):")
+        lines += [_collapsed_line(*g) for g in groups]
+        lines += [f"  {c.line()}" for c in kept]
     return "\n".join(lines) + "\n"
 
 
