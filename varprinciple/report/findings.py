@@ -109,6 +109,33 @@ def _p(p, name="p") -> str:
     return f", {name} {text}" if text.startswith("<") else f", {name} = {text}"
 
 
+def _comparison_words(qty: str, la: str, sa, lb: str, sb):
+    """A comparison row in words, and its verdict when the difference is significant.
+
+    >>> what, more = _comparison_words("b", "sgd-lr0.1-bs32", "dropout", "sgd-lr0.1-bs32", "sgd")
+    >>> what, more(False)
+    ('b of dropout noise minus b of SGD noise, in networks trained with SGD (lr 0.1, B 32)', 'b of dropout noise smaller than b of SGD noise')
+    >>> what, more = _comparison_words("b", "dropout-lr0.1-drop0.1", "dropout", "gd-lr0.1", "dropout")
+    >>> what, more(True)
+    ('b of dropout noise in networks trained with dropout (lr 0.1, drop 0.1) minus with GD (lr 0.1)', 'b of dropout noise larger with dropout (lr 0.1, drop 0.1) than with GD (lr 0.1)')
+    >>> _comparison_words("log λ_max", "dropout-lr0.1-drop0.1", None, "gd-lr0.1", None)[0]
+    'log λ_max of networks trained with dropout (lr 0.1, drop 0.1) minus with GD (lr 0.1)'
+    """
+    ga, gb = readable_group(la), readable_group(lb)
+    if la == lb and sa and sb:
+        a, b = f"{qty} of {readable_source(sa)}", f"{qty} of {readable_source(sb)}"
+        return (f"{a} minus {b}, in networks trained with {ga}",
+                lambda up: f"{a} {'larger' if up else 'smaller'} than {b}")
+    if sa == sb:
+        of = f"{qty} of {readable_source(sa)} in networks" if sa else f"{qty} of networks"
+        return (f"{of} trained with {ga} minus with {gb}",
+                lambda up: f"{qty}{' of ' + readable_source(sa) if sa else ''} {'larger' if up else 'smaller'} "
+                           f"with {ga} than with {gb}")
+    a = f"{qty} of {readable_source(sa)} in networks trained with {ga}" if sa else f"{qty} with {ga}"
+    b = f"{qty} of {readable_source(sb)} with {gb}" if sb else f"{qty} with {gb}"
+    return f"{a} minus {b}", lambda up: f"{a} {'larger' if up else 'smaller'} than {b}"
+
+
 def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
     """The findings of a results dict and the caveats not shown beside one of them."""
     alpha = (results.get("settings") or {}).get("alpha") or 0.05
@@ -145,13 +172,7 @@ def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
             continue
         q = str(c.get("quantity"))
         (la, sa), (lb, sb) = _side(c.get("group_a")), _side(c.get("group_b"))
-        if la == lb and sa and sb:
-            a, b = readable_source(sa), readable_source(sb)
-            what = f"{_QUANTITY.get(q, q)} {a} − {b}, {readable_group(la)}"
-        else:
-            a = readable_group(la) + (f" {readable_source(sa)}" if sa else "")
-            b = readable_group(lb) + (f" {readable_source(sb)}" if sb else "")
-            what = f"{_QUANTITY.get(q, q)} {a} − {b}"
+        what, more = _comparison_words(_QUANTITY.get(q, q), la, sa, lb, sb)
         est, lo, hi = c.get("difference"), c.get("ci_low"), c.get("ci_high")
         p = c.get("p_adjusted") if _ok(c.get("p_adjusted")) else c.get("p_value")
         pname = "p (Holm)" if _ok(c.get("p_adjusted")) else "p"
@@ -162,9 +183,9 @@ def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
         elif p < alpha:
             if q in _FLAT:
                 flat, ratio = (readable_group(la), math.exp(est)) if est < 0 else (readable_group(lb), math.exp(-est))
-                verdict = f"{flat} flatter ({_QUANTITY[q][4:]} × {ratio:.2g})"
+                verdict = f"networks trained with {flat} flatter ({_QUANTITY[q][4:]} × {ratio:.2g})"
             else:
-                verdict = f"{_QUANTITY.get(q, q)} of {a} {'larger' if est > 0 else 'smaller'} than of {b}"
+                verdict = more(est > 0)
         elif _ok(c.get("margin")) and _ok(lo) and _ok(hi) and (lo > c["margin"] or hi < -c["margin"]):
             verdict = f"different (outside ±{c['margin']:g}), not significant after Holm"
         else:
