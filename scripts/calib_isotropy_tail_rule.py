@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _foreign_isotropy import draws  # noqa: E402
 
 from varprinciple.stats.alignment import isotropy_jackknife_p, isotropy_test  # noqa: E402
-from varprinciple.stats.isotropy import tail_concentration, tails_differ  # noqa: E402
+from varprinciple.stats.isotropy import tail_check, tails_differ  # noqa: E402
 from varprinciple.stats.per_probe import heavy_tail_sources  # noqa: E402
 from varprinciple.stats.relation import RARE_DRAW_ALPHA, draw_share  # noqa: E402
 
@@ -41,15 +41,15 @@ def cell(design, b, k, K, reps, rng) -> dict:
     for r in range(reps):
         lam, X = draws(design, K, k, rng, b=b)
         iso = max(isotropy_test(X, lam, resamples=199, rng=rng).p_value, isotropy_jackknife_p(X, lam))
-        n_tail, p_tail = tail_concentration(X, rng=rng)
+        n_tail, p_tail = tail_check(X, rng=rng)
         p_share = draw_share(X)[1]
-        rows.append({"group": f"g{r // GROUP}", "source": "s", "iso": iso, "draw_share_p": p_share,
+        rows.append({"group": f"g{r // GROUP}", "source": "s", "iso": iso, "draw_share_p": p_share, "n_samples": K,
                      "tail_draws": n_tail, "tail_concentration_p": p_tail})
     df = pd.DataFrame(rows)
     rej = df["iso"].to_numpy() < 0.05
     old = df["draw_share_p"].to_numpy() < RARE_DRAW_ALPHA
-    new = np.array([tails_differ(a, n, p) for a, n, p in zip(df["draw_share_p"], df["tail_draws"],
-                                                              df["tail_concentration_p"])])
+    new = np.array([tails_differ(a, n, p, K) for a, n, p in zip(df["draw_share_p"], df["tail_draws"],
+                                                                 df["tail_concentration_p"])])
     flagged = heavy_tail_sources(df)
     src_ok = ~df["group"].map(lambda g: (g, "s") in flagged).to_numpy()
     given, given_src = ~new, ~new & src_ok

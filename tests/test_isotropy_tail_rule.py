@@ -11,7 +11,7 @@ import pytest
 from _foreign_isotropy import draws
 
 from varprinciple.stats.alignment import isotropy_jackknife_p, isotropy_test
-from varprinciple.stats.isotropy import (MIN_TAIL_DRAWS, TAIL_RESAMPLES, TAIL_THRESHOLD, isotropy_tail_refusal,
+from varprinciple.stats.isotropy import (MIN_DRAWS_TAIL_CHECK, MIN_TAIL_DRAWS, TAIL_RESAMPLES, TAIL_THRESHOLD, isotropy_tail_refusal,
                                          tail_concentration, tails_differ)
 from varprinciple.stats.per_probe import heavy_tail_sources
 
@@ -46,7 +46,7 @@ def test_gaussian_draws_have_no_tail_draws_and_are_never_refused():
     rng = np.random.default_rng(2)
     for _ in range(50):
         why, n, p = isotropy_tail_refusal(rng.standard_normal((100, 20)), rng=rng)
-        assert why is None and n <= 1
+        assert why is None and n <= 3
 
 
 def test_tails_differ_rule():
@@ -55,6 +55,8 @@ def test_tails_differ_rule():
     assert tails_differ(1e-5, 40, 0.01)                        # tail draws crowd into some directions
     assert not tails_differ(1e-5, 40, 0.4)                     # tails alike: isotropy_p kept
     assert tails_differ(1e-5, np.nan, np.nan)                  # no concentration test: the previous rule
+    assert tails_differ(1e-5, 40, 0.4, MIN_DRAWS_TAIL_CHECK - 1)  # too few draws for the check: the previous rule
+    assert not tails_differ(1e-5, 40, 0.4, MIN_DRAWS_TAIL_CHECK)
 
 
 def _probe_rates(design, K, reps, rng, group=5):
@@ -64,7 +66,7 @@ def _probe_rates(design, K, reps, rng, group=5):
         iso = max(isotropy_test(X, lam, resamples=199, rng=rng).p_value, isotropy_jackknife_p(X, lam))
         why, n, p = isotropy_tail_refusal(X, rng=rng)
         from varprinciple.stats.relation import draw_share
-        rows.append({"group": f"g{r // group}", "source": "s", "iso": iso, "draw_share_p": draw_share(X)[1],
+        rows.append({"group": f"g{r // group}", "source": "s", "iso": iso, "draw_share_p": draw_share(X)[1], "n_samples": K,
                      "tail_draws": n, "tail_concentration_p": p, "refused": why is not None})
     df = pd.DataFrame(rows)
     flagged = heavy_tail_sources(df)

@@ -76,7 +76,8 @@ RELATION_FIELDS = (
     # Spearman r of the directions' kurtosis with lambda (tails changing along the spectrum)
     "isotropy_p_rotation", "kurtosis_spearman_r",
     # the tail rule of isotropy_p (stats/isotropy.py): draws beyond 4.5 robust SDs and the
-    # permutation p of their concentration across directions (null without resamples)
+    # smaller permutation p of their concentration across directions at 4.5 and 3.5 robust SDs
+    # (null without resamples)
     "tail_draws", "tail_concentration_p",
 )
 #: Fields every ``groups`` row carries (group x source x block at the analysed step).

@@ -335,9 +335,10 @@ def analyze(
         "isotropy_test": "isotropy_p = max(rotation-test p, draw-level jackknife p of log alignment_k): a "
                          "test of an isotropic covariance; isotropy_p_rotation is the rotation test alone; both "
                          "are refused (null, reason in note) in a probe where one draw carries more of a "
-                         "direction's variance than Gaussian tails allow (draw_share_p < 0.001) unless its tail "
-                         "draws (tail_draws >= 4 beyond 4.5 robust SDs) are not concentrated in some directions "
-                         "(tail_concentration_p >= 0.05: tails alike), and in every probe of a (group, source) "
+                         "direction's variance than Gaussian tails allow (draw_share_p < 0.001) unless it has K >= "
+                         "100 draws and its tail draws (tail_draws >= 4 beyond 4.5 robust SDs) are not "
+                         "concentrated in some directions (tail_concentration_p >= 0.05, the smaller p of the "
+                         "tests at 4.5 and 3.5 robust SDs: tails alike), and in every probe of a (group, source) "
                          "with such refusals significantly above 5% (binomial p <= 0.05)",
         "replicates": "independently trained networks: runs with identical noise tables, the same "
                       "checkpoint_fingerprint, or the same training seed and eigenvalues are one network, "

@@ -308,7 +308,8 @@ def heavy_tail_sources(relations: pd.DataFrame) -> dict[tuple, tuple[int, int]]:
         M = int(ok.sum())
         nt = sub["tail_draws"].to_numpy(float) if "tail_draws" in sub else np.zeros(len(sub))
         pt = sub["tail_concentration_p"].to_numpy(float) if "tail_concentration_p" in sub else np.zeros(len(sub))
-        m = int(sum(tails_differ(a, b, c) for a, b, c in zip(p[ok], nt[ok], pt[ok])))
+        K = sub["n_samples"].to_numpy(float) if "n_samples" in sub else np.full(len(sub), np.inf)
+        m = int(sum(tails_differ(a, b, c, k) for a, b, c, k in zip(p[ok], nt[ok], pt[ok], K[ok])))
         if m and float(sps.binom.sf(m - 1, M, RARE_PROBE_RATE)) <= RARE_SOURCE_ALPHA:
             out[(g, src)] = (m, M)
     return out
