@@ -10,7 +10,9 @@ report pages open with it. One line per
 
 with estimate, CI, p and a verdict-style wording, followed by the caveats of that row
 (:mod:`varprinciple.report.caveats`). Every other caveat of the results follows under
-"Other caveats", so that each caveat of the file is shown once, beside its number.
+"Other caveats", so that each caveat of the file is shown once, beside its number; on the
+terminal a per-probe caveat that recurs across a noise source's probes is one line with its
+count (:func:`collapse_probe_caveats`).
 """
 
 from __future__ import annotations
