@@ -165,7 +165,7 @@ def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
         else:
             verdict = "not distinguishable from 0 at this power"
         n = f", n = {g['n_runs']} runs" if g.get("n_runs") is not None else ""
-        out.append(Finding("b", f"b of {readable_source(src)}, {readable_group(lab)}",
+        out.append(Finding("b", f"b of {readable_source(src)} in networks trained with {readable_group(lab)}",
                            _est(est, lo, hi) + _p(g.get("p_value"), "p (one-sided)") + n, verdict,
                            tuple(by_row.get(("groups", i), ()))))
         shown.add(("groups", i))
