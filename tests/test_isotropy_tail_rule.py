@@ -45,7 +45,7 @@ def test_tail_concentration_against_a_loop():
 def test_gaussian_draws_have_no_tail_draws_and_are_never_refused():
     rng = np.random.default_rng(2)
     for _ in range(50):
-        why, n, p = isotropy_tail_refusal(rng.standard_normal((100, 20)), rng=rng)
+        why, n, _ = isotropy_tail_refusal(rng.standard_normal((100, 20)), rng=rng)
         assert why is None and n <= 3
 
 

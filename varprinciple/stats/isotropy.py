@@ -89,7 +89,7 @@ def tail_concentration(values, *, rng: np.random.Generator, threshold: float = T
     (6, 0.005)
     """
     X = np.asarray(values, dtype=float)
-    K, k = X.shape
+    k = X.shape[1]
     dev = np.abs(X - np.median(X, axis=0))
     mad = np.median(dev, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
