@@ -63,12 +63,25 @@ def _num_of(c, text: str) -> bool:
     return c.value is not None and (format_fixed(c.value) in text or format_sig(c.value) in text)
 
 
+def _collapsed(results: dict) -> set:
+    """(table, index, text) of the per-probe caveats the terminal shows as one line per kind and source."""
+    from varprinciple.report.findings import collapse_probe_caveats
+    _, groups = collapse_probe_caveats(results, list(iter_caveats(results)))
+    return {(c.table, c.index, c.text) for g in groups for c in g[2]}
+
+
 def _check_all(results: dict, tmp_path: Path) -> int:
     terminal, md, page = _rendered(results, tmp_path)
     cav = list(iter_caveats(results))
+    collapsed = _collapsed(results)
     for c in cav:
+        if (c.table, c.index, c.text) in collapsed:  # the terminal: one line per kind and source, with a count
+            from varprinciple.report.findings import caveat_head
+            assert any(caveat_head(c.text) in ln and " probes of " in ln for ln in terminal.splitlines()), c.line()
         for name, text, esc in (("terminal", terminal, str), ("report.md", md, str),
                                 ("report.html", page, html.escape)):
+            if name == "terminal" and (c.table, c.index, c.text) in collapsed:
+                continue
             assert esc(c.text) in text, f"{name}: caveat not rendered: {c.line()}"
             if c.number:  # beside its number: on its line or under it (a finding's caveat lines)
                 lines = text.splitlines()
@@ -117,3 +130,69 @@ def test_main_job_flatness_line_carries_the_loss_note():
     assert "−0.80 [−0.90, −0.70]" in line and "training losses 0.00300 vs 0.00450" in line
     after = text.splitlines()[text.splitlines().index(line) + 1]
     assert "not a matched-loss comparison" in after and "at matched loss" not in line
+
+
+def test_terminal_prints_each_caveat_once(tmp_path, capsys):
+    """`varprinciple test` prints the findings block and then the summary tables: every caveat
+    of the results (row notes, study-wide notes, skipped and identical runs) appears on the
+    terminal exactly as often as the walker lists it — beside its number, never a second time
+    as a NOTE line of the summary."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from varprinciple.cli import main
+    from varprinciple.io import write_run
+
+    rng = np.random.default_rng(3)
+    lam = np.geomspace(8.0, 0.2, 6)
+    root = tmp_path / "logs"
+    for method in ("sgd", "dropout"):
+        for r in range(3):
+            x = rng.standard_normal((40, 6)) * lam ** 0.5
+            noise = pd.DataFrame({"step": 0, "source": "sgd", "basis": "hessian",
+                                  "direction": np.tile(np.arange(6), 40),
+                                  "sample": np.repeat(np.arange(40), 6), "value": x.ravel()})
+            eig = pd.DataFrame({"step": 0, "rank": np.arange(6), "eigenvalue": lam})
+            write_run(root / f"{method}{r}", {"run_id": f"{method}{r}", "method": method}, eigen=eig, noise=noise)
+    shutil.copytree(root / "sgd0", root / "sgd3")  # identical noise tables: a caveat
+    meta = json.loads((root / "sgd3" / "run.json").read_text())
+    meta["run_id"] = "sgd3"
+    (root / "sgd3" / "run.json").write_text(json.dumps(meta))
+    (root / "dropout2" / "noise.parquet").unlink()  # a skipped run: a caveat
+    out = tmp_path / "r.json"
+    assert main(["test", str(root), "--resamples", "0", "--skip-invalid", "--no-progress", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    cav = list(iter_caveats(res))
+    assert {c.table for c in cav} >= {"skipped", "identical"} and len(cav) >= 3
+    collapsed = {t for _, _, t in _collapsed(res)}
+    for text in {c.text for c in cav}:
+        expected = sum(text in c.text for c in cav)
+        if text in collapsed:  # one line for all probes with that kind of caveat: at most once
+            assert printed.count(text) <= 1, text
+        else:
+            assert printed.count(text) == expected, (text, printed.count(text), expected)
+    assert "NOTE " not in printed and "WARNING identical" not in printed
+    # the Python summary alone still carries them
+    from varprinciple.stats import analyze
+    alone = analyze(root, resamples=0, skip_invalid=True, progress=False).summary()
+    assert "WARNING identical" in alone and "missing file" in alone
+
+
+def test_terminal_collapses_a_per_probe_caveat_that_recurs_across_probes():
+    """15 probes of one source that all lose isotropy_p: the terminal shows one line with the
+    count (the reports keep each probe's reason beside its row)."""
+    from varprinciple.report.findings import findings_text
+    rows = [{"run_id": f"sgd-seed{i}", "group": "sgd-lr0.1-bs32", "source": "sgd", "step": 100, "block": None,
+             "slope": 1.0 + i / 100, "ci_low": 0.8, "ci_high": 1.2,
+             "note": f"no isotropy_p: one draw carries {7 + i % 4}% of a direction's variance"} for i in range(15)]
+    rows += [{"run_id": "drop-seed0", "group": "d", "source": "dropout", "step": 100, "block": None, "slope": 1.0,
+              "ci_low": 0.8, "ci_high": 1.2, "note": "no isotropy_p: a single probe"}]
+    res = {"settings": {"confidence": 0.95}, "relations": rows}
+    text = findings_text(res)
+    assert text.count("no isotropy_p") == 2
+    assert "no isotropy_p in 15 of 15 probes of SGD noise (e.g. relations run sgd-seed0:sgd step 100" in text
+    assert "drop-seed0:dropout step 100 — 1.00 [0.800, 1.20]: no isotropy_p: a single probe" in text
+    assert "Other caveats (16, 15 of them in 1 line):" in text

@@ -220,3 +220,16 @@ def test_reader_checks_the_listing_itself(tmp_path):
                                                            "checkpoints": ["../x.pt", "/etc/passwd"]})]
     assert got == ["run 'r': run.json: lists '../x.pt', not a path inside the run directory",
                    "run 'r': run.json: lists '/etc/passwd', not a path inside the run directory"]
+
+
+def test_reader_checks_the_listed_sha256(tmp_path):
+    """A listed file replaced by one of the same size is refused by its sha256, naming it."""
+    import hashlib
+
+    from varprinciple.io import listed_file_problems
+    (tmp_path / "m.pt").write_bytes(b"abcd")
+    meta = {"run_id": "r", "files": {"m.pt": {"bytes": 4, "sha256": hashlib.sha256(b"abcd").hexdigest()}}}
+    assert listed_file_problems(tmp_path, meta) == []
+    (tmp_path / "m.pt").write_bytes(b"abce")  # same size, other content
+    assert [str(p) for p in listed_file_problems(tmp_path, meta)] == [
+        "run 'r': m.pt: content differs from the sha256 run.json lists (replaced or corrupted)"]

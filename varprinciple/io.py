@@ -277,7 +277,9 @@ def _relative_inside(rel: Any) -> bool:
 
 def listed_file_problems(run_dir: str | os.PathLike, meta: Mapping[str, Any]) -> list[Problem]:
     """Problems with the files ``run.json`` lists: under ``files``
-    (:data:`varprinciple.schema.RUN_FILES`; each must exist with its recorded size) and
+    (:data:`varprinciple.schema.RUN_FILES`; each must exist with its recorded size and, where
+    the entry has one, its recorded ``sha256``: a file replaced by one of the same size is
+    caught) and
     under ``model_file``/``checkpoints`` (each must exist). A run published incomplete (e.g.
     by an interrupted sweep of an older varprinciple) is refused, naming the missing file.
 
@@ -293,6 +295,7 @@ def listed_file_problems(run_dir: str | os.PathLike, meta: Mapping[str, Any]) ->
     path = str(run_dir)
     probs: list[Problem] = []
     sizes: dict[str, Any] = {}
+    digests: dict[str, str] = {}
     files = meta.get(schema.RUN_FILES)
     if files is not None:
         if not isinstance(files, dict) or not all(
@@ -300,6 +303,7 @@ def listed_file_problems(run_dir: str | os.PathLike, meta: Mapping[str, Any]) ->
             return [Problem(path, 'must map file paths to {"bytes": int, "sha256": str}', rid, schema.RUN_JSON,
                             f"key {schema.RUN_FILES!r}")]
         sizes = {k: v["bytes"] for k, v in files.items()}
+        digests = {k: v["sha256"] for k, v in files.items() if isinstance(v.get("sha256"), str)}
     for key in schema.RUN_FILE_LIST_KEYS:
         v = meta.get(key)
         for rel in ([v] if isinstance(v, str) else v if isinstance(v, list) else []):
@@ -316,7 +320,22 @@ def listed_file_problems(run_dir: str | os.PathLike, meta: Mapping[str, Any]) ->
         if size is not None and st.st_size != size:
             probs.append(Problem(path, f"{st.st_size} bytes, run.json lists {size} (truncated or replaced)",
                                  rid, rel))
+        elif rel in digests and _sha256(run_dir / rel) != digests[rel].lower():
+            probs.append(Problem(path, "content differs from the sha256 run.json lists (replaced or corrupted)",
+                                 rid, rel))
     return probs
+
+
+def _sha256(path: Path) -> str | None:
+    """Hex sha256 of a file (None when it cannot be read)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def _read_parquet(run_dir: Path, spec: schema.TableSpec, rid: str | None) -> tuple[pa.Table | None, list[Problem]]:

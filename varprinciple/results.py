@@ -81,6 +81,10 @@ RELATION_FIELDS = (
     # exact per-direction variances, dropout's two-mask estimate, with the jackknife over its
     # exact_groups groups of samples; null otherwise)
     "variance_input", "exact_groups",
+    # the tail rule of isotropy_p (stats/isotropy.py): draws beyond 4.5 robust SDs and the
+    # smaller permutation p of their concentration across directions at 4.5 and 3.5 robust SDs
+    # (null without resamples)
+    "tail_draws", "tail_concentration_p",
 )
 #: Fields every ``groups`` row carries (group x source x block at the analysed step).
 GROUP_FIELDS = (

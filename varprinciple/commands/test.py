@@ -53,7 +53,7 @@ def handler(args: argparse.Namespace) -> int:
                   skip_invalid=args.skip_invalid, progress=False if args.no_progress else None)
     from ..report.findings import findings_text
     print(findings_text(res.to_json_dict()))
-    print(res.summary())
+    print(res.summary(caveats=False))  # the findings block above shows every caveat once
     if args.json:
         jp, dp = res.write(args.json)
         print(f"\nwrote {jp} and {dp}")

@@ -10,7 +10,9 @@ report pages open with it. One line per
 
 with estimate, CI, p and a verdict-style wording, followed by the caveats of that row
 (:mod:`varprinciple.report.caveats`). Every other caveat of the results follows under
-"Other caveats", so that each caveat of the file is shown once, beside its number.
+"Other caveats", so that each caveat of the file is shown once, beside its number; on the
+terminal a per-probe caveat that recurs across a noise source's probes is one line with its
+count (:func:`collapse_probe_caveats`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from .caveats import Caveat, iter_caveats
 from .format import format_estimate_ci, format_fixed, format_p, format_percent, format_sig
 
-__all__ = ["Finding", "findings", "findings_text", "findings_markdown", "findings_html", "readable_group",
+__all__ = ["Finding", "findings", "findings_text", "collapse_probe_caveats", "caveat_head", "COLLAPSE_MIN", "findings_markdown", "findings_html", "readable_group",
            "readable_source"]
 
 _METHOD = {"gd": "GD", "sgd": "SGD", "dropout": "dropout", "sgd+dropout": "SGD + dropout"}
@@ -109,6 +111,33 @@ def _p(p, name="p") -> str:
     return f", {name} {text}" if text.startswith("<") else f", {name} = {text}"
 
 
+def _comparison_words(qty: str, la: str, sa, lb: str, sb):
+    """A comparison row in words, and its verdict when the difference is significant.
+
+    >>> what, more = _comparison_words("b", "sgd-lr0.1-bs32", "dropout", "sgd-lr0.1-bs32", "sgd")
+    >>> what, more(False)
+    ('b of dropout noise minus b of SGD noise, in networks trained with SGD (lr 0.1, B 32)', 'b of dropout noise smaller than b of SGD noise')
+    >>> what, more = _comparison_words("b", "dropout-lr0.1-drop0.1", "dropout", "gd-lr0.1", "dropout")
+    >>> what, more(True)
+    ('b of dropout noise in networks trained with dropout (lr 0.1, drop 0.1) minus with GD (lr 0.1)', 'b of dropout noise larger with dropout (lr 0.1, drop 0.1) than with GD (lr 0.1)')
+    >>> _comparison_words("log λ_max", "dropout-lr0.1-drop0.1", None, "gd-lr0.1", None)[0]
+    'log λ_max of networks trained with dropout (lr 0.1, drop 0.1) minus with GD (lr 0.1)'
+    """
+    ga, gb = readable_group(la), readable_group(lb)
+    if la == lb and sa and sb:
+        a, b = f"{qty} of {readable_source(sa)}", f"{qty} of {readable_source(sb)}"
+        return (f"{a} minus {b}, in networks trained with {ga}",
+                lambda up: f"{a} {'larger' if up else 'smaller'} than {b}")
+    if sa == sb:
+        of = f"{qty} of {readable_source(sa)} in networks" if sa else f"{qty} of networks"
+        return (f"{of} trained with {ga} minus with {gb}",
+                lambda up: f"{qty}{' of ' + readable_source(sa) if sa else ''} {'larger' if up else 'smaller'} "
+                           f"with {ga} than with {gb}")
+    a = f"{qty} of {readable_source(sa)} in networks trained with {ga}" if sa else f"{qty} with {ga}"
+    b = f"{qty} of {readable_source(sb)} with {gb}" if sb else f"{qty} with {gb}"
+    return f"{a} minus {b}", lambda up: f"{a} {'larger' if up else 'smaller'} than {b}"
+
+
 def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
     """The findings of a results dict and the caveats not shown beside one of them."""
     alpha = (results.get("settings") or {}).get("alpha") or 0.05
@@ -136,7 +165,7 @@ def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
         else:
             verdict = "not distinguishable from 0 at this power"
         n = f", n = {g['n_runs']} runs" if g.get("n_runs") is not None else ""
-        out.append(Finding("b", f"b of {readable_source(src)}, {readable_group(lab)}",
+        out.append(Finding("b", f"b of {readable_source(src)} in networks trained with {readable_group(lab)}",
                            _est(est, lo, hi) + _p(g.get("p_value"), "p (one-sided)") + n, verdict,
                            tuple(by_row.get(("groups", i), ()))))
         shown.add(("groups", i))
@@ -145,13 +174,7 @@ def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
             continue
         q = str(c.get("quantity"))
         (la, sa), (lb, sb) = _side(c.get("group_a")), _side(c.get("group_b"))
-        if la == lb and sa and sb:
-            a, b = readable_source(sa), readable_source(sb)
-            what = f"{_QUANTITY.get(q, q)} {a} − {b}, {readable_group(la)}"
-        else:
-            a = readable_group(la) + (f" {readable_source(sa)}" if sa else "")
-            b = readable_group(lb) + (f" {readable_source(sb)}" if sb else "")
-            what = f"{_QUANTITY.get(q, q)} {a} − {b}"
+        what, more = _comparison_words(_QUANTITY.get(q, q), la, sa, lb, sb)
         est, lo, hi = c.get("difference"), c.get("ci_low"), c.get("ci_high")
         p = c.get("p_adjusted") if _ok(c.get("p_adjusted")) else c.get("p_value")
         pname = "p (Holm)" if _ok(c.get("p_adjusted")) else "p"
@@ -162,9 +185,9 @@ def findings(results: Mapping) -> tuple[list[Finding], list[Caveat]]:
         elif p < alpha:
             if q in _FLAT:
                 flat, ratio = (readable_group(la), math.exp(est)) if est < 0 else (readable_group(lb), math.exp(-est))
-                verdict = f"{flat} flatter ({_QUANTITY[q][4:]} × {ratio:.2g})"
+                verdict = f"networks trained with {flat} flatter ({_QUANTITY[q][4:]} × {ratio:.2g})"
             else:
-                verdict = f"{_QUANTITY.get(q, q)} of {a} {'larger' if est > 0 else 'smaller'} than of {b}"
+                verdict = more(est > 0)
         elif _ok(c.get("margin")) and _ok(lo) and _ok(hi) and (lo > c["margin"] or hi < -c["margin"]):
             verdict = f"different (outside ±{c['margin']:g}), not significant after Holm"
         else:
@@ -202,8 +225,45 @@ def _header(results: Mapping) -> str:
             "every caveat of the results is listed beside its number)")
 
 
+#: Per-probe caveats of one kind and noise source shown as one line on the terminal from this many on.
+COLLAPSE_MIN = 3
+
+
+def caveat_head(text: str) -> str:
+    """The kind of a caveat: its text up to the first colon (``no isotropy_p``), or the whole text."""
+    head = text.split(":", 1)[0]
+    return head if head != text and len(head) <= 40 else text
+
+
+def collapse_probe_caveats(results: Mapping, caveats: list[Caveat]) -> tuple[list[Caveat], list[tuple]]:
+    """Split per-probe (``relations``) caveats of one kind and noise source that recur in at
+    least ``COLLAPSE_MIN`` probes from the rest: ``(kept, groups)``, each group ``(source,
+    head, caveats, n_probes_of_source)``. The terminal shows a group as one line; the reports
+    and the results JSON keep every probe's caveat beside its numbers."""
+    rel = [r for r in results.get("relations") or [] if isinstance(r, Mapping)]
+    by: dict[tuple, list[Caveat]] = {}
+    for c in caveats:
+        if c.table == "relations" and c.index is not None and c.index < len(rel):
+            by.setdefault((rel[c.index].get("source"), caveat_head(c.text)), []).append(c)
+    big = {k for k, v in by.items() if len({c.index for c in v}) >= COLLAPSE_MIN}
+    kept = [c for c in caveats if not (c.table == "relations" and c.index is not None and c.index < len(rel)
+                                        and (rel[c.index].get("source"), caveat_head(c.text)) in big)]
+    groups = [(src, head, by[(src, head)], sum(r.get("source") == src for r in rel)) for src, head in sorted(
+        big, key=lambda k: (str(k[0]), k[1]))]
+    return kept, groups
+
+
+def _collapsed_line(src, head: str, cav: list[Caveat], n_src: int) -> str:
+    n = len({c.index for c in cav})
+    first = cav[0]
+    why = first.text[len(head) + 1:].strip() if first.text.startswith(head + ":") else first.text
+    return (f"  {head} in {n} of {n_src} probes of {readable_source(src)} (e.g. {first.where}: {why}); "
+            "each probe's reason is beside its row in report.md and in the results JSON")
+
+
 def findings_text(results: Mapping) -> str:
-    """The findings block for a terminal (plain text)."""
+    """The findings block for a terminal (plain text). Per-probe caveats of one kind that recur
+    in several probes of a noise source are one line each (:func:`collapse_probe_caveats`)."""
     fs, rest = findings(results)
     lines = [_header(results)]
     if not fs:
@@ -212,8 +272,12 @@ def findings_text(results: Mapping) -> str:
         lines.append(f"  {f.line()}")
         lines += [f"      caveat: {c}" for c in f.caveats]
     if rest:
-        lines.append(f"Other caveats ({len(rest)}):")
-        lines += [f"  {c.line()}" for c in rest]
+        kept, groups = collapse_probe_caveats(results, rest)
+        lines.append(f"Other caveats ({len(rest)}" + (f", {len(rest) - len(kept)} of them in {len(groups)} "
+                                                      f"line{'s' if len(groups) > 1 else ''}" if groups else "")
+                     + "):")
+        lines += [_collapsed_line(*g) for g in groups]
+        lines += [f"  {c.line()}" for c in kept]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,9 @@
-"""The readable text summary printed by ``varprinciple test`` (formatting only)."""
+"""The readable text summary printed by ``varprinciple test`` (formatting only).
+
+The terminal of ``varprinciple test`` / ``study`` prints the findings block first
+(:mod:`varprinciple.report.findings`), which renders every caveat of the results beside its
+number; it then prints this summary with ``caveats=False``, so that no caveat is printed twice.
+A Python user calling ``summary()`` alone gets the caveats here (``caveats=True``)."""
 
 from __future__ import annotations
 
@@ -43,16 +48,21 @@ def _table(rows: list[dict]) -> str:
     return "\n".join("  " + line for line in df.to_string(index=False).splitlines())
 
 
-def format_summary(res) -> str:
+def format_summary(res, *, caveats: bool = True) -> str:
+    """The detailed tables of an analysis; with ``caveats`` also its caveats (row notes,
+    study-wide notes, skipped and identical runs) — leave them out where the findings block,
+    which shows each of them beside its number, is printed too (the CLI)."""
     s = res.settings
     conf = int(round(100 * s["confidence"]))
     out = [f"varprinciple test: {res.provenance['n_runs']} run(s) from {res.provenance['input']}; "
            f"resamples {s['resamples']}, seed {s['seed']}"]
-    if res.skipped:
+    if res.skipped and not caveats:
+        out.append(f"SKIPPED {len(res.skipped)} invalid run(s): their problems are listed with the findings above")
+    elif res.skipped:
         out.append(f"SKIPPED {len(res.skipped)} invalid run(s):")
         for sk in res.skipped:
             out.append(f"  {sk['run_id'] or sk['path']}: " + "; ".join(sk["problems"]))
-    for ids in res.identical:
+    for ids in res.identical if caveats else ():
         out.append(f"WARNING identical noise tables in runs {', '.join(ids)} (not independent replicates)")
     rel = res.relations
     out.append("")
@@ -103,8 +113,8 @@ def format_summary(res) -> str:
                    "effective sample size along a fitted PC; lever arm: decades of F spanned; docs/flatness.md):")
         rows = [{"run": r.get("run_id"), "group": r.get("group"), "psi": _f(r.get("psi")),
                  f"{conf}% CI": _ci(r.get("ci_low"), r.get("ci_high")), "p": _p(r.get("p_value")),
-                 "n_eff_min": _f(r.get("n_eff_min"), 1), "lever arm": _f(r.get("lever_arm"), 2),
-                 "note": r.get("note") or r.get("problem") or ""}
+                 "n_eff_min": _f(r.get("n_eff_min"), 1), "lever arm": _f(r.get("lever_arm"), 2)}
+                | ({"note": r.get("note") or r.get("problem") or ""} if caveats else {})
                 for r in psi_runs]
         out.append(_table(rows))
     out += _gamma_lines(res, conf)
@@ -134,9 +144,9 @@ def format_summary(res) -> str:
             row["equiv_holm"] = {True: "yes", False: "no"}.get(r.equivalent_adjusted, "-")
         rows.append(row)
     out.append(_table(rows))
-    out += _row_notes(res)
-    for n in res.notes:
-        out.append(f"NOTE {n}")
+    if caveats:
+        out += _row_notes(res)
+        out += [f"NOTE {n}" for n in res.notes]
     return "\n".join(out)
 
 

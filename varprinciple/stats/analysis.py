@@ -110,10 +110,13 @@ class AnalysisResult:
         :func:`varprinciple.results.directions_path`."""
         return write_results(json_path, self.to_json_dict(), self.directions_table())
 
-    def summary(self) -> str:
-        """A readable summary of the analysis."""
+    def summary(self, *, caveats: bool = True) -> str:
+        """A readable summary of the analysis: its tables and, with ``caveats``, every row note,
+        study-wide note and skipped or identical run. The CLI prints the findings block
+        (:func:`varprinciple.report.findings_text`, each caveat beside its number) and then
+        ``summary(caveats=False)``, so that no caveat is printed twice."""
         from ._summary import format_summary
-        return format_summary(self)
+        return format_summary(self, caveats=caveats)
 
 
 # ============================================================================ options
@@ -344,8 +347,11 @@ def analyze(
         "isotropy_test": "isotropy_p = max(rotation-test p, draw-level jackknife p of log alignment_k): a "
                          "test of an isotropic covariance; isotropy_p_rotation is the rotation test alone; both "
                          "are refused (null, reason in note) in a probe where one draw carries more of a "
-                         "direction's variance than Gaussian tails allow (draw_share_p < 0.001) and in every "
-                         "probe of a (group, source) with such probes significantly above 5% (binomial p <= 0.05)",
+                         "direction's variance than Gaussian tails allow (draw_share_p < 0.001) unless it has K >= "
+                         "100 draws and its tail draws (tail_draws >= 4 beyond 4.5 robust SDs) are not "
+                         "concentrated in some directions (tail_concentration_p >= 0.05, the smaller p of the "
+                         "tests at 4.5 and 3.5 robust SDs: tails alike), and in every probe of a (group, source) "
+                         "with such refusals significantly above 5% (binomial p <= 0.05)",
         "replicates": "independently trained networks: runs with identical noise tables, the same "
                       "checkpoint_fingerprint, or the same training seed and eigenvalues are one network, "
                       "counted once (the mean over its runs); n_runs and df count networks",

@@ -24,8 +24,8 @@ import pandas as pd
 
 from ..results import DIRECTION_COLUMNS, RANDOM_REASON
 from ._resampling import Resampler
-from .alignment import (_alignment_from_cov, _ratio_interval, curvature_test,
-                        isotropy_jackknife_p, isotropy_tail_reason)
+from .alignment import _alignment_from_cov, _ratio_interval, curvature_test, isotropy_jackknife_p
+from .isotropy import isotropy_tail_refusal, tails_differ
 from .relation import (MIN_DIRECTIONS_CI, MIN_DRAWS_RARE, RARE_DRAW_ALPHA, RARE_DRAW_SHARE, ExclusionReason,
                        _fit_core, _nan_fit, draw_share, exclusion_reasons, spearman)
 from .relation_exact import exact_relation_fit
@@ -235,10 +235,12 @@ def _alignment_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
     covariance: ``isotropy_p`` = max(rotation p, jackknife p) (the rotation test alone needs
     the whole law rotation-invariant; ``isotropy_p_rotation`` keeps it; ``alignment_p``, the
     old name, has ``isotropy_p``'s value for JSON v1 readers). Both are refused (null, reason
-    in the row's note) where one draw dominates a direction (:func:`isotropy_tail_reason`)."""
+    in the row's note) where one draw dominates a direction and the tails cannot be shown alike
+    across directions (:func:`varprinciple.stats.isotropy.isotropy_tail_refusal`; its count of
+    tail draws and concentration p are the row's ``tail_draws`` / ``tail_concentration_p``)."""
     n, K = d.n_included, d.n_samples
     align = (np.nan, np.nan, np.nan)
-    why = None
+    why, tail = None, (np.nan, np.nan)
     if n >= 2 and K >= 3:
         Xi = d.block.values[:, d.hessian][:, d.included]
         Xc = Xi - Xi.mean(axis=0)
@@ -246,12 +248,13 @@ def _alignment_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
         at = _alignment_from_cov(S, d.lam[d.included], K, opts.resamples, resampler=resampler)
         p_jk = isotropy_jackknife_p(Xi, d.lam[d.included]) if opts.resamples > 0 else np.nan
         p = float(max(at.p_value, p_jk)) if np.isfinite(at.p_value) and np.isfinite(p_jk) else np.nan
-        if np.isfinite(p):
-            why = isotropy_tail_reason(Xi)
+        if np.isfinite(p):  # the tail rule (stats/isotropy.py); its permutations seeded per probe shape
+            why, *tail = isotropy_tail_refusal(Xi, rng=np.random.default_rng([resampler.seed, 5, K, n]))
             p = np.nan if why else p
         align = (at.estimate, p, np.nan if why else at.p_value)
     return {"alignment_k": align[0], "isotropy_p": align[1], "alignment_p": align[1],
-            "isotropy_p_rotation": align[2], "alignment_n": n if n >= 2 else 0, "_note": why}
+            "isotropy_p_rotation": align[2], "alignment_n": n if n >= 2 else 0,
+            "tail_draws": tail[0], "tail_concentration_p": tail[1], "_note": why}
 
 
 def _curvature_fields(d: ProbeData, opts: ProbeOptions, resampler) -> dict:
@@ -348,8 +351,9 @@ RARE_SOURCE_NOTE = ("no interval or p: rare large draws dominate this noise sour
                     "with K = {K} < {kmin} draws a probe that missed them is biased (docs/statistics.md §5.3)")
 #: The note of a probe whose isotropy_p is refused because its source's probes show dominating draws.
 ISOTROPY_SOURCE_NOTE = ("no isotropy_p: {m} of {M} probes of {group}:{source} have one draw carrying more of a "
-                        "direction's variance than Gaussian tails allow; with tails that differ between "
-                        "directions the isotropy tests reject an isotropic covariance (docs/statistics.md §5.3)")
+                        "direction's variance than Gaussian tails allow, with tails not shown alike across "
+                        "directions (where they differ the isotropy tests reject an isotropic covariance, "
+                        "docs/statistics.md §5.3)")
 #: The note of a probe with K >= MIN_DRAWS_RARE in such a source (interval kept: it held at K = 100).
 RARE_SOURCE_KEPT_NOTE = ("rare large draws in this noise source ({m} of {M} probes); intervals hold from "
                          "K = {kmin} draws on such tails (docs/statistics.md §5.3)")
@@ -386,10 +390,13 @@ def rare_draw_sources(relations: pd.DataFrame) -> dict[tuple, tuple[int, int]]:
 
 
 def heavy_tail_sources(relations: pd.DataFrame) -> dict[tuple, tuple[int, int]]:
-    """The (group, source) pairs whose probes show a dominating draw (``draw_share_p`` <
-    ``RARE_DRAW_ALPHA``, any share) more often than Gaussian tails allow (binomial P(>= m) at
-    rate ``RARE_PROBE_RATE`` <= ``RARE_SOURCE_ALPHA``): ``{(group, source): (m, M)}``. Their
-    probes' ``isotropy_p`` is refused (a probe that missed its rare draws looks Gaussian)."""
+    """The (group, source) pairs whose probes show tails that may differ between directions
+    (:func:`varprinciple.stats.isotropy.tails_differ`: a dominating draw, ``draw_share_p`` <
+    ``RARE_DRAW_ALPHA``, that the probe's tail draws cannot show to be alike across directions;
+    without the ``tail_draws`` / ``tail_concentration_p`` columns, every dominating draw)
+    more often than the rate ``RARE_PROBE_RATE`` (binomial P(>= m) <= ``RARE_SOURCE_ALPHA``):
+    ``{(group, source): (m, M)}``. Their probes' ``isotropy_p`` is refused (a probe that missed
+    its rare draws looks Gaussian)."""
     out: dict[tuple, tuple[int, int]] = {}
     if relations.empty or "draw_share_p" not in relations:
         return out
@@ -398,7 +405,10 @@ def heavy_tail_sources(relations: pd.DataFrame) -> dict[tuple, tuple[int, int]]:
         p = sub["draw_share_p"].to_numpy(float)
         ok = np.isfinite(p)
         M = int(ok.sum())
-        m = int(np.count_nonzero(ok & (p < RARE_DRAW_ALPHA)))
+        nt = sub["tail_draws"].to_numpy(float) if "tail_draws" in sub else np.zeros(len(sub))
+        pt = sub["tail_concentration_p"].to_numpy(float) if "tail_concentration_p" in sub else np.zeros(len(sub))
+        K = sub["n_samples"].to_numpy(float) if "n_samples" in sub else np.full(len(sub), np.inf)
+        m = int(sum(tails_differ(a, b, c, k) for a, b, c, k in zip(p[ok], nt[ok], pt[ok], K[ok])))
         if m and float(sps.binom.sf(m - 1, M, RARE_PROBE_RATE)) <= RARE_SOURCE_ALPHA:
             out[(g, src)] = (m, M)
     return out

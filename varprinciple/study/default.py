@@ -85,5 +85,5 @@ def run_study(out: str | os.PathLike = "study", *, config: str | os.PathLike | C
     logs = out / "logs"
     ex = run_experiment([cfg], logs, out / "results.json", workers=workers, device=device, seed=seed,
                         progress=progress)
-    return StudyResult(out, logs, ex.results, ex.directions, ex.analysis.summary(), ex.collected[0],
+    return StudyResult(out, logs, ex.results, ex.directions, ex.analysis.summary(caveats=False), ex.collected[0],
                        ex.analysis_s)
