@@ -91,10 +91,33 @@ def test_small_blocks_are_taken_whole_and_the_sample_is_uniform():
 def test_diag_params_is_validated():
     with pytest.raises(ConfigError, match="`diag_params` must be an integer >= 0"):
         ProbeSettings(diag_params=-1)
-    with pytest.raises(ConfigError, match="`batch_size` .* must be smaller"):
+    with pytest.raises(ConfigError, match=r"`batch_size` \(the SGD noise of `diag_params`\): must be < the number"):
         diagonal_frame(_net(), "mse", *_data("mse", n=6), step=0,
                        settings=ProbeSettings(sources=("sgd",), batch_size=8, diag_params=3),
                        generator=torch.Generator())
+
+
+def test_diag_params_batch_is_checked_at_the_boundary_without_the_sgd_source(tmp_path):
+    """diag_params needs batch_size < n even when no SGD source is probed: refused by the
+    own-model API before anything runs or is written (not after the probe)."""
+    from varprinciple.collect import probe_model
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.2), nn.Linear(6, 3)).double()
+    s = ProbeSettings(top_k=2, n_samples=4, sources=("dropout",), drop_prob=0.2, batch_size=50,
+                      n_random=1, hutchinson_probes=2, tr_hc_samples=0, diag_params=3)
+    with pytest.raises(ConfigError, match=r"`batch_size`: must be < the number of training samples \(30\)"):
+        probe_model(net, "mse", *_data("mse"), settings=s, out=tmp_path / "r", run_id="r", method="dropout")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_direct_probe_call_adds_the_diagonal_it_is_asked_for():
+    from varprinciple.collect.probe import probe
+    X, y = _data("mse")
+    s = ProbeSettings(top_k=2, n_samples=4, sources=("sgd",), batch_size=8, n_random=1, hutchinson_probes=2,
+                      tr_hc_samples=0, diag_params=3)
+    res = probe(_net(), "mse", X, y, settings=s, step=0, generator=torch.Generator().manual_seed(0))
+    assert res.diagonal is not None and len(res.diagonal) == 3 * 3 and "diagonal" in res.timings
+    assert schema.DIAGONAL.file in res.tables()
 
 
 def test_recorder_keeps_the_diagonals_across_a_resume(tmp_path):

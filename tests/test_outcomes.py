@@ -73,3 +73,25 @@ def test_width_is_invariant_to_a_relu_rescaling_that_changes_the_curvature():
     h1 = torch.autograd.functional.hessian(lambda w: loss_of(w, m), w_in).reshape(35, 35)
     h2 = torch.autograd.functional.hessian(lambda w: loss_of(w, m2), m2[0].weight.detach().clone()).reshape(35, 35)
     assert torch.trace(h1) / torch.trace(h2) == pytest.approx(16.0, rel=1e-6)
+
+
+def test_a_units_caveat_travels_to_its_comparison_row():
+    """A censored width (the group's note) must reach the dropout - GD row a claim reads."""
+    from varprinciple.stats.comparisons import Unit, compare_units
+    rng = np.random.default_rng(0)
+    why = "2 of 6 profile sides never rose by 0.1 within the profile radius: the width is a lower bound"
+    a = Unit("dropout", {"method": "dropout"}, None, None, {f"s{i}": float(v) for i, v in enumerate(rng.normal(0, 1, 6))},
+             note=why)
+    b = Unit("gd", {"method": "gd"}, None, None, {f"s{i}": float(v) for i, v in enumerate(rng.normal(0, 1, 6))})
+    row = compare_units(a, b, "log_filter_width", conf=0.95, alpha=0.05, margin=None, step=None)
+    assert row["note"] is not None and f"dropout: {why}" in row["note"]
+    plain = compare_units(Unit("x", {}, None, None, a.values), b, "log_filter_width", conf=0.95, alpha=0.05,
+                          margin=None, step=None)
+    assert plain["note"] is None or why not in plain["note"]
+
+
+def test_an_even_profile_grid_is_refused_at_config_load():
+    from varprinciple.collect.config import validate_config
+    from varprinciple.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"\[trajectory\] profile_points: must be odd"):
+        validate_config({"trajectory": {"profile_points": 20}})

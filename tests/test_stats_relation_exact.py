@@ -156,3 +156,20 @@ def test_rare_draw_refusal_spares_exact_rows():
     assert ("g", "dropout") in flagged
     assert np.isnan(rel.loc[0, "ci_low"]) and "rare large draws" in rel.loc[0, "note"]
     assert rel.loc[1, "ci_low"] == 0.1 and pd.isna(rel.loc[1, "note"])
+
+
+def test_a_non_finite_or_negative_group_entry_is_refused_by_the_schema_naming_the_column():
+    """group_variance (list<float64>): every element finite and >= 0, checked where the log is
+    read (one line naming the column), not deep inside the analysis."""
+    import pyarrow as pa
+
+    from varprinciple import schema
+    base = {"step": [0, 0], "source": ["dropout"] * 2, "basis": ["hessian"] * 2, "direction": [0, 1],
+            "variance": [1.0, 2.0]}
+    ok, problems = schema.normalize_table(pa.table({**base, "group_variance": [[0.5, 0.5], [1.0, 1.0]]}),
+                                          schema.EXACT_VARIANCE)
+    assert ok is not None and not problems
+    for bad, what in (([0.5, float("nan")], "NaN/Inf list element"), ([1.5, -0.5], "negative list elements")):
+        _, problems = schema.normalize_table(pa.table({**base, "group_variance": [[0.5, 0.5], bad]}),
+                                             schema.EXACT_VARIANCE)
+        assert any(col == "column 'group_variance'" and what in msg for col, msg in problems), problems

@@ -9,6 +9,7 @@ same directory and renamed, and ``run.json`` is written last, so a directory who
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os

@@ -119,7 +119,8 @@ class ColumnSpec:
     """One column: its name, logical type and whether it must be present.
 
     ``kind`` is one of ``"int64"``, ``"float64"``, ``"string"``, ``"bool"`` or
-    ``"list<float32>"``. ``finite`` asks float values to be finite (no NaN/Inf);
+    ``"list<float32>"``/``"list<float64>"`` (a list of floats per row; the checks below apply to
+    every element). ``finite`` asks float values to be finite (no NaN/Inf);
     ``nonnegative`` asks values >= 0; ``allowed`` restricts string values.
     """
 
@@ -236,12 +237,12 @@ def _cast_column(col: pa.ChunkedArray, spec: ColumnSpec) -> tuple[pa.ChunkedArra
         if t == pa.bool_():
             return col, None
         return None, f"has dtype {t}, expected bool"
-    if spec.kind == "list<float32>":
+    if spec.kind in ("list<float32>", "list<float64>"):
         if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and (
             pa.types.is_floating(t.value_type)
         ):
             return col, None
-        return None, f"has dtype {t}, expected list<float32>"
+        return None, f"has dtype {t}, expected {spec.kind}"
     raise ValueError(f"unknown column kind {spec.kind!r}")  # pragma: no cover - programming error
 
 
@@ -286,6 +287,13 @@ def normalize_table(table: pa.Table, spec: TableSpec, *,
             bad = int(np.count_nonzero(~np.isfinite(arr)))
             if bad:
                 problems.append((label, f"{bad} NaN/Inf value{'s' if bad > 1 else ''}"))
+        if c.kind.startswith("list<") and (c.finite or c.nonnegative):  # every element of every list
+            arr = np.asarray(pc.list_flatten(pc.drop_null(cast) if nnull else cast).to_numpy(zero_copy_only=False),
+                             dtype=float)
+            if c.finite and (bad := int(np.count_nonzero(~np.isfinite(arr)))):
+                problems.append((label, f"{bad} NaN/Inf list element{'s' if bad > 1 else ''}"))
+            if c.nonnegative and arr.size and np.nanmin(arr) < 0:
+                problems.append((label, f"negative list elements (min {np.nanmin(arr)})"))
         if c.nonnegative and c.kind in ("int64", "float64"):
             mn = pc.min(cast).as_py()
             if mn is not None and mn < 0:
@@ -379,7 +387,7 @@ EXACT_VARIANCE = register_optional_table(TableSpec(
         ColumnSpec("variance", "float64", nonnegative=True),
         ColumnSpec("block", "string", required=False, nullable=True),
         ColumnSpec("se", "float64", required=False, nullable=True, nonnegative=True),
-        ColumnSpec("group_variance", "list<float32>", required=False, nullable=True, finite=False),
+        ColumnSpec("group_variance", "list<float64>", required=False, nullable=True, nonnegative=True),
     ),
     "Noise variance along each probed direction from its exact formula: SGD's from the per-sample "
     "gradients (exact), dropout's unbiased two-masks-per-sample estimate (sampling error far below "

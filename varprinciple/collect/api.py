@@ -113,7 +113,8 @@ def check_probe_args(model, X, y, out, run_id, method, meta, settings):
         raise InputError(f"`settings` must be a ProbeSettings; got {type(settings).__name__}")
     s = settings if settings is not None else ProbeSettings()
     fits_model_iv(sources=s.sources, batch_size=s.batch_size, top_k=s.top_k, n_train=len(X),
-                  n_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
+                  n_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                  diag_params=s.diag_params)
     return X, y, out
 
 

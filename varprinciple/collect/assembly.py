@@ -98,7 +98,7 @@ def build_run(spec: RunSpec, base_dir: str, device: str):
                           f"layer in the model; got {mdl['dropout_layers']}")
     from .models import n_params
     fits_model_iv(sources=p["sources"], batch_size=p["batch_size"], top_k=p["top_k"], n_train=ds.n_train,
-                  n_params=n_params(model), section="[probe]")
+                  n_params=n_params(model), diag_params=p.get("diag_params", 0), section="[probe]")
     if (c.get("trajectory") or {}).get("params"):  # unknown names fail here, before any training
         from .trajectory import parameter_subset
         parameter_subset(model, c["trajectory"]["params"])

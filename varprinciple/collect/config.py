@@ -142,7 +142,8 @@ CONFIG_KEYS: dict[str, dict[str, ConfigKey]] = {
                             "mlp (default: all parameters)", unique=True),
         "n_components": ConfigKey("int", 20, "principal components of the first half measured "
                                   "on the second half", lo=2),
-        "profile_points": ConfigKey("int", 21, "loss-profile grid points along each PC", lo=3),
+        "profile_points": ConfigKey("int", 21, "loss-profile grid points along each PC (odd: the "
+                                    "grid includes t = 0)", lo=3),
         "max_memory_mb": ConfigKey("int", 1024, "snapshots kept in memory up to this size; "
                                    "above it an incremental PCA", lo=1),
         "random_profiles": ConfigKey("int", 0, "filter-normalised random directions profiled around "
@@ -406,6 +407,9 @@ def _cross_check(s: dict[str, dict[str, Any]]) -> None:
                               f"({half}); got {traj['n_components']}")
     if probe["blocks"] is not None and not probe["blocks"]:
         raise ConfigError("[probe] blocks: give at least one block name, or \"layers\" (or omit the key)")
+    if traj["profile_points"] % 2 == 0:  # the grid must hold t = 0, the centre every width is read from
+        raise ConfigError(f"[trajectory] profile_points: must be odd (the grid must include t = 0); "
+                          f"got {traj['profile_points']}")
     if traj["settle_steps"] > traj["max_settle_steps"]:
         raise ConfigError(f"[trajectory] settle_steps: must be <= max_settle_steps ({traj['max_settle_steps']}); "
                           f"got {traj['settle_steps']}")

@@ -25,15 +25,15 @@ import torch
 from torch import nn
 
 from .. import schema
-from ..errors import ConfigError
 from ._model import ProbedModel, resolve_dtype
 from .blocks import LAYERS, resolve_blocks
 from .curvature import HessianOperator, hessian_chunk
 from .losses import parse_loss
 from .noise import sgd_variance_factor
 from .noise._common import _BYTES, chunk_for
+from .probe_settings import batch_fits_iv
 
-__all__ = ["sample_coordinates", "hessian_diagonal", "gradient_variance_diagonal", "diagonal_frame"]
+__all__ = ["sample_coordinates", "hessian_diagonal", "gradient_variance_diagonal", "diagonal_frame", "with_diagonal"]
 
 
 def sample_coordinates(blocks, m: int, *, generator: torch.Generator) -> list[tuple[str, np.ndarray]]:
@@ -115,9 +115,7 @@ def diagonal_frame(model: nn.Module, loss, X, y, *, step: int, settings, generat
     budget = settings.memory_budget_mb
     op = HessianOperator(pm, chunk=hessian_chunk(pm, budget))
     blocks = resolve_blocks(settings.blocks if settings.blocks is not None else LAYERS, pm.names, pm.numels)
-    if not settings.batch_size < pm.n:
-        raise ConfigError(f"`batch_size` ({settings.batch_size}) must be smaller than the number of "
-                          f"training samples n={pm.n} (the SGD noise of `diag_params`).")
+    batch_fits_iv(settings.batch_size, pm.n, key="`batch_size` (the SGD noise of `diag_params`)")
     factor = sgd_variance_factor(pm.n, settings.batch_size)
     parts = []
     for name, idx in sample_coordinates(blocks, settings.diag_params, generator=generator):
@@ -126,3 +124,17 @@ def diagonal_frame(model: nn.Module, loss, X, y, *, step: int, settings, generat
         parts.append(pd.DataFrame({"step": np.full(len(idx), step, dtype=np.int64), "block": name,
                                    "param": idx, "h_ii": h, "c_ii": c}))
     return pd.DataFrame(pd.concat(parts, ignore_index=True), columns=list(schema.DIAGONAL.names))
+
+
+def with_diagonal(res, model: nn.Module, loss, X, y, *, step: int, settings, generator: torch.Generator):
+    """``res`` (a :class:`~varprinciple.collect.probe.ProbeResult`) with its ``diagonal`` table and
+    timing when ``settings.diag_params`` asks for one (else ``res`` unchanged): the one place both
+    :func:`~varprinciple.collect.probe.probe` and the probe runner add the stage, each passing its
+    own stream (the runner a seeded one of its own, ``probe`` the caller's generator)."""
+    if not settings.diag_params:
+        return res
+    import time
+    from dataclasses import replace
+    t = time.perf_counter()
+    diag = diagonal_frame(model, loss, X, y, step=step, settings=settings, generator=generator)
+    return replace(res, diagonal=diag, timings={**res.timings, "diagonal": time.perf_counter() - t})

@@ -186,7 +186,8 @@ def _probe_iv(model, loss, X, y, settings, step, generator, v0):
     if v0 is not None and not isinstance(v0, np.ndarray):
         raise InputError(f"`v0` must be a numpy array or None; got {type(v0).__name__}.")
     fits_model_iv(sources=settings.sources, batch_size=settings.batch_size, top_k=settings.top_k, n_train=len(X),
-                  n_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
+                  n_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                  diag_params=settings.diag_params)
     return parse_loss(loss)
 
 
@@ -355,8 +356,12 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     (2, 400, ['isotropic', 'sgd'])
     """
     loss = _probe_iv(model, loss, X, y, settings, step, generator, v0)
-    return run_probe(model, loss, X, y, settings=settings, step=step, generator=generator, v0=v0,
-                     progress=progress)
+    res = run_probe(model, loss, X, y, settings=settings, step=step, generator=generator, v0=v0,
+                    progress=progress)
+    if settings.diag_params:  # after the probe, on the caller's stream
+        from .diagonal import with_diagonal
+        res = with_diagonal(res, model, loss, X, y, step=step, settings=settings, generator=generator)
+    return res
 
 
 def run_probe(model: nn.Module, loss: Loss | str, X, y: torch.Tensor, *, settings: ProbeSettings, step: int,

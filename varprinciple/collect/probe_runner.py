@@ -16,9 +16,7 @@ Used by :func:`varprinciple.collect.one_run.run_one` (the TOML pipeline),
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -47,11 +45,9 @@ def probe_step(model: nn.Module, loss, X, y, *, step: int, settings, seed: int, 
         torch.manual_seed(derive_seed(pseed, "global"))
         res = run_probe(model, loss, X, y, settings=settings, step=step, generator=gen, v0=v0, progress=progress)
         if settings.diag_params:  # per-parameter diagonals on their own stream (.diagonal)
-            from .diagonal import diagonal_frame
-            t = time.perf_counter()
-            diag = diagonal_frame(model, loss, X, y, step=step, settings=settings,
-                                  generator=torch.Generator().manual_seed(derive_seed(pseed, "diagonal")))
-            res = replace(res, diagonal=diag, timings={**res.timings, "diagonal": time.perf_counter() - t})
+            from .diagonal import with_diagonal
+            res = with_diagonal(res, model, loss, X, y, step=step, settings=settings,
+                                generator=torch.Generator().manual_seed(derive_seed(pseed, "diagonal")))
     return res, fingerprint
 
 

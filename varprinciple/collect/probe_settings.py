@@ -99,9 +99,9 @@ def batch_fits_iv(batch_size: int, n_train: int, *, key: str) -> None:
 
 
 def fits_model_iv(*, sources: Sequence[str], batch_size: int, top_k: int, n_train: int, n_params: int,
-                  section: str | None = None) -> None:
-    """The probe settings against the data and the model: the SGD source's batch is smaller than
-    the training set, ``top_k`` at most the parameter count.
+                  diag_params: int = 0, section: str | None = None) -> None:
+    """The probe settings against the data and the model: the SGD source's batch (also the
+    batch of ``diag_params``' SGD-noise diagonal) is smaller than the training set, ``top_k`` at most the parameter count.
 
     The one check of both, made at each boundary before any work: the run's assembly
     (``section="[probe]"``: keys named as in the config), the own-model API
@@ -118,7 +118,7 @@ def fits_model_iv(*, sources: Sequence[str], batch_size: int, top_k: int, n_trai
     def key(k: str) -> str:
         return f"`{k}`" if section is None else f"{section} {k}"
 
-    if "sgd" in sources:
+    if "sgd" in sources or diag_params:
         batch_fits_iv(batch_size, n_train, key=key("batch_size"))
     if top_k > n_params:
         raise ConfigError(f"{key('top_k')}: must be <= the number of parameters ({n_params}); got {top_k}")

@@ -85,6 +85,7 @@ class Unit:
     source: str | None
     block: str | None
     values: dict  # run_id -> value
+    note: str | None = None  # a caveat of the unit's values (e.g. a censored width): carried to its comparisons
 
     @property
     def control(self) -> bool:
@@ -131,6 +132,9 @@ def compare_units(a: Unit, b: Unit, quantity: str, *, conf, alpha, margin, step,
     ps = superiority_from(es, va, vb)
     if es.note:
         note = es.note if note is None else f"{note}; {es.note}"
+    for u in (a, b):  # the units' own caveats travel with the difference
+        if u.note:
+            note = f"{u.name}: {u.note}" if note is None else f"{note}; {u.name}: {u.note}"
     return {
         "quantity": quantity, "label_a": a.label, "key_a": a.key, "source_a": a.source,
         "label_b": b.label, "key_b": b.key, "source_b": b.source, "block": a.block, "step": step,

@@ -90,9 +90,10 @@ def flatness_rows(runs, labels, key_of, sel, conf, network_of=None) -> tuple[lis
             if comp is not None and comp.value.startswith("log_"):
                 units.setdefault(comp.value, []).append(
                     Unit(label, key_of[label], s if isinstance(s, str) else None, b,
-                         dict(zip(nets, np.log(v).tolist()))))
+                         dict(zip(nets, np.log(v).tolist())), note=rec["note"]))
         if comp is not None and not comp.value.startswith("log_"):
             units.setdefault(comp.value, []).append(
-                Unit(label, key_of[label], s if isinstance(s, str) else None, b, dict(zip(nets, v.tolist()))))
+                Unit(label, key_of[label], s if isinstance(s, str) else None, b, dict(zip(nets, v.tolist())),
+                     note=rec["note"]))
         out.append(rec)
     return out, units
