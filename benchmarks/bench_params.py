@@ -68,7 +68,15 @@ def main(spec: dict) -> dict:
                           sources=tuple(spec["settings"].get("sources", ("sgd", "dropout", "isotropic"))))
     probe(mlp([widths[0], 16, widths[-1]], spec.get("drop", 0.2)), "cross_entropy", X[:16], y[:16], settings=small,
           step=0, generator=torch.Generator().manual_seed(0))  # warm-up: torch's lazily loaded code
-    settings = ProbeSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()})
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()}
+    if kw.get("memory_budget_mb") == "smallest":  # the budget the refusal names for these settings
+        import re
+        try:
+            probe(net, "cross_entropy", X, y, settings=ProbeSettings(**{**kw, "memory_budget_mb": 1e-6}), step=0,
+                  generator=torch.Generator().manual_seed(1))
+        except Exception as exc:  # noqa: BLE001
+            kw["memory_budget_mb"] = float(re.search(r"needs at least ([\d.]+) MB", str(exc)).group(1))
+    settings = ProbeSettings(**kw)
     peaks: dict[str, float] = {}
     orig = P.ProbeProgress.stage
 
@@ -77,15 +85,18 @@ def main(spec: dict) -> dict:
         if not peaks:  # before the first stage: the gradient graph, the timed HVP and per-sample chunk
             peaks["setup"] = _status("VmHWM") - base
         _reset_hwm()
+        t = time.perf_counter()
         with orig(self, name) as st:
             yield st
         peaks[name] = _status("VmHWM") - base
+        print(f"stage {name}: {time.perf_counter() - t:.1f} s, peak {peaks[name]:.0f} MB above start-up",
+              file=sys.stderr, flush=True)
 
     P.ProbeProgress.stage = stage
     _reset_hwm()
     base = _status("VmRSS")
     t0 = time.perf_counter()
-    out = {"spec": spec, "startup_rss_mb": base, "import_rss_mb": t_import}
+    out = {"spec": spec, "budget_mb": settings.memory_budget_mb, "startup_rss_mb": base, "import_rss_mb": t_import}
     try:
         res = probe(net, "cross_entropy", X, y, settings=settings, step=0, generator=torch.Generator().manual_seed(1))
     except Exception as exc:  # noqa: BLE001 -- the refusal is a result here

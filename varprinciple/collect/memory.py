@@ -129,13 +129,13 @@ def plan_memory(*, D: int, n: int, act: int, itemsize: int, settings, d: int | N
     Examples
     --------
     >>> from varprinciple.collect.probe_settings import ProbeSettings
-    >>> p = plan_memory(D=969_354, n=2000, act=1194, itemsize=8, settings=ProbeSettings())
-    >>> p.hessian_chunk is None, p.ncv, round(p.peak_mb) <= 2048
+    >>> p = plan_memory(D=969_450, n=2000, act=3572, itemsize=8, settings=ProbeSettings())  # MLP 784-1024-160-10
+    >>> p.hessian_chunk is None, p.ncv, p.peak_mb <= 2048
     (True, 41, True)
-    >>> plan_memory(D=9_523_722, n=256, act=5646, itemsize=8, settings=ProbeSettings())
+    >>> plan_memory(D=9_523_722, n=256, act=16916, itemsize=8, settings=ProbeSettings())  # 784-4096-1536-10
     Traceback (most recent call last):
     ...
-    varprinciple.errors.ConfigError: `memory_budget_mb` = 2048 is too small for this probe (D = 9523722, n = 256, top_k = 20): it needs at least 6043 MB (eigensolver: Lanczos basis 22 x D and 20 eigenvectors, float64); raise memory_budget_mb or lower top_k, n_random, tr_hc_samples.
+    varprinciple.errors.ConfigError: `memory_budget_mb` = 2048 is too small for this probe (D = 9523722, n = 256, top_k = 20): it needs at least 8803 MB (dropout: directions 30 x D, group sums 64 x D); raise memory_budget_mb or lower top_k, n_random, tr_hc_samples.
     """
     s = settings
     B = float(s.memory_budget_mb) * MB
@@ -159,7 +159,8 @@ def plan_memory(*, D: int, n: int, act: int, itemsize: int, settings, d: int | N
 
     def stages(ncv: int, c: int | None, r: int, item_rooms: dict) -> dict[str, float]:
         g = persistent + (graph(n) if c is None else 0)  # a kept graph: during the stages with products
-        out = {"hessian": g + hvp(c) + _F64 * (ncv + 5) * D + 2 * _F64 * k * D,  # basis + work, z + sorted copy
+        # basis + ARPACK's work vectors and the start vector; z and its sorted copy
+        out = {"hessian": g + hvp(c) + _F64 * (ncv + 5) * D + 2 * _F64 * k * D,
                "residuals": g + k * D * _F64 + hvp(c) + 3 * r * Dv}
         flat = g + held_dirs + hvp(c) + 4 * r * Dv + h * D  # int8 probes
         out["flatness"] = flat
@@ -192,24 +193,35 @@ def plan_memory(*, D: int, n: int, act: int, itemsize: int, settings, d: int | N
             f"`memory_budget_mb` = {s.memory_budget_mb:g} is too small for this probe (D = {D}, n = {n}, "
             f"top_k = {k}): it needs at least {_mb_up(required)} MB ({what}); raise memory_budget_mb "
             "or lower top_k, n_random, tr_hc_samples.")
-    # the HVP plan: keep the graph when it fits half the budget and every stage's floor beside it
-    hvp_stages = [st for st in floor if st in ("hessian", "residuals", "flatness") or st.endswith("Tr(HC)")]
-    floor_nograph = max(floor[st] for st in hvp_stages) - graph(1)
-    if graph(n) <= B / 2 and floor_nograph + graph(n) <= B:
+
+    def fits(ncv: int, c: int | None, r: int) -> bool:
+        return max(stages(ncv, c, r, min_items).values()) <= B
+
+    def largest_ncv(c: int | None) -> int:
+        ncv = ncv_default
+        while ncv > ncv_min and not fits(ncv, c, 1):
+            ncv -= 1
+        return ncv
+
+    # the HVP plan: keep the whole batch's graph (the fast path) when it fits half the budget beside
+    # the smallest basis; then the largest basis that fits; else the largest basis with one-sample
+    # data chunks, then the largest data chunk that fits beside it (the basis first: a smaller one
+    # costs more products, a smaller data chunk only more overhead per product)
+    if graph(n) <= B / 2 and fits(ncv_min, None, 1):
         c = None
+        ncv = largest_ncv(None)
     else:
-        room = min(B / 2, B - floor_nograph)
-        c = int(max(1, min(n, room // (GRAPH_FACTOR * it * max(act, 1)))))
-        if c >= n:
-            c = None
-    # columns per block of products: as many as the budget allows, up to the largest block used
-    r_max = max(1, k, h, J)
-    r = r_max
-    while r > 1 and max(stages(ncv_min, c, r, min_items).values()) > B:
+        ncv = largest_ncv(1)
+        lo, hi = 1, max(1, min(n - 1, int(B / 2 // (GRAPH_FACTOR * it * max(act, 1)))))
+        while lo < hi:  # the largest chunk that fits (fits() is monotone in c)
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(ncv, mid, 1) else (lo, mid - 1)
+        c = lo
+    # products formed together: as many as fit, up to the largest block used when HVPs go by data
+    # chunk (a block shares each chunk's graph); 8 with the graph kept (products are one at a time)
+    r = max(1, k, h, J) if c is not None else min(8, max(1, k, h, J))
+    while r > 1 and not fits(ncv, c, r):
         r = max(1, r // 2)
-    ncv = ncv_default
-    while ncv > ncv_min and stages(ncv, c, r, min_items)["hessian"] > B:
-        ncv -= 1
     # each source's room: what is left of the budget at its stage
     zero = dict.fromkeys(s.sources, 0.0)
     held = stages(ncv, c, r, zero)
