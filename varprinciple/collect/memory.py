@@ -168,9 +168,10 @@ def plan_memory(*, D: int, n: int, act: int, itemsize: int, settings, d: int | N
             held = persistent + held_dirs  # the graph is freed while a source draws
             if src == "dropout":  # group sums (or full draws) + the draws kept for the trace (x3 by data chunk)
                 keep = min(s.n_dropout, max(0 if s.exact_variance else n_full, 4 if s.exact_variance else 32, 2))
-                full = (J if s.exact_variance else n_full) * Dv
+                # the draws' full vectors stay referenced (a view) until Tr(HC) is done
+                full = (J if s.exact_variance else n_full) * Dv + keep * Dv
                 fast = 2 * (d + 1) * n * dropout_cut_units * it if dropout_fast else 0  # cut-site tangents
-                sampling = held + full + 3 * keep * Dv + fast
+                sampling = held + full + 2 * keep * Dv + fast
             else:
                 full = n_full * Dv
                 sampling = held + full

@@ -166,7 +166,8 @@ def _release(draws: NoiseDraws) -> NoiseDraws:
     """The draws without their D-sized parts (full vectors, dropout's group sums), once Tr(HC) is done."""
     pairs = draws.extra.get("pairs")
     extra = draws.extra if pairs is None else {**draws.extra, "pairs": replace(pairs, W=None)}
-    return replace(draws, full=draws.full[:0], extra=extra)
+    # a fresh empty tensor: a view (full[:0]) would keep the whole storage alive
+    return replace(draws, full=draws.full.new_zeros((0, draws.full.shape[1])), extra=extra)
 
 
 def _probe_iv(model, loss, X, y, settings, step, generator, v0):
