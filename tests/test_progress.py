@@ -66,10 +66,14 @@ def test_long_probe_says_so_up_front_with_cheaper_settings(caplog, monkeypatch):
     monkeypatch.setattr(P, "LONG_PROBE_SECONDS", 0.0)  # every probe is "long"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="varprinciple.collect.probe"):
-        probe(net, "cross_entropy", X, y, settings=s, step=3, generator=torch.Generator().manual_seed(1))
+        res = probe(net, "cross_entropy", X, y, settings=s, step=3, generator=torch.Generator().manual_seed(1))
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 1 and warned[0].startswith("probe step 3 will take about ")
-    assert "Cheaper [probe] settings: " in warned[0] or not plan["cheaper"]
+    assert len(warned) == 1 and warned[0] == P.cost_message(3, res.info["plan"])
+    caplog.clear()  # the next probe of the same model and settings (a series): at INFO, not again
+    with caplog.at_level(logging.INFO, logger="varprinciple.collect.probe"):
+        probe(net, "cross_entropy", X, y, settings=s, step=4, generator=torch.Generator().manual_seed(1))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "probe step 4 will take about " in caplog.text
 
 
 def test_bars_show_units_and_change_nothing(capsys):

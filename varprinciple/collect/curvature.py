@@ -475,6 +475,11 @@ class BlockHessianOperator:
     def n_hvp(self) -> int:
         return self.op.n_hvp
 
+    @property
+    def columns(self) -> int:
+        """Products formed together: the full operator's (each is one of its HVPs)."""
+        return self.op.columns
+
     @n_hvp.setter
     def n_hvp(self, value: int) -> None:
         self.op.n_hvp = value

@@ -206,6 +206,9 @@ def _no_mha_fastpath():
         mha.set_fastpath_enabled(old)
 
 
+#: (D, n, settings) whose long-probe cost warning was given in this process
+_COST_WARNED: set = set()
+
 #: eigsh's products per Lanczos vector of the basis (ncv) before it converges, from a cold start and
 #: with a warm start (measured: 209 solver products at top-20, ncv 41, cold, on the 969k MLP)
 _EIGSH_PER_NCV = {"cold": 4.5, "warm": 3.0}
@@ -331,7 +334,7 @@ def _cheaper(pm: ProbedModel, settings: ProbeSettings, t_hvp: float, t_s: float,
     for src in s.sources:
         rest = tuple(x for x in s.sources if x != src)
         if rest and (src != s.isotropic_of or "isotropic" not in rest):
-            cands.append((f"sources = {list(rest)}", {"sources": rest}))
+            cands.append(("sources = [" + ", ".join(f'"{x}"' for x in rest) + "]", {"sources": rest}))
     out = []
     for label, change in cands:
         try:
@@ -449,8 +452,10 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
         _count_hvps(op)
         logger.info("probe step %d plan: %s", step, plan["summary"])
         msg = cost_message(step, plan)
-        if msg is not None:
-            logger.warning(msg)
+        if msg is not None:  # once per model size and settings in a process; later probes at INFO
+            key = (D, pm.n, settings)
+            (logger.info if key in _COST_WARNED else logger.warning)(msg)
+            _COST_WARNED.add(key)
         with prog.stage("hessian"):
             eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator,
                                  ncv=mplan.ncv)
