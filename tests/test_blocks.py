@@ -15,6 +15,7 @@ from varprinciple.collect.blocks import block_random_directions, resolve_blocks 
 from varprinciple.collect.config import load_config, validate_config  # noqa: E402
 from varprinciple.collect.curvature import BlockHessianOperator, dense_hessian, hessian_operator  # noqa: E402
 from varprinciple.collect.noise import sgd_variance_factor  # noqa: E402
+from _budget import smallest_budget_mb  # noqa: E402
 from varprinciple.collect.probe import ProbeSettings, probe  # noqa: E402
 from varprinciple.errors import ConfigError, InputError  # noqa: E402
 
@@ -232,7 +233,8 @@ def test_blocks_with_data_chunked_hvps_equal_the_graph_kept_path():
     kw = dict(SET, blocks="layers")
     big = probe(_net(), "cross_entropy", X, y, settings=ProbeSettings(**kw), step=0,
                 generator=torch.Generator().manual_seed(4))
-    small = probe(_net(), "cross_entropy", X, y, settings=ProbeSettings(**kw, memory_budget_mb=0.02), step=0,
+    tight = smallest_budget_mb(_net(), "cross_entropy", X, y, ProbeSettings(**kw))
+    small = probe(_net(), "cross_entropy", X, y, settings=ProbeSettings(**kw, memory_budget_mb=tight), step=0,
                   generator=torch.Generator().manual_seed(4))
     assert small.info["plan"]["hessian_chunk"] is not None and big.info["plan"]["hessian_chunk"] is None
     np.testing.assert_allclose(small.eigen["eigenvalue"], big.eigen["eigenvalue"], rtol=1e-9)

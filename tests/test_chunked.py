@@ -14,6 +14,7 @@ from varprinciple.collect._model import ProbedModel  # noqa: E402
 from varprinciple.collect.curvature import HessianOperator, hessian_chunk, top_eigenpairs  # noqa: E402
 from varprinciple.collect.losses import Loss  # noqa: E402
 from varprinciple.collect.noise import DropoutSites, dropout_data_chunk, dropout_gradients, dropout_noise, random_directions  # noqa: E402
+from _budget import smallest_budget_mb  # noqa: E402
 from varprinciple.collect.probe import ProbeSettings, probe  # noqa: E402
 from varprinciple.errors import ConfigError  # noqa: E402
 
@@ -56,7 +57,9 @@ def test_probe_with_a_tiny_budget_equals_the_unchunked_probe():
     kw = dict(top_k=4, n_samples=30, batch_size=8, n_random=2, hutchinson_probes=6, tr_hc_samples=5)
     big = probe(_net(), "cross_entropy", X, y, settings=ProbeSettings(**kw), step=0,
                 generator=torch.Generator().manual_seed(0))
-    small = probe(_net(), "cross_entropy", X, y, settings=ProbeSettings(memory_budget_mb=0.02, **kw), step=0,
+    tight = smallest_budget_mb(  # the smallest budget the probe accepts: every stage chunked
+        _net(), "cross_entropy", X, y, ProbeSettings(**kw))
+    small = probe(_net(), "cross_entropy", X, y, settings=ProbeSettings(memory_budget_mb=tight, **kw), step=0,
                   generator=torch.Generator().manual_seed(0))
     assert big.info["plan"]["hessian_chunk"] is None and small.info["plan"]["hessian_chunk"] < 40
     assert small.info["plan"]["dropout_data_chunk"] < 40 and small.info["plan"]["dropout_pair_chunk"] < 40

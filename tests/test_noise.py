@@ -162,15 +162,20 @@ def test_probe_jvp_path_without_full_draws_has_a_finite_isotropic_control():
     y = torch.randint(0, 10, (60,), generator=g)
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
+    from dataclasses import replace
+
+    from _budget import smallest_budget_mb
     traces = {}
-    for budget in (1, 2048):
-        s = ProbeSettings(top_k=2, n_samples=20, sources=("sgd", "isotropic"), batch_size=8, n_random=1,
-                          hutchinson_probes=4, tr_hc_samples=0, memory_budget_mb=budget)
-        r = probe(m, "cross_entropy", X, y, settings=s, step=0, generator=torch.Generator().manual_seed(1))
-        assert r.info["noise_extra"]["sgd"]["method"] == ("jvp" if budget == 1 else "vmap")
+    s = ProbeSettings(top_k=2, n_samples=20, sources=("sgd", "isotropic"), batch_size=8, n_random=1,
+                      hutchinson_probes=4, tr_hc_samples=0)
+    tight = smallest_budget_mb(m, "cross_entropy", X, y, s)  # room for fewer than 8 per-sample gradients
+    for budget in (tight, 2048):
+        r = probe(m, "cross_entropy", X, y, settings=replace(s, memory_budget_mb=budget), step=0,
+                  generator=torch.Generator().manual_seed(1))
+        assert r.info["noise_extra"]["sgd"]["method"] == ("jvp" if budget == tight else "vmap")
         traces[budget] = r.info["traces"]
-    assert np.isfinite(traces[1]["sgd"]) and traces[1]["isotropic"] == traces[1]["sgd"]
-    assert traces[1]["sgd"] == pytest.approx(traces[2048]["sgd"], rel=1e-10)
+    assert np.isfinite(traces[tight]["sgd"]) and traces[tight]["isotropic"] == traces[tight]["sgd"]
+    assert traces[tight]["sgd"] == pytest.approx(traces[2048]["sgd"], rel=1e-10)
 
 
 def test_sgd_batch_size_must_be_below_n():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from torch import nn  # noqa: E402
 from varprinciple import io  # noqa: E402
 from varprinciple.collect import NpyRows  # noqa: E402
 from varprinciple.collect.api import probe_model  # noqa: E402
+from _budget import smallest_budget_mb  # noqa: E402
 from varprinciple.collect.probe import ProbeSettings, probe  # noqa: E402
 from varprinciple.errors import InputError  # noqa: E402
 
@@ -146,7 +148,7 @@ def _net(seed=0):
                          nn.Dropout(0.25), nn.Linear(3 * 9, 4))
 
 
-@pytest.mark.parametrize("budget", [2048, 0.05])
+@pytest.mark.parametrize("budget", [2048, "smallest"])
 def test_probe_on_npy_rows_equals_the_in_memory_probe(tmp_path, budget):
     # every stage (eigsh HVPs, sgd per-sample pass and full-vector draws, dropout draws and the
     # two-mask pass, Hutchinson, Tr(HC)), both with the whole batch kept and chunked by a tiny budget
@@ -154,8 +156,10 @@ def test_probe_on_npy_rows_equals_the_in_memory_probe(tmp_path, budget):
     X = torch.randn(50, 1, 6, 6, generator=g)
     y = torch.randint(0, 4, (50,), generator=g)
     rows = NpyRows(_saved(tmp_path, X.numpy()))
-    s = ProbeSettings(top_k=3, n_samples=25, batch_size=8, n_random=2, hutchinson_probes=5, tr_hc_samples=5,
-                      memory_budget_mb=budget)
+    s = ProbeSettings(top_k=3, n_samples=25, batch_size=8, n_random=2, hutchinson_probes=5, tr_hc_samples=5)
+    if budget == "smallest":  # the smallest budget the probe accepts: every stage chunked
+        budget = smallest_budget_mb(_net(), "cross_entropy", X, y, s)
+    s = replace(s, memory_budget_mb=budget)
     a = probe(_net(), "cross_entropy", X, y, settings=s, step=0, generator=torch.Generator().manual_seed(1))
     b = probe(_net(), "cross_entropy", rows, y, settings=s, step=0, generator=torch.Generator().manual_seed(1))
     assert (a.info["plan"]["hessian_chunk"] is None) == (budget == 2048)

@@ -14,6 +14,7 @@ from varprinciple.collect._model import ProbedModel  # noqa: E402
 from varprinciple.collect.curvature import HessianOperator, dense_hessian, top_eigenpairs  # noqa: E402
 from varprinciple.collect.losses import Loss, parse_loss  # noqa: E402
 from varprinciple.collect.noise import DropoutSites  # noqa: E402
+from _budget import smallest_budget_mb  # noqa: E402
 from varprinciple.collect.probe import ProbeSettings, probe  # noqa: E402
 from varprinciple.errors import ConfigError  # noqa: E402
 
@@ -281,8 +282,9 @@ def test_attention_model_under_a_budget_that_forces_forward_mode_per_sample_jvps
     model = _Attn(drop=0.0)
     X, y = _tokens(16)
     kw = dict(top_k=1, n_samples=6, batch_size=4, n_random=1, hutchinson_probes=2, tr_hc_samples=0, sources=("sgd",))
+    tight = smallest_budget_mb(model, "cross_entropy", X, y, ProbeSettings(**kw))
     small = probe(model, "cross_entropy", X, y, step=0, generator=torch.Generator().manual_seed(0),
-                  settings=ProbeSettings(memory_budget_mb=0.01, **kw))
+                  settings=ProbeSettings(memory_budget_mb=tight, **kw))
     big = probe(model, "cross_entropy", X, y, step=0, generator=torch.Generator().manual_seed(0),
                 settings=ProbeSettings(**kw))
     assert small.info["plan"]["hessian_chunk"] < 16

@@ -35,6 +35,7 @@ from torch import nn
 from ..errors import ConfigError, InputError, VarPrincipleError, VarPrincipleWarning
 from ._model import ProbedModel, resolve_dtype
 from .losses import Loss, parse_loss
+from .memory import GRAPH_FACTOR
 
 __all__ = [
     "HessianOperator",
@@ -55,9 +56,6 @@ logger = logging.getLogger(__name__)
 DENSE_MAX_PARAMS = 4000
 
 
-#: Bytes of a kept double-backward graph per sample, in units of (activation elements x
-#: itemsize): measured 5.3 (MLP 64-300-300-10) and 2.5 (small CNN) with ru_maxrss; 8 leaves a margin.
-GRAPH_FACTOR = 8
 
 
 def hessian_graph_bytes(pm: ProbedModel, n: int | None = None) -> int:
@@ -97,7 +95,13 @@ class HessianOperator:
     backward pass through it (the fast path); an integer sums products over data chunks,
     rebuilding each chunk's graph once per ``matvec``/``matmat`` call, so memory is bounded
     by one chunk whatever ``n`` (see :func:`hessian_chunk`). Both give the same H to rounding.
+
+    ``columns`` bounds how many products the probe's blocks (residuals, Hutchinson, Tr(HC)) form
+    at once (:class:`~varprinciple.collect.memory.MemoryPlan` sets it from the budget).
     """
+
+    #: products formed together by the callers that take blocks of columns
+    columns: int = 16
 
     def __init__(self, pm: ProbedModel, *, chunk: int | None = None):
         self.pm = pm
@@ -112,11 +116,9 @@ class HessianOperator:
         # a loop of single products on CPU (digits MLP), so batching is opt-in.
         self._batched_ok = False
         if self.chunk is None:
-            loss, grads = self._graph(pm.X, pm.y)
-            self._grads = list(grads)
-            self._flat_grad = torch.cat([g.reshape(-1) for g in grads])
+            self._build()
             self.gradient = self._flat_grad.detach()
-            self.loss_value = float(loss.detach())
+            self.loss_value = float(self._loss.detach())
             self._needs_graph = any(g.requires_grad for g in self._grads)
         else:  # data-chunked: nothing kept between products; memory ~ one chunk's graph
             gsum = torch.zeros(pm.n_params, dtype=pm.dtype, device=pm.device)
@@ -130,6 +132,17 @@ class HessianOperator:
                 del loss, grads
             self.gradient, self.loss_value, self._needs_graph = gsum, lsum, needs
             self._flat_grad = None
+
+    def _build(self) -> None:
+        loss, grads = self._graph(self.pm.X, self.pm.y)
+        self._loss, self._grads = loss, list(grads)
+        self._flat_grad = torch.cat([g.reshape(-1) for g in grads])
+
+    def drop_graph(self) -> None:
+        """Free the whole batch's gradient graph between stages that need no products; the next
+        product rebuilds it (one forward and backward pass; the same H)."""
+        if self.chunk is None and self._flat_grad is not None:
+            self._loss = self._grads = self._flat_grad = None
 
     def _chunks(self):
         n, c = self.pm.n, self.chunk or self.pm.n
@@ -172,6 +185,8 @@ class HessianOperator:
         v = v.to(dtype=self.pm.dtype, device=self.pm.device)
         if self.chunk is not None:
             return self._chunked_matmat(v[:, None])[:, 0]
+        if self._flat_grad is None:
+            self._build()
         with torch.enable_grad():
             hv = torch.autograd.grad(self._flat_grad, self._leaves, grad_outputs=v, retain_graph=True,
                                      allow_unused=True, materialize_grads=True)
@@ -190,6 +205,8 @@ class HessianOperator:
             self.n_hvp += b
             return self._chunked_matmat(V)
         if self._batched_ok and b > 1:
+            if self._flat_grad is None:
+                self._build()
             try:
                 with torch.enable_grad():
                     hv = torch.autograd.grad(self._flat_grad, self._leaves, grad_outputs=V.T.contiguous(),
@@ -200,7 +217,10 @@ class HessianOperator:
             except RuntimeError as exc:  # some ops lack batching rules for double backward
                 logger.debug("batched HVP unavailable (%s); looping", exc)
                 self._batched_ok = False
-        return torch.stack([self.matvec(V[:, j]) for j in range(b)], dim=1)
+        out = torch.empty_like(V)
+        for j in range(b):  # filled in place: no list of b products beside the result
+            out[:, j] = self.matvec(V[:, j])
+        return out
 
     def as_linear_operator(self) -> LinearOperator:
         """A float64 scipy ``LinearOperator`` whose ``matvec`` is one HVP."""
@@ -285,17 +305,25 @@ class EigenResult:
 
 
 def _residuals(op: HessianOperator, lam: np.ndarray, V: np.ndarray) -> np.ndarray:
-    Vt = torch.from_numpy(np.ascontiguousarray(V)).to(op.pm.dtype)
-    HV = op.matmat(Vt).detach().cpu().double().numpy()
-    return np.linalg.norm(HV - V * lam[None, :], axis=0)
+    """:math:`\\lVert Hv_i - \\lambda_i v_i\\rVert` in blocks of ``op.columns`` products."""
+    r = max(1, int(getattr(op, "columns", 16)))
+    out = np.empty(V.shape[1])
+    for s in range(0, V.shape[1], r):
+        e = min(V.shape[1], s + r)
+        Vt = torch.from_numpy(np.ascontiguousarray(V[:, s:e])).to(op.pm.dtype)
+        HV = op.matmat(Vt).detach().cpu().double().numpy()
+        HV -= V[:, s:e] * lam[None, s:e]
+        out[s:e] = np.linalg.norm(HV, axis=0)
+    return out
 
 
 def _sign_fix(V: np.ndarray) -> np.ndarray:
-    """Make each column's largest-|.| entry positive (a deterministic sign convention)."""
+    """Make each column's largest-|.| entry positive (a deterministic sign convention), in place."""
     idx = np.argmax(np.abs(V), axis=0)
     s = np.sign(V[idx, np.arange(V.shape[1])])
     s[s == 0] = 1.0
-    return V * s[None, :]
+    V *= s[None, :]
+    return V
 
 
 def top_eigenpairs(op: HessianOperator, *, k: int, tol: float = 1e-10,
@@ -357,7 +385,7 @@ def top_eigenpairs(op: HessianOperator, *, k: int, tol: float = 1e-10,
             if v0.shape[0] != D or not np.all(np.isfinite(v0)) or not np.any(v0):
                 raise InputError(f"`v0` must be a finite nonzero vector of length {D}; got shape "
                                  f"{v0.shape}.")
-        ncv_eff = min(D, ncv if ncv is not None else max(2 * k + 1, 20))
+        ncv_eff = min(D, max(k + 1, ncv) if ncv is not None else max(2 * k + 1, 20))
         A = op.as_linear_operator()
         try:
             lam, V = eigsh(A, k=k, which="LA", tol=tol_eff, v0=v0, ncv=ncv_eff)
@@ -369,7 +397,8 @@ def top_eigenpairs(op: HessianOperator, *, k: int, tol: float = 1e-10,
             warnings.warn(f"eigsh converged {len(lam)} of {k} eigenpairs; keeping those.",
                           EigenConvergenceWarning, stacklevel=2)
         order = np.argsort(lam)[::-1]
-        lam, V = np.asarray(lam)[order], np.asarray(V)[:, order]
+        lam, V = np.asarray(lam)[order], np.asarray(V)[:, order]  # V: one C-ordered copy
+        V = np.ascontiguousarray(V)
     V = _sign_fix(V)
     n_solver = op.n_hvp - hvp0
     t_solver = time.perf_counter() - t0
@@ -445,6 +474,11 @@ class BlockHessianOperator:
     @property
     def n_hvp(self) -> int:
         return self.op.n_hvp
+
+    @property
+    def columns(self) -> int:
+        """Products formed together: the full operator's (each is one of its HVPs)."""
+        return self.op.columns
 
     @n_hvp.setter
     def n_hvp(self, value: int) -> None:

@@ -71,17 +71,27 @@ def hutchinson_trace(op: HessianOperator, *, n_probes: int, generator: torch.Gen
     Vk = None
     if eigenvalues is not None and len(eigenvalues):
         exact = float(np.sum(eigenvalues))
-        Vk = torch.from_numpy(np.ascontiguousarray(eigenvectors)).to(dt)
+        Vk = (eigenvectors if isinstance(eigenvectors, torch.Tensor)
+              else torch.from_numpy(np.ascontiguousarray(eigenvectors))).to(dt)
         if Vk.shape[1] >= D:
             return TraceEstimate(exact, 0.0, exact, 0, 0)
-    Z = (torch.randint(0, 2, (D, n_probes), generator=generator).to(dt) * 2 - 1).to(op.pm.device)
+    # the probes as int8 (one byte per entry; the same stream as drawing them in the probe dtype),
+    # their products in blocks of ``op.columns``: memory h x D bytes + a block of D-vectors
+    Z8 = torch.randint(0, 2, (D, n_probes), generator=generator, dtype=torch.int8)
     if Vk is not None:
         Vk = Vk.to(op.pm.device)
-        Z = Z - Vk @ (Vk.T @ Z)
-    HZ = op.matmat(Z)
-    if Vk is not None:
-        HZ = HZ - Vk @ (Vk.T @ HZ)
-    t = (Z * HZ).sum(0).double().cpu().numpy()
+    r = max(1, int(getattr(op, "columns", n_probes)))
+    t = np.empty(n_probes)
+    for s in range(0, n_probes, r):
+        e = min(n_probes, s + r)
+        Z = (Z8[:, s:e].to(dt) * 2 - 1).to(op.pm.device)
+        if Vk is not None:
+            Z = Z - Vk @ (Vk.T @ Z)
+        HZ = op.matmat(Z)
+        if Vk is not None:
+            HZ = HZ - Vk @ (Vk.T @ HZ)
+        t[s:e] = (Z * HZ).sum(0).double().cpu().numpy()
+        del Z, HZ
     est = exact + float(t.mean())
     se = float(t.std(ddof=1) / np.sqrt(n_probes))
     return TraceEstimate(est, se, exact, n_probes, op.n_hvp - hvp0)
@@ -132,23 +142,34 @@ def noise_alignment(op: HessianOperator, full: torch.Tensor, *, source: str,
         raise ConfigError(f"`tr_hc_samples` must be >= 3; got {K}.")
     hvp0 = op.n_hvp
     Xi = full.to(op.pm.dtype)
-    HXi = op.matmat(Xi.T.contiguous()).T
-    q = (Xi * HXi).sum(1).double().cpu().numpy()
-    s = (Xi * Xi).sum(1).double().cpu().numpy()
-    xbar, hxbar = Xi.mean(0), HXi.mean(0)
-    qbar = float((xbar * hxbar).sum())
-    sbar = float((xbar * xbar).sum())
+    # products in blocks of ``op.columns`` rows: per draw q_i = x_i'Hx_i, b_i = (sum x)'H x_i, and
+    # the sum of the H x_i; nothing K x D is formed beside the draws themselves
+    r = max(1, int(getattr(op, "columns", K)))
+    Xs = Xi.sum(0)
+    HXs = torch.zeros_like(Xs)
+    q, s, b = np.empty(K), np.empty(K), np.empty(K)
+    for i in range(0, K, r):
+        e = min(K, i + r)
+        Xc = Xi[i:e]
+        HXc = op.matmat(Xc.T.contiguous()).T
+        q[i:e] = (Xc * HXc).sum(1).double().cpu().numpy()
+        s[i:e] = (Xc * Xc).sum(1).double().cpu().numpy()
+        b[i:e] = (HXc @ Xs).double().cpu().numpy()
+        HXs += HXc.sum(0)
+        del HXc
+    a = (Xi @ HXs).double().cpu().numpy()   # x_i' H (sum x)
+    c = (Xi @ Xs).double().cpu().numpy()    # x_i' (sum x)
+    xs_hxs, xs_xs = float(Xs @ HXs), float(Xs @ Xs)
+    qbar = xs_hxs / K**2
+    sbar = xs_xs / K**2
     tr_hc = (q.sum() - K * qbar) / (K - 1)
     tr_c = (s.sum() - K * sbar) / (K - 1)
-    # delete-one jackknife of tr_hc, tr_c and their ratio
-    Xs, HXs = Xi.sum(0), HXi.sum(0)
-    Xi_np = Xi.double().cpu().numpy()
-    HXi_np = HXi.double().cpu().numpy()
-    Xs_np, HXs_np = Xs.double().cpu().numpy(), HXs.double().cpu().numpy()
-    xm = (Xs_np[None, :] - Xi_np) / (K - 1)          # leave-one-out means
-    hxm = (HXs_np[None, :] - HXi_np) / (K - 1)
-    q_loo = ((q.sum() - q) - (K - 1) * (xm * hxm).sum(1)) / (K - 2)
-    s_loo = ((s.sum() - s) - (K - 1) * (xm * xm).sum(1)) / (K - 2)
+    # delete-one jackknife of tr_hc, tr_c and their ratio, from the leave-one-out means
+    # xm_i = (sum x - x_i)/(K-1), hxm_i = (H sum x - H x_i)/(K-1) expanded into the scalars above
+    xmhxm = (xs_hxs - a - b + q) / (K - 1) ** 2
+    xmxm = (xs_xs - 2 * c + s) / (K - 1) ** 2
+    q_loo = ((q.sum() - q) - (K - 1) * xmhxm) / (K - 2)
+    s_loo = ((s.sum() - s) - (K - 1) * xmxm) / (K - 2)
     with np.errstate(divide="ignore", invalid="ignore"):  # a leave-one-out Tr(C) of 0: SE undefined (NaN)
         ratio_loo = np.where(s_loo > 0, q_loo / s_loo, np.nan)
     ratio = tr_hc / tr_c if tr_c > 0 else float("nan")
@@ -174,8 +195,12 @@ def pair_alignment(op: HessianOperator, moments, *, source: str, trace_h: TraceE
         raise ConfigError("`tr_hc_samples` must be >= 2 groups for the dropout pair estimator.")
     J = W.shape[1]
     hvp0 = op.n_hvp
-    HW = op.matmat(W.to(op.pm.dtype))
-    h = ((W * HW).sum(0).double() / (2.0 * moments.n ** 2)).cpu().numpy()
+    r = max(1, int(getattr(op, "columns", J)))
+    h = np.empty(J)
+    for s in range(0, J, r):  # blocks of ``op.columns`` products
+        e = min(J, s + r)
+        Wc = W[:, s:e].to(op.pm.dtype)
+        h[s:e] = ((Wc * op.matmat(Wc)).sum(0).double() / (2.0 * moments.n ** 2)).cpu().numpy()
     c = np.asarray(moments.group_trace, dtype=np.float64)
     tr_hc, tr_c = float(h.sum()), float(c.sum())
     se_hc = float(np.sqrt(J * h.var(ddof=1)))

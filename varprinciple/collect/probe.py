@@ -30,13 +30,13 @@ from .. import schema
 from ..errors import InputError
 from ._model import ProbedModel, resolve_dtype
 from .blocks import ParameterBlock, block_random_directions, embed, resolve_blocks
-from .curvature import (BlockHessianOperator, EigenResult, HessianOperator, hessian_chunk, hessian_graph_bytes,
-                        top_eigenpairs)
+from .curvature import BlockHessianOperator, EigenResult, HessianOperator, hessian_graph_bytes, top_eigenpairs
 from .flatness import flatness_frame, hutchinson_trace
 from .losses import Loss, parse_loss
+from .memory import MemoryPlan, plan_memory
 from .noise import NoiseDraws, SourceContext, get_source, pair_chunk, random_directions, source_names
 from .probe_settings import ProbeSettings, fits_model_iv
-from .progress import ProbeProgress, tick
+from .progress import ProbeProgress, cost_message, tick
 from .rows import NpyRows
 
 __all__ = ["NoiseSource", "ProbeSettings", "ProbeResult", "probe", "run_probe"]
@@ -141,7 +141,7 @@ def _exact_frame(step: int, draws: NoiseDraws, k: int, m: int) -> pd.DataFrame:
 
 
 def _block_directions(op: HessianOperator, pblocks: list[ParameterBlock], V: torch.Tensor, layout: list,
-                      settings: ProbeSettings, generator: torch.Generator):
+                      settings: ProbeSettings, generator: torch.Generator, ncv: int | None = None):
     """Per block: top ``min(top_k, D_b)`` eigenpairs of H_bb (eigenvectors embedded in R^D) and
     ``n_random`` random unit directions on the block, appended to the directions ``V``."""
     D, m = op.n_params, settings.n_random
@@ -149,7 +149,7 @@ def _block_directions(op: HessianOperator, pblocks: list[ParameterBlock], V: tor
     start = V.shape[1]
     for b in pblocks:
         be = top_eigenpairs(BlockHessianOperator(op, b.index), k=min(settings.top_k, b.size), tol=settings.eig_tol,
-                            generator=generator)
+                            generator=generator, ncv=ncv)
         Vb = embed(torch.from_numpy(np.ascontiguousarray(be.eigenvectors)).to(op.pm.dtype), b.index, D)
         be = EigenResult(eigenvalues=be.eigenvalues, eigenvectors=Vb.cpu().numpy(), residuals=be.residuals,
                          n_hvp=be.n_hvp, method=be.method, seconds=be.seconds, extra=be.extra)
@@ -169,6 +169,14 @@ def _split(draws: NoiseDraws, layout: list):
         eg = None if draws.exact_variance_groups is None else draws.exact_variance_groups[:, c0:c0 + kb + mb]
         yield name, kb, mb, replace(draws, values=draws.values[:, c0:c0 + kb + mb], exact_variance=ev,
                                     exact_variance_se=es, exact_variance_groups=eg)
+
+
+def _release(draws: NoiseDraws) -> NoiseDraws:
+    """The draws without their D-sized parts (full vectors, dropout's group sums), once Tr(HC) is done."""
+    pairs = draws.extra.get("pairs")
+    extra = draws.extra if pairs is None else {**draws.extra, "pairs": replace(pairs, W=None)}
+    # a fresh empty tensor: a view (full[:0]) would keep the whole storage alive
+    return replace(draws, full=draws.full.new_zeros((0, draws.full.shape[1])), extra=extra)
 
 
 def _probe_iv(model, loss, X, y, settings, step, generator, v0):
@@ -210,10 +218,39 @@ def _no_mha_fastpath():
         mha.set_fastpath_enabled(old)
 
 
-def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites, pblocks=None) -> dict:
-    """Memory plan and cost estimate, made before any expensive stage: chunk sizes under the
-    budget and the expected seconds per stage from one timed HVP (after an untimed one) and one
-    timed per-sample chunk."""
+#: (D, n, settings) whose long-probe cost warning was given in this process
+_COST_WARNED: set = set()
+
+#: eigsh's products per Lanczos vector of the basis (ncv) before it converges, from a cold start and
+#: with a warm start (measured: 209 solver products at top-20, ncv 41, cold, on the 969k MLP)
+_EIGSH_PER_NCV = {"cold": 4.5, "warm": 3.0}
+#: an eigsh product costs this many bare HVPs (ARPACK's own work and the numpy round trips;
+#: measured 2-4x on the 969k MLP)
+_EIGSH_OVERHEAD = 2.0
+
+
+def _n_eig(ncv: int, k: int, warm: bool) -> int:
+    """Expected eigsh products (solver + residuals) for ``k`` eigenpairs with basis ``ncv``."""
+    return int(round(_EIGSH_PER_NCV["warm" if warm else "cold"] * ncv)) + k
+
+
+def memory_plan(pm: ProbedModel, settings: ProbeSettings, sites=None, pblocks=None) -> MemoryPlan:
+    """The probe's :class:`~.memory.MemoryPlan` (every D- and n-sized buffer against the budget), or a
+    one-line :class:`ConfigError` naming the smallest budget that would work."""
+    k, m = settings.top_k, settings.n_random
+    d = k + m + (sum(min(k, b.size) + m for b in pblocks) if pblocks else 0)
+    return plan_memory(D=pm.n_params, n=pm.n, act=pm.activation_numel(), itemsize=torch.finfo(pm.dtype).bits // 8,
+                       settings=settings, d=d, dropout_units=sites.unit_numel if sites is not None else 0,
+                       dropout_cut_units=int(np.prod(sites.shapes[sites.cut])) if sites is not None else 0,
+                       dropout_fast=bool(sites.fast_path_pays(d)) if sites is not None else False,
+                       store_vectors=pm.n_params <= settings.store_vectors_max_params)
+
+
+def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites, pblocks, mplan: MemoryPlan,
+          *, warm: bool = False) -> dict:
+    """Memory plan and cost estimate, made before any expensive stage: the memory plan's choices
+    (ncv, HVP chunk, rooms) and the expected seconds per stage from one timed HVP (after an
+    untimed one) and one timed per-sample chunk."""
     from .noise import dropout_data_chunk  # noqa: PLC0415
     n, D, k = pm.n, pm.n_params, settings.top_k
     budget = settings.memory_budget_mb
@@ -223,39 +260,39 @@ def _plan(pm: ProbedModel, op: HessianOperator, settings: ProbeSettings, sites, 
     op.matvec(z)
     t_hvp = time.perf_counter() - t
     op.n_hvp -= 2
-    n_eig = 2 * max(2 * k + 1, 20) + 2 * k  # typical eigsh products + residuals
-    j = settings.tr_hc_samples
-    n_src = sum(s != "isotropic" for s in settings.sources) + ("isotropic" in settings.sources)
-    n_flat = settings.hutchinson_probes + (j * n_src if j else 0)
+    n_eig = _n_eig(mplan.ncv, k, warm)
     plan = {
         "memory_budget_mb": budget,
         "hessian": "graph kept" if op.chunk is None else f"data chunks of {op.chunk}",
         "hessian_graph_mb": round(hessian_graph_bytes(pm) / 2**20, 1),
         "hessian_chunk": op.chunk,
+        "memory": mplan.to_dict(),
         "seconds_per_hvp": t_hvp,
-        "hvp_estimate": {"hessian": n_eig, "flatness": n_flat},
-        "seconds_estimate": {"hessian": t_hvp * n_eig, "flatness": t_hvp * n_flat},
     }
-    if pblocks:  # each block's eigensolve: about one whole-network eigensolve (full HVPs)
-        n_blk = sum(2 * max(2 * min(k, b.size) + 1, 20) + 2 * min(k, b.size) for b in pblocks)
-        plan["hvp_estimate"]["blocks"] = n_blk
-        plan["seconds_estimate"]["blocks"] = t_hvp * n_blk
     if sites is not None:
-        plan["dropout_data_chunk"] = dropout_data_chunk(sites, budget)
-        plan["dropout_pair_chunk"] = pair_chunk(pm, budget)
-    plan["stages"] = _stage_plan(pm, settings, t_hvp, n_eig, n_flat, plan["hvp_estimate"].get("blocks"))
-    plan["summary"] = (f"n={n}, D={D}, budget {budget} MB, HVPs: {plan['hessian']} "
-                       f"(full graph ~{plan['hessian_graph_mb']} MB), ~{t_hvp * 1e3:.1f} ms/HVP; estimated "
-                       f"Hessian {t_hvp * n_eig:.1f} s ({n_eig} HVPs), flatness {t_hvp * n_flat:.1f} s "
-                       f"({n_flat} HVPs)")
+        plan["dropout_data_chunk"] = dropout_data_chunk(sites, mplan.rooms_mb["dropout"])
+        plan["dropout_pair_chunk"] = pair_chunk(pm, mplan.rooms_mb["dropout"])
+    rooms = [mplan.rooms_mb[x] for x in ("sgd", "dropout") if x in mplan.rooms_mb]
+    t_s = _seconds_per_sample(pm, min(rooms)) if rooms else 0.0
+    stages = _stage_plan(pm, settings, t_hvp, t_s, n_eig, pblocks, mplan.ncv)
+    plan["stages"] = stages
+    plan["hvp_estimate"] = {st: int(sum(u for u, unit, _ in p if unit == "HVPs")) for st, p in stages.items()}
+    plan["seconds_estimate"] = {st: float(sum(e or 0.0 for *_, e in p)) for st, p in stages.items()}
+    plan["seconds_total"] = float(sum(plan["seconds_estimate"].values()))
+    plan["cheaper"] = _cheaper(pm, settings, t_hvp, t_s, pblocks, warm, plan["seconds_total"])
+    plan["summary"] = (f"n={n}, D={D}, budget {budget} MB (planned peak {mplan.peak_mb:.0f} MB, eigsh ncv "
+                       f"{mplan.ncv}), HVPs: {plan['hessian']} (full graph ~{plan['hessian_graph_mb']} MB), "
+                       f"~{t_hvp * 1e3:.1f} ms/HVP; estimated total {plan['seconds_total']:.1f} s: "
+                       + ", ".join(f"{st} {sec:.1f} s" for st, sec in plan["seconds_estimate"].items()))
     return plan
 
 
-def _seconds_per_sample(pm: ProbedModel) -> float:
-    """One per-sample-gradient pass's seconds per sample (``vmap(grad)`` on a few samples, timed
-    on its second call: the first traces)."""
+def _seconds_per_sample(pm: ProbedModel, room_mb: float) -> float:
+    """One per-sample-gradient pass's seconds per sample (``vmap(grad)`` on up to 64 samples, as
+    many as a quarter of ``room_mb`` holds; timed on its second call: the first traces)."""
     from torch.func import grad, vmap
-    c = min(pm.n, 64)
+    per = 8 * (2 * pm.n_params + 4 * pm.activation_numel())
+    c = max(1, min(pm.n, 64, int(room_mb * 2**20 / 4 // per)))
     f = vmap(grad(pm.one_sample_loss), in_dims=(None, 0, 0))
     f(pm.params, pm.X[:c], pm.y[:c])
     t = time.perf_counter()
@@ -263,25 +300,66 @@ def _seconds_per_sample(pm: ProbedModel) -> float:
     return (time.perf_counter() - t) / c
 
 
-def _stage_plan(pm: ProbedModel, settings: ProbeSettings, t_hvp: float, n_eig: int, n_flat: int,
-                n_blk: int | None) -> dict[str, list[tuple]]:
-    """Per stage its pieces of work ``(units, unit, estimated seconds)`` for the progress display:
-    HVPs at the timed HVP's cost, per-sample passes at the timed per-sample chunk's, a dropout
-    draw (one full-batch masked gradient, batched over draws) at one HVP's, an isotropic draw at
-    ~20 ns per parameter. Rough by design: the display corrects them per unit as it measures."""
-    n, D = pm.n, pm.n_params
-    t_s = _seconds_per_sample(pm) if {"sgd", "dropout"} & set(settings.sources) else 0.0
-    plan: dict[str, list[tuple]] = {"hessian": [(n_eig, "HVPs", t_hvp * n_eig)]}
-    if n_blk is not None:
-        plan["blocks"] = [(n_blk, "HVPs", t_hvp * n_blk)]
+def _stage_plan(pm: ProbedModel, settings: ProbeSettings, t_hvp: float, t_s: float, n_eig: int,
+                pblocks, ncv: int) -> dict[str, list[tuple]]:
+    """Per stage, in the order they run, its pieces of work ``(units, unit, estimated seconds)`` for
+    the progress display and the cost plan: eigsh products at :data:`_EIGSH_OVERHEAD` timed HVPs,
+    other HVPs at the timed HVP's cost, per-sample passes at the timed per-sample chunk's, a
+    dropout draw (one full-batch masked gradient, batched over draws) at one HVP's, an isotropic
+    draw at ~20 ns per parameter; each source's Tr(HC) products (right after its draws) at one
+    HVP each. Rough by design: the display corrects them per unit as it measures."""
+    n, D, k = pm.n, pm.n_params, settings.top_k
+    t_eig = _EIGSH_OVERHEAD * t_hvp
+    plan: dict[str, list[tuple]] = {"hessian": [(n_eig, "HVPs", t_eig * n_eig)]}
+    if pblocks:  # each block's eigensolve: about one whole-network eigensolve (full HVPs)
+        n_blk = sum(_n_eig(min(ncv, b.size), min(k, b.size), False) for b in pblocks)
+        plan["blocks"] = [(n_blk, "HVPs", t_eig * n_blk)]
+    plan["flatness"] = [(settings.hutchinson_probes, "HVPs", t_hvp * settings.hutchinson_probes)]
+    J = settings.tr_hc_samples
+    n_full = min(J, settings.n_samples)
     src = {"sgd": [(n, "samples", n * t_s)],
            "dropout": ([(n, "samples", 2 * n * t_s)] if settings.exact_variance else [])
            + [(settings.n_dropout, "draws", settings.n_dropout * t_hvp)],
            "isotropic": [(settings.n_samples, "draws", settings.n_samples * D * 2e-8)]}
     for s in sorted(settings.sources, key=lambda x: x == "isotropic"):
-        plan[s] = src.get(s, [(None, None, None)])
-    plan["flatness"] = [(n_flat, "HVPs", t_hvp * n_flat)]
+        pieces = list(src.get(s, [(None, None, None)]))
+        j = J if (s == "dropout" and settings.exact_variance) else n_full
+        if J and j >= 3:
+            pieces.append((j, "HVPs", t_hvp * j))
+        plan[s] = pieces
     return plan
+
+
+def _cheaper(pm: ProbedModel, settings: ProbeSettings, t_hvp: float, t_s: float, pblocks, warm: bool,
+             total: float) -> list[dict]:
+    """Cheaper settings with their estimated total seconds (each at most 80% of ``total``):
+    fewer eigenpairs, fewer trace probes, fewer sampled dropout draws, a source left out."""
+    s = settings
+    cands: list[tuple[str, dict]] = []
+    if s.top_k > 5:
+        cands.append(("top_k = 5", {"top_k": 5}))
+    if s.hutchinson_probes > 16 or s.tr_hc_samples > 16:
+        cands.append(("hutchinson_probes = 16, tr_hc_samples = 16",
+                      {"hutchinson_probes": min(16, s.hutchinson_probes), "tr_hc_samples": min(16, s.tr_hc_samples)}))
+    if "dropout" in s.sources and s.n_dropout > 200:
+        cands.append(("dropout_samples = 200", {"dropout_samples": 200}))
+    for src in s.sources:
+        rest = tuple(x for x in s.sources if x != src)
+        if rest and (src != s.isotropic_of or "isotropic" not in rest):
+            cands.append(("sources = [" + ", ".join(f'"{x}"' for x in rest) + "]", {"sources": rest}))
+    out = []
+    for label, change in cands:
+        try:
+            alt = replace(s, **change)
+        except ConfigError:
+            continue
+        k = min(alt.top_k, pm.n_params)
+        ncv = min(pm.n_params, max(2 * k + 1, 20))
+        st = _stage_plan(pm, alt, t_hvp, t_s, _n_eig(ncv, k, warm), pblocks, ncv)
+        sec = float(sum(e or 0.0 for p in st.values() for *_, e in p))
+        if sec <= 0.8 * total:
+            out.append({"settings": label, "seconds": sec})
+    return sorted(out, key=lambda c: c["seconds"])
 
 
 def _count_hvps(op: HessianOperator) -> None:
@@ -387,14 +465,21 @@ def run_probe(model: nn.Module, loss: Loss | str, X, y: torch.Tensor, *, setting
         sites = getattr(srcs.get("dropout"), "sites", None)
         D = pm.n_params
         pblocks = None if settings.blocks is None else resolve_blocks(settings.blocks, pm.names, pm.numels)
-        hchunk = hessian_chunk(pm, settings.memory_budget_mb)
-        op = HessianOperator(pm, chunk=hchunk)
-        plan = _plan(pm, op, settings, sites, pblocks)
+        mplan = memory_plan(pm, settings, sites, pblocks)  # refuses here when no setting fits the budget
+        op = HessianOperator(pm, chunk=mplan.hessian_chunk)
+        op.columns = mplan.columns
+        plan = _plan(pm, op, settings, sites, pblocks, mplan, warm=v0 is not None)
         prog.set_plan(plan["stages"])
         _count_hvps(op)
         logger.info("probe step %d plan: %s", step, plan["summary"])
+        msg = cost_message(step, plan)
+        if msg is not None:  # once per model size and settings in a process; later probes at INFO
+            key = (D, pm.n, settings)
+            (logger.info if key in _COST_WARNED else logger.warning)(msg)
+            _COST_WARNED.add(key)
         with prog.stage("hessian"):
-            eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator)
+            eig = top_eigenpairs(op, k=settings.top_k, tol=settings.eig_tol, v0=v0, generator=generator,
+                                 ncv=mplan.ncv)
         timings["hessian"] = time.perf_counter() - t0
         k, m = eig.k, settings.n_random
         Vh = torch.from_numpy(np.ascontiguousarray(eig.eigenvectors)).to(pm.dtype).to(pm.device)
@@ -404,35 +489,46 @@ def run_probe(model: nn.Module, loss: Loss | str, X, y: torch.Tensor, *, setting
         gens = {name: torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
                 for name in [*source_names(), "flatness"]}
         V = torch.cat([Vh, R], dim=1)
+        del Vh, R
+        if V.dtype == torch.float64 and V.device.type == "cpu":  # one copy of the eigenvectors: a view of V
+            eig = replace(eig, eigenvectors=V[:, :k].numpy())
         layout = [(None, k, m, 0)]  # (block, Hessian directions, random directions, first column of V)
         beigs: list[tuple[ParameterBlock, EigenResult]] = []
         if pblocks is not None:  # after every draw of the whole-network probe: its streams are unchanged
             t0 = time.perf_counter()
             gb = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
             with prog.stage("blocks"):
-                V, layout, beigs = _block_directions(op, pblocks, V, layout, settings, gb)
+                V, layout, beigs = _block_directions(op, pblocks, V, layout, settings, gb, ncv=mplan.ncv)
             timings["blocks"] = time.perf_counter() - t0
         n_full = min(settings.tr_hc_samples, settings.n_samples)
-        draws: dict[str, NoiseDraws] = {}
-        order = sorted(settings.sources, key=lambda name: srcs[name].after_others)  # stable
-        for src in order:
-            t0 = time.perf_counter()
-            ctx = SourceContext(pm=pm, op=op, directions=V, settings=settings, generator=gens[src], n_full=n_full,
-                                draws=draws)
-            with prog.stage(src):
-                draws[src] = srcs[src].sample(ctx)
-            timings[src] = time.perf_counter() - t0
+        # Tr(H) first, then each source followed by its Tr(HC): one source's full draws held at a time
         t0 = time.perf_counter()
         with prog.stage("flatness"):
             trh = hutchinson_trace(op, n_probes=settings.hutchinson_probes, generator=gens["flatness"],
-                                   eigenvalues=eig.eigenvalues, eigenvectors=eig.eigenvectors)
-            aligns = [a for a in (srcs[s].alignment(op, draws[s], trh) for s in settings.sources) if a is not None]
+                                   eigenvalues=eig.eigenvalues, eigenvectors=V[:, :k])
+        timings["flatness"] = time.perf_counter() - t0
+        draws: dict[str, NoiseDraws] = {}
+        aligned: dict = {}
+        order = sorted(settings.sources, key=lambda name: srcs[name].after_others)  # stable
+        for src in order:
+            t0 = time.perf_counter()
+            op.drop_graph()  # the draws need no products; Tr(HC) rebuilds the graph
+            ctx = SourceContext(pm=pm, op=op, directions=V, generator=gens[src], n_full=n_full, draws=draws,
+                                settings=replace(settings, memory_budget_mb=mplan.rooms_mb[src]))
+            with prog.stage(src):
+                draws[src] = srcs[src].sample(ctx)
+                t1 = time.perf_counter()
+                aligned[src] = srcs[src].alignment(op, draws[src], trh)
+                t_align = time.perf_counter() - t1
+            draws[src] = _release(draws[src])
+            timings[src] = time.perf_counter() - t0 - t_align
+            timings["flatness"] += t_align  # Tr(H) and every Tr(HC), as before
+        aligns = [aligned[s] for s in settings.sources if aligned[s] is not None]
         exact_tr = {s: d.trace for s, d in draws.items() if d.trace_exact}
         exact_se = {s: d.extra["pairs"].trace_se for s, d in draws.items() if d.extra.get("pairs") is not None}
         exact_tr.update({s: draws[s].trace for s in exact_se})
         flat = flatness_frame(step=step, lambda_max=float(eig.eigenvalues[0]), trace_h=trh,
                               alignments=aligns, exact_traces=exact_tr, exact_trace_se=exact_se)
-        timings["flatness"] = time.perf_counter() - t0
     finally:
         stack.close()
         for src in srcs.values():

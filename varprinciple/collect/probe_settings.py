@@ -55,8 +55,10 @@ PROBE_KEYS: dict[str, ConfigKey] = {
                                "Tr(C)) (0: off; else 3..n_samples)", lo=0),
     "store_vectors_max_params": ConfigKey("int", 50_000, "log eigenvectors up to this many "
                                           "parameters", lo=0),
-    "memory_budget_mb": ConfigKey("int", 2048, "working-memory budget of a probe: HVPs, per-sample "
-                                  "gradients and dropout draws are chunked over data to fit it", lo=1),
+    "memory_budget_mb": ConfigKey("int", 2048, "working-memory budget of a probe: every buffer that grows "
+                                  "with D or n (Krylov basis, directions, HVP graph, per-sample gradients, "
+                                  "draws) is planned to fit it, else the probe is refused up front with the "
+                                  "budget it needs", lo=1),
     "dropout_samples": ConfigKey("int", None, "sampled dropout draws K (default: n_samples); with "
                                  "exact_variance the exact moments do not need them, so fewer suffice; 0: "
                                  "none (b from the exact variances, docs/probes.md)", lo=0),
@@ -206,10 +208,12 @@ class ProbeSettings:
         Allow BatchNorm layers (with running statistics): the probe runs the model in eval
         mode, so they normalise with their frozen running statistics. Off: refused.
     memory_budget_mb : int
-        Working-memory budget of the probe: when the full batch's HVP graph does not fit half
-        of it, HVPs are summed over data chunks; per-sample gradients, the two-mask dropout
-        pass and dropout draws are chunked over samples (and draws) to fit it. The inputs
-        themselves are held in memory outside the budget, unless they are given as
+        Working-memory budget of the probe (:mod:`.memory`): every buffer that grows with D or
+        n is counted -- the Krylov basis (its size ``ncv`` is lowered to fit), the directions,
+        the HVP graph (kept when it fits, else HVPs are summed over data chunks), per-sample
+        gradients, the two-mask dropout pass and draws (chunked into what is left); when no
+        setting fits, the probe is refused up front naming the budget it needs. The inputs
+        and torch's start-up are outside the budget, unless the inputs are given as
         :class:`~varprinciple.collect.rows.NpyRows` (read from disk per chunk).
     blocks : "layers", tuple of str or None
         Per-layer probes (:mod:`.blocks`): ``"layers"`` (one block per module with parameters,

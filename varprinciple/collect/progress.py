@@ -8,6 +8,11 @@ in it, plus the estimates of the stages to come scaled by how far the finished s
 times departed from their estimates. Shown as a tqdm bar per stage (``progress=True``; the CLI's
 default on a terminal), else as log lines at INFO: one when a stage starts, one at most every
 ``LOG_EVERY`` seconds while it runs, one when it ends.
+
+Before a probe whose plan exceeds :data:`LONG_PROBE_SECONDS` starts, :func:`cost_message` gives
+the plan per stage (units and estimated seconds) and the cheaper settings the plan priced; the
+probe logs it at WARNING, so it is seen even where INFO is not (Python's default handler shows
+warnings; the CLI shows INFO and up).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import logging
 import time
 from collections.abc import Callable
 
-__all__ = ["ProbeProgress", "tick", "ticking", "LOG_EVERY"]
+__all__ = ["ProbeProgress", "tick", "ticking", "cost_message", "LOG_EVERY", "LONG_PROBE_SECONDS"]
 
 logger = logging.getLogger("varprinciple.collect.probe")
 
 #: seconds between two progress log lines of one stage (no bar)
 LOG_EVERY = 10.0
+#: a probe planned to take longer than this (seconds) says so, with cheaper settings, before it starts
+LONG_PROBE_SECONDS = 120.0
 
 _EIGSH = ("hessian", "blocks")
 _HOOK: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("varprinciple_tick", default=None)
@@ -52,6 +59,25 @@ def _fmt(s: float | None) -> str:
         return "?"
     s = max(0.0, s)
     return f"{s:.1f} s" if s < 60 else (f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.1f} h")
+
+
+def cost_message(step: int, plan: dict, *, threshold: float | None = None) -> str | None:
+    """The up-front cost of a probe whose planned total exceeds ``threshold`` seconds (else None):
+    each stage with its units of work and estimated seconds, then the cheaper settings the plan
+    priced (``plan["cheaper"]``), e.g. ``top_k = 5 (~4.1 min)``; ``threshold`` defaults to
+    :data:`LONG_PROBE_SECONDS`."""
+    total = plan.get("seconds_total")
+    if total is None or total <= (LONG_PROBE_SECONDS if threshold is None else threshold):
+        return None
+    parts = []
+    for name, pieces in plan["stages"].items():
+        sec = sum(e or 0.0 for *_, e in pieces)
+        units = ", ".join(f"{u} {unit}" for u, unit, _ in pieces if u is not None)
+        parts.append(f"{name} {_fmt(sec)} ({units})" if units else f"{name} {_fmt(sec)}")
+    cheaper = "; ".join(f"{c['settings']} (~{_fmt(c['seconds'])})" for c in plan.get("cheaper", []))
+    return (f"probe step {step} will take about {_fmt(total)} at these settings (estimated from one timed "
+            f"HVP and one per-sample chunk): " + ", ".join(parts)
+            + (f". Cheaper [probe] settings: {cheaper}." if cheaper else "."))
 
 
 class ProbeProgress:

@@ -38,12 +38,17 @@ def isotropic_noise(D: int, directions: torch.Tensor, *, trace: float, n_samples
     done = 0
     while done < n_samples:
         k = min(c, n_samples - done)
-        # one call per row: the stream (hence every draw) does not depend on the chunk size
-        Z = torch.stack([torch.randn(D, generator=generator, dtype=torch.float64) for _ in range(k)]) * sigma
+        # one call per row: the stream (hence every draw) does not depend on the chunk size;
+        # filled in place (no list of rows beside the chunk)
+        Z = torch.empty(k, D, dtype=torch.float64)
+        for i in range(k):
+            Z[i].normal_(generator=generator)
+        Z.mul_(sigma)
         Z = Z.to(device=directions.device, dtype=directions.dtype)
         vals.append(project(Z, directions).double().cpu())
         if done < n_full:
-            fulls.append(Z[: n_full - done])
+            fulls.append(Z[: n_full - done].clone())  # a copy: a view would keep the whole chunk alive
+        del Z
         done += k
         tick(k, unit="draws", total=n_samples)
     full = torch.cat(fulls) if fulls else directions.new_zeros((0, D))

@@ -60,12 +60,14 @@ def per_sample_projections(pm: ProbedModel, directions: torch.Tensor, *, gradien
     if method == "auto":
         method = "vmap" if fit >= 8 or fit >= n else "jvp"
     if method == "vmap":
+        keep = keep and n * D * _BYTES <= memory_budget_mb * 2**20 / 4
+        if keep:  # the kept n x D gradients (their chunks and the concatenation) come out of the budget
+            fit = _chunk_for(memory_budget_mb - 2 * n * D * _BYTES / 2**20, per)
         c = chunk or min(n, fit)
         f = vmap(grad(pm.one_sample_loss), in_dims=(None, 0, 0))
         Vp = list(V.split(pm.numels))
         gp = list(gradient.split(pm.numels))
         Ps, sq, Gs = [], [], []
-        keep = keep and n * D * _BYTES <= memory_budget_mb * 2**20 / 4
         for s in range(0, n, c):
             Gd = f(pm.params, pm.X[s:s + c], pm.y[s:s + c])
             m = Gd[pm.names[0]].shape[0]
@@ -163,7 +165,9 @@ def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tens
     if exact_variance:
         ev = (fac * ((P - Pbar) ** 2).mean(0)).cpu().numpy()
     if ps.gradients is not None:  # centred per-sample gradients kept: a draw is a gather-mean
-        full = ps.gradients[idx[:n_full]].mean(1)
+        full = ps.gradients.new_empty((min(n_full, len(idx)), pm.n_params))
+        for j in range(full.shape[0]):  # one draw at a time: no n_full x B x D gather
+            full[j] = ps.gradients[idx[j]].mean(0)
     else:  # one backward pass per draw on its batch
         full = _sgd_full(pm, idx[:n_full], gradient)
     # exact trace of C_B; the JVP path never forms g_i, so its sum comes from one backward
@@ -176,15 +180,14 @@ def sgd_noise(pm: ProbedModel, directions: torch.Tensor, *, gradient: torch.Tens
 
 def _sgd_full(pm: ProbedModel, idx: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     leaves = {k: p.detach().clone().requires_grad_(True) for k, p in pm.params.items()}
-    rows = []
-    for r in idx:
+    out = gradient.new_empty((len(idx), pm.n_params))  # filled in place: no list of rows beside it
+    for j, r in enumerate(idx):
         with torch.enable_grad():
             lb = pm.batch_loss(leaves, pm.X[r], pm.y[r])
             gb = torch.autograd.grad(lb, list(leaves.values()), allow_unused=True, materialize_grads=True)
-        rows.append(torch.cat([t.reshape(-1) for t in gb]) - gradient)
-    if not rows:
-        return gradient.new_zeros((0, pm.n_params))
-    return torch.stack(rows)
+        torch.cat([t.reshape(-1) for t in gb], out=out[j])
+        out[j] -= gradient
+    return out
 
 
 def _centred_sq_sum(pm: ProbedModel, gradient: torch.Tensor) -> float:
