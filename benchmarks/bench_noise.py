@@ -21,7 +21,6 @@ import resource
 import sys
 import time
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import grad, vmap

@@ -156,7 +156,7 @@ def isotropy_cells(reps: int, rng, group: int) -> list[dict]:
     lam20 = np.geomspace(1.0, 1e-2, 20)
     designs = [(f"σ²I, 3 spiky at {w}", K, (lambda n, K, w=w: spiky_isotropic_draws(n, K, rng, where=w)[1]))
                for K in (100, 50, 20) for w in ("top", "random", "bottom")]
-    designs += [(f"Gaussian σ²I", K, lambda n, K: rng.standard_normal((n, K, 20))) for K in (100, 20)]
+    designs += [("Gaussian σ²I", K, lambda n, K: rng.standard_normal((n, K, 20))) for K in (100, 20)]
     designs += [("Student-t5 σ²I", 100, lambda n, K: rng.standard_t(5, (n, K, 20)) / np.sqrt(5 / 3))]
     designs += [(f"Gaussian, variance λ^{b}", K,
                  (lambda n, K, b=b: rng.standard_normal((n, K, 20)) * lam20 ** (b / 2)))

@@ -183,9 +183,9 @@ def test_preflight_errors_before_training(tmp_path):
         collect(load_config(p), tmp_path / "logs")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "reg.npz", X=rng.normal(size=(30, 2)), y=rng.normal(size=30))
-    p.write_text(f'[data]\nname = "npz"\npath = "reg.npz"\n[model]\nwidths = [3]\n[train]\nmethod = "gd"\n'
-                 f'loss = "cross_entropy"\nsteps = 2\n[probe]\ntop_k = 2\nn_samples = 5\nbatch_size = 4\n'
-                 f'tr_hc_samples = 0\nhutchinson_probes = 2\n')
+    p.write_text('[data]\nname = "npz"\npath = "reg.npz"\n[model]\nwidths = [3]\n[train]\nmethod = "gd"\n'
+                 'loss = "cross_entropy"\nsteps = 2\n[probe]\ntop_k = 2\nn_samples = 5\nbatch_size = 4\n'
+                 'tr_hc_samples = 0\nhutchinson_probes = 2\n')
     with pytest.raises(ConfigError, match=r"^\[train\] loss: 'cross_entropy' needs class labels; the data are a "
                                           r"regression task \(use 'mse'\)$"):
         collect(load_config(p), tmp_path / "logs")

@@ -86,7 +86,7 @@ def format_summary(res, *, caveats: bool = True) -> str:
         rows = []
         for (g, src), sub in rel.groupby(["group", "source"], sort=True):
             rows.append({"group": g, "source": src, "relations": len(sub), "median b": _f(sub["slope"].median()),
-                         f"share CI>0": _f(float((sub["ci_low"] > 0).mean()), 2)})
+                         "share CI>0": _f(float((sub["ci_low"] > 0).mean()), 2)})
         out.append(_table(rows))
     out.append("")
     out.append(f"Groups (runs as replicates; mean b, {conf}% t CI, p one-sided b > 0):")
