@@ -112,8 +112,9 @@ class HessianOperator:
         #: samples per data chunk; None = the whole batch with its gradient graph kept (fast path)
         self.chunk = None if chunk is None or chunk >= pm.n else int(chunk)
         self._leaves = [p.detach().clone().requires_grad_(True) for p in pm.params.values()]
-        # autograd's is_grads_batched (vmap over double backward) measured ~4x slower than
-        # a loop of single products on CPU (digits MLP), so batching is opt-in.
+        # autograd's is_grads_batched (vmap over double backward) costs 1.2-2.2x a loop of single
+        # products per vector on CPU for blocks of 5-25 (benchmarks/bench_block_eigs.py, 6k and 113k
+        # MLPs), and block eigensolvers need more products than eigsh: batching is opt-in.
         self._batched_ok = False
         if self.chunk is None:
             self._build()
