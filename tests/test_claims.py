@@ -198,3 +198,21 @@ def test_bad_specs_raise():
         claims_table({}, [_spec()], alpha=0.7)
     with pytest.raises(InputError, match="`confidence` must be in"):
         claims_table({}, [_spec()], confidence=1.5)
+
+
+def test_pooled_summary_truncates_tau2_at_zero_and_is_then_the_fixed_effect_one():
+    """Units that agree more closely than their standard errors imply (Q < df): statsmodels' 'dl'
+    returns a negative tau^2 and I^2, which would narrow the interval; DerSimonian-Laird truncates
+    at 0, where the pooled estimate is the inverse-variance (fixed-effect) mean. Oracle by hand."""
+    from varprinciple.report.study_page import summarize_claims
+    from varprinciple.study.claims import ClaimRow
+    est, se = np.array([1.030, 1.031, 1.032]), np.array([0.010, 0.014, 0.012])
+    rows = [ClaimRow("c", "f", "text", "q", "e", f"u{i}", "greater", 1.0, None, float(e), None, None, float(s),
+                     5.0, 6, None, None, "supported", "supported") for i, (e, s) in enumerate(zip(est, se))]
+    (s,) = summarize_claims(rows, confidence=0.95)
+    w = 1 / se ** 2
+    mean, sd = float((w * est).sum() / w.sum()), float(np.sqrt(1 / w.sum()))
+    z = sps.norm.ppf(0.975)
+    assert s.tau2 == 0.0 and s.i2 == 0.0
+    assert s.pooled == pytest.approx(mean, rel=1e-12)
+    assert (s.ci_low, s.ci_high) == pytest.approx((mean - z * sd, mean + z * sd), rel=1e-12)

@@ -153,9 +153,16 @@ def summarize_claims(rows: Sequence[ClaimRow], *, confidence: float = 0.95) -> l
         var = np.array([r.se ** 2 for r in ok])
         with np.errstate(invalid="ignore"):  # statsmodels also computes HKSJ variants, NaN for few units (unused)
             res = combine_effects(eff, var, method_re="dl", alpha=1 - confidence)
-            lo, hi = res.conf_int(alpha=1 - confidence, use_t=False)[1]
-        out.append(ClaimSummary(**kw, pooled=float(res.mean_effect_re), ci_low=float(lo), ci_high=float(hi),
-                                tau2=float(res.tau2), i2=float(res.i2)))
+            ci = res.conf_int(alpha=1 - confidence, use_t=False)
+        # DerSimonian-Laird truncates tau^2 at 0 (statsmodels' "dl" does not: a negative tau^2 would
+        # weight the units above their inverse variances and narrow the interval); at tau^2 = 0 the
+        # random-effects summary is the fixed-effect one, and I^2 = max(0, (Q - df) / Q)
+        if res.tau2 > 0:
+            pooled, (lo, hi), tau2 = float(res.mean_effect_re), ci[1], float(res.tau2)
+        else:
+            pooled, (lo, hi), tau2 = float(res.mean_effect_fe), ci[0], 0.0
+        out.append(ClaimSummary(**kw, pooled=pooled, ci_low=float(lo), ci_high=float(hi),
+                                tau2=tau2, i2=max(0.0, float(res.i2))))
     return out
 
 
