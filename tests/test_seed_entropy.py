@@ -21,18 +21,20 @@ def logset():
 
 
 def _resampled(res) -> np.ndarray:
-    # the resampling-based numbers: isotropy and curvature p-values of every probe
+    # the resampling-based numbers: rotation and curvature p-values of every probe
     rel = res.relations.sort_values(["run_id", "source", "step"])
-    return rel[["isotropy_p", "curvature_p"]].to_numpy(float)
+    return rel[["isotropy_p_rotation", "curvature_p"]].to_numpy(float)
 
 
 def test_fresh_entropy_is_recorded_and_reproduces(logset, tmp_path):
-    a = analyze(logset, seed=None, resamples=99)
-    b = analyze(logset, seed=None, resamples=99)
+    # 999 resamples: with 99, p-values at or near the floor 0.01 coincide often enough between two
+    # fresh streams to make "the resamples differ" fail by chance (seen once in a 1,000-test run)
+    a = analyze(logset, seed=None, resamples=999)
+    b = analyze(logset, seed=None, resamples=999)
     ea, eb = a.settings["seed_entropy"], b.settings["seed_entropy"]
     assert a.settings["seed"] is None and isinstance(ea, int) and ea != eb  # fresh each time
     assert not np.allclose(_resampled(a), _resampled(b), equal_nan=True)  # the resamples differ
-    again = analyze(logset, seed=ea, resamples=99)
+    again = analyze(logset, seed=ea, resamples=999)
     np.testing.assert_allclose(_resampled(again), _resampled(a), rtol=1e-12, equal_nan=True)
     assert again.settings["seed"] == again.settings["seed_entropy"] == ea
     # the entropy survives the results JSON (an int of up to 128 bits)
