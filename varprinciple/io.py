@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from . import schema
 from ._noise_blocks import NoiseBlock, eigen_lookup, fingerprint, noise_blocks
 from .errors import DuplicateRunWarning, InputError, LogValidationError, Problem
-from .io_write import atomic_write_bytes, file_record, refresh_file_records, to_arrow, write_json, write_table
+from .io_write import (atomic_write, atomic_write_bytes, file_record, refresh_file_records, to_arrow, write_json,
+                       write_table)
 
 __all__ = [
     "NoiseBlock",
@@ -39,6 +40,7 @@ __all__ = [
     "write_run",
     "write_table",
     "write_json",
+    "atomic_write",
     "atomic_write_bytes",
     "read_table",
     "listed_file_problems",

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 from . import schema
 from .errors import InputError
 
-__all__ = ["write_table", "to_arrow", "write_json", "atomic_write_bytes", "file_record", "refresh_file_records"]
+__all__ = ["write_table", "to_arrow", "write_json", "atomic_write", "atomic_write_bytes", "file_record",
+           "refresh_file_records"]
 
 
 def _umask_mode() -> int:
@@ -35,16 +36,16 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory + rename)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Create ``path`` atomically: ``write(tmp)`` fills a temporary file in the same directory
+    (which must exist: a deleted staging directory is never recreated here), which then gets a
+    plain file's mode and is renamed over ``path``; on any failure the temporary file is removed.
+    The one atomic writer of the package (bytes, Parquet, checkpoints, the recorder's parts)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(Path(tmp))
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
@@ -53,6 +54,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (fsync before the rename)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)
 
 
 def _json_default(obj: Any) -> Any:
@@ -100,20 +113,8 @@ def to_arrow(table: pa.Table | pd.DataFrame) -> pa.Table:
 
 def write_table(path: str | os.PathLike, table: pa.Table | pd.DataFrame) -> None:
     """Write a DataFrame or Arrow table to Parquet atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(to_arrow(table), tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: pq.write_table(to_arrow(table), tmp))
 
 
 def file_record(path: str | os.PathLike) -> dict[str, Any]:

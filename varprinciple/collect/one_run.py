@@ -7,7 +7,6 @@ run the ``[trajectory]`` window, and write the run (run.json by
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .. import schema
+from ..io import atomic_write
 from ..run_json import build_run_json
 from .assembly import build_run, probe_schedule, probe_settings, steps_of, unprobed_dropout
 from .probe_runner import ProbeSeries
@@ -30,9 +30,8 @@ logger = logging.getLogger(__name__)
 def _save_state(model, path: Path) -> None:
     """Save a state_dict atomically into an existing directory (never recreated: staging)."""
     import torch
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _concat(frames: list) -> pd.DataFrame | None:

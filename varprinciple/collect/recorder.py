@@ -29,6 +29,7 @@ from torch import nn
 
 from .. import schema
 from ..errors import InputError
+from ..io import atomic_write
 from .api import check_probe_args, write_probe_run
 from .losses import Loss, parse_loss
 from .probe_runner import probe_info, probe_step
@@ -46,12 +47,6 @@ _TABLES = {"eigen": schema.EIGEN_FILE, "noise": schema.NOISE_FILE, "exact_varian
 def _save_npy(path: Path, a: np.ndarray) -> None:
     with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to the temp name
         np.save(fh, a)
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 class Recorder:
@@ -144,7 +139,7 @@ class Recorder:
                     (self.out / name).unlink()
             shutil.rmtree(self._parts, ignore_errors=True)
         self._parts.mkdir(parents=True, exist_ok=True)
-        _atomic_write(ident_file, lambda p: p.write_text(json.dumps(self._ident, indent=1)))
+        atomic_write(ident_file, lambda p: p.write_text(json.dumps(self._ident, indent=1)))
         self._done: dict[int, SimpleNamespace] = {}
         for d in sorted(self._parts.glob("step_*")):
             if (d / "probe.json").exists():  # written last: a step is complete only with it
@@ -180,17 +175,17 @@ class Recorder:
             ckpt = f"checkpoints/step_{step}.pt"
             (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-            _atomic_write(self.out / ckpt, lambda p: torch.save(state, p))
+            atomic_write(self.out / ckpt, lambda p: torch.save(state, p))
         d = self._parts / f"step_{step}"
         d.mkdir(parents=True, exist_ok=True)
         for t, name in _TABLES.items():
             f = getattr(res, t)
             if f is not None:
-                _atomic_write(d / name, lambda p, f=f: f.to_parquet(p, index=False))
-        _atomic_write(d / "top_vector.npy", lambda p: _save_npy(p, res.top_vector))
+                atomic_write(d / name, lambda p, f=f: f.to_parquet(p, index=False))
+        atomic_write(d / "top_vector.npy", lambda p: _save_npy(p, res.top_vector))
         info = {**probe_info(step, res, checkpoint=ckpt), "fingerprint": fp,
                 "dropout_sites": res.info.get("dropout_sites", [])}
-        _atomic_write(d / "probe.json", lambda p: p.write_text(json.dumps(info)))
+        atomic_write(d / "probe.json", lambda p: p.write_text(json.dumps(info)))
         self._done[step] = SimpleNamespace(eigen=res.eigen, noise=res.noise, exact_variance=res.exact_variance,
                                            flatness=res.flatness, diagonal=res.diagonal, info=info,
                                            top_vector=res.top_vector)
