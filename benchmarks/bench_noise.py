@@ -178,6 +178,35 @@ def bench_large(args):
     print("  " + "; ".join(f"{k}: {v}" for k, v in res.info["noise_extra"].items()))
 
 
+def _dropout_source_timings(net, X, y, *, d: int, J: int, Kc: int, reps: int, sequential_K: int = 0,
+                            sequential_on: int = 0) -> dict:
+    """Best-of-``reps`` seconds of the dropout source's parts on ``net``: one bare per-sample-gradient
+    pass, the two-mask exact moments (J groups), their J HVPs for Tr(HC), K' = ``Kc`` sampled draws,
+    and (``sequential_K``) K sequential train-mode backward passes, timed on ``sequential_on``
+    and scaled. Shared by the exact-moments and the source-cost benchmarks."""
+    pmd = ProbedModel(net, Loss.CROSS_ENTROPY, X, y, dtype=torch.float64)
+    opd = HessianOperator(pmd)
+    sites = DropoutSites(pmd)
+    Vd = random_directions(pmd.n_params, d, generator=torch.Generator().manual_seed(0))
+    t = {"D": pmd.n_params, "n": pmd.n}
+    if sequential_K:
+        t["seq"] = best(lambda: sequential_dropout(net, X, y, Vd, sequential_on), reps) * sequential_K / sequential_on
+    f = vmap(grad(pmd.one_sample_loss), in_dims=(None, 0, 0))
+    f(pmd.params, pmd.X[:4], pmd.y[:4])
+    t["pass"] = best(lambda: [pmd.flatten(f(pmd.params, pmd.X[s:s + 600], pmd.y[s:s + 600]), batched=True)
+                              for s in range(0, pmd.n, 600)], reps)
+    out = {}
+
+    def pairs():
+        out["m"] = dropout_pair_moments(sites, Vd, generator=torch.Generator().manual_seed(3), n_groups=J)
+    t["pairs"] = best(pairs, reps)
+    t["hvp"] = best(lambda: opd.matmat(out["m"].W), reps)
+    t["draws"] = best(lambda: dropout_noise(sites, Vd, gradient=opd.gradient, n_samples=Kc, n_full=0,
+                                            trace_samples=4, generator=torch.Generator().manual_seed(2)), reps)
+    sites.remove()
+    return t
+
+
 def bench_dropout_exact(args):
     """Dropout's exact moments (two masks per sample) against K sequential backward passes."""
     X, y = digits()
@@ -185,31 +214,13 @@ def bench_dropout_exact(args):
     for widths in [(64, 50, 50, 10), (64, 300, 300, 10)][:1 if args.quick else 2]:
         for label, drop_after in [("1 site (last hidden layer)", (-1,)), ("2 sites (both hidden layers)", (0, 1))]:
             net = train(mlp(widths, drop_after=drop_after), X, y, 200, 0.3)
-            pmd = ProbedModel(net, Loss.CROSS_ENTROPY, X, y, dtype=torch.float64)
-            opd = HessianOperator(pmd)
-            sites = DropoutSites(pmd)
-            Vd = random_directions(pmd.n_params, d, generator=torch.Generator().manual_seed(0))
-            f = vmap(grad(pmd.one_sample_loss), in_dims=(None, 0, 0))
-            f(pmd.params, pmd.X[:4], pmd.y[:4])
             reps = args.repeats if widths[1] < 100 else 1
             Ks = 100 if widths[1] < 100 else 30
-            t_seq = best(lambda: sequential_dropout(net, X, y, Vd, Ks), reps) * K / Ks
-            t_pass = best(lambda: [pmd.flatten(f(pmd.params, pmd.X[s:s + 600], pmd.y[s:s + 600]), batched=True)
-                                   for s in range(0, pmd.n, 600)], reps)
-            out = {}
-
-            def pairs():
-                out["m"] = dropout_pair_moments(sites, Vd, generator=torch.Generator().manual_seed(3), n_groups=J)
-            t_pairs = best(pairs, reps)
-            t_hvp = best(lambda: opd.matmat(out["m"].W), reps)
             Kc = 200
-            t_draws = best(lambda: dropout_noise(sites, Vd, gradient=opd.gradient, n_samples=Kc, n_full=0,
-                                                 trace_samples=4, generator=torch.Generator().manual_seed(2)),
-                           reps)
-            sites.remove()
-            D = pmd.n_params
-            print(f"\n== dropout exact moments, MLP {'-'.join(map(str, widths))} ({D:,} parameters), {label}, "
-                  f"p = 0.2, n = {pmd.n}, d = {d}, J = {J}, load average {os.getloadavg()[0]:.1f}")
+            t = _dropout_source_timings(net, X, y, d=d, J=J, Kc=Kc, reps=reps, sequential_K=K, sequential_on=Ks)
+            t_seq, t_pass, t_pairs, t_hvp, t_draws = t["seq"], t["pass"], t["pairs"], t["hvp"], t["draws"]
+            print(f"\n== dropout exact moments, MLP {'-'.join(map(str, widths))} ({t['D']:,} parameters), {label}, "
+                  f"p = 0.2, n = {t['n']}, d = {d}, J = {J}, load average {os.getloadavg()[0]:.1f}")
             print(f"  K = {K} sequential backward passes (nn.Dropout, train mode) {t_seq:8.2f} s  "
                   f"(timed on {Ks}, scaled)")
             print(f"  one per-sample-gradient pass (vmap(grad), no dropout)      {t_pass:8.3f} s")
@@ -236,25 +247,9 @@ def bench_dropout_cost(args):
     print("|---|---|---|---|---|---|---|---|")
     for drop_after in [(3,), (2, 3), (0, 1, 2, 3)]:
         net = train(mlp(widths, drop_after=drop_after), X, y, 200, 0.3)
-        pmd = ProbedModel(net, Loss.CROSS_ENTROPY, X, y, dtype=torch.float64)
-        opd = HessianOperator(pmd)
-        sites = DropoutSites(pmd)
-        Vd = random_directions(pmd.n_params, d, generator=torch.Generator().manual_seed(0))
-        f = vmap(grad(pmd.one_sample_loss), in_dims=(None, 0, 0))
-        f(pmd.params, pmd.X[:4], pmd.y[:4])
-        reps = args.repeats
-        t_pass = best(lambda: [pmd.flatten(f(pmd.params, pmd.X[s:s + 600], pmd.y[s:s + 600]), batched=True)
-                               for s in range(0, pmd.n, 600)], reps)
-        out = {}
-
-        def pairs():
-            out["m"] = dropout_pair_moments(sites, Vd, generator=torch.Generator().manual_seed(3), n_groups=J)
-        t_pairs = best(pairs, reps)
-        t_hvp = best(lambda: opd.matmat(out["m"].W), reps)
-        t_draws = best(lambda: dropout_noise(sites, Vd, gradient=opd.gradient, n_samples=Kc, n_full=0,
-                                             trace_samples=4, generator=torch.Generator().manual_seed(2)), reps)
-        sites.remove()
-        print(f"| {len(drop_after)} ({pmd.n_params:,} params) | {t_pass:.3f} s | {t_pairs:.3f} s | "
+        t = _dropout_source_timings(net, X, y, d=d, J=J, Kc=Kc, reps=args.repeats)
+        t_pass, t_pairs, t_hvp, t_draws = t["pass"], t["pairs"], t["hvp"], t["draws"]
+        print(f"| {len(drop_after)} ({t['D']:,} params) | {t_pass:.3f} s | {t_pairs:.3f} s | "
               f"**{t_pairs / t_pass:.2f}** | {t_hvp:.3f} s | {t_hvp / t_pass:.2f} | {t_draws:.3f} s | "
               f"{t_draws / t_pass:.2f} |", flush=True)
 
