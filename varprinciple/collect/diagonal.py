@@ -19,6 +19,9 @@ Rows follow :data:`varprinciple.schema.DIAGONAL` (``docs/probes.md``).
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import torch
@@ -133,8 +136,6 @@ def with_diagonal(res, model: nn.Module, loss, X, y, *, step: int, settings, gen
     own stream (the runner a seeded one of its own, ``probe`` the caller's generator)."""
     if not settings.diag_params:
         return res
-    import time
-    from dataclasses import replace
     t = time.perf_counter()
     diag = diagonal_frame(model, loss, X, y, step=step, settings=settings, generator=generator)
     return replace(res, diagonal=diag, timings={**res.timings, "diagonal": time.perf_counter() - t})

@@ -31,6 +31,7 @@ from ..errors import InputError
 from ._model import ProbedModel, resolve_dtype
 from .blocks import ParameterBlock, block_random_directions, embed, resolve_blocks
 from .curvature import BlockHessianOperator, EigenResult, HessianOperator, top_eigenpairs
+from .diagonal import with_diagonal
 from .flatness import flatness_frame, hutchinson_trace
 from .losses import Loss, parse_loss
 from .noise import NoiseDraws, SourceContext, get_source, random_directions, source_names
@@ -295,10 +296,8 @@ def probe(model: nn.Module, loss: Loss | str, X: torch.Tensor, y: torch.Tensor, 
     loss = _probe_iv(model, loss, X, y, settings, step, generator, v0)
     res = run_probe(model, loss, X, y, settings=settings, step=step, generator=generator, v0=v0,
                     progress=progress)
-    if settings.diag_params:  # after the probe, on the caller's stream
-        from .diagonal import with_diagonal
-        res = with_diagonal(res, model, loss, X, y, step=step, settings=settings, generator=generator)
-    return res
+    # the per-parameter diagonals when asked for, after the probe, on the caller's stream
+    return with_diagonal(res, model, loss, X, y, step=step, settings=settings, generator=generator)
 
 
 def run_probe(model: nn.Module, loss: Loss | str, X, y: torch.Tensor, *, settings: ProbeSettings, step: int,

@@ -24,6 +24,7 @@ from torch import nn
 
 from ._model import state_fingerprint
 from .assembly import dropout_switched_off
+from .diagonal import with_diagonal
 from .sweep import derive_seed
 
 __all__ = ["probe_step", "probe_info", "ProbeSeries"]
@@ -44,10 +45,9 @@ def probe_step(model: nn.Module, loss, X, y, *, step: int, settings, seed: int, 
     with torch.random.fork_rng(devices=devs), dropout_switched_off(model, list(switched_off)):
         torch.manual_seed(derive_seed(pseed, "global"))
         res = run_probe(model, loss, X, y, settings=settings, step=step, generator=gen, v0=v0, progress=progress)
-        if settings.diag_params:  # per-parameter diagonals on their own stream (.diagonal)
-            from .diagonal import with_diagonal
-            res = with_diagonal(res, model, loss, X, y, step=step, settings=settings,
-                                generator=torch.Generator().manual_seed(derive_seed(pseed, "diagonal")))
+        # the per-parameter diagonals when asked for, on their own seeded stream (.diagonal)
+        res = with_diagonal(res, model, loss, X, y, step=step, settings=settings,
+                            generator=torch.Generator().manual_seed(derive_seed(pseed, "diagonal")))
     return res, fingerprint
 
 
